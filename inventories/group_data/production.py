@@ -1,0 +1,11 @@
+"""Data of the `production` group (example values: adjust to your site)."""
+
+ssh_user = "root"
+
+# The admin's public key, on the controller.
+admin_ssh_public_key_file = "/etc/seawall/admin_ed25519.pub"
+
+# 0600 file of name=value lines; SEAWALL_SECRET_<NAME> variables override it.
+secrets_file = "/etc/seawall/secrets"
+
+ntp_servers = ["ntp1.trading.internal", "ntp2.trading.internal"]
