@@ -1,0 +1,9 @@
+"""Everything, on every host: ``pyinfra -y inventories/lab.py deploys/site.py``.
+
+Each concern is one ``local.include`` line, in the order they build on each
+other; a concern's deploy picks its hosts by their groups.
+"""
+
+from pyinfra import local
+
+local.include("deploys/common.py")

@@ -1,0 +1,1 @@
+"""Packaged pyinfra deploys, one module per concern, each with a ``deploy_<concern>()``."""

@@ -1,0 +1,395 @@
+"""The baseline every seawall host gets, whatever its roles: ``deploy_common()``.
+
+What it guarantees on every host:
+
+- apt goes through ``apt_proxy`` when one is set, directly otherwise;
+  ``common_packages`` are installed, and installing them starts no daemon with
+  stock configuration (a ``policy-rc.d`` is in place during the install only);
+- the clock runs in ``timezone`` and systemd-timesyncd syncs it from
+  ``ntp_servers`` (on real hosts: a container shares its host's clock);
+- ``admin_user`` logs in with the key in ``admin_ssh_public_key_file`` and no
+  other, and has passwordless sudo;
+- sshd accepts keys only, root as ``sshd_permit_root_login`` says, with bounded
+  login time and attempts;
+- journald keeps logs on disk, within ``journald_*`` bounds;
+- on real hosts, ``sysctl`` and transparent huge pages are set now and at boot;
+- ``role_marker_path`` lists the host's roles.
+
+What it never does:
+
+- restart sshd: pyinfra is connected over it. sshd is reloaded, only when its
+  drop-in changed and only once ``sshd -t`` accepts the whole configuration;
+- install a sudoers or sshd file its validator rejects (the old file stays);
+- touch kernel settings inside a container (read-only there): it says so instead;
+- edit a file Debian ships: everything it writes is a seawall drop-in.
+"""
+
+import hashlib
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra import host
+from pyinfra.api import FactBase, OperationError, deploy, operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.host import HostData
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import File, FileContents, Sha1File
+from pyinfra.operations import apt, files, server, systemd
+
+from seawall import defaults
+from seawall.defaults import COMMON
+
+# Templates mirror the path they render to: templates/common/etc/... -> /etc/...
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "common"
+
+APT_PROXY = "/etc/apt/apt.conf.d/01seawall-proxy"
+SUDOERS = "/etc/sudoers.d/seawall"
+# sshd keeps the first value it reads: 00- wins over other drop-ins.
+SSHD = "/etc/ssh/sshd_config.d/00-seawall.conf"
+JOURNALD = "/etc/systemd/journald.conf.d/seawall.conf"
+TIMESYNCD = "/etc/systemd/timesyncd.conf.d/seawall.conf"
+SYSCTL = "/etc/sysctl.d/60-seawall.conf"
+THP_UNIT = "seawall-thp.service"
+THP_UNIT_PATH = f"/etc/systemd/system/{THP_UNIT}"
+# The role marker's template; the file goes to role_marker_path.
+ROLE_MARKER = "/etc/seawall/roles"
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+
+# Every template this deploy renders (as target paths), for the tests.
+TEMPLATES: tuple[str, ...] = (
+    APT_PROXY,
+    SUDOERS,
+    SSHD,
+    JOURNALD,
+    TIMESYNCD,
+    SYSCTL,
+    THP_UNIT_PATH,
+    ROLE_MARKER,
+)
+
+_POLICY_MARKER = "# seawall: installing packages"
+# Exit 101 = "action forbidden": invoke-rc.d and deb-systemd-invoke start nothing.
+_POLICY_RC_D_SCRIPT = f"#!/bin/sh\n{_POLICY_MARKER}, start no daemon with stock config\nexit 101\n"
+
+_JINJA = Environment(
+    loader=FileSystemLoader(TEMPLATE_DIR),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def render(target: str, context: Mapping[str, Any]) -> str:
+    """Render the template of ``target``, a path on the host (``/etc/sysctl.d/60-seawall.conf``)."""
+    return _JINJA.get_template(target.lstrip("/") + ".j2").render(context)
+
+
+def template_context(data: Mapping[str, Any] | HostData, groups: Sequence[str]) -> dict[str, Any]:
+    """Return what the templates see: the COMMON keys of a host's data, and its roles."""
+    context = {key: data.get(key, default) for key, default in COMMON.items()}
+    context["roles"] = [role for role in defaults.ROLES if role in groups]
+    return context
+
+
+class Container(FactBase[str | None]):
+    """Returns the container technology the host runs in, or ``None`` on a VM or bare metal.
+
+    .. code:: python
+
+        "lxc"
+    """
+
+    def command(self) -> str:
+        # It prints "none" and exits 1 outside a container.
+        return "systemd-detect-virt --container || true"
+
+    def requires_command(self) -> str:
+        return "systemd-detect-virt"
+
+    def process(self, output: list[str]) -> str | None:
+        value = output[0].strip() if output else ""
+        return None if value in ("", "none") else value
+
+
+@operation()
+def validated_file(
+    src: str,
+    dest: str,
+    validate: str,
+    check_installed: str | None = None,
+    mode: int = 644,
+):
+    """
+    Install a file owned by root only if a validator accepts it.
+
+    + src: the file's content
+    + dest: where it goes; the candidate is uploaded beside it as ``<dest>.seawall-new``
+    + validate: shell command that checks the candidate, ``{path}`` standing for its path
+    + check_installed: shell command that checks the whole system once the file is in
+      place; if it fails the previous file is put back and the operation fails
+    + mode: permissions, as octal digits
+
+    The candidate's name has a dot and no ``.conf`` ending, so neither sudo's
+    ``includedir`` nor sshd's ``Include *.conf`` ever reads it.
+
+    **Example:**
+
+    .. code:: python
+
+        validated_file(
+            name="Grant the admin passwordless sudo",
+            src="seawall ALL=(ALL:ALL) NOPASSWD: ALL\\n",
+            dest="/etc/sudoers.d/seawall",
+            validate="visudo -cf {path}",
+            mode=440,
+        )
+    """
+    remote = host.get_fact(File, path=dest)
+    if remote is False:
+        raise OperationError(f"{dest} exists and is not a file")
+    if (
+        remote
+        and host.get_fact(Sha1File, path=dest) == hashlib.sha1(src.encode()).hexdigest()
+        and remote["mode"] == mode
+        and (remote["user"], remote["group"]) == ("root", "root")
+    ):
+        host.noop(f"file {dest} is already installed")
+        return
+
+    new, old, final = (shlex.quote(dest + end) for end in (".seawall-new", ".seawall-old", ""))
+    yield FileUploadCommand(
+        StringIO(src), f"{dest}.seawall-new", remote_temp_filename=host.get_temp_filename(dest)
+    )
+    yield f"chown root:root {new} && chmod {mode} {new}"
+    yield f"{validate.format(path=new)} || {{ rm -f {new}; exit 1; }}"
+    if check_installed is None:
+        yield f"mv -f {new} {final}"
+        return
+    yield (
+        f"if [ -e {final} ]; then cp -p {final} {old}; fi && mv -f {new} {final} && "
+        f"if {check_installed}; then rm -f {old}; "
+        f"else if [ -e {old} ]; then mv -f {old} {final}; else rm -f {final}; fi; exit 1; fi"
+    )
+
+
+def install_packages(name: str, packages: Sequence[str], no_recommends: bool = True) -> None:
+    """Install Debian packages with ``policy-rc.d`` in place, so no daemon starts with stock config.
+
+    Updates the package lists only when a package is missing, so a run that
+    installs nothing changes nothing. A ``policy-rc.d`` seawall left behind by an
+    interrupted run is removed; one from anyone else is left alone.
+    """
+    installed = host.get_fact(DebPackages)
+    missing = [package for package in packages if package.split("=")[0] not in installed]
+    policy = host.get_fact(FileContents, path=POLICY_RC_D)
+    ours = bool(policy) and _POLICY_MARKER in "\n".join(policy)
+    guard = bool(missing) and not policy
+    if guard:
+        files.put(
+            name="Stop Debian from starting daemons while packages install",
+            src=StringIO(_POLICY_RC_D_SCRIPT),
+            dest=POLICY_RC_D,
+            mode="755",
+        )
+    apt.packages(
+        name=name,
+        packages=list(packages),
+        update=bool(missing),
+        cache_time=3600,
+        no_recommends=no_recommends,
+    )
+    if guard or ours:
+        files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)
+
+
+@dataclass(frozen=True)
+class _Changed:
+    """The configure operations whose change the activate phase acts on."""
+
+    timesyncd: OperationMeta
+    sshd: OperationMeta
+    journald: OperationMeta
+    sysctl: OperationMeta | None
+    thp_unit: OperationMeta | None
+
+
+@deploy("Common host baseline", data_defaults=COMMON)
+def deploy_common() -> None:
+    """
+    Apply the common baseline to a host: install, then configure, then activate.
+
+    **Example:**
+
+    .. code:: python
+
+        from seawall.components.common import deploy_common
+
+        deploy_common()
+    """
+    context = template_context(host.data, host.groups)
+    container = host.get_fact(Container)
+    _install(context)
+    changed = _configure(context, container)
+    _activate(context, container, changed)
+
+
+def _file(name: str, target: str, context: Mapping[str, Any], dest: str | None = None) -> Any:
+    return files.put(
+        name=name,
+        src=StringIO(render(target, context)),
+        dest=dest or target,
+        user="root",
+        group="root",
+        mode="644",
+    )
+
+
+def _install(context: Mapping[str, Any]) -> None:
+    # The proxy goes first: on the lab it is the only way to a package.
+    if context["apt_proxy"]:
+        _file("Send apt through the package proxy", APT_PROXY, context)
+    else:
+        files.file(name="Let apt reach its mirrors directly", path=APT_PROXY, present=False)
+    install_packages("Install base packages", context["common_packages"])
+
+
+def _configure(context: Mapping[str, Any], container: str | None) -> _Changed:
+    timezone = context["timezone"]
+    # A link to zoneinfo/<name> itself (not the file it resolves to), so
+    # `timedatectl` reports the name as configured.
+    files.link(
+        name=f"Set the timezone to {timezone}",
+        path="/etc/localtime",
+        target=f"/usr/share/zoneinfo/{timezone}",
+    )
+    files.put(
+        name="Record the timezone for tools that read /etc/timezone",
+        src=StringIO(f"{timezone}\n"),
+        dest="/etc/timezone",
+        mode="644",
+    )
+    timesyncd = _file("Configure time sync servers", TIMESYNCD, context)
+
+    admin = context["admin_user"]
+    server.user(
+        name=f"Create the admin user {admin} with the admin key only",
+        user=admin,
+        shell="/bin/bash",
+        public_keys=_admin_keys(context["admin_ssh_public_key_file"]),
+        delete_keys=True,
+    )
+    validated_file(
+        name=f"Grant {admin} passwordless sudo",
+        src=render(SUDOERS, context),
+        dest=SUDOERS,
+        validate="visudo -cqf {path}",
+        check_installed="visudo -cq",
+        mode=440,
+    )
+    sshd = validated_file(
+        name="Harden sshd: keys only, bounded logins",
+        src=render(SSHD, context),
+        dest=SSHD,
+        validate="sshd -t -f {path}",
+        check_installed="sshd -t",
+        mode=644,
+    )
+    journald = _file("Keep the journal on disk within bounds", JOURNALD, context)
+
+    sysctl = thp_unit = None
+    if container:
+        host.log(
+            f"Skip kernel tuning: container ({container}) shares its host's kernel; "
+            "set sysctl and transparent huge pages on that host"
+        )
+    else:
+        sysctl = _file("Persist kernel settings", SYSCTL, context)
+        thp_unit = _file("Install the transparent huge pages unit", THP_UNIT_PATH, context)
+
+    _file(
+        "Write the role marker",
+        ROLE_MARKER,
+        context,
+        dest=context["role_marker_path"],
+    )
+    return _Changed(timesyncd, sshd, journald, sysctl, thp_unit)
+
+
+def _activate(context: Mapping[str, Any], container: str | None, changed: _Changed) -> None:
+    systemd.service(
+        name="Reload sshd (its configuration changed)",
+        service="ssh.service",
+        running=True,
+        reloaded=True,
+        _if=changed.sshd.did_change,
+    )
+    systemd.service(
+        name="Restart journald (its configuration changed)",
+        service="systemd-journald.service",
+        running=True,
+        restarted=True,
+        _if=changed.journald.did_change,
+    )
+
+    if container:
+        # timesyncd's unit has ConditionVirtualization=!container: it would never start.
+        host.log(f"Skip time sync: container ({container}) uses its host's clock")
+    else:
+        systemd.service(
+            name="Restart timesyncd (its configuration changed)",
+            service="systemd-timesyncd.service",
+            running=True,
+            restarted=True,
+            _if=changed.timesyncd.did_change,
+        )
+        systemd.service(
+            name="Start and enable timesyncd",
+            service="systemd-timesyncd.service",
+            running=True,
+            enabled=True,
+        )
+
+    if changed.sysctl is None or changed.thp_unit is None:
+        return
+    for key, value in sorted(context["sysctl"].items()):
+        server.sysctl(name=f"Set {key} to {value}", key=key, value=value)
+    systemd.daemon_reload(
+        name="Reload systemd (the huge pages unit changed)", _if=changed.thp_unit.did_change
+    )
+    systemd.service(
+        name="Apply the transparent huge pages setting (it changed)",
+        service=THP_UNIT,
+        running=True,
+        restarted=True,
+        _if=changed.thp_unit.did_change,
+    )
+    systemd.service(
+        name=f"Set transparent huge pages to {context['transparent_hugepages']} at every boot",
+        service=THP_UNIT,
+        running=True,
+        enabled=True,
+    )
+
+
+def _admin_keys(key_file: str | None) -> list[str]:
+    if not key_file or not Path(key_file).is_file():
+        raise DeployError(
+            f"{host.name}: admin_ssh_public_key_file: {key_file!r} is not a file on this machine"
+        )
+    keys = [
+        line.strip()
+        for line in Path(key_file).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    if not keys:
+        raise DeployError(f"{host.name}: admin_ssh_public_key_file: {key_file} holds no key")
+    return keys

@@ -1,0 +1,117 @@
+"""The lab's settings, all read from the lab inventory's data."""
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from seawall.errors import SeawallError
+from seawall.inventory import Topology
+
+# Linux limits interface names to 15 bytes.
+_IFNAMSIZ = 15
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One lab host: inventory name, address and the LXC names derived from them."""
+
+    name: str
+    address: str
+    container: str
+    veth: str
+    hwaddr: str
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    topology: Topology
+    state_dir: Path
+    bridge: str
+    bridge_address: str
+    prefix_length: int
+    apt_proxy_port: int
+    mirror: str
+    base_packages: tuple[str, ...]
+    hosts: tuple[LabHost, ...]
+
+    @property
+    def ssh_key(self) -> Path:
+        return Path(str(self.topology.value("ssh_key")))
+
+    @property
+    def known_hosts(self) -> Path:
+        return Path(str(self.topology.value("ssh_known_hosts_file")))
+
+    @property
+    def secrets_file(self) -> Path:
+        return Path(str(self.topology.value("secrets_file")))
+
+    @property
+    def base_rootfs(self) -> Path:
+        return self.state_dir / "base" / "rootfs"
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"{self.bridge_address}/{self.prefix_length}", strict=False)
+
+    def host(self, name: str) -> LabHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(host.name for host in self.hosts)
+        raise SeawallError(f"no lab host named {name!r} (hosts: {known})")
+
+
+def _hwaddr(address: str) -> str:
+    # Pinned MAC derived from the address: a new MAC at every start leaves a
+    # stale ARP entry that blocks SSH for ~19 s (LAB-NOTES gotcha 2).
+    octets = ipaddress.IPv4Address(address).packed
+    return "02:5e:" + ":".join(f"{octet:02x}" for octet in octets)
+
+
+def _veth(name: str) -> str:
+    veth = f"sw-{name}"
+    if len(veth) > _IFNAMSIZ:
+        raise SeawallError(f"{name}: host name too long for a lab interface name ({veth})")
+    return veth
+
+
+def lab_config(topology: Topology) -> LabConfig:
+    """Build the lab settings from a lab inventory.
+
+    Raises:
+        SeawallError: the inventory lacks lab data or a host is off the lab network.
+    """
+    for key in ("lab_bridge", "lab_bridge_address", "lab_prefix_length", "lab_state_dir"):
+        if topology.value(key) is None:
+            raise SeawallError(f"{topology.path}: {key} is missing: not a lab inventory")
+    bridge_address = str(topology.value("lab_bridge_address"))
+    prefix = int(topology.value("lab_prefix_length"))
+    network = ipaddress.IPv4Network(f"{bridge_address}/{prefix}", strict=False)
+    prefix_name = str(topology.value("lab_container_prefix"))
+    hosts = []
+    for host in topology:
+        if ipaddress.ip_address(host.address) not in network:
+            raise SeawallError(
+                f"{host.name}: private_address: {host.address} is not on the lab network {network}"
+            )
+        hosts.append(
+            LabHost(
+                name=host.name,
+                address=host.address,
+                container=prefix_name + host.name,
+                veth=_veth(host.name),
+                hwaddr=_hwaddr(host.address),
+            )
+        )
+    return LabConfig(
+        topology=topology,
+        state_dir=Path(str(topology.value("lab_state_dir"))),
+        bridge=str(topology.value("lab_bridge")),
+        bridge_address=bridge_address,
+        prefix_length=prefix,
+        apt_proxy_port=int(topology.value("lab_apt_proxy_port")),
+        mirror=str(topology.value("lab_debian_mirror")),
+        base_packages=tuple(topology.value("lab_base_packages")),
+        hosts=tuple(hosts),
+    )

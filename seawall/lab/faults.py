@@ -1,0 +1,93 @@
+"""Real faults for drills and tests: crash, freeze, cut off or partition lab hosts."""
+
+from seawall.lab.config import LabConfig
+from seawall.lab.hosts import start, state, stop, wait_ready
+from seawall.lab.network import require_bridge
+from seawall.lab.run import run
+
+FAULT_TABLE = "seawall_lab_faults"
+
+
+def crash(config: LabConfig, name: str) -> None:
+    """Stop a host hard, as a power loss would."""
+    stop(config.host(name))
+
+
+def freeze(config: LabConfig, name: str) -> None:
+    """Freeze every process of a host: alive to the network stack, answering nothing."""
+    host = config.host(name)
+    if state(host) == "RUNNING":
+        run(["lxc-freeze", "-n", host.container])
+
+
+def unfreeze(config: LabConfig, name: str) -> None:
+    host = config.host(name)
+    if state(host) == "FROZEN":
+        run(["lxc-unfreeze", "-n", host.container])
+
+
+def cut(config: LabConfig, name: str) -> None:
+    """Cut a host off the bridge (its link goes down) while it keeps running."""
+    require_bridge(config)
+    run(["ip", "link", "set", config.host(name).veth, "down"])
+
+
+def _ensure_fault_table() -> None:
+    # Bridged traffic between two hosts passes the bridge family's forward hook.
+    run(["nft", "-f", "-"], input=(
+        f"table bridge {FAULT_TABLE} {{\n"
+        "  chain forward { type filter hook forward priority 0; policy accept; }\n"
+        "}\n"
+    ))
+
+
+def partition(config: LabConfig, first: str, second: str) -> None:
+    """Drop all traffic between two hosts in both directions; each still reaches the others."""
+    require_bridge(config)
+    a, b = config.host(first).address, config.host(second).address
+    _ensure_fault_table()
+    for source, target in ((a, b), (b, a)):
+        run(["nft", "add", "rule", "bridge", FAULT_TABLE, "forward",
+             "ip", "saddr", source, "ip", "daddr", target, "drop"])
+
+
+def isolate(config: LabConfig, name: str) -> None:
+    """Partition one host from every other lab host (clients on the controller still reach it)."""
+    for other in config.hosts:
+        if other.name != name:
+            partition(config, name, other.name)
+
+
+def active_faults(config: LabConfig) -> list[str]:
+    """Describe the faults in place now."""
+    faults = []
+    table = run(["nft", "list", "table", "bridge", FAULT_TABLE], check=False)
+    if table.returncode == 0:
+        faults += [f"partition: {line.strip()}" for line in table.stdout.splitlines()
+                   if line.strip().endswith("drop")]
+    for host in config.hosts:
+        current = state(host)
+        if current in ("STOPPED", "FROZEN"):
+            faults.append(f"{host.name}: {current.lower()}")
+        elif current == "RUNNING":
+            link = run(["ip", "-o", "link", "show", host.veth], check=False).stdout
+            if link and "state DOWN" in link and ",UP" not in link.split(">")[0]:
+                faults.append(f"{host.name}: cut off")
+    return faults
+
+
+def restore(config: LabConfig, wait: float = 120) -> None:
+    """Undo every fault: heal partitions, reconnect, unfreeze and start every host."""
+    run(["nft", "delete", "table", "bridge", FAULT_TABLE], check=False)
+    started = []
+    for host in config.hosts:
+        current = state(host)
+        if current == "FROZEN":
+            run(["lxc-unfreeze", "-n", host.container])
+        elif current == "STOPPED":
+            start(host)
+            started.append(host)
+        if state(host) == "RUNNING":
+            run(["ip", "link", "set", host.veth, "up"], check=False)
+    if started:
+        wait_ready(config, started, timeout=wait)

@@ -1,0 +1,197 @@
+"""Lab hosts as privileged LXC system containers overlaying the base root filesystem."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from seawall.errors import SeawallError
+from seawall.lab.config import LabConfig, LabHost
+from seawall.lab.network import require_bridge
+from seawall.lab.run import run
+
+LXC_PATH = Path("/var/lib/lxc")
+CONFIG_MARKER = "# managed by seawall lab"
+
+
+def container_dir(host: LabHost) -> Path:
+    return LXC_PATH / host.container
+
+
+def state(host: LabHost) -> str:
+    """Return the LXC state (RUNNING, STOPPED, FROZEN...) or ABSENT."""
+    if not (container_dir(host) / "config").exists():
+        return "ABSENT"
+    result = run(["lxc-info", "-n", host.container, "-s", "-H"], check=False, timeout=20)
+    return result.stdout.strip() or "ABSENT"
+
+
+def ensure_lab_key(config: LabConfig) -> None:
+    """Generate the lab's SSH key once; it never leaves the state directory."""
+    key = config.ssh_key
+    if key.exists():
+        return
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seawall-lab", "-f", str(key)])
+
+
+def _host_key(config: LabConfig, host: LabHost) -> Path:
+    """Return the host's SSH host key, made on the controller so its public half is known."""
+    key = config.state_dir / "hostkeys" / host.name / "ssh_host_ed25519_key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}",
+             "-f", str(key)])
+    return key
+
+
+def write_known_hosts(config: LabConfig) -> None:
+    """Write the lab's own known_hosts: every host's key at its address, nothing else."""
+    lines = []
+    for host in config.hosts:
+        public = _host_key(config, host).with_suffix(".pub").read_text().split()
+        lines.append(f"{host.address} {public[0]} {public[1]}")
+    config.known_hosts.write_text("\n".join(lines) + "\n")
+
+
+def _write_file(path: Path, text: str | bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, mode)
+
+
+def _seed_delta(config: LabConfig, host: LabHost, delta: Path) -> None:
+    """Put the host's identity into its overlay layer before its first boot."""
+    # The overlay takes an upper directory's mode, so match the base's.
+    for folder, mode in (("etc", 0o755), ("etc/ssh", 0o755), ("root", 0o700),
+                         ("root/.ssh", 0o700)):
+        (delta / folder).mkdir(parents=True, exist_ok=True)
+        os.chmod(delta / folder, mode)
+    _write_file(delta / "etc/hostname", host.name + "\n", 0o644)
+    # sudo resolves the host's own name; there is no DNS in the lab (LAB-NOTES 4).
+    _write_file(
+        delta / "etc/hosts",
+        f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n::1 localhost ip6-localhost\n",
+        0o644,
+    )
+    public_key = config.ssh_key.with_suffix(".pub").read_text()
+    _write_file(delta / "root/.ssh/authorized_keys", public_key, 0o600)
+    key = _host_key(config, host)
+    _write_file(delta / "etc/ssh/ssh_host_ed25519_key", key.read_bytes(), 0o600)
+    _write_file(delta / "etc/ssh/ssh_host_ed25519_key.pub", key.with_suffix(".pub").read_bytes(),
+                0o644)
+
+
+def lxc_config(config: LabConfig, host: LabHost) -> str:
+    delta = container_dir(host) / "delta"
+    return f"""{CONFIG_MARKER}: host {host.name}
+lxc.include = /usr/share/lxc/config/debian.common.conf
+lxc.arch = linux64
+lxc.uts.name = {host.name}
+lxc.rootfs.path = overlay:{config.base_rootfs}:{delta}
+lxc.apparmor.profile = unconfined
+lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed
+lxc.autodev = 1
+lxc.start.auto = 0
+# The address is set here only, never inside the host too (LAB-NOTES 1).
+lxc.net.0.type = veth
+lxc.net.0.link = {config.bridge}
+lxc.net.0.flags = up
+lxc.net.0.name = eth0
+lxc.net.0.veth.pair = {host.veth}
+lxc.net.0.hwaddr = {host.hwaddr}
+lxc.net.0.ipv4.address = {host.address}/{config.prefix_length}
+"""
+
+
+def ensure_defined(config: LabConfig, host: LabHost) -> bool:
+    """Create or refresh the container definition; return True if it was created."""
+    directory = container_dir(host)
+    created = not (directory / "config").exists()
+    if not created and state(host) != "STOPPED":
+        return False
+    directory.mkdir(parents=True, exist_ok=True, mode=0o770)
+    delta = directory / "delta"
+    delta.mkdir(exist_ok=True)
+    _seed_delta(config, host, delta)
+    (directory / "config").write_text(lxc_config(config, host))
+    return created
+
+
+def start(host: LabHost) -> None:
+    current = state(host)
+    if current == "FROZEN":
+        run(["lxc-unfreeze", "-n", host.container])
+    elif current != "RUNNING":
+        run(["lxc-start", "-n", host.container, "-d"], timeout=60)
+
+
+def stop(host: LabHost) -> None:
+    """Stop a host hard (like pulling its power) if it runs."""
+    current = state(host)
+    if current == "FROZEN":
+        run(["lxc-unfreeze", "-n", host.container])
+    if current != "ABSENT" and current != "STOPPED":
+        run(["lxc-stop", "-n", host.container, "-k"], timeout=60)
+
+
+def destroy(host: LabHost) -> None:
+    stop(host)
+    directory = container_dir(host)
+    if (directory / "config").exists():
+        if CONFIG_MARKER not in (directory / "config").read_text():
+            raise SeawallError(f"{host.container} was not made by seawall: not removing it")
+        run(["lxc-destroy", "-n", host.container], timeout=60, check=False)
+    # lxc-destroy leaves an overlay's upper and work directories behind.
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _ssh_ready(address: str) -> bool:
+    try:
+        with socket.create_connection((address, 22), timeout=0.5) as sock:
+            sock.settimeout(1)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) -> dict[str, str]:
+    """Wait until each host's systemd has finished booting and sshd answers.
+
+    Returns the system state per host (running or degraded).
+
+    Raises:
+        SeawallError: a host is not ready within ``timeout`` seconds.
+    """
+    require_bridge(config)
+    deadline = time.monotonic() + timeout
+    waiting = {
+        host.name: subprocess.Popen(
+            ["timeout", str(int(timeout)), "lxc-attach", "-n", host.container, "--",
+             "systemctl", "is-system-running", "--wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        for host in hosts
+    }
+    states: dict[str, str] = {}
+    for name, process in waiting.items():
+        try:
+            out, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out = "timeout"
+        states[name] = out.strip() or "unknown"
+    for host in hosts:
+        while not _ssh_ready(host.address):
+            if time.monotonic() > deadline:
+                raise SeawallError(f"{host.name}: sshd at {host.address} not ready in {timeout} s")
+            time.sleep(0.2)
+    not_booted = {name: st for name, st in states.items() if st not in ("running", "degraded")}
+    if not_booted:
+        raise SeawallError(f"hosts did not finish booting: {not_booted}")
+    return states

@@ -1,0 +1,203 @@
+"""`seawall lab up | down | status`: the lab's whole life, from nothing and from leftovers."""
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from seawall import secrets
+from seawall.inventory import Topology
+from seawall.lab import base, faults, hosts, network
+from seawall.lab.config import LabConfig, lab_config
+from seawall.lab.run import run
+
+Log = Callable[[str], None]
+
+# Debian packages the lab needs on the controller, by the binary that proves them.
+CONTROLLER_PACKAGES = {
+    "lxc": "/usr/bin/lxc-start",
+    "debootstrap": "/usr/sbin/debootstrap",
+    "nftables": "/usr/sbin/nft",
+    "apt-cacher-ng": "/usr/sbin/apt-cacher-ng",
+    "openssh-client": "/usr/bin/ssh-keygen",
+    "iproute2": "/usr/sbin/ip",
+}
+
+
+@dataclass
+class HostStatus:
+    name: str
+    container: str
+    address: str
+    state: str
+    ssh: bool
+
+
+@dataclass
+class LabReport:
+    """What the lab looks like (and, after `up`, what it took)."""
+
+    bridge: str
+    bridge_present: bool
+    guard_present: bool
+    proxy_pid: int | None
+    hosts: list[HostStatus]
+    faults: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.bridge_present
+            and self.guard_present
+            and self.proxy_pid is not None
+            and all(host.state == "RUNNING" and host.ssh for host in self.hosts)
+        )
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def ensure_controller_packages(log: Log) -> None:
+    """Install what the lab needs from Debian's packages, starting no daemon."""
+    missing = [pkg for pkg, binary in CONTROLLER_PACKAGES.items() if not Path(binary).exists()]
+    if not missing:
+        return
+    log(f"installing {' '.join(missing)} ...")
+    # policy-rc.d keeps Debian from starting apt-cacher-ng on all addresses:
+    # the lab runs its own instance on the bridge address only.
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env_prefix = ["env", "DEBIAN_FRONTEND=noninteractive"]
+        run([*env_prefix, "apt-get", "update", "-q"], timeout=600)
+        run([*env_prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            timeout=900)
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
+
+
+def _required_secrets(topology: Topology) -> list[str]:
+    names = {
+        name
+        for host in topology
+        for role in host.roles
+        for name in host.data["required_secrets"].get(role, [])
+    }
+    return sorted(names)
+
+
+def status(topology: Topology) -> LabReport:
+    """Report the bridge, guard, proxy and every host's state."""
+    config = lab_config(topology)
+    bridge = network.bridge_exists(config)
+    rows = []
+    for host in config.hosts:
+        current = hosts.state(host)
+        # Probe SSH only on the lab's own bridge.
+        ssh = bridge and current == "RUNNING" and hosts._ssh_ready(host.address)
+        rows.append(HostStatus(host.name, host.container, host.address, current, ssh))
+    return LabReport(
+        bridge=config.bridge,
+        bridge_present=bridge,
+        guard_present=network.guard_present(),
+        proxy_pid=network.proxy_pid(config),
+        hosts=rows,
+        faults=faults.active_faults(config) if bridge else [],
+    )
+
+
+def up(topology: Topology, log: Log = print, timeout: float = 180) -> LabReport:
+    """Bring the lab up from any state: nothing, stopped hosts, or a lab already up.
+
+    Raises:
+        SeawallError: a step failed; the message says which.
+    """
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    ensure_controller_packages(log)
+    config = lab_config(topology)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.state_dir, 0o700)
+    hosts.ensure_lab_key(config)
+    added = secrets.ensure_file(config.secrets_file, _required_secrets(topology))
+    if added:
+        log(f"generated secrets {', '.join(added)} into {config.secrets_file}")
+    timings["prepare"] = time.monotonic() - started
+
+    mark = time.monotonic()
+    if not base.base_current(config):
+        # Hosts overlay the base: a new base means new hosts.
+        for host in config.hosts:
+            hosts.destroy(host)
+    if base.ensure_base(config, log=log):
+        timings["base_build"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    network.ensure_bridge(config)
+    network.ensure_guard(config)
+    network.ensure_proxy(config)
+    # A previous run may have left faults in place; `up` means a healthy lab.
+    faults.restore(config)
+    timings["network"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    for host in config.hosts:
+        if hosts.ensure_defined(config, host):
+            log(f"{host.name}: created {host.container} at {host.address}")
+    hosts.write_known_hosts(config)
+    for host in config.hosts:
+        hosts.start(host)
+    hosts.wait_ready(config, list(config.hosts), timeout=timeout)
+    timings["hosts"] = time.monotonic() - mark
+    timings["total"] = time.monotonic() - started
+
+    report = status(topology)
+    report.timings = {key: round(value, 2) for key, value in timings.items()}
+    return report
+
+
+def _leftover_containers(config: LabConfig) -> list[hosts.LabHost]:
+    """Containers of ours no longer in the inventory (renamed or removed hosts)."""
+    known = {host.container for host in config.hosts}
+    container_prefix = str(config.topology.value("lab_container_prefix"))
+    leftovers = []
+    if hosts.LXC_PATH.is_dir():
+        for directory in sorted(hosts.LXC_PATH.iterdir()):
+            conf = directory / "config"
+            if (
+                directory.name.startswith(container_prefix)
+                and directory.name not in known
+                and conf.exists()
+                and hosts.CONFIG_MARKER in conf.read_text()
+            ):
+                name = directory.name[len(container_prefix):]
+                leftovers.append(hosts.LabHost(name, "", directory.name, "", ""))
+    return leftovers
+
+
+def down(topology: Topology, log: Log = print) -> LabReport:
+    """Remove the lab's containers, bridge, nft tables and proxy; keep the cached base."""
+    config = lab_config(topology)
+    for host in [*config.hosts, *_leftover_containers(config)]:
+        if hosts.state(host) != "ABSENT" or hosts.container_dir(host).exists():
+            log(f"{host.name}: removing {host.container}")
+            hosts.destroy(host)
+    network.stop_proxy(config)
+    run(["nft", "delete", "table", "bridge", faults.FAULT_TABLE], check=False)
+    network.remove_guard()
+    network.remove_bridge(config)
+    return status(topology)
+
+
+def purge(topology: Topology, log: Log = print) -> None:
+    """`down`, then delete the state directory too (base cache, keys, secrets)."""
+    config = lab_config(topology)
+    down(topology, log)
+    shutil.rmtree(config.state_dir, ignore_errors=True)
