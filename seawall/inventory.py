@@ -197,9 +197,7 @@ def _secret_problems(topology: Topology) -> Iterator[Problem]:
                 continue
             reported.add(name)
             where = f"secrets_file {secrets_file} nor " if secrets_file else ""
-            yield Problem(
-                host.name, f"secret {name}", f"not in {where}${secrets.env_name(name)}"
-            )
+            yield Problem(host.name, f"secret {name}", f"not in {where}${secrets.env_name(name)}")
 
 
 def validate(topology: Topology, check_secrets: bool = True) -> list[Problem]:

@@ -34,15 +34,27 @@ WantedBy=multi-user.target
 """
 
 # Timers that take the dpkg lock at random times and fight the deploys.
-_MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "apt-daily.service",
-                 "apt-daily-upgrade.service", "e2scrub_all.timer", "fstrim.timer")
+_MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "apt-daily.service",
+    "apt-daily-upgrade.service",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+)
 
 
 def base_key(config: LabConfig) -> str:
     """Return the cache key of the base: what it is built from."""
     recipe = json.dumps(
-        [SUITE, config.mirror, sorted(config.base_packages), _LAYOUT_VERSION,
-         _HOSTKEYS_UNIT, _MASKED_UNITS]
+        [
+            SUITE,
+            config.mirror,
+            sorted(config.base_packages),
+            _LAYOUT_VERSION,
+            _HOSTKEYS_UNIT,
+            _MASKED_UNITS,
+        ]
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 

@@ -34,11 +34,14 @@ def cut(config: LabConfig, name: str) -> None:
 
 def _ensure_fault_table() -> None:
     # Bridged traffic between two hosts passes the bridge family's forward hook.
-    run(["nft", "-f", "-"], input=(
-        f"table bridge {FAULT_TABLE} {{\n"
-        "  chain forward { type filter hook forward priority 0; policy accept; }\n"
-        "}\n"
-    ))
+    run(
+        ["nft", "-f", "-"],
+        input=(
+            f"table bridge {FAULT_TABLE} {{\n"
+            "  chain forward { type filter hook forward priority 0; policy accept; }\n"
+            "}\n"
+        ),
+    )
 
 
 def partition(config: LabConfig, first: str, second: str) -> None:
@@ -47,8 +50,23 @@ def partition(config: LabConfig, first: str, second: str) -> None:
     a, b = config.host(first).address, config.host(second).address
     _ensure_fault_table()
     for source, target in ((a, b), (b, a)):
-        run(["nft", "add", "rule", "bridge", FAULT_TABLE, "forward",
-             "ip", "saddr", source, "ip", "daddr", target, "drop"])
+        run(
+            [
+                "nft",
+                "add",
+                "rule",
+                "bridge",
+                FAULT_TABLE,
+                "forward",
+                "ip",
+                "saddr",
+                source,
+                "ip",
+                "daddr",
+                target,
+                "drop",
+            ]
+        )
 
 
 def isolate(config: LabConfig, name: str) -> None:
@@ -63,8 +81,11 @@ def active_faults(config: LabConfig) -> list[str]:
     faults = []
     table = run(["nft", "list", "table", "bridge", FAULT_TABLE], check=False)
     if table.returncode == 0:
-        faults += [f"partition: {line.strip()}" for line in table.stdout.splitlines()
-                   if line.strip().endswith("drop")]
+        faults += [
+            f"partition: {line.strip()}"
+            for line in table.stdout.splitlines()
+            if line.strip().endswith("drop")
+        ]
     for host in config.hosts:
         current = state(host)
         if current in ("STOPPED", "FROZEN"):

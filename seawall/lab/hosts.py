@@ -42,8 +42,20 @@ def _host_key(config: LabConfig, host: LabHost) -> Path:
     key = config.state_dir / "hostkeys" / host.name / "ssh_host_ed25519_key"
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}",
-             "-f", str(key)])
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"root@{host.name}",
+                "-f",
+                str(key),
+            ]
+        )
     return key
 
 
@@ -68,8 +80,7 @@ def _write_file(path: Path, text: str | bytes, mode: int) -> None:
 def _seed_delta(config: LabConfig, host: LabHost, delta: Path) -> None:
     """Put the host's identity into its overlay layer before its first boot."""
     # The overlay takes an upper directory's mode, so match the base's.
-    for folder, mode in (("etc", 0o755), ("etc/ssh", 0o755), ("root", 0o700),
-                         ("root/.ssh", 0o700)):
+    for folder, mode in (("etc", 0o755), ("etc/ssh", 0o755), ("root", 0o700), ("root/.ssh", 0o700)):
         (delta / folder).mkdir(parents=True, exist_ok=True)
         os.chmod(delta / folder, mode)
     _write_file(delta / "etc/hostname", host.name + "\n", 0o644)
@@ -83,8 +94,9 @@ def _seed_delta(config: LabConfig, host: LabHost, delta: Path) -> None:
     _write_file(delta / "root/.ssh/authorized_keys", public_key, 0o600)
     key = _host_key(config, host)
     _write_file(delta / "etc/ssh/ssh_host_ed25519_key", key.read_bytes(), 0o600)
-    _write_file(delta / "etc/ssh/ssh_host_ed25519_key.pub", key.with_suffix(".pub").read_bytes(),
-                0o644)
+    _write_file(
+        delta / "etc/ssh/ssh_host_ed25519_key.pub", key.with_suffix(".pub").read_bytes(), 0o644
+    )
 
 
 def lxc_config(config: LabConfig, host: LabHost) -> str:
@@ -105,7 +117,7 @@ lxc.net.0.flags = up
 lxc.net.0.name = eth0
 lxc.net.0.veth.pair = {host.veth}
 lxc.net.0.hwaddr = {host.hwaddr}
-lxc.net.0.ipv4.address = {host.address}/{config.prefix_length}
+lxc.net.0.ipv4.address = {host.address}/{config.prefix_length} {config.network.broadcast_address}
 """
 
 
@@ -172,9 +184,20 @@ def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) ->
     deadline = time.monotonic() + timeout
     waiting = {
         host.name: subprocess.Popen(
-            ["timeout", str(int(timeout)), "lxc-attach", "-n", host.container, "--",
-             "systemctl", "is-system-running", "--wait"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                "timeout",
+                str(int(timeout)),
+                "lxc-attach",
+                "-n",
+                host.container,
+                "--",
+                "systemctl",
+                "is-system-running",
+                "--wait",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         for host in hosts
     }

@@ -76,8 +76,10 @@ def ensure_controller_packages(log: Log) -> None:
     try:
         env_prefix = ["env", "DEBIAN_FRONTEND=noninteractive"]
         run([*env_prefix, "apt-get", "update", "-q"], timeout=600)
-        run([*env_prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-            timeout=900)
+        run(
+            [*env_prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            timeout=900,
+        )
     finally:
         if ours:
             policy.unlink(missing_ok=True)
@@ -177,7 +179,7 @@ def _leftover_containers(config: LabConfig) -> list[hosts.LabHost]:
                 and conf.exists()
                 and hosts.CONFIG_MARKER in conf.read_text()
             ):
-                name = directory.name[len(container_prefix):]
+                name = directory.name[len(container_prefix) :]
                 leftovers.append(hosts.LabHost(name, "", directory.name, "", ""))
     return leftovers
 

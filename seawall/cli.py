@@ -1,0 +1,243 @@
+"""The `seawall` command: thin wrappers over library functions.
+
+Exit codes: 0 ok, 1 a finding (failed check, unhealthy lab), 2 an error
+(bad inventory, unreachable host, failed step).
+"""
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from seawall import inventory
+from seawall.errors import SeawallError
+from seawall.output import emit, progress, table
+
+if TYPE_CHECKING:
+    from seawall.lab import LabReport
+
+EXIT_CODES = "Exit codes: 0 ok, 1 finding (failed check or unhealthy lab), 2 error."
+
+app = typer.Typer(
+    help=f"Harden, test and check the trading platform's hosts. {EXIT_CODES}", no_args_is_help=True
+)
+lab_app = typer.Typer(
+    help=f"The lab: the production topology as LXC hosts. {EXIT_CODES}", no_args_is_help=True
+)
+fault_app = typer.Typer(
+    help="Inject real faults into lab hosts (and undo them).", no_args_is_help=True
+)
+app.add_typer(lab_app, name="lab")
+lab_app.add_typer(fault_app, name="fault")
+
+DEFAULT_LAB_INVENTORY = Path("inventories/lab.py")
+
+InventoryOpt = Annotated[
+    Path, typer.Option("--inventory", "-i", help="Inventory file (pyinfra format).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def _fail(error: SeawallError) -> typer.Exit:
+    typer.echo(f"seawall: {error}", err=True)
+    return typer.Exit(2)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if not yes and not typer.confirm(question, default=False):
+        raise typer.Exit(1)
+
+
+def _load(path: Path, check_secrets: bool = True) -> inventory.Topology:
+    return inventory.check(path, check_secrets=check_secrets)
+
+
+def _load_lab(path: Path) -> inventory.Topology:
+    # The lab generates its own secrets and key: check them only after `up`.
+    topology = inventory.load(path)
+    problems = [
+        problem
+        for problem in inventory.validate(topology, check_secrets=False)
+        if problem.key != "admin_ssh_public_key_file"
+    ]
+    if problems:
+        raise SeawallError(
+            f"inventory {path} is not valid:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return topology
+
+
+def _lab_text(report: "LabReport") -> str:
+    rows = [(h.name, h.address, h.state, "yes" if h.ssh else "no") for h in report.hosts]
+    lines = [table(["host", "address", "state", "ssh"], rows), ""]
+    lines.append(
+        f"bridge {report.bridge}: {'up' if report.bridge_present else 'absent'}; "
+        f"guard: {'on' if report.guard_present else 'absent'}; "
+        f"apt proxy: {report.proxy_pid or 'not running'}"
+    )
+    if report.faults:
+        lines.append("faults: " + "; ".join(report.faults))
+    if report.timings:
+        lines.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in report.timings.items()))
+    return "\n".join(lines)
+
+
+@lab_app.command("up")
+def lab_up(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
+    """Create or repair the lab and wait until every host answers SSH."""
+    from seawall import lab
+
+    try:
+        report = lab.up(_load_lab(inventory_path), log=progress)
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, _lab_text(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@lab_app.command("down")
+def lab_down(
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the lab's hosts, bridge, firewall table and apt proxy (the base cache stays)."""
+    from seawall import lab
+
+    _confirm("Destroy every lab host?", yes)
+    try:
+        report = lab.down(_load_lab(inventory_path), log=progress)
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, _lab_text(report))
+
+
+@lab_app.command("status")
+def lab_status(
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False
+) -> None:
+    """Show each lab host, its address and state."""
+    from seawall import lab
+
+    try:
+        report = lab.status(_load_lab(inventory_path))
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, _lab_text(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@lab_app.command("ssh", context_settings={"allow_extra_args": True})
+def lab_ssh(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="Lab host name, e.g. data-1.")],
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    user: Annotated[str | None, typer.Option(help="Log in as this user.")] = None,
+) -> None:
+    """Open a shell (or run the extra arguments) on a lab host with the lab's key."""
+    from seawall.lab import lab_config
+    from seawall.lab.network import require_bridge
+    from seawall.lab.ssh import ssh_args
+
+    try:
+        topology = _load_lab(inventory_path)
+        require_bridge(lab_config(topology))
+        args = ssh_args(topology, host, user)
+    except SeawallError as error:
+        raise _fail(error) from None
+    os.execvp(args[0], [*args, *ctx.args])
+
+
+class Fault(str, Enum):
+    crash = "crash"
+    freeze = "freeze"
+    unfreeze = "unfreeze"
+    cut = "cut"
+    isolate = "isolate"
+
+
+@fault_app.command("host")
+def fault_host(
+    kind: Annotated[
+        Fault,
+        typer.Argument(
+            help="crash: hard stop; freeze/unfreeze; cut: link down; isolate: from all other hosts"
+        ),
+    ],
+    host: Annotated[str, typer.Argument(help="Lab host name.")],
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    yes: YesOpt = False,
+) -> None:
+    """Inject one fault into one host."""
+    from seawall.lab import faults, lab_config
+
+    _confirm(f"{kind.value} {host}?", yes)
+    try:
+        config = lab_config(_load_lab(inventory_path))
+        getattr(faults, kind.value)(config, host)
+    except SeawallError as error:
+        raise _fail(error) from None
+    progress(f"{host}: {kind.value}")
+
+
+@fault_app.command("partition")
+def fault_partition(
+    first: Annotated[str, typer.Argument(help="Lab host name.")],
+    second: Annotated[str, typer.Argument(help="Lab host name.")],
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    yes: YesOpt = False,
+) -> None:
+    """Drop all traffic between two lab hosts."""
+    from seawall.lab import faults, lab_config
+
+    _confirm(f"partition {first} from {second}?", yes)
+    try:
+        faults.partition(lab_config(_load_lab(inventory_path)), first, second)
+    except SeawallError as error:
+        raise _fail(error) from None
+    progress(f"partitioned {first} <-> {second}")
+
+
+@fault_app.command("restore")
+def fault_restore(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY) -> None:
+    """Undo every fault and wait until every host is back."""
+    from seawall.lab import faults, lab_config
+
+    try:
+        faults.restore(lab_config(_load_lab(inventory_path)))
+    except SeawallError as error:
+        raise _fail(error) from None
+    progress("every fault undone")
+
+
+@app.command("check")
+def check_inventory(
+    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")],
+) -> None:
+    """Validate an inventory (roles, addresses, ports, quorum, secrets) without touching a host."""
+    try:
+        topology = _load(inventory_path)
+    except SeawallError as error:
+        raise _fail(error) from None
+    rows = [(h.name, h.address, ",".join(h.roles) or "-") for h in topology]
+    print(table(["host", "address", "roles"], rows))
+    progress(f"{inventory_path}: valid")
+
+
+@app.command("verify")
+def verify_hosts(
+    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")] = DEFAULT_LAB_INVENTORY,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask every host whether each promise of the deploys holds."""
+    from seawall.verify import verify
+
+    try:
+        report = verify(_load(inventory_path))
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, report.to_text())
+    raise typer.Exit(0 if report.ok else 1)

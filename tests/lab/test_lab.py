@@ -1,0 +1,149 @@
+"""The lab itself: hosts, isolation, leftovers, faults, and a clean `down`."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from seawall import lab
+from seawall.inventory import Topology
+from seawall.lab import faults, hosts, network
+from seawall.lab.config import lab_config
+from seawall.lab.ssh import run as ssh
+
+
+def test_every_host_runs_systemd_and_answers_ssh(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    for host in config.hosts:
+        result = ssh(lab_topology, host.name, "systemctl is-system-running; hostname")
+        assert result.returncode == 0, result.stderr
+        state, name = result.stdout.split()
+        assert state == "running"
+        assert name == host.name
+
+
+def test_hosts_are_at_their_inventory_addresses(lab_topology: Topology) -> None:
+    for host in lab_topology:
+        out = ssh(lab_topology, host.name, "ip -4 -o addr show dev eth0").stdout
+        assert f" {host.address}/" in out
+
+
+def test_known_hosts_is_the_labs_own(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    lines = config.known_hosts.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(h.address for h in config.hosts)
+    assert str(config.known_hosts).startswith(str(config.state_dir))
+
+
+def test_secrets_file_is_private(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    assert config.secrets_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_hosts_reach_the_apt_proxy_and_nothing_else(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    probe = (
+        "for target in {proxy}/{port} {proxy}/22 {peer}/22; do "
+        'timeout 3 bash -c "</dev/tcp/${{target%/*}}/${{target#*/}}" 2>/dev/null '
+        "&& echo open || echo closed; done"
+    ).format(
+        proxy=config.bridge_address, port=config.apt_proxy_port, peer=config.host("data-2").address
+    )
+    out = ssh(lab_topology, "data-1", probe).stdout.split()
+    # The proxy answers; the controller's own sshd does not; other lab hosts do.
+    assert out == ["open", "closed", "open"]
+    # No route off the bridge at all.
+    route = ssh(lab_topology, "data-1", "ip route get 1.1.1.1 2>&1 || true").stdout
+    assert "unreachable" in route
+
+
+def test_guard_ruleset_drops_traffic_leaving_the_bridge(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    listed = subprocess.run(
+        ["nft", "list", "table", "inet", network.GUARD_TABLE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f'iifname "{config.bridge}" oifname != "{config.bridge}" drop' in listed
+
+
+def _ssh_open(address: str) -> bool:
+    try:
+        with socket.create_connection((address, 22), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_up_repairs_stopped_and_frozen_hosts(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    faults.crash(config, "app-2")
+    faults.freeze(config, "gw-1")
+    assert hosts.state(config.host("app-2")) == "STOPPED"
+    assert hosts.state(config.host("gw-1")) == "FROZEN"
+    started = time.monotonic()
+    report = lab.up(lab_topology, log=lambda _: None)
+    assert report.ok
+    assert time.monotonic() - started < 60
+    assert hosts.state(config.host("gw-1")) == "RUNNING"
+
+
+def test_partition_drops_only_the_pair(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    check = "timeout 2 bash -c '</dev/tcp/{}/22' && echo open || echo closed"
+    try:
+        faults.partition(config, "app-1", "app-2")
+        assert (
+            ssh(lab_topology, "app-1", check.format(config.host("app-2").address)).stdout.strip()
+            == "closed"
+        )
+        assert (
+            ssh(lab_topology, "app-1", check.format(config.host("gw-1").address)).stdout.strip()
+            == "open"
+        )
+        assert any("partition" in fault for fault in faults.active_faults(config))
+    finally:
+        faults.restore(config)
+    assert (
+        ssh(lab_topology, "app-1", check.format(config.host("app-2").address)).stdout.strip()
+        == "open"
+    )
+
+
+def test_cut_takes_a_host_off_the_bridge(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    address = config.host("ops-1").address
+    try:
+        faults.cut(config, "ops-1")
+        assert not _ssh_open(address)
+        assert "ops-1: cut off" in faults.active_faults(config)
+    finally:
+        faults.restore(config)
+    assert _ssh_open(address)
+
+
+def test_crashed_host_comes_back(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    faults.crash(config, "ops-1")
+    assert not _ssh_open(config.host("ops-1").address)
+    faults.restore(config)
+    assert ssh(lab_topology, "ops-1", "systemctl is-system-running").stdout.strip() == "running"
+
+
+@pytest.mark.teardown_last
+def test_lab_down_leaves_nothing(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    report = lab.down(lab_topology, log=lambda _: None)
+    assert not report.bridge_present
+    assert not report.guard_present
+    assert report.proxy_pid is None
+    assert all(host.state == "ABSENT" for host in report.hosts)
+    containers = subprocess.run(["lxc-ls", "-1"], capture_output=True, text=True).stdout.split()
+    assert not [name for name in containers if name.startswith("seawall-")]
+    assert not network.bridge_exists(config)
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert "seawall_lab" not in tables
+    procs = subprocess.run(["pgrep", "-f", "apt-cacher-ng"], capture_output=True, text=True)
+    assert procs.stdout.strip() == ""
