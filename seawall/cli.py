@@ -5,7 +5,7 @@ Exit codes: 0 ok, 1 a finding (failed check, unhealthy lab), 2 an error
 """
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -151,7 +151,7 @@ def lab_ssh(
     os.execvp(args[0], [*args, *ctx.args])
 
 
-class Fault(str, Enum):
+class Fault(StrEnum):
     crash = "crash"
     freeze = "freeze"
     unfreeze = "unfreeze"
