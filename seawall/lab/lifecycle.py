@@ -1,9 +1,11 @@
 """`seawall lab up | down | status`: the lab's whole life, from nothing and from leftovers."""
 
+import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,12 +117,26 @@ def status(topology: Topology) -> LabReport:
     )
 
 
+@contextmanager
+def _exclusive(config: LabConfig) -> Iterator[None]:
+    """Serialise lab changes: two `up`s at once would race for the same containers."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.state_dir / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def up(topology: Topology, log: Log = print, timeout: float = 180) -> LabReport:
     """Bring the lab up from any state: nothing, stopped hosts, or a lab already up.
 
     Raises:
         SeawallError: a step failed; the message says which.
     """
+    with _exclusive(lab_config(topology)):
+        return _up(topology, log, timeout)
+
+
+def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
     timings: dict[str, float] = {}
     started = time.monotonic()
     ensure_controller_packages(log)
@@ -186,6 +202,11 @@ def _leftover_containers(config: LabConfig) -> list[hosts.LabHost]:
 
 def down(topology: Topology, log: Log = print) -> LabReport:
     """Remove the lab's containers, bridge, nft tables and proxy; keep the cached base."""
+    with _exclusive(lab_config(topology)):
+        return _down(topology, log)
+
+
+def _down(topology: Topology, log: Log) -> LabReport:
     config = lab_config(topology)
     for host in [*config.hosts, *_leftover_containers(config)]:
         if hosts.state(host) != "ABSENT" or hosts.container_dir(host).exists():
