@@ -29,7 +29,12 @@ lab_app = typer.Typer(
 fault_app = typer.Typer(
     help="Inject real faults into lab hosts (and undo them).", no_args_is_help=True
 )
+drill_app = typer.Typer(
+    help=f"Failover drills on the lab: real faults, a bounded writer. {EXIT_CODES}",
+    no_args_is_help=True,
+)
 app.add_typer(lab_app, name="lab")
+app.add_typer(drill_app, name="drill")
 lab_app.add_typer(fault_app, name="fault")
 
 DEFAULT_LAB_INVENTORY = Path("inventories/lab.py")
