@@ -85,15 +85,33 @@ SECRETS: dict[str, Any] = {
     # they come from the file named by `secrets_file` (0600, `name=value` lines)
     # or from SEAWALL_SECRET_<NAME> environment variables, the latter winning.
     "required_secrets": {
-        "redis": ["redis_password", "redis_replication_password"],
+        "redis": ["redis_password"],
         "sentinel": ["sentinel_password"],
         "postgres": [
             "postgres_superuser_password",
             "postgres_replication_password",
             "postgres_rewind_password",
+            # Patroni's REST API asks for it on every write (switchover, restart, config).
+            "patroni_restapi_password",
+            # One login per service role (POSTGRES postgres_service_roles); the
+            # leader gets their SCRAM verifiers, never the passwords.
+            "postgres_role_backend_password",
+            "postgres_role_execution_password",
+            "postgres_role_risk_password",
+            "postgres_role_portfolio_password",
+            "postgres_role_rl_password",
+            "postgres_role_probe_password",
         ],
         "etcd": [],
-        "app": [],
+        # PgBouncer on every app host logs in to Postgres as each service role.
+        "app": [
+            "postgres_role_backend_password",
+            "postgres_role_execution_password",
+            "postgres_role_risk_password",
+            "postgres_role_portfolio_password",
+            "postgres_role_rl_password",
+            "postgres_role_probe_password",
+        ],
         "gateway": [],
         "ops": [],
     },
@@ -104,26 +122,155 @@ SECRETS: dict[str, Any] = {
 REDIS: dict[str, Any] = {
     # Port Redis listens on, on the host's private address and localhost.
     "redis_port": 6379,
+    # Memory cap. Streams and trade state must never be silently evicted, so
+    # the policy is noeviction: a full Redis refuses writes, loudly.
+    "redis_maxmemory": "512mb",
+    "redis_maxmemory_policy": "noeviction",
+    # AOF with fsync every second: at most ~1 s of writes lost on a power cut
+    # of the master; replication (WAIT 1 in the client) covers the rest.
+    "redis_appendonly": True,
+    "redis_appendfsync": "everysec",
+    # An isolated master stops taking writes once no replica has acknowledged
+    # for this many seconds, so a partitioned old master cannot keep accepting
+    # writes that the failover will discard.
+    "redis_min_replicas_to_write": 1,
+    "redis_min_replicas_max_lag": 5,
+    # Matches net.core.somaxconn (COMMON sysctl) so the kernel does not clip it.
+    "redis_tcp_backlog": 511,
+    # Open files for client connections.
+    "redis_limit_nofile": 65536,
+    # systemd restarts a crashed Redis after this delay: long enough that a
+    # Sentinel failover (down-after + election, ~3 s) completes first, so the
+    # old master returns as a replica instead of racing the new one.
+    "redis_restart_sec": 5,
 }
 
 SENTINEL: dict[str, Any] = {
     # Port Sentinel listens on.
     "sentinel_port": 26379,
+    # The name the Sentinels monitor the master under; clients ask for it.
+    "sentinel_master_name": "platform",
     # Sentinels that must agree the master is down before a failover: a
     # majority of 3, so one partitioned Sentinel can never start one alone.
     "sentinel_quorum": 2,
+    # Fast failover: measured here, 1 s / 5 s gives a ~2.5 s write outage and
+    # no false failover in a 60 s idle check (Sentinel's default 30 s gives ~31 s).
+    "sentinel_down_after_ms": 1000,
+    "sentinel_failover_timeout_ms": 5000,
+    # Replicas resyncing with the new master at once: one, so the other keeps serving.
+    "sentinel_parallel_syncs": 1,
 }
 
 ETCD: dict[str, Any] = {
     # etcd client and peer ports (Patroni talks to the client port).
     "etcd_client_port": 2379,
     "etcd_peer_port": 2380,
+    # Token of the initial cluster: members of another cluster with the same
+    # addresses (an old lab) can never join this one by mistake.
+    "etcd_cluster_token": "seawall-etcd",
+    # Not Debian's /var/lib/etcd/default: a lone member that Debian's stock
+    # configuration might have bootstrapped there is never mistaken for ours.
+    "etcd_data_dir": "/var/lib/etcd/seawall",
+    # Raft timing in ms (etcd's defaults): a lost etcd leader is replaced in
+    # about 1-2 s, well inside Patroni's retry_timeout.
+    "etcd_heartbeat_interval": 100,
+    "etcd_election_timeout": 1000,
 }
 
 POSTGRES: dict[str, Any] = {
     # PostgreSQL and Patroni REST API ports.
     "postgres_port": 5432,
     "patroni_rest_port": 8008,
+    # Debian's major version and cluster name: Patroni's config is
+    # /etc/patroni/<version>-<cluster>.yml, its unit patroni@<version>-<cluster>.
+    "postgres_version": 15,
+    "postgres_cluster": "main",
+    # Platform roles, one per service that keeps state in Postgres (DESIGN.md),
+    # plus `probe` for drills and checks. Each logs in with the secret
+    # postgres_role_<name>_password (SECRETS) and may only reach its databases.
+    "postgres_service_roles": ["backend", "execution", "risk", "portfolio", "rl", "probe"],
+    # Databases and their owning role. The trade store lives in `trading`.
+    "postgres_databases": {
+        "trading": "execution",
+        "backend": "backend",
+        "risk": "risk",
+        "portfolio": "portfolio",
+        "rl": "rl",
+        "probe": "probe",
+    },
+    # Extra roles that may connect to each database besides its owner.
+    "postgres_database_readers": {
+        "trading": ["backend", "risk", "portfolio", "rl"],
+    },
+}
+
+PATRONI: dict[str, Any] = {
+    # Cluster name in etcd (keys under /service/<scope>/).
+    "patroni_scope": "seawall",
+    # Leader lock timing (s). A host crash fails over when the lock expires:
+    # ttl + at most loop_wait. 20 is the smallest ttl Patroni accepts. Safe
+    # because Patroni requires loop_wait + 2 * retry_timeout <= ttl (2 + 10 <= 20):
+    # a leader that cannot renew the lock for retry_timeout demotes itself
+    # ~8 s before the lock can expire, so two leaders never take writes at once;
+    # and with synchronous_mode nothing commits without the standby that will
+    # be promoted. loop_wait 2 (not 1) keeps etcd and the REST API lightly loaded.
+    "patroni_ttl": 20,
+    "patroni_loop_wait": 2,
+    "patroni_retry_timeout": 5,
+    # A commit returns only once the synchronous standby has it: no committed
+    # transaction is lost on failover. Trade-off: commits wait one network round
+    # trip, and while the standby is gone the leader runs alone (Patroni drops
+    # the standby). Set patroni_synchronous_mode_strict to refuse commits then
+    # instead (no loss ever, but no writes with one Postgres host down).
+    "patroni_synchronous_mode": True,
+    "patroni_synchronous_mode_strict": False,
+    # A replica further behind than this (bytes) is never promoted.
+    "patroni_maximum_lag_on_failover": 1048576,
+    # PostgreSQL settings Patroni applies to every member (through its dynamic
+    # configuration, changed by the deploy with `patronictl edit-config`).
+    "postgres_parameters": {
+        "max_connections": 200,
+        "password_encryption": "scram-sha-256",
+        # pg_rewind needs it (data checksums are off by default): an old leader
+        # rejoins by itself after a failover.
+        "wal_log_hints": "on",
+        "wal_keep_size": "512MB",
+        # A vanished synchronous standby stalls commits until its walsender
+        # times out: 5 s, not 60 s (keepalives go at half of it).
+        "wal_sender_timeout": "5s",
+        "hot_standby": "on",
+        "log_min_duration_statement": 1000,
+    },
+}
+
+PGBOUNCER: dict[str, Any] = {
+    # PgBouncer on every app host, on localhost only: services connect here.
+    "pgbouncer_port": 6432,
+    # Transaction pooling: a server connection is held only for a transaction.
+    # Clients must not use session state or server-side prepared statements:
+    # psycopg 3 needs prepare_threshold=None (PgBouncer 1.18 has no prepared
+    # statement support in this mode).
+    "pgbouncer_pool_mode": "transaction",
+    "pgbouncer_default_pool_size": 20,
+    "pgbouncer_max_client_conn": 500,
+    # After a failed login (no leader yet) retry in 1 s, not 15: the write
+    # outage of a failover is not stretched by the pooler.
+    "pgbouncer_server_login_retry": 1,
+    "pgbouncer_server_connect_timeout": 3,
+}
+
+HAPROXY: dict[str, Any] = {
+    # Local HAProxy ports on app hosts: read-write to the Patroni leader, and
+    # read-only to a replica (the leader if no replica is up). Localhost only.
+    "haproxy_rw_port": 5000,
+    "haproxy_ro_port": 5001,
+    # Health checks against Patroni's REST API (GET /primary, /replica), in ms.
+    # A switchover is seen within ~2 checks; a dead leader's sessions are cut.
+    "haproxy_check_inter": 1000,
+    "haproxy_check_fastinter": 300,
+    "haproxy_check_downinter": 300,
+    "haproxy_check_fall": 2,
+    "haproxy_check_rise": 1,
 }
 
 LAB: dict[str, Any] = {
@@ -153,7 +300,18 @@ LAB: dict[str, Any] = {
 def all_defaults() -> dict[str, Any]:
     """Return every default in one flat dict (keys are unique across concerns)."""
     merged: dict[str, Any] = {}
-    for concern in (COMMON, SECRETS, REDIS, SENTINEL, ETCD, POSTGRES, LAB):
+    for concern in (
+        COMMON,
+        SECRETS,
+        REDIS,
+        SENTINEL,
+        ETCD,
+        POSTGRES,
+        PATRONI,
+        PGBOUNCER,
+        HAPROXY,
+        LAB,
+    ):
         merged.update(concern)
     return merged
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from seawall import inventory
+from seawall import defaults, inventory
 from seawall.errors import SeawallError
 
 HOSTS = {
@@ -19,14 +19,10 @@ HOSTS = {
     "gw-1": "10.9.0.31",
     "ops-1": "10.9.0.41",
 }
-SECRETS = [
-    "redis_password",
-    "redis_replication_password",
-    "sentinel_password",
-    "postgres_superuser_password",
-    "postgres_replication_password",
-    "postgres_rewind_password",
-]
+# Every secret any role needs (the deploys' own lists in defaults.SECRETS).
+SECRETS = sorted(
+    {name for names in defaults.SECRETS["required_secrets"].values() for name in names}
+)
 
 
 def write_inventory(
