@@ -6,8 +6,8 @@ leave or enter the bridge through another interface.
 """
 
 import os
+import re
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -142,12 +142,10 @@ def _write_proxy_config(config: LabConfig) -> Path:
     return conf
 
 
-def _port_open(address: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def _listener_pids(port: int) -> set[int]:
+    """Return the pids of processes listening on TCP ``port`` (any address)."""
+    out = run(["ss", "-Hltnp", f"sport = :{port}"], check=False).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
 def ensure_proxy(config: LabConfig, wait: float = 15) -> int:
@@ -164,8 +162,16 @@ def ensure_proxy(config: LabConfig, wait: float = 15) -> int:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         pid = proxy_pid(config)
-        if pid is not None and _port_open(config.bridge_address, config.apt_proxy_port):
+        listeners = _listener_pids(config.apt_proxy_port)
+        if pid is not None and listeners == {pid}:
             return pid
+        if listeners - {pid}:
+            # Someone else holds the port (e.g. Debian's own apt-cacher-ng on
+            # every address): hosts would talk to it instead of ours.
+            raise SeawallError(
+                f"port {config.apt_proxy_port} is taken by process(es) "
+                f"{sorted(listeners - {pid})}: stop them, then run `seawall lab up` again"
+            )
         time.sleep(0.2)
     raise SeawallError(
         f"apt proxy did not listen on {config.bridge_address}:{config.apt_proxy_port} "
