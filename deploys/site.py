@@ -7,3 +7,4 @@ other; a concern's deploy picks its hosts by their groups.
 from pyinfra import local
 
 local.include("deploys/common.py")
+local.include("deploys/redis.py")

@@ -103,8 +103,11 @@ SECRETS: dict[str, Any] = {
             "postgres_role_probe_password",
         ],
         "etcd": [],
-        # PgBouncer on every app host logs in to Postgres as each service role.
+        # PgBouncer on every app host logs in to Postgres as each service role;
+        # the services reach Redis and the Sentinels (services_*_secret).
         "app": [
+            "redis_password",
+            "sentinel_password",
             "postgres_role_backend_password",
             "postgres_role_execution_password",
             "postgres_role_risk_password",
@@ -273,6 +276,149 @@ HAPROXY: dict[str, Any] = {
     "haproxy_check_rise": 1,
 }
 
+# The platform's services, as DESIGN.md lists them. Each runs on every app host
+# as unit `<services_unit_prefix><name>`; the gateway routes `route` to it.
+# - port: stated here once; the unit, /health checks and the gateway read it.
+# - needs: critical dependencies (DOWN makes the service DOWN): "redis",
+#   "postgres", "exchange" or another service's name.
+# - optional: dependencies whose loss only DEGRADES the service.
+# - postgres_role: the service's role in POSTGRES postgres_service_roles; it
+#   connects through the local PgBouncer to the database that role owns.
+# - route: the gateway path; ending in "/" it is a prefix stripped before
+#   proxying, otherwise one exact path proxied to `upstream_path`.
+# - command / environment (optional): how to run a real service; without them
+#   the reference service runs (the lab deploys it under every name).
+_PLATFORM = [
+    ("backend", 8000, "/", ["redis", "postgres"], "backend"),
+    ("ai-engine", 8001, "/api/ai/", ["redis", "risk-safety"], None),
+    (
+        "execution",
+        8002,
+        "/api/execution/",
+        ["redis", "postgres", "risk-safety", "exchange"],
+        "execution",
+    ),
+    ("risk-safety", 8003, "/api/risk/", ["redis", "postgres"], "risk"),
+    ("portfolio-intelligence", 8004, "/api/portfolio/", ["redis", "postgres"], "portfolio"),
+    ("rl-training", 8005, "/api/rl/", ["redis", "postgres"], "rl"),
+    ("marketdata", 8006, "/api/marketdata/", ["redis", "exchange"], None),
+]
+
+SERVICES: dict[str, Any] = {
+    "services": [
+        {"name": name, "port": port, "route": route, "needs": needs, "postgres_role": role}
+        for name, port, route, needs, role in _PLATFORM
+    ]
+    + [
+        # monitoring-health checks every other service: one of them down only degrades it.
+        {
+            "name": "monitoring-health",
+            "port": 8080,
+            "route": "/api/health",
+            "upstream_path": "/health",
+            "needs": ["redis"],
+            "optional": [name for name, *_ in _PLATFORM],
+        }
+    ],
+    # Unit and system user name prefix: `quantum-execution.service` runs as `quantum-execution`.
+    "services_unit_prefix": "quantum-",
+    # The path every service answers the /health contract on.
+    "services_health_path": "/health",
+    # Where the deploy puts the runtime library and the reference service (PYTHONPATH).
+    "services_code_dir": "/opt/seawall/python",
+    # Non-secret settings (JSON, world-readable) and secrets (0600, root-only dir).
+    "services_config_dir": "/etc/seawall/services",
+    "services_secrets_dir": "/etc/seawall/secrets",
+    # Debian packages the reference service runs on (no pip on hosts).
+    "services_packages": [
+        "python3-fastapi",
+        "python3-uvicorn",
+        "python3-uvloop",
+        "python3-redis",
+        "python3-psycopg",
+        "python3-systemd",
+        "curl",
+    ],
+    # Restart a crashed service after 1 s, but give up (and alert through
+    # OnFailure=) after 5 failed starts in 60 s: a crash loop is not healing.
+    "services_restart_sec": 1,
+    "services_start_limit_burst": 5,
+    "services_start_limit_interval_sec": 60,
+    # SIGTERM, then this long to drain in-flight requests before SIGKILL; above
+    # the gateway's longest read timeout so a drained request is never cut.
+    "services_timeout_stop_sec": 30,
+    # Resource limits per service: a leak or fork bomb hits its own unit only.
+    "services_memory_max": "512M",
+    "services_tasks_max": 256,
+    "services_limit_nofile": 65536,
+    # Hang detection: /health is asked every interval; a service that gives no
+    # answer at all (any HTTP status counts as an answer: DOWN because Redis is
+    # away is not a hang) this many times in a row is killed and restarted.
+    # 3 x 3 s + timeout keeps a hang under the 30 s target.
+    "services_healthcheck_interval_sec": 3,
+    "services_healthcheck_timeout_sec": 4,
+    "services_healthcheck_failures": 3,
+    # Every failure (crash, kill, hang) is appended here as a JSON line and
+    # logged to the journal under SYSLOG_IDENTIFIER=seawall-unit-failed.
+    "services_failure_log": "/var/log/seawall/unit-failures.jsonl",
+    # node_exporter's textfile directory: failures become
+    # seawall_unit_failures_total{unit=...} when it exists.
+    "services_textfile_dir": "/var/lib/prometheus/node-exporter",
+    # Services reach Redis with these secrets (requirepass / Sentinel's requirepass).
+    "services_redis_password_secret": "redis_password",
+    "services_sentinel_password_secret": "sentinel_password",
+    # The exchange API's health URL; None (the lab) leaves "exchange" unchecked.
+    "services_exchange_health_url": None,
+    # XADD MAXLEN for stream events (DESIGN.md).
+    "services_stream_maxlen": 10000,
+}
+
+GATEWAY: dict[str, Any] = {
+    # Listening ports of the gateway; plain HTTP only redirects to HTTPS.
+    "gateway_http_port": 80,
+    "gateway_https_port": 443,
+    # stub_status for the nginx exporter, on 127.0.0.1 only.
+    "gateway_status_port": 8081,
+    # Certificate and key on the gateway host. None (the lab) makes the deploy
+    # generate a self-signed pair on the host; production sets real paths.
+    "gateway_tls_certificate": None,
+    "gateway_tls_certificate_key": None,
+    "gateway_tls_protocols": "TLSv1.2 TLSv1.3",
+    # Rate-limit zones per client address: requests per second and burst
+    # (served at once, beyond them 429). Every route is in `general`.
+    "gateway_rate_zones": {
+        "general": {"rate": 100, "burst": 200},
+        "execution": {"rate": 20, "burst": 40},
+        "trading": {"rate": 10, "burst": 20},
+    },
+    # Extra zones per service route, and exact path prefixes that place orders.
+    "gateway_route_zones": {"execution": ["execution"]},
+    "gateway_trading_paths": ["/api/execution/orders"],
+    # Concurrent connections per client address.
+    "gateway_limit_conn": 100,
+    # Client addresses (CIDR) not rate limited: internal monitoring, say. Empty by default.
+    "gateway_rate_limit_exempt": [],
+    # Upstream timeouts, with per-service overrides (model training answers slowly,
+    # market data must answer fast or not at all).
+    "gateway_timeouts": {"connect": "2s", "send": "10s", "read": "30s"},
+    "gateway_route_timeouts": {
+        "marketdata": {"read": "5s"},
+        "ai-engine": {"read": "60s"},
+        "rl-training": {"read": "120s"},
+    },
+    # Requests above this size are refused with 413.
+    "gateway_client_max_body_size": "1m",
+    # Passive health of each app host: after max_fails errors within
+    # fail_timeout it gets no traffic for fail_timeout.
+    "gateway_max_fails": 2,
+    "gateway_fail_timeout": "5s",
+    # Idle connections kept open to each upstream (per worker).
+    "gateway_upstream_keepalive": 32,
+    "gateway_access_log": "/var/log/nginx/access.json",
+    # HSTS lifetime in seconds (one year).
+    "gateway_hsts_max_age": 31536000,
+}
+
 LAB: dict[str, Any] = {
     # Container names are the host name with this prefix, so the lab never
     # touches an LXC container it did not create.
@@ -310,6 +456,8 @@ def all_defaults() -> dict[str, Any]:
         PATRONI,
         PGBOUNCER,
         HAPROXY,
+        SERVICES,
+        GATEWAY,
         LAB,
     ):
         merged.update(concern)

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from seawall.errors import SeawallError
-from seawall.lab.config import LabConfig
+from seawall.inventory import Topology
+from seawall.lab.config import LabConfig, lab_config
 from seawall.lab.run import run
 
 GUARD_TABLE = "seawall_lab"
@@ -34,6 +35,16 @@ def require_bridge(config: LabConfig) -> None:
     addresses = run(["ip", "-4", "-o", "addr", "show", "dev", config.bridge]).stdout
     if f" {config.bridge_address}/" not in addresses:
         raise SeawallError(f"lab bridge {config.bridge} lacks its address {config.bridge_address}")
+
+
+def require_lab_network(topology: Topology) -> None:
+    """For a lab inventory, refuse to send anything until the lab's own bridge is up.
+
+    Raises:
+        SeawallError: the bridge is missing or lacks its address.
+    """
+    if any("lab" in host.groups for host in topology):
+        require_bridge(lab_config(topology))
 
 
 def ensure_bridge(config: LabConfig) -> None:

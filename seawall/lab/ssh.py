@@ -4,6 +4,7 @@ import subprocess
 
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
+from seawall.lab.network import require_lab_network
 
 
 def ssh_args(topology: Topology, host_name: str, user: str | None = None) -> list[str]:
@@ -36,7 +37,7 @@ def run(
     Raises:
         SeawallError: it ran past ``timeout``, or failed when ``check``.
     """
-    _require_lab_bridge(topology)
+    require_lab_network(topology)
     args = [*ssh_args(topology, host_name, user), command]
     try:
         result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
@@ -47,12 +48,3 @@ def run(
             f"{host_name}: `{command}` failed ({result.returncode}): {result.stderr.strip()}"
         )
     return result
-
-
-def _require_lab_bridge(topology: Topology) -> None:
-    # Lab traffic only goes out once the lab's own bridge is there.
-    if "lab" in topology.hosts[0].groups:
-        from seawall.lab.config import lab_config
-        from seawall.lab.network import require_bridge
-
-        require_bridge(lab_config(topology))

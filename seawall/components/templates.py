@@ -1,0 +1,27 @@
+"""Rendering of the templates under templates/<concern>/, which mirror their target paths."""
+
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+@cache
+def _environment(concern: str) -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES / concern),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(concern: str, target: str, context: Mapping[str, Any]) -> str:
+    """Render templates/<concern><target>.j2 (``target`` is the path on the host)."""
+    return _environment(concern).get_template(target.lstrip("/") + ".j2").render(context)

@@ -1,0 +1,1 @@
+"""pyinfra facts seawall needs and pyinfra does not have."""

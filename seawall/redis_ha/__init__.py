@@ -1,0 +1,1 @@
+"""Redis HA on the controller side: client settings from inventory, status, drills."""
