@@ -8,3 +8,5 @@ from pyinfra import local
 
 local.include("deploys/common.py")
 local.include("deploys/redis.py")
+local.include("deploys/services.py")
+local.include("deploys/gateway.py")

@@ -414,7 +414,8 @@ GATEWAY: dict[str, Any] = {
     "gateway_fail_timeout": "5s",
     # Idle connections kept open to each upstream (per worker).
     "gateway_upstream_keepalive": 32,
-    "gateway_access_log": "/var/log/nginx/access.json",
+    # A .log name so Debian's logrotate rule for /var/log/nginx/*.log rotates it.
+    "gateway_access_log": "/var/log/nginx/access-json.log",
     # HSTS lifetime in seconds (one year).
     "gateway_hsts_max_age": 31536000,
 }

@@ -1,0 +1,233 @@
+"""The NGINX gateway in front of the app hosts: ``deploy_gateway()``.
+
+What it guarantees on every host of the ``gateway`` group:
+
+- NGINX from Debian serves HTTPS on ``gateway_https_port`` and only redirects on
+  ``gateway_http_port``; TLS uses ``gateway_tls_certificate``/``_key``, or, when they
+  are unset (the lab), a self-signed pair generated once on the host;
+- one route per service of the ``services`` catalogue, to an upstream over every
+  app host (least_conn, keepalive, max_fails/fail_timeout), with its own timeouts;
+- rate limits per client (``gateway_rate_zones``: every route in ``general``,
+  execution routes in ``execution`` too, order paths in ``trading`` too) answering
+  429 with a JSON body; a cap on concurrent connections per client;
+- ``X-Request-ID`` from the client (if well-formed) or generated, sent upstream,
+  returned and logged; a JSON access log with upstream timings; JSON bodies for
+  the errors NGINX itself answers; security headers; a body size limit;
+- stub_status on 127.0.0.1:``gateway_status_port`` only.
+
+What it never does:
+
+- install a configuration ``nginx -t`` rejects (the previous one stays);
+- restart NGINX: a changed configuration is reloaded, so no connection drops;
+- send a POST to a second app host once the first one received it;
+- regenerate an existing certificate.
+"""
+
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra import host, inventory
+from pyinfra.api.deploy import deploy
+from pyinfra.api.host import HostData
+from pyinfra.facts.files import File
+from pyinfra.operations import server, systemd
+
+from seawall import defaults
+from seawall.components.common import install_packages, validated_file
+from seawall.defaults import GATEWAY
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "gateway"
+NGINX_CONF = "/etc/nginx/nginx.conf"
+TEMPLATES: tuple[str, ...] = (NGINX_CONF,)
+# Where the lab's self-signed pair goes when no certificate path is set.
+SELF_SIGNED_DIR = "/etc/nginx/tls"
+
+Data = Mapping[str, Any] | HostData
+
+# Errors NGINX answers itself, with the message of their JSON body.
+ERRORS: tuple[tuple[int, str], ...] = (
+    (400, "bad request"),
+    (403, "forbidden"),
+    (404, "not found"),
+    (405, "method not allowed"),
+    (408, "request timeout"),
+    (413, "request body too large"),
+    (414, "uri too long"),
+    (429, "too many requests"),
+    (500, "internal error"),
+    (502, "bad gateway: no app host answered"),
+    (503, "service unavailable"),
+    (504, "gateway timeout: the app host did not answer in time"),
+)
+
+
+@cache
+def _jinja() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(target: str, context: Mapping[str, Any]) -> str:
+    """Render the template of ``target`` (a path on the host) with ``context``."""
+    return _jinja().get_template(target.lstrip("/") + ".j2").render(context)
+
+
+def _setting(data: Data, key: str) -> Any:
+    value = data.get(key)
+    return defaults.all_defaults()[key] if value is None else value
+
+
+def tls_paths(data: Data) -> tuple[str, str, bool]:
+    """Return (certificate, key, self_signed)."""
+    cert, key = data.get("gateway_tls_certificate"), data.get("gateway_tls_certificate_key")
+    if cert and key:
+        return str(cert), str(key), False
+    return f"{SELF_SIGNED_DIR}/gateway.crt", f"{SELF_SIGNED_DIR}/gateway.key", True
+
+
+def routes(data: Data) -> list[dict[str, Any]]:
+    """Return every service's route: upstream name, locations and their zones, timeouts."""
+    zones = _setting(data, "gateway_rate_zones")
+    route_zones = _setting(data, "gateway_route_zones")
+    trading_paths = _setting(data, "gateway_trading_paths")
+    base_timeouts = _setting(data, "gateway_timeouts")
+    route_timeouts = _setting(data, "gateway_route_timeouts")
+
+    def zone(name: str) -> dict[str, Any]:
+        return {"name": name, "burst": zones[name]["burst"]}
+
+    services = _setting(data, "services")
+    prefixes = [s["route"] for s in services if s["route"].endswith("/")]
+
+    def owner(path: str) -> str:
+        # The longest prefix route holds a trading path (/api/execution/, not /).
+        return max((p for p in prefixes if path.startswith(p) and path != p), key=len)
+
+    out = []
+    for service in services:
+        name, path = service["name"], service["route"]
+        route_zone_names = ["general", *route_zones.get(name, [])]
+        locations = []
+        if path.endswith("/"):
+            # Prefix route: /api/execution/x -> /x on the service.
+            for trading in trading_paths:
+                if owner(trading) == path:
+                    locations.append(
+                        {
+                            "match": f"^~ {trading}",
+                            "upstream_path": "/" + trading[len(path) :],
+                            "zones": [zone(z) for z in [*route_zone_names, "trading"]],
+                        }
+                    )
+            locations.append(
+                {"match": path, "upstream_path": "/", "zones": [zone(z) for z in route_zone_names]}
+            )
+        else:
+            locations.append(
+                {
+                    "match": f"= {path}",
+                    "upstream_path": service.get("upstream_path", path),
+                    "zones": [zone(z) for z in route_zone_names],
+                }
+            )
+        out.append(
+            {
+                "name": name,
+                "upstream": "svc_" + name.replace("-", "_"),
+                "port": service["port"],
+                "locations": locations,
+                "timeouts": {**base_timeouts, **route_timeouts.get(name, {})},
+            }
+        )
+    return out
+
+
+def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
+    """Return what nginx.conf.j2 sees."""
+    cert, key, _ = tls_paths(data)
+    zones = _setting(data, "gateway_rate_zones")
+    return {
+        "client_max_body_size": _setting(data, "gateway_client_max_body_size"),
+        "access_log": _setting(data, "gateway_access_log"),
+        "rate_limit_exempt": list(_setting(data, "gateway_rate_limit_exempt")),
+        "zones": [{"name": n, "rate": z["rate"]} for n, z in zones.items()],
+        "limit_conn": _setting(data, "gateway_limit_conn"),
+        "routes": routes(data),
+        "app_addresses": app_addresses,
+        "max_fails": _setting(data, "gateway_max_fails"),
+        "fail_timeout": _setting(data, "gateway_fail_timeout"),
+        "upstream_keepalive": _setting(data, "gateway_upstream_keepalive"),
+        "http_port": _setting(data, "gateway_http_port"),
+        "https_port": _setting(data, "gateway_https_port"),
+        "status_port": _setting(data, "gateway_status_port"),
+        "tls_certificate": cert,
+        "tls_certificate_key": key,
+        "tls_protocols": _setting(data, "gateway_tls_protocols"),
+        "hsts_max_age": _setting(data, "gateway_hsts_max_age"),
+        "errors": ERRORS,
+    }
+
+
+@deploy("NGINX gateway", data_defaults=GATEWAY)
+def deploy_gateway() -> None:
+    """
+    Install, configure and activate the gateway on a host of the ``gateway`` group.
+
+    Other hosts are left alone.
+
+    **Example:**
+
+    .. code:: python
+
+        from seawall.components.gateway import deploy_gateway
+
+        deploy_gateway()
+    """
+    if "gateway" not in host.groups:
+        return
+    data = host.data
+    apps = [str(h.data.private_address) for h in inventory.get_group("app")]
+
+    install_packages("Install NGINX", ["nginx", "openssl"])
+
+    cert, key, self_signed = tls_paths(data)
+    if self_signed and not host.get_fact(File, path=cert):
+        address = data.private_address
+        server.shell(
+            name="Generate the gateway's self-signed certificate (no certificate path is set)",
+            commands=[
+                f"install -d -m 755 {SELF_SIGNED_DIR}",
+                f"umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                f"-nodes -days 825 -subj /CN={host.name} "
+                f"-addext subjectAltName=IP:{address},DNS:{host.name} "
+                f"-keyout {key} -out {cert} 2>/dev/null",
+                f"chmod 644 {cert}",
+            ],
+        )
+    conf = validated_file(
+        name="Configure NGINX as the gateway (checked with nginx -t first)",
+        src=render(NGINX_CONF, context(data, apps)),
+        dest=NGINX_CONF,
+        validate="nginx -t -q -c {path}",
+        check_installed="nginx -t -q",
+        mode=644,
+    )
+    systemd.service(
+        name="Reload NGINX (its configuration changed)",
+        service="nginx.service",
+        running=True,
+        reloaded=True,
+        _if=conf.did_change,
+    )
+    systemd.service(
+        name="Run NGINX now and at boot", service="nginx.service", running=True, enabled=True
+    )

@@ -1,0 +1,457 @@
+"""The platform's services on the app hosts, healing themselves: ``deploy_services()``.
+
+What it guarantees on every host of the ``app`` group, for each service of the
+``services`` catalogue (SERVICES in seawall/defaults.py):
+
+- a unit ``<services_unit_prefix><name>.service``, enabled and running, as its own
+  system user, sandboxed (read-only system, no home, own /tmp, no new privileges,
+  no capabilities), with memory, task and file limits;
+- a crash is restarted after ``services_restart_sec``; more than
+  ``services_start_limit_burst`` failed starts in ``services_start_limit_interval_sec``
+  stop the restarts and trigger the OnFailure= hook; every unclean stop is recorded
+  (``services_failure_log``, the journal, node_exporter's textfile metric);
+- a stop is graceful: SIGTERM, in-flight requests finish, SIGKILL only after
+  ``services_timeout_stop_sec``;
+- a hung service (running but not answering /health ``services_healthcheck_failures``
+  times in a row) is killed by ``seawall-healthwatch`` and so restarted;
+- the unit starts after the services, PgBouncer and HAProxy it depends on;
+- secrets reach the service only through a 0600 root-only EnvironmentFile.
+
+What it never does:
+
+- put a secret on a command line, in an Environment= line or in pyinfra's output;
+- restart a service whose unit, settings, secrets and code did not change;
+- install anything from PyPI on a host: the code is this package's
+  ``seawall/runtime`` and ``seawall/refservice``, run on Debian's Python packages.
+"""
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping
+from functools import cache
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra import host, inventory
+from pyinfra.api import deploy, operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.host import HostData
+from pyinfra.facts.files import File, Sha1File
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from seawall import defaults, secrets
+from seawall.components.common import install_packages
+from seawall.defaults import SERVICES
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "services"
+
+UNIT_TEMPLATE = "/etc/systemd/system/SERVICE.service"
+FAILED_UNIT = "/etc/systemd/system/seawall-unit-failed@.service"
+HEALTHWATCH_UNIT = "/etc/systemd/system/seawall-healthwatch.service"
+RECORD_FAILURE = "/usr/local/libexec/seawall-record-failure"
+TEMPLATES: tuple[str, ...] = (UNIT_TEMPLATE, FAILED_UNIT, HEALTHWATCH_UNIT, RECORD_FAILURE)
+
+# The Python the hosts run: the runtime library and the reference service, with
+# the package's __init__ (and the error type it imports).
+CODE_PACKAGES = ("runtime", "refservice")
+CODE_ROOT_FILES = ("__init__.py", "errors.py")
+
+# Host data as pyinfra gives it, or a plain mapping (tests, the CLI).
+Data = Mapping[str, Any] | HostData
+
+REFSERVICE_COMMAND = "/usr/bin/python3 -m seawall.refservice --config {config}"
+
+
+@cache
+def _jinja() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(target: str, context: Mapping[str, Any]) -> str:
+    """Render the template of ``target`` (a path on the host) with ``context``."""
+    return _jinja().get_template(target.lstrip("/") + ".j2").render(context)
+
+
+def code_files() -> list[tuple[Path, str]]:
+    """Return (local file, path under services_code_dir) for every file the hosts run."""
+    out = [(PACKAGE_ROOT / name, f"seawall/{name}") for name in CODE_ROOT_FILES]
+    for package in CODE_PACKAGES:
+        for path in sorted((PACKAGE_ROOT / package).glob("*.py")):
+            out.append((path, f"seawall/{package}/{path.name}"))
+    return out
+
+
+def _setting(data: Data, key: str) -> Any:
+    value = data.get(key)
+    return defaults.all_defaults()[key] if value is None else value
+
+
+def catalogue(data: Data) -> list[dict[str, Any]]:
+    """Return the service catalogue from host data (SERVICES ``services`` by default)."""
+    return list(_setting(data, "services"))
+
+
+def unit_name(data: Data, service: Mapping[str, Any]) -> str:
+    return f"{_setting(data, 'services_unit_prefix')}{service['name']}.service"
+
+
+def user_name(data: Data, service: Mapping[str, Any]) -> str:
+    return f"{_setting(data, 'services_unit_prefix')}{service['name']}"
+
+
+def health_url(address: str, service: Mapping[str, Any], health_path: str) -> str:
+    return f"http://{address}:{service['port']}{health_path}"
+
+
+def postgres_database(data: Data, role: str) -> str:
+    """Return the database ``role`` owns (POSTGRES postgres_databases), else one named after it."""
+    for database, owner in _setting(data, "postgres_databases").items():
+        if owner == role:
+            return str(database)
+    return role
+
+
+def service_config(
+    data: Data,
+    service: Mapping[str, Any],
+    address: str,
+    sentinels: list[tuple[str, int]],
+) -> dict[str, Any]:
+    """Return the non-secret settings file of one service (JSON, read by the service)."""
+    by_name = {s["name"]: s for s in catalogue(data)}
+    health_path = _setting(data, "services_health_path")
+    deps: list[dict[str, Any]] = []
+    wanted = [(name, True) for name in service.get("needs", [])]
+    wanted += [(name, False) for name in service.get("optional", [])]
+    for name, critical in wanted:
+        if name == "redis":
+            deps.append({"name": "redis", "kind": "redis", "critical": critical})
+        elif name == "postgres" and service.get("postgres_role"):
+            deps.append({"name": "postgres", "kind": "postgres", "critical": critical})
+        elif name == "exchange":
+            url = _setting(data, "services_exchange_health_url")
+            if url:
+                deps.append({"name": name, "kind": "http", "critical": critical, "url": url})
+        elif name in by_name:
+            url = health_url(address, by_name[name], health_path)
+            deps.append({"name": name, "kind": "http", "critical": critical, "url": url})
+        else:
+            raise DeployError(f"{service['name']}: unknown dependency {name!r} in `services`")
+    config: dict[str, Any] = {
+        "service": service["name"],
+        "port": service["port"],
+        "bind": address,
+        "version": str(service.get("version") or _version()),
+        "dependencies": deps,
+        "redis": {
+            "sentinels": [list(s) for s in sentinels],
+            "master_name": _setting(data, "sentinel_master_name"),
+        },
+        "stream_maxlen": _setting(data, "services_stream_maxlen"),
+        "spool_dir": f"/var/lib/{user_name(data, service)}/spool",
+    }
+    role = service.get("postgres_role")
+    if role:
+        config["postgres"] = {
+            "host": "127.0.0.1",
+            "port": _setting(data, "pgbouncer_port"),
+            "dbname": postgres_database(data, role),
+            "user": role,
+        }
+    return config
+
+
+def secret_names(data: Data, service: Mapping[str, Any]) -> dict[str, str]:
+    """Return {environment variable: secret name} for one service."""
+    from seawall.refservice import config as refconfig
+
+    names = {
+        refconfig.ENV_REDIS_PASSWORD: _setting(data, "services_redis_password_secret"),
+        refconfig.ENV_SENTINEL_PASSWORD: _setting(data, "services_sentinel_password_secret"),
+    }
+    role = service.get("postgres_role")
+    if role:
+        names[refconfig.ENV_POSTGRES_PASSWORD] = f"postgres_role_{role}_password"
+    return names
+
+
+def unit_context(
+    data: Data, service: Mapping[str, Any], config_path: str, secrets_path: str
+) -> dict[str, Any]:
+    """Return what the unit template sees for one service."""
+    by_name = {s["name"]: s for s in catalogue(data)}
+    deps = [*service.get("needs", []), *service.get("optional", [])]
+    siblings = [unit_name(data, by_name[d]) for d in deps if d in by_name]
+    after = list(siblings)
+    if "postgres" in deps:
+        # The local pooler and router; After= on a unit that is absent is harmless.
+        after += ["pgbouncer.service", "haproxy.service"]
+    own_command = service.get("command")
+    environment = {
+        "PYTHONPATH": _setting(data, "services_code_dir"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SEAWALL_SERVICE_CONFIG": config_path,
+        **{str(k): str(v) for k, v in (service.get("environment") or {}).items()},
+    }
+    return {
+        "unit": unit_name(data, service),
+        "name": service["name"],
+        "port": service["port"],
+        "user": user_name(data, service),
+        "command": own_command or REFSERVICE_COMMAND.format(config=config_path),
+        # The reference service tells systemd when it listens; others may not.
+        "type": service.get("type") or ("simple" if own_command else "notify"),
+        "environment": sorted(environment.items()),
+        "secrets_file": secrets_path,
+        "wants": siblings,
+        "after": after,
+        "restart_sec": _setting(data, "services_restart_sec"),
+        "start_limit_burst": _setting(data, "services_start_limit_burst"),
+        "start_limit_interval_sec": _setting(data, "services_start_limit_interval_sec"),
+        "timeout_stop_sec": _setting(data, "services_timeout_stop_sec"),
+        "memory_max": _setting(data, "services_memory_max"),
+        "tasks_max": _setting(data, "services_tasks_max"),
+        "limit_nofile": _setting(data, "services_limit_nofile"),
+    }
+
+
+def healthwatch_config(data: Data, address: str) -> dict[str, Any]:
+    health_path = _setting(data, "services_health_path")
+    return {
+        "interval": _setting(data, "services_healthcheck_interval_sec"),
+        "timeout": _setting(data, "services_healthcheck_timeout_sec"),
+        "failures": _setting(data, "services_healthcheck_failures"),
+        "services": [
+            {"unit": unit_name(data, s), "url": health_url(address, s, health_path)}
+            for s in catalogue(data)
+        ],
+    }
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seawall")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@operation()
+def secret_file(src: str, dest: str):
+    """
+    Install a root-only (0600) file whose content is secret; the content is never printed.
+
+    + src: the file's content
+    + dest: where it goes; its directory is created 0700 root-only, and the upload
+      lands there first, so the content is never readable by anyone else
+
+    **Example:**
+
+    .. code:: python
+
+        secret_file(
+            name="Install the execution service's secrets",
+            src="SEAWALL_REDIS_PASSWORD=...\\n",
+            dest="/etc/seawall/secrets/execution.env",
+        )
+    """
+    remote = host.get_fact(File, path=dest)
+    if (
+        remote
+        and remote["mode"] == 600
+        and (remote["user"], remote["group"]) == ("root", "root")
+        and host.get_fact(Sha1File, path=dest) == hashlib.sha1(src.encode()).hexdigest()
+    ):
+        host.noop(f"secret file {dest} is already installed")
+        return
+    directory = str(Path(dest).parent)
+    new = f"{dest}.seawall-new"
+    yield f"install -d -m 700 -o root -g root {shlex.quote(directory)}"
+    yield FileUploadCommand(StringIO(src), new, remote_temp_filename=f"{new}.upload")
+    yield (
+        f"chown root:root {shlex.quote(new)} && chmod 600 {shlex.quote(new)} && "
+        f"mv -f {shlex.quote(new)} {shlex.quote(dest)}"
+    )
+
+
+def _sentinels() -> list[tuple[str, int]]:
+    return [
+        (str(h.data.private_address), int(_setting(h.data, "sentinel_port")))
+        for h in inventory.get_group("sentinel")
+    ]
+
+
+def _secrets(service: Mapping[str, Any]) -> str:
+    wanted = secret_names(host.data, service)
+    values, missing = secrets.resolve(sorted(set(wanted.values())), host.data.get("secrets_file"))
+    if missing:
+        raise DeployError(
+            f"{host.name}: secret {missing[0]} (for service {service['name']}) is not in "
+            f"secrets_file nor ${secrets.env_name(missing[0])}"
+        )
+    return "".join(f"{env}={values[name]}\n" for env, name in sorted(wanted.items()))
+
+
+@deploy("Platform services", data_defaults=SERVICES)
+def deploy_services() -> None:
+    """
+    Install every service of the catalogue on an app host: install, configure, activate.
+
+    Hosts outside the ``app`` group are left alone.
+
+    **Example:**
+
+    .. code:: python
+
+        from seawall.components.services import deploy_services
+
+        deploy_services()
+    """
+    if "app" not in host.groups:
+        return
+    data = host.data
+    address = str(data.private_address)
+    code_dir = _setting(data, "services_code_dir")
+    config_dir = _setting(data, "services_config_dir")
+    secrets_dir = _setting(data, "services_secrets_dir")
+
+    # Install.
+    install_packages("Install the services' Python runtime", _setting(data, "services_packages"))
+    code = [
+        files.put(
+            name=f"Install {relative}",
+            src=str(local),
+            dest=f"{code_dir}/{relative}",
+            user="root",
+            group="root",
+            mode="644",
+        )
+        for local, relative in code_files()
+    ]
+
+    # Configure.
+    shared = [
+        files.put(
+            name="Install the failure recorder",
+            src=StringIO(render(RECORD_FAILURE, _record_context(data))),
+            dest=RECORD_FAILURE,
+            mode="755",
+        ),
+        files.put(
+            name="Install the OnFailure hook unit",
+            src=StringIO(render(FAILED_UNIT, {})),
+            dest=FAILED_UNIT,
+            mode="644",
+        ),
+    ]
+    sentinels = _sentinels()
+    per_service = []
+    for service in catalogue(data):
+        user = user_name(data, service)
+        config_path = f"{config_dir}/{service['name']}.json"
+        secrets_path = f"{secrets_dir}/{service['name']}.env"
+        server.user(
+            name=f"Create the system user {user}",
+            user=user,
+            system=True,
+            shell="/usr/sbin/nologin",
+            home=f"/var/lib/{user}",
+            create_home=False,
+        )
+        config = files.put(
+            name=f"Write the settings of {service['name']}",
+            src=StringIO(
+                json.dumps(service_config(data, service, address, sentinels), indent=2) + "\n"
+            ),
+            dest=config_path,
+            mode="644",
+        )
+        secret = secret_file(
+            name=f"Install the secrets of {service['name']}",
+            src=_secrets(service),
+            dest=secrets_path,
+        )
+        unit = files.put(
+            name=f"Install the unit of {service['name']}",
+            src=StringIO(
+                render(UNIT_TEMPLATE, unit_context(data, service, config_path, secrets_path))
+            ),
+            dest=f"/etc/systemd/system/{unit_name(data, service)}",
+            mode="644",
+        )
+        per_service.append((service, unit, config, secret))
+    watch = files.put(
+        name="Write the hang checker's list of services",
+        src=StringIO(json.dumps(healthwatch_config(data, address), indent=2) + "\n"),
+        dest=f"{config_dir}/healthwatch.json",
+        mode="644",
+    )
+    watch_unit = files.put(
+        name="Install the hang checker unit",
+        src=StringIO(
+            render(
+                HEALTHWATCH_UNIT,
+                {
+                    "config": f"{config_dir}/healthwatch.json",
+                    "code_dir": code_dir,
+                    "failures": _setting(data, "services_healthcheck_failures"),
+                },
+            )
+        ),
+        dest=HEALTHWATCH_UNIT,
+        mode="644",
+    )
+
+    # Activate.
+    units = [unit for _, unit, _, _ in per_service]
+    systemd.daemon_reload(
+        name="Reload systemd (service units changed)",
+        _if=any_changed(*units, watch_unit, *shared),
+    )
+    for service, unit, config, secret in per_service:
+        name = unit_name(data, service)
+        systemd.service(
+            name=f"Restart {service['name']} (its unit, settings, secrets or code changed)",
+            service=name,
+            restarted=True,
+            _if=any_changed(unit, config, secret, *code),
+        )
+        systemd.service(
+            name=f"Run {service['name']} now and at boot",
+            service=name,
+            running=True,
+            enabled=True,
+        )
+    systemd.service(
+        name="Restart the hang checker (its unit, list or code changed)",
+        service="seawall-healthwatch.service",
+        restarted=True,
+        _if=any_changed(watch, watch_unit, *code),
+    )
+    systemd.service(
+        name="Run the hang checker now and at boot",
+        service="seawall-healthwatch.service",
+        running=True,
+        enabled=True,
+    )
+
+
+def _record_context(data: Data) -> dict[str, Any]:
+    return {
+        "failure_log": _setting(data, "services_failure_log"),
+        "textfile_dir": _setting(data, "services_textfile_dir"),
+    }

@@ -1,0 +1,194 @@
+"""The reference service's HTTP API.
+
+- ``GET /health``: the contract of ``seawall.runtime.health`` (200 OK/DEGRADED, 503 DOWN);
+- ``GET /items/{item_id}``: idempotent, touches nothing, names the host that answered;
+- ``POST /orders``: commits a row in Postgres, then XADDs ``quantum:stream:order_created``
+  (MAXLEN) through the reconnect helper (spooled to disk while Redis is away);
+  ``?delay=`` holds the request first, for drills that fail an upstream mid-request;
+- ``GET /slow?seconds=``: answers after a delay, for drain and timeout tests.
+
+Every response carries ``X-Request-ID`` (the caller's, or a new one) and every
+request is logged once, as JSON, with that id.
+"""
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from seawall.refservice.backends import Postgres, Redis
+from seawall.refservice.config import ServiceConfig
+from seawall.runtime import jsonlog
+from seawall.runtime.health import Dependency, HealthChecker, Probe, http_probe
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Drill and test knobs are bounded, so no request can hold a worker for long.
+MAX_DELAY_S = 30.0
+ORDER_STREAM = "quantum:stream:order_created"
+
+access_log = logging.getLogger("access")
+log = logging.getLogger("refservice")
+
+
+class RequestContext:
+    """ASGI middleware: correlation id in and out, one JSON access record per request."""
+
+    def __init__(self, app: ASGIApp, counters: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.counters = counters if counters is not None else {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = jsonlog.REQUEST_ID_HEADER.lower().encode()
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
+        request_id = jsonlog.accept_request_id(given)
+        token = jsonlog.bind_request_id(request_id)
+        self.counters["requests"] = self.counters.get("requests", 0) + 1
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((header, request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+            jsonlog.reset_request_id(token)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "status": status, "request_id": jsonlog.request_id()}, status
+    )
+
+
+def create_app(config: ServiceConfig) -> ASGIApp:
+    """Build the service: FastAPI app wrapped in the request-id middleware."""
+    redis = Redis(config) if config.needs("redis") else None
+    postgres = Postgres(config) if config.needs("postgres") else None
+    hostname = socket.gethostname()
+    counters = {"requests": 0, "orders": 0, "events_spooled": 0}
+
+    dependencies = []
+    for spec in config.dependencies:
+        probe: Probe
+        if spec.kind == "redis" and redis is not None:
+            probe = _threaded(redis.ping)
+        elif spec.kind == "postgres" and postgres is not None:
+            probe = _threaded(postgres.ping)
+        elif spec.kind == "http" and spec.url:
+            probe = http_probe(spec.url)
+        else:
+            continue
+        dependencies.append(Dependency(spec.name, spec.kind, probe, spec.critical))
+    checker = HealthChecker(config.service, config.version, dependencies, lambda: dict(counters))
+
+    api = FastAPI(title=config.service, version=config.version, docs_url=None, redoc_url=None)
+
+    @api.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error")
+
+    @api.get("/health")
+    async def health() -> JSONResponse:
+        report = await checker.report()
+        return JSONResponse(report.to_dict(), report.http_status)
+
+    @api.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, Any]:
+        return {
+            "service": config.service,
+            "host": hostname,
+            "item_id": item_id,
+            "request_id": jsonlog.request_id(),
+        }
+
+    @api.get("/slow")
+    async def slow(seconds: float = 1.0) -> dict[str, Any]:
+        await asyncio.sleep(min(max(seconds, 0.0), MAX_DELAY_S))
+        return {"service": config.service, "host": hostname, "slept": seconds}
+
+    @api.post("/orders", status_code=201, response_model=None)
+    async def orders(request: Request, delay: float = 0.0) -> Any:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            return _error(400, "body is not JSON")
+        request_id = jsonlog.request_id() or ""
+        log.info("order received", extra={"delay": delay})
+        if delay > 0:
+            await asyncio.sleep(min(delay, MAX_DELAY_S))
+        if postgres is None:
+            return _error(503, "this service has no Postgres dependency")
+        try:
+            row_id = await asyncio.to_thread(
+                postgres.insert_order, config.service, request_id, json.dumps(body)
+            )
+        except Exception as error:
+            log.warning("order not stored: %s", error)
+            return _error(503, "postgres unavailable")
+        counters["orders"] += 1
+        event: dict[str, Any] = {"status": "not published"}
+        if redis is not None:
+            fields = {"service": config.service, "order_id": row_id, "request_id": request_id}
+            try:
+                published = await asyncio.to_thread(
+                    redis.publish, ORDER_STREAM, fields, f"{config.service}:{row_id}"
+                )
+                event = {"status": published.status, "stream_id": published.stream_id}
+                if published.status == "spooled":
+                    counters["events_spooled"] += 1
+            except Exception as error:
+                # The row is committed: the caller must know the event is not out.
+                log.warning("order %s event not published: %s", row_id, error)
+        log.info("order stored", extra={"order_id": row_id, "event": event["status"]})
+        return {
+            "service": config.service,
+            "host": hostname,
+            "order_id": row_id,
+            "event": event,
+            "request_id": request_id,
+        }
+
+    return RequestContext(api, counters)
+
+
+def _threaded(call: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await asyncio.to_thread(call)
+
+    return run

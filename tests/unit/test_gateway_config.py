@@ -1,0 +1,127 @@
+"""The gateway's nginx.conf rendered from lab data: routes, limits, ids, errors, TLS."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from seawall import defaults, inventory
+from seawall.components import gateway
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[inventory.Topology]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        yield inventory.load(REPO / "inventories" / "lab.py")
+
+
+@pytest.fixture(scope="module")
+def conf(lab: inventory.Topology) -> str:
+    apps = [h.address for h in lab.group("app")]
+    return gateway.render(gateway.NGINX_CONF, gateway.context(lab.host("gw-1").data, apps))
+
+
+def location(conf: str, match: str) -> str:
+    # Locations of the HTTPS server (the redirect server has its own `location /`).
+    conf = conf[conf.index("listen 443") :]
+    found = re.search(r"location " + re.escape(match) + r" \{(.*?)\n        \}", conf, re.S)
+    assert found, match
+    return found.group(1)
+
+
+def test_first_line_names_the_target(conf: str) -> None:
+    assert conf.splitlines()[0] == "# /etc/nginx/nginx.conf - managed by seawall"
+
+
+@pytest.mark.parametrize(
+    ("match", "upstream"),
+    [
+        ("/api/ai/", "svc_ai_engine/"),
+        ("/api/execution/", "svc_execution/"),
+        ("/api/risk/", "svc_risk_safety/"),
+        ("/api/portfolio/", "svc_portfolio_intelligence/"),
+        ("/api/rl/", "svc_rl_training/"),
+        ("/api/marketdata/", "svc_marketdata/"),
+        ("= /api/health", "svc_monitoring_health/health"),
+        ("/", "svc_backend/"),
+        ("^~ /api/execution/orders", "svc_execution/orders"),
+    ],
+)
+def test_every_route_goes_to_its_service(conf: str, match: str, upstream: str) -> None:
+    assert f"proxy_pass http://{upstream};" in location(conf, match)
+
+
+def test_upstreams_span_both_app_hosts(conf: str) -> None:
+    block = re.search(r"upstream svc_execution \{(.*?)\}", conf, re.S)
+    assert block
+    body = block.group(1)
+    assert "least_conn;" in body and "keepalive 32;" in body
+    assert "server 10.77.0.21:8002 max_fails=2 fail_timeout=5s;" in body
+    assert "server 10.77.0.22:8002 max_fails=2 fail_timeout=5s;" in body
+
+
+def test_rate_limit_zones_and_bursts(conf: str) -> None:
+    for name, rate in (("general", 100), ("execution", 20), ("trading", 10)):
+        assert f"zone={name}:10m rate={rate}r/s;" in conf
+    orders = location(conf, "^~ /api/execution/orders")
+    for name, burst in (("general", 200), ("execution", 40), ("trading", 20)):
+        assert f"limit_req zone={name} burst={burst} nodelay;" in orders
+    ai = location(conf, "/api/ai/")
+    assert "zone=general" in ai and "zone=execution" not in ai
+    assert "limit_req_status 429;" in conf and "limit_conn per_client 100;" in conf
+
+
+def test_post_is_never_retried_on_another_host(conf: str) -> None:
+    assert "proxy_next_upstream error timeout;" in conf
+    assert "non_idempotent" not in conf
+
+
+def test_request_id_kept_or_generated_sent_and_returned(conf: str) -> None:
+    assert '"~^[A-Za-z0-9._:-]{1,128}$" $http_x_request_id;' in conf
+    assert "default $request_id;" in conf
+    assert "proxy_set_header X-Request-ID $req_id;" in conf
+    assert "add_header X-Request-ID $req_id always;" in conf
+    assert '"request_id":"$req_id"' in conf
+
+
+def test_json_access_log_with_upstream_timings(conf: str) -> None:
+    assert "log_format seawall_json escape=json" in conf
+    for field in ("upstream_connect_time", "upstream_header_time", "upstream_response_time"):
+        assert f'"{field}":"${field}"' in conf
+    assert f"access_log {defaults.GATEWAY['gateway_access_log']} seawall_json" in conf
+
+
+@pytest.mark.parametrize("code", [429, 502, 504, 413])
+def test_errors_answer_json(conf: str, code: int) -> None:
+    assert f"error_page {code} @error_{code};" in conf
+    body = location(conf, f"@error_{code}")
+    assert "default_type application/json;" in body and f"return {code} '{{" in body
+
+
+def test_tls_redirect_headers_and_body_limit(conf: str) -> None:
+    assert "return 301 https://$host$request_uri;" in conf
+    assert "listen 443 ssl http2 default_server;" in conf
+    assert "ssl_certificate /etc/nginx/tls/gateway.crt;" in conf
+    for header in ("Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options"):
+        assert f"add_header {header} " in conf
+    assert "client_max_body_size 1m;" in conf
+
+
+def test_route_timeouts(conf: str) -> None:
+    assert "proxy_read_timeout 5s;" in location(conf, "/api/marketdata/")
+    assert "proxy_read_timeout 120s;" in location(conf, "/api/rl/")
+    assert "proxy_read_timeout 30s;" in location(conf, "/api/execution/")
+
+
+def test_stub_status_on_loopback_only(conf: str) -> None:
+    assert "listen 127.0.0.1:8081;" in conf
+    assert "allow 127.0.0.1;" in location(conf, "= /stub_status")
+
+
+def test_production_certificate_paths_are_used_when_set() -> None:
+    data = {"gateway_tls_certificate": "/etc/ssl/a.crt", "gateway_tls_certificate_key": "/k"}
+    assert gateway.tls_paths(data) == ("/etc/ssl/a.crt", "/k", False)
