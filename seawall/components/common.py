@@ -32,7 +32,6 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, deploy, operation
 from pyinfra.api.command import FileUploadCommand
@@ -44,11 +43,10 @@ from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations import apt, files, server, systemd
 
 from seawall import defaults
+from seawall.components import templates
 from seawall.defaults import COMMON
 
 # Templates mirror the path they render to: templates/common/etc/... -> /etc/...
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "common"
-
 APT_PROXY = "/etc/apt/apt.conf.d/01seawall-proxy"
 SUDOERS = "/etc/sudoers.d/seawall"
 # sshd keeps the first value it reads: 00- wins over other drop-ins.
@@ -78,19 +76,10 @@ _POLICY_MARKER = "# seawall: installing packages"
 # Exit 101 = "action forbidden": invoke-rc.d and deb-systemd-invoke start nothing.
 _POLICY_RC_D_SCRIPT = f"#!/bin/sh\n{_POLICY_MARKER}, start no daemon with stock config\nexit 101\n"
 
-_JINJA = Environment(
-    loader=FileSystemLoader(TEMPLATE_DIR),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
-
 
 def render(target: str, context: Mapping[str, Any]) -> str:
     """Render the template of ``target``, a path on the host (``/etc/sysctl.d/60-seawall.conf``)."""
-    return _JINJA.get_template(target.lstrip("/") + ".j2").render(context)
+    return templates.render("common", target, context)
 
 
 def template_context(data: Mapping[str, Any] | HostData, groups: Sequence[str]) -> dict[str, Any]:
@@ -192,7 +181,7 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
     missing = [package for package in packages if package.split("=")[0] not in installed]
     policy = host.get_fact(FileContents, path=POLICY_RC_D)
     ours = bool(policy) and _POLICY_MARKER in "\n".join(policy)
-    guard = bool(missing) and not policy
+    guard = bool(missing) and (not policy or ours)
     if guard:
         files.put(
             name="Stop Debian from starting daemons while packages install",
@@ -206,6 +195,10 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
         update=bool(missing),
         cache_time=3600,
         no_recommends=no_recommends,
+        # The lab's apt proxy sometimes drops a fetch under parallel load
+        # ("Method http has died unexpectedly"); apt resumes where it stopped.
+        _retries=2,
+        _retry_delay=5,
     )
     if guard or ours:
         files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)

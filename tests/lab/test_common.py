@@ -1,0 +1,73 @@
+"""The common baseline on the lab: every promise holds, and a second deploy changes nothing."""
+
+import json
+import re
+import subprocess
+from typing import Any
+
+import pytest
+
+from seawall.inventory import Topology
+from seawall.lab.ssh import ssh_args
+from seawall.verify import CHECKS, verify
+from tests.lab.conftest import run_site_deploy
+
+
+@pytest.fixture(scope="module")
+def second_deploy(deployed_lab: Topology) -> subprocess.CompletedProcess[str]:
+    """The site deploy run again right after the first: JSON results on stdout, log on stderr."""
+    result = run_site_deploy("--json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_every_common_promise_holds(deployed_lab: Topology) -> None:
+    report = verify(deployed_lab)
+    for host in report.hosts:
+        assert [check.name for check in host.checks] == list(CHECKS), host.host
+    assert sorted(host.host for host in report.hosts) == sorted(h.name for h in deployed_lab)
+    assert report.ok, report.to_text()
+
+
+def test_second_deploy_changes_nothing(
+    deployed_lab: Topology, second_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    results: dict[str, Any] = json.loads(second_deploy.stdout)["results"]
+    changed = {op["name"]: op["success"] for op in results["operations"] if op["success"]}
+    assert changed == {}
+    assert results["totals"]["error"] == 0
+    # Every host really took part: each ran the common deploy's operations.
+    common = [op for op in results["operations"] if "Common host baseline" in op["name"]]
+    assert common
+    for op in common:
+        assert op["no_change"] == sorted(host.name for host in deployed_lab), op["name"]
+
+
+def test_kernel_tuning_is_skipped_in_containers_and_said(
+    deployed_lab: Topology, second_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    log = re.sub(r"\x1b\[[0-9;]*m", "", second_deploy.stderr)
+    for host in deployed_lab:
+        assert re.search(
+            rf"\[{re.escape(host.name)}\]\s+Skip kernel tuning: container \(lxc\)", log
+        )
+
+
+def test_sshd_offers_no_password_login(deployed_lab: Topology) -> None:
+    for host in deployed_lab:
+        ssh, *args = ssh_args(deployed_lab, host.name, user=str(host.data["admin_user"]))
+        attempt = subprocess.run(
+            [
+                ssh,
+                *("-o", "PubkeyAuthentication=no"),
+                *("-o", "PreferredAuthentications=password,keyboard-interactive"),
+                *args,
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert attempt.returncode == 255
+        # sshd lists the methods it would accept: keys only.
+        assert "Permission denied (publickey)." in attempt.stderr, attempt.stderr

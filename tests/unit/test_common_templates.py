@@ -1,0 +1,308 @@
+"""The common deploy: its templates rendered with lab data, and the operations it plans."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import FileContents
+
+from seawall import defaults, inventory
+from seawall.components import common
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[inventory.Topology]:
+    # pyinfra reads ./group_data relative to the working directory.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        yield inventory.load(REPO / "inventories" / "lab.py")
+
+
+def context_of(lab: inventory.Topology, name: str) -> dict[str, Any]:
+    host = lab.host(name)
+    return common.template_context(host.data, host.groups)
+
+
+def rendered_lines(target: str, context: dict[str, Any]) -> list[str]:
+    return common.render(target, context).splitlines()
+
+
+@pytest.mark.parametrize("target", common.TEMPLATES)
+def test_every_template_names_its_target_first(lab: inventory.Topology, target: str) -> None:
+    context = context_of(lab, "data-1")
+    first = rendered_lines(target, context)[0]
+    where = context["role_marker_path"] if target == common.ROLE_MARKER else target
+    comment = "//" if target.startswith("/etc/apt/") else "#"
+    assert first == f"{comment} {where} - managed by seawall"
+
+
+@pytest.mark.parametrize("target", common.TEMPLATES)
+def test_template_file_mirrors_its_target(target: str) -> None:
+    assert (REPO / "templates" / "common" / f"{target.lstrip('/')}.j2").is_file()
+
+
+def test_apt_proxy_is_the_labs(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.APT_PROXY, context_of(lab, "app-1"))
+    assert 'Acquire::http::Proxy "http://10.77.0.1:3142";' in lines
+
+
+def test_sshd_takes_keys_only(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.SSHD, context_of(lab, "gw-1"))
+    for expected in (
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitEmptyPasswords no",
+        "PermitRootLogin prohibit-password",
+        "LoginGraceTime 30",
+        "MaxAuthTries 3",
+        "X11Forwarding no",
+    ):
+        assert expected in lines
+
+
+def test_sshd_root_login_follows_data(lab: inventory.Topology) -> None:
+    context = context_of(lab, "gw-1") | {"sshd_permit_root_login": "no"}
+    assert "PermitRootLogin no" in rendered_lines(common.SSHD, context)
+
+
+def test_sudoers_grants_the_admin(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.SUDOERS, context_of(lab, "ops-1"))
+    assert lines[-1] == "seawall ALL=(ALL:ALL) NOPASSWD: ALL"
+
+
+def test_journald_is_persistent_and_bounded(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.JOURNALD, context_of(lab, "data-2"))
+    assert lines[1:] == [
+        "# Logs survive a reboot (a crash keeps its evidence) but never fill the disk.",
+        "[Journal]",
+        "Storage=persistent",
+        "SystemMaxUse=1G",
+        "SystemKeepFree=2G",
+        "MaxRetentionSec=1month",
+        "RateLimitBurst=10000",
+    ]
+
+
+def test_timesyncd_lists_the_servers(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.TIMESYNCD, context_of(lab, "data-3"))
+    assert "NTP=0.debian.pool.ntp.org 1.debian.pool.ntp.org" in lines
+
+
+def test_sysctl_file_sets_every_key_once(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.SYSCTL, context_of(lab, "data-1"))
+    settings = [line for line in lines if not line.startswith("#")]
+    assert settings == [
+        "net.core.somaxconn = 1024",
+        "vm.overcommit_memory = 1",
+        "vm.swappiness = 1",
+    ]
+
+
+def test_thp_unit_writes_never_to_both_knobs(lab: inventory.Topology) -> None:
+    lines = rendered_lines(common.THP_UNIT_PATH, context_of(lab, "data-1"))
+    for knob in ("enabled", "defrag"):
+        assert (
+            f"ExecStart=/bin/sh -c 'echo never > /sys/kernel/mm/transparent_hugepage/{knob}'"
+            in lines
+        )
+    assert "WantedBy=sysinit.target" in lines
+
+
+@pytest.mark.parametrize(
+    ("name", "roles"),
+    [
+        ("data-1", ["redis", "sentinel", "etcd", "postgres"]),
+        ("data-3", ["redis", "sentinel", "etcd"]),
+        ("app-2", ["app"]),
+        ("gw-1", ["gateway"]),
+        ("ops-1", ["ops"]),
+    ],
+)
+def test_role_marker_lists_the_roles(lab: inventory.Topology, name: str, roles: list[str]) -> None:
+    lines = rendered_lines(common.ROLE_MARKER, context_of(lab, name))
+    assert [line for line in lines if not line.startswith("#")] == roles
+
+
+# The deploy on a fake host: every fact it asks for must be one the test gave
+# it (chatmail's approach), and the operations are recorded instead of run.
+
+
+@dataclass
+class Call:
+    op: str
+    kwargs: dict[str, Any]
+    changed: bool = False
+
+    def did_change(self) -> bool:
+        return self.changed
+
+    @property
+    def name(self) -> str:
+        return str(self.kwargs["name"])
+
+
+@dataclass
+class FakeHost:
+    data: dict[str, Any]
+    groups: list[str]
+    facts: dict[tuple[Any, ...], Any]
+    name: str = "fake-1"
+    logs: list[str] = field(default_factory=list)
+
+    def get_fact(self, fact: Any, **kwargs: Any) -> Any:
+        key = (fact, *sorted(kwargs.items()))
+        if key not in self.facts:
+            raise AssertionError(f"unexpected fact {fact.__name__} {kwargs}")
+        return self.facts[key]
+
+    def log(self, message: str, *args: Any) -> None:
+        self.logs.append(message)
+
+
+class Recorder:
+    """Stands in for an operations module: each call is recorded in order."""
+
+    def __init__(self, module: str, calls: list[Call]) -> None:
+        self.module = module
+        self.calls = calls
+
+    def __getattr__(self, op: str) -> Callable[..., Call]:
+        def record(**kwargs: Any) -> Call:
+            call = Call(f"{self.module}.{op}", kwargs)
+            self.calls.append(call)
+            return call
+
+        return record
+
+
+def plan(
+    monkeypatch: pytest.MonkeyPatch,
+    lab: inventory.Topology,
+    tmp_path: Path,
+    *,
+    container: str | None = "lxc",
+    missing: tuple[str, ...] = (),
+    policy_rc_d: list[str] | None = None,
+) -> tuple[FakeHost, list[Call]]:
+    key = tmp_path / "admin.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake admin@lab\n")
+    lab_host = lab.host("data-1")
+    data = dict(lab_host.data) | {"admin_ssh_public_key_file": str(key)}
+    packages = {p: ["1"] for p in defaults.COMMON["common_packages"] if p not in missing}
+    facts = {
+        (common.Container,): container,
+        (DebPackages,): packages,
+        (FileContents, ("path", common.POLICY_RC_D)): policy_rc_d,
+    }
+    fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts)
+    calls: list[Call] = []
+    monkeypatch.setattr(common, "host", fake)
+    for module in ("apt", "files", "server", "systemd"):
+        monkeypatch.setattr(common, module, Recorder(module, calls))
+    monkeypatch.setattr(common, "validated_file", Recorder("seawall", calls).validated_file)
+    common.deploy_common._inner()
+    return fake, calls
+
+
+def test_container_plan_skips_kernel_and_time_sync(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    fake, calls = plan(monkeypatch, lab, tmp_path)
+    assert [call.name for call in calls] == [
+        "Send apt through the package proxy",
+        "Install base packages",
+        "Set the timezone to UTC",
+        "Record the timezone for tools that read /etc/timezone",
+        "Configure time sync servers",
+        "Create the admin user seawall with the admin key only",
+        "Grant seawall passwordless sudo",
+        "Harden sshd: keys only, bounded logins",
+        "Keep the journal on disk within bounds",
+        "Write the role marker",
+        "Reload sshd (its configuration changed)",
+        "Restart journald (its configuration changed)",
+    ]
+    by_name = {call.name: call for call in calls}
+    # Nothing is missing, so apt's lists are left alone: a rerun changes nothing.
+    assert by_name["Install base packages"].kwargs["update"] is False
+    sshd = by_name["Harden sshd: keys only, bounded logins"]
+    assert by_name["Reload sshd (its configuration changed)"].kwargs["_if"] == sshd.did_change
+    assert sshd.kwargs["check_installed"] == "sshd -t"
+    assert by_name["Write the role marker"].kwargs["dest"] == "/etc/seawall/roles"
+    assert any(log.startswith("Skip kernel tuning: container (lxc)") for log in fake.logs)
+    assert any(log.startswith("Skip time sync: container (lxc)") for log in fake.logs)
+
+
+def test_real_host_plan_tunes_the_kernel(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    fake, calls = plan(monkeypatch, lab, tmp_path, container=None)
+    names = [call.name for call in calls]
+    for expected in (
+        "Persist kernel settings",
+        "Install the transparent huge pages unit",
+        "Set net.core.somaxconn to 1024",
+        "Set vm.overcommit_memory to 1",
+        "Set vm.swappiness to 1",
+        "Apply the transparent huge pages setting (it changed)",
+        "Set transparent huge pages to never at every boot",
+        "Restart timesyncd (its configuration changed)",
+        "Start and enable timesyncd",
+    ):
+        assert expected in names
+    assert not any("Skip" in log for log in fake.logs)
+
+
+def test_missing_packages_install_behind_policy_rc_d(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    _, calls = plan(monkeypatch, lab, tmp_path, missing=("tzdata",))
+    ops = [(call.op, call.kwargs.get("dest") or call.kwargs.get("path")) for call in calls[:4]]
+    assert ops == [
+        ("files.put", common.APT_PROXY),
+        ("files.put", common.POLICY_RC_D),
+        ("apt.packages", None),
+        ("files.file", common.POLICY_RC_D),
+    ]
+    assert calls[2].kwargs["update"] is True
+    assert calls[3].kwargs["present"] is False
+
+
+def test_leftover_policy_rc_d_of_ours_is_removed(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    leftover = common._POLICY_RC_D_SCRIPT.splitlines()
+    _, calls = plan(monkeypatch, lab, tmp_path, policy_rc_d=leftover)
+    assert [call.name for call in calls[1:3]] == [
+        "Install base packages",
+        "Let Debian start daemons again",
+    ]
+
+
+def test_foreign_policy_rc_d_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    foreign = ["#!/bin/sh", "exit 0"]
+    _, calls = plan(monkeypatch, lab, tmp_path, missing=("curl",), policy_rc_d=foreign)
+    assert common.POLICY_RC_D not in {
+        call.kwargs.get("dest") or call.kwargs.get("path") for call in calls
+    }
+
+
+def test_missing_admin_key_stops_the_deploy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(common, "host", FakeHost(data={}, groups=[], facts={}))
+    with pytest.raises(DeployError, match="admin_ssh_public_key_file"):
+        common._admin_keys(str(tmp_path / "absent.pub"))
+
+
+@pytest.mark.parametrize(("output", "expected"), [(["lxc"], "lxc"), (["none"], None), ([], None)])
+def test_container_fact(output: list[str], expected: str | None) -> None:
+    assert common.Container().process(output) == expected
