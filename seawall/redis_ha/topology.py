@@ -2,13 +2,11 @@
 
 from dataclasses import asdict, dataclass, field
 
-import redis
-
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab.network import require_lab_network
 from seawall.redis_ha.client import redis_settings
-from seawall.runtime.reconnect import MajorityClient, RedisUnavailableError
+from seawall.runtime.reconnect import MajorityClient, RedisUnavailableError, connect
 
 
 @dataclass
@@ -57,13 +55,7 @@ class RedisStatus:
 def _node(topology: Topology, name: str, password: str | None, timeout: float) -> NodeState:
     host = topology.host(name)
     port = int(host.data["redis_port"])
-    conn = redis.Redis(
-        host=host.address,
-        port=port,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
+    conn = connect(host.address, port, password, timeout)
     try:
         role = conn.execute_command("ROLE")
     except Exception as error:  # a node that does not answer is reported, not fatal
@@ -112,12 +104,8 @@ def redis_status(topology: Topology, timeout: float = 1.0) -> RedisStatus:
     master_offset = None
     if master is not None:
         try:
-            conn = redis.Redis(
-                host=master.split(":")[0],
-                port=int(master.split(":")[1]),
-                password=settings.password,
-                socket_timeout=timeout,
-            )
+            master_host, master_port = master.split(":")
+            conn = connect(master_host, int(master_port), settings.password, timeout)
             master_offset = int(conn.info("replication")["master_repl_offset"])
             conn.close()
         except Exception:  # the master may be going away this very moment

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import redis
 from redis import exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from seawall.runtime.spool import DiskSpool
 
@@ -41,6 +43,26 @@ local id = redis.call(unpack(args))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return {1, id}
 """
+
+
+def connect(
+    host: str, port: int, password: str | None, timeout: float, **options: Any
+) -> redis.Redis:
+    """Return a client that fails fast: this module does its own retrying.
+
+    redis-py 6+ retries failed commands by itself with up to 10 s backoff by
+    default; stacked under our own loop that turned a dead master into a
+    minute-long stall. No retries here, and short socket timeouts.
+    """
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        **options,
+    )
 
 
 class RedisUnavailableError(ConnectionError):
@@ -115,14 +137,7 @@ class MajorityClient:
     def __post_init__(self) -> None:
         timeout = self.settings.socket_timeout
         self._sentinels = [
-            redis.Redis(
-                host=host,
-                port=port,
-                password=self.settings.sentinel_password,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                decode_responses=True,
-            )
+            connect(host, port, self.settings.sentinel_password, timeout, decode_responses=True)
             for host, port in self.settings.sentinels
         ]
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._sentinels)))
@@ -176,14 +191,7 @@ class MajorityClient:
         )
 
     def _connect(self, address: tuple[str, int]) -> redis.Redis:
-        timeout = self.settings.socket_timeout
-        return redis.Redis(
-            host=address[0],
-            port=address[1],
-            password=self.settings.password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
+        return connect(address[0], address[1], self.settings.password, self.settings.socket_timeout)
 
     def _reset(self) -> None:
         if self._conn is not None:
