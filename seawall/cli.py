@@ -156,6 +156,20 @@ def lab_ssh(
     os.execvp(args[0], [*args, *ctx.args])
 
 
+@lab_app.command("box")
+def lab_box(
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    force: Annotated[bool, typer.Option(help="Rebuild even if a current box exists.")] = False,
+) -> None:
+    """Build the vagrant-lxc box from the lab's base root filesystem; print its path."""
+    from seawall.lab.vagrant import build_box
+
+    try:
+        print(build_box(_load_lab(inventory_path), force=force))
+    except SeawallError as error:
+        raise _fail(error) from None
+
+
 class Fault(StrEnum):
     crash = "crash"
     freeze = "freeze"
@@ -242,6 +256,25 @@ def verify_hosts(
 
     try:
         report = verify(_load(inventory_path))
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, report.to_text())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("health")
+def health(
+    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")] = DEFAULT_LAB_INVENTORY,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask every service's /health on every app host.
+
+    Exit codes: 0 every service answers OK or DEGRADED, 1 any is DOWN or silent, 2 error.
+    """
+    from seawall.health_report import collect
+
+    try:
+        report = collect(inventory.load(inventory_path))
     except SeawallError as error:
         raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
