@@ -51,6 +51,15 @@ class LabConfig:
         return self.state_dir / "base" / "rootfs"
 
     @property
+    def guard_table(self) -> str:
+        """The nft table guarding this lab's bridge (one per bridge, so labs never clash)."""
+        return f"seawall_{self.bridge}"
+
+    @property
+    def fault_table(self) -> str:
+        return f"seawall_{self.bridge}_faults"
+
+    @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(f"{self.bridge_address}/{self.prefix_length}", strict=False)
 

@@ -5,8 +5,6 @@ from seawall.lab.hosts import start, state, stop, wait_ready
 from seawall.lab.network import require_bridge
 from seawall.lab.run import run
 
-FAULT_TABLE = "seawall_lab_faults"
-
 
 def crash(config: LabConfig, name: str) -> None:
     """Stop a host hard, as a power loss would."""
@@ -32,12 +30,12 @@ def cut(config: LabConfig, name: str) -> None:
     run(["ip", "link", "set", config.host(name).veth, "down"])
 
 
-def _ensure_fault_table() -> None:
+def _ensure_fault_table(config: LabConfig) -> None:
     # Bridged traffic between two hosts passes the bridge family's forward hook.
     run(
         ["nft", "-f", "-"],
         input=(
-            f"table bridge {FAULT_TABLE} {{\n"
+            f"table bridge {config.fault_table} {{\n"
             "  chain forward { type filter hook forward priority 0; policy accept; }\n"
             "}\n"
         ),
@@ -48,7 +46,7 @@ def partition(config: LabConfig, first: str, second: str) -> None:
     """Drop all traffic between two hosts in both directions; each still reaches the others."""
     require_bridge(config)
     a, b = config.host(first).address, config.host(second).address
-    _ensure_fault_table()
+    _ensure_fault_table(config)
     for source, target in ((a, b), (b, a)):
         run(
             [
@@ -56,7 +54,7 @@ def partition(config: LabConfig, first: str, second: str) -> None:
                 "add",
                 "rule",
                 "bridge",
-                FAULT_TABLE,
+                config.fault_table,
                 "forward",
                 "ip",
                 "saddr",
@@ -79,7 +77,7 @@ def isolate(config: LabConfig, name: str) -> None:
 def active_faults(config: LabConfig) -> list[str]:
     """Describe the faults in place now."""
     faults = []
-    table = run(["nft", "list", "table", "bridge", FAULT_TABLE], check=False)
+    table = run(["nft", "list", "table", "bridge", config.fault_table], check=False)
     if table.returncode == 0:
         faults += [
             f"partition: {line.strip()}"
@@ -99,7 +97,7 @@ def active_faults(config: LabConfig) -> list[str]:
 
 def restore(config: LabConfig, wait: float = 120) -> None:
     """Undo every fault: heal partitions, reconnect, unfreeze and start every host."""
-    run(["nft", "delete", "table", "bridge", FAULT_TABLE], check=False)
+    run(["nft", "delete", "table", "bridge", config.fault_table], check=False)
     started = []
     for host in config.hosts:
         current = state(host)

@@ -110,7 +110,7 @@ def status(topology: Topology) -> LabReport:
     return LabReport(
         bridge=config.bridge,
         bridge_present=bridge,
-        guard_present=network.guard_present(),
+        guard_present=network.guard_present(config),
         proxy_pid=network.proxy_pid(config),
         hosts=rows,
         faults=faults.active_faults(config) if bridge else [],
@@ -213,8 +213,8 @@ def _down(topology: Topology, log: Log) -> LabReport:
             log(f"{host.name}: removing {host.container}")
             hosts.destroy(host)
     network.stop_proxy(config)
-    run(["nft", "delete", "table", "bridge", faults.FAULT_TABLE], check=False)
-    network.remove_guard()
+    run(["nft", "delete", "table", "bridge", config.fault_table], check=False)
+    network.remove_guard(config)
     network.remove_bridge(config)
     return status(topology)
 

@@ -16,7 +16,6 @@ from seawall.inventory import Topology
 from seawall.lab.config import LabConfig, lab_config
 from seawall.lab.run import run
 
-GUARD_TABLE = "seawall_lab"
 PROXY_BINARY = "/usr/sbin/apt-cacher-ng"
 
 
@@ -71,10 +70,11 @@ def remove_bridge(config: LabConfig) -> None:
 def guard_ruleset(config: LabConfig) -> str:
     """Return the nft script of the guard table (replaces any older version atomically)."""
     bridge, address, port = config.bridge, config.bridge_address, config.apt_proxy_port
+    table = config.guard_table
     return f"""
-table inet {GUARD_TABLE}
-delete table inet {GUARD_TABLE}
-table inet {GUARD_TABLE} {{
+table inet {table}
+delete table inet {table}
+table inet {table} {{
     chain forward {{
         type filter hook forward priority -10; policy accept;
         # Nothing is routed between the lab bridge and any other interface.
@@ -97,13 +97,13 @@ def ensure_guard(config: LabConfig) -> None:
     run(["nft", "-f", "-"], input=guard_ruleset(config))
 
 
-def guard_present() -> bool:
-    return run(["nft", "list", "table", "inet", GUARD_TABLE], check=False).returncode == 0
+def guard_present(config: LabConfig) -> bool:
+    return run(["nft", "list", "table", "inet", config.guard_table], check=False).returncode == 0
 
 
-def remove_guard() -> None:
-    if guard_present():
-        run(["nft", "delete", "table", "inet", GUARD_TABLE])
+def remove_guard(config: LabConfig) -> None:
+    if guard_present(config):
+        run(["nft", "delete", "table", "inet", config.guard_table])
 
 
 # --- apt proxy ---------------------------------------------------------------

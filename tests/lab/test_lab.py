@@ -61,7 +61,7 @@ def test_hosts_reach_the_apt_proxy_and_nothing_else(lab_topology: Topology) -> N
 def test_guard_ruleset_drops_traffic_leaving_the_bridge(lab_topology: Topology) -> None:
     config = lab_config(lab_topology)
     listed = subprocess.run(
-        ["nft", "list", "table", "inet", network.GUARD_TABLE],
+        ["nft", "list", "table", "inet", config.guard_table],
         capture_output=True,
         text=True,
         check=True,
