@@ -399,8 +399,10 @@ GATEWAY: dict[str, Any] = {
     # Client addresses (CIDR) not rate limited: internal monitoring, say. Empty by default.
     "gateway_rate_limit_exempt": [],
     # Upstream timeouts, with per-service overrides (model training answers slowly,
-    # market data must answer fast or not at all).
-    "gateway_timeouts": {"connect": "2s", "send": "10s", "read": "30s"},
+    # market data must answer fast or not at all). The read timeout is also how
+    # long a request waits on an app host that died under it (no RST comes from a
+    # crashed host) before an idempotent one is retried on the other host.
+    "gateway_timeouts": {"connect": "2s", "send": "10s", "read": "10s"},
     "gateway_route_timeouts": {
         "marketdata": {"read": "5s"},
         "ai-engine": {"read": "60s"},
@@ -412,6 +414,8 @@ GATEWAY: dict[str, Any] = {
     # fail_timeout it gets no traffic for fail_timeout.
     "gateway_max_fails": 2,
     "gateway_fail_timeout": "5s",
+    # Total time an idempotent request may spend trying app hosts (tries: 2).
+    "gateway_next_upstream_timeout": "30s",
     # Idle connections kept open to each upstream (per worker).
     "gateway_upstream_keepalive": 32,
     # A .log name so Debian's logrotate rule for /var/log/nginx/*.log rotates it.

@@ -166,6 +166,7 @@ def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
         "max_fails": _setting(data, "gateway_max_fails"),
         "fail_timeout": _setting(data, "gateway_fail_timeout"),
         "upstream_keepalive": _setting(data, "gateway_upstream_keepalive"),
+        "next_upstream_timeout": _setting(data, "gateway_next_upstream_timeout"),
         "http_port": _setting(data, "gateway_http_port"),
         "https_port": _setting(data, "gateway_https_port"),
         "status_port": _setting(data, "gateway_status_port"),

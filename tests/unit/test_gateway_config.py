@@ -114,7 +114,7 @@ def test_tls_redirect_headers_and_body_limit(conf: str) -> None:
 def test_route_timeouts(conf: str) -> None:
     assert "proxy_read_timeout 5s;" in location(conf, "/api/marketdata/")
     assert "proxy_read_timeout 120s;" in location(conf, "/api/rl/")
-    assert "proxy_read_timeout 30s;" in location(conf, "/api/execution/")
+    assert "proxy_read_timeout 10s;" in location(conf, "/api/execution/")
 
 
 def test_stub_status_on_loopback_only(conf: str) -> None:
