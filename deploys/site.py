@@ -8,5 +8,7 @@ from pyinfra import local
 
 local.include("deploys/common.py")
 local.include("deploys/redis.py")
+local.include("deploys/etcd.py")
+local.include("deploys/postgres.py")
 local.include("deploys/services.py")
 local.include("deploys/gateway.py")

@@ -1,0 +1,31 @@
+"""Render the Postgres-side templates (etcd, Patroni, PgBouncer, HAProxy, pgBackRest).
+
+Templates mirror the path they render to: ``templates/<concern>/etc/...`` gives ``/etc/...``.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+TEMPLATE_ROOT = Path(__file__).resolve().parents[2] / "templates"
+
+_JINJA = Environment(
+    loader=FileSystemLoader(TEMPLATE_ROOT),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def template_path(concern: str, target: str) -> Path:
+    """Return the template file of ``target`` (a path on the host) for ``concern``."""
+    return TEMPLATE_ROOT / concern / (target.lstrip("/") + ".j2")
+
+
+def render(concern: str, target: str, context: Mapping[str, Any]) -> str:
+    """Render ``templates/<concern>/<target>.j2``; a missing variable is an error."""
+    return _JINJA.get_template(f"{concern}/{target.lstrip('/')}.j2").render(context)
