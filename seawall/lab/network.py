@@ -153,10 +153,15 @@ def _write_proxy_config(config: LabConfig) -> Path:
     return conf
 
 
-def _listener_pids(port: int) -> set[int]:
-    """Return the pids of processes listening on TCP ``port`` (any address)."""
+def _listener_pids(address: str, port: int) -> set[int]:
+    """Return the pids listening on ``address``:``port``, or on that port on every address."""
     out = run(["ss", "-Hltnp", f"sport = :{port}"], check=False).stdout
-    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+    pids: set[int] = set()
+    for line in out.splitlines():
+        local = line.split()[3].rsplit(":", 1)[0]
+        if local in (address, "0.0.0.0", "*", "[::]"):
+            pids |= {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+    return pids
 
 
 def ensure_proxy(config: LabConfig, wait: float = 15) -> int:
@@ -173,7 +178,7 @@ def ensure_proxy(config: LabConfig, wait: float = 15) -> int:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         pid = proxy_pid(config)
-        listeners = _listener_pids(config.apt_proxy_port)
+        listeners = _listener_pids(config.bridge_address, config.apt_proxy_port)
         if pid is not None and listeners == {pid}:
             return pid
         if listeners - {pid}:
