@@ -1,0 +1,223 @@
+"""The platform services on the app hosts: units as promised, healing, draining, no drift.
+
+Faults stay on app hosts, are serialised with other sessions through
+/tmp/seawall-app-faults.lock and are always undone. Every wait is bounded.
+"""
+
+import fcntl
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seawall import defaults
+from seawall.inventory import Topology
+from seawall.lab.ssh import run as ssh
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULT_LOCK = Path("/tmp/seawall-app-faults.lock")
+CATALOGUE = {s["name"]: s for s in defaults.SERVICES["services"]}
+PREFIX = defaults.SERVICES["services_unit_prefix"]
+
+
+@contextmanager
+def app_faults(timeout: float = 300) -> Iterator[None]:
+    """Hold the app-fault lock (shared with `flock /tmp/seawall-app-faults.lock`)."""
+    with open(FAULT_LOCK, "a") as handle:
+        give_up = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    pytest.fail(f"{FAULT_LOCK} still held after {timeout} s")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def health_url(topology: Topology, host: str, service: str) -> str:
+    return f"http://{topology.host(host).address}:{CATALOGUE[service]['port']}/health"
+
+
+def get_json(url: str, timeout: float = 3.0) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def main_pid(topology: Topology, host: str, service: str) -> int:
+    out = ssh(topology, host, f"systemctl show -p MainPID --value {PREFIX}{service}.service")
+    return int(out.stdout.strip() or 0)
+
+
+def wait_until(predicate: Callable[[], bool], within: float, step: float = 0.2) -> float:
+    """Return the seconds it took ``predicate`` to hold; fail after ``within``."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(step)
+    pytest.fail(f"not within {within} s")
+
+
+def answers(url: str) -> bool:
+    try:
+        get_json(url, timeout=1.0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def test_every_service_runs_as_its_own_sandboxed_user(deployed_lab: Topology) -> None:
+    units = " ".join(f"{PREFIX}{name}.service" for name in CATALOGUE)
+    properties = (
+        "Id,ActiveState,User,Restart,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,"
+        "MemoryMax,TasksMax,TimeoutStopUSec,StartLimitBurst,OnFailure,Environment"
+    )
+    for host in ("app-1", "app-2"):
+        out = ssh(deployed_lab, host, f"systemctl show -p {properties} {units}", check=True)
+        blocks = [b for b in out.stdout.strip().split("\n\n") if b]
+        assert len(blocks) == len(CATALOGUE)
+        for block in blocks:
+            props = dict(line.split("=", 1) for line in block.splitlines())
+            name = props["Id"].removeprefix(PREFIX).removesuffix(".service")
+            assert props["ActiveState"] == "active", (host, name)
+            assert props["User"] == f"{PREFIX}{name}"
+            assert props["Restart"] == "on-failure"
+            assert props["NoNewPrivileges"] == "yes"
+            assert props["ProtectSystem"] == "strict"
+            assert props["PrivateTmp"] == "yes"
+            assert props["StartLimitBurst"] == "5"
+            assert props["OnFailure"] == f"seawall-unit-failed@{props['Id']}.service"
+            # Secrets are in the EnvironmentFile, never in what systemctl shows.
+            assert "PASSWORD" not in props["Environment"]
+
+
+def test_every_service_answers_the_health_contract(deployed_lab: Topology) -> None:
+    for host in ("app-1", "app-2"):
+        for name in CATALOGUE:
+            code, body = get_json(health_url(deployed_lab, host, name))
+            assert body["service"] == name
+            assert body["status"] in ("OK", "DEGRADED", "DOWN")
+            assert code == (503 if body["status"] == "DOWN" else 200)
+            assert {"version", "timestamp", "uptime_seconds", "dependencies", "metrics"} <= set(
+                body
+            )
+
+
+def test_kill_9_is_healthy_again_within_10_s(deployed_lab: Topology) -> None:
+    host, service = "app-2", "marketdata"
+    url = health_url(deployed_lab, host, service)
+    with app_faults():
+        before = main_pid(deployed_lab, host, service)
+        ssh(deployed_lab, host, f"kill -9 {before}", check=True)
+        took = wait_until(
+            lambda: main_pid(deployed_lab, host, service) not in (0, before) and answers(url), 10
+        )
+    print(f"kill -9 -> answering /health in {took:.1f} s", file=sys.stderr)
+    recorded = ssh(
+        deployed_lab,
+        host,
+        f"journalctl -t seawall-unit-failed --since -60s -o cat | grep {PREFIX}{service}",
+    )
+    assert '"result":"signal"' in recorded.stdout
+
+
+def test_a_hung_service_is_restarted_by_the_health_check_within_30_s(
+    deployed_lab: Topology,
+) -> None:
+    host, service = "app-2", "rl-training"
+    url = health_url(deployed_lab, host, service)
+    with app_faults():
+        before = main_pid(deployed_lab, host, service)
+        ssh(deployed_lab, host, f"kill -STOP {before}", check=True)
+        try:
+            took = wait_until(
+                lambda: main_pid(deployed_lab, host, service) not in (0, before) and answers(url),
+                30,
+                step=0.5,
+            )
+        finally:
+            # If it was not restarted, never leave it stopped.
+            ssh(deployed_lab, host, f"kill -CONT {before} 2>/dev/null || true")
+    print(f"SIGSTOP -> restarted and answering in {took:.1f} s", file=sys.stderr)
+    hung = ssh(
+        deployed_lab, host, "journalctl -u seawall-healthwatch --since -60s -o cat | grep hung"
+    )
+    assert f"{PREFIX}{service}" in hung.stdout
+
+
+def test_graceful_stop_finishes_in_flight_requests(deployed_lab: Topology) -> None:
+    host, service = "app-2", "ai-engine"
+    address = deployed_lab.host(host).address
+    port = CATALOGUE[service]["port"]
+    outcome: dict[str, Any] = {}
+
+    def slow_request() -> None:
+        try:
+            with urllib.request.urlopen(
+                f"http://{address}:{port}/slow?seconds=3", timeout=15
+            ) as response:
+                outcome["status"] = response.status
+                outcome["body"] = json.loads(response.read())
+        except Exception as error:  # reported by the assertion below
+            outcome["error"] = repr(error)
+
+    with app_faults():
+        worker = threading.Thread(target=slow_request)
+        worker.start()
+        time.sleep(0.8)
+        started = time.monotonic()
+        ssh(deployed_lab, host, f"systemctl restart {PREFIX}{service}.service", check=True)
+        restart_took = time.monotonic() - started
+        worker.join(20)
+    assert outcome.get("status") == 200, outcome
+    # The stop waited for the request (about 2 s left of it), not for the 30 s timeout.
+    assert 1.5 < restart_took < 15, restart_took
+    drained = ssh(
+        deployed_lab, host, f"journalctl -u {PREFIX}{service} --since -60s -o cat | grep /slow"
+    )
+    assert '"status":200' in drained.stdout
+
+
+def _my_concerns_changed(output: str) -> list[str]:
+    # Result rows: "<deploy> | <operation>   hosts  success  error  no-change".
+    changed = []
+    for line in output.splitlines():
+        match = re.match(
+            r"\s*((?:Platform services|NGINX gateway) \| .*?)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$",
+            line,
+        )
+        if match and match.group(3) != "-":
+            changed.append(match.group(1))
+    return changed
+
+
+def test_a_second_deploy_changes_nothing(deployed_lab: Topology) -> None:
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    for deploy in ("deploys/services.py", "deploys/gateway.py"):
+        result = subprocess.run(
+            [pyinfra, "-y", "inventories/lab.py", deploy],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert _my_concerns_changed(result.stdout) == [], deploy
