@@ -232,6 +232,54 @@ def fault_restore(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY) -> None:
     progress("every fault undone")
 
 
+@app.command("status")
+def status(
+    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")] = DEFAULT_LAB_INVENTORY,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the live topology: Redis master, replicas with lag, Sentinels' agreement, Postgres."""
+    from seawall.status import platform_status
+
+    try:
+        report = platform_status(_load(inventory_path))
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, report.to_text())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@drill_app.command("redis")
+def drill_redis(
+    scenario: Annotated[str, typer.Argument(help="A scenario name, or `all`.")],
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="Runs of each scenario.")] = 1,
+    duration: Annotated[float, typer.Option(min=5, max=120, help="Writer seconds.")] = 20,
+    rate: Annotated[float, typer.Option(min=1, max=1000, help="Events per second.")] = 100,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject a real Redis fault on the lab under a bounded writer; report outage and losses.
+
+    Scenarios: master-process-kill, master-host-crash, master-isolated,
+    master-partitioned-from-peers, sentinel-down, replica-down, switchover.
+    """
+    from seawall.redis_ha.drill import SCENARIOS, drill_table, run_drill
+
+    chosen = list(SCENARIOS) if scenario == "all" else [scenario]
+    _confirm(f"Run {', '.join(chosen)} on the lab ({runs} run(s) each)?", yes)
+    try:
+        topology = _load_lab(inventory_path)
+        results = [
+            run_drill(topology, name, duration=duration, rate=rate, log=progress)
+            for name in chosen
+            for _ in range(runs)
+        ]
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit({"results": [r.to_json() for r in results]}, as_json, drill_table(results))
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
 @app.command("check")
 def check_inventory(
     inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")],

@@ -346,3 +346,43 @@ def _since(moment: float | None, fault_time: float | None) -> float | None:
     if moment is None or fault_time is None:
         return None
     return round(moment - fault_time, 3)
+
+
+def drill_table(results: list[DrillResult]) -> str:
+    """Render drill results as one table, one row per run."""
+    from seawall.output import table
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    rows = [
+        (
+            r.scenario,
+            f"{r.old_master}->{r.new_master}",
+            seconds(r.detect_s),
+            seconds(r.new_master_s),
+            seconds(r.outage_s),
+            r.acked,
+            r.spooled,
+            r.lost_acked + r.lost_spooled,
+            r.duplicated,
+            {True: "yes", False: "NO", None: "-"}[r.old_master_rejoined],
+            "ok" if r.ok else "FAIL",
+        )
+        for r in results
+    ]
+    headers = [
+        "scenario",
+        "master",
+        "detect s",
+        "new master s",
+        "outage s",
+        "acked",
+        "spooled",
+        "lost",
+        "dup",
+        "rejoined",
+        "result",
+    ]
+    notes = [f"{r.scenario}: {note}" for r in results for note in r.notes]
+    return table(headers, rows) + ("\n" + "\n".join(notes) if notes else "")

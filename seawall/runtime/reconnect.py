@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -88,8 +88,10 @@ class RedisSettings:
     socket_timeout: float = 0.5
     # How long one operation may keep retrying before it gives up.
     operation_deadline: float = 10.0
-    backoff_base: float = 0.05
-    backoff_cap: float = 1.0
+    # Retry pauses: short and capped low, so a client is on the new master
+    # within a fraction of a second of the Sentinels naming it.
+    backoff_base: float = 0.02
+    backoff_cap: float = 0.25
 
 
 def backoff_delays(base: float, cap: float, rng: random.Random | None = None) -> Iterator[float]:
@@ -140,7 +142,9 @@ class MajorityClient:
             connect(host, port, self.settings.sentinel_password, timeout, decode_responses=True)
             for host, port in self.settings.sentinels
         ]
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._sentinels)))
+        # Room for a slow Sentinel's unanswered questions to pile up a little
+        # without delaying the questions to the live ones.
+        self._pool = ThreadPoolExecutor(max_workers=4 * max(1, len(self._sentinels)))
 
     @property
     def master_address(self) -> tuple[str, int] | None:
@@ -163,19 +167,30 @@ class MajorityClient:
         return [(f"{h}:{p}", a) for (h, p), a in zip(self.settings.sentinels, answers, strict=True)]
 
     def discover(self) -> tuple[str, int]:
-        """Return the master a majority of the Sentinels name.
+        """Return the master a majority of the Sentinels name, as soon as a majority agrees.
+
+        A Sentinel on a dead host would make everyone wait for its timeout: the
+        answers are counted as they arrive instead.
 
         Raises:
             RedisAuthError: the Sentinels refused the password.
             RedisUnavailableError: no address has a majority right now.
         """
-        views = self.sentinel_views()
-        votes = Counter(answer for _, answer in views if isinstance(answer, tuple))
         needed = len(self._sentinels) // 2 + 1
-        if votes:
-            address, count = votes.most_common(1)[0]
-            if count >= needed:
-                return address
+        asked = {
+            self._pool.submit(self._ask, s): where
+            for s, where in zip(self._sentinels, self.settings.sentinels, strict=True)
+        }
+        votes: Counter[tuple[str, int]] = Counter()
+        views: list[tuple[str, tuple[str, int] | Exception]] = []
+        for future in as_completed(asked):
+            answer = future.result()
+            host, port = asked[future]
+            views.append((f"{host}:{port}", answer))
+            if isinstance(answer, tuple):
+                votes[answer] += 1
+                if votes[answer] >= needed:
+                    return answer
         errors = [answer for _, answer in views if isinstance(answer, Exception)]
         if errors and all(_is_auth_error(error) for error in errors) and not votes:
             raise RedisAuthError(f"Sentinels refused the password: {errors[0]}")
@@ -183,7 +198,7 @@ class MajorityClient:
             f"{where} -> {answer[0]}:{answer[1]}"
             if isinstance(answer, tuple)
             else f"{where} -> {type(answer).__name__}: {answer}"
-            for where, answer in views
+            for where, answer in sorted(views, key=lambda view: view[0])
         )
         raise RedisUnavailableError(
             f"no majority ({needed} of {len(views)}) of Sentinels names a master "

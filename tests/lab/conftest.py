@@ -4,11 +4,13 @@ Every test here carries the `lab` marker. The session pays for `lab up` and the
 first site deploy once; `test_lab_down_leaves_nothing` runs after all others.
 """
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,14 @@ def run_site_deploy(*extra: str, timeout: float = 1200) -> subprocess.CompletedP
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def changed_operations(result: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
+    """Return {operation: hosts it changed} from a `pyinfra --json` run that succeeded."""
+    assert result.returncode == 0, result.stderr[-4000:]
+    results: dict[str, Any] = json.loads(result.stdout)["results"]
+    assert results["totals"]["error"] == 0
+    return {op["name"]: op["success"] for op in results["operations"] if op["success"]}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,131 @@
+"""Redis HA on the lab: asked of Redis and Sentinel themselves, under real faults."""
+
+import time
+from dataclasses import replace
+
+import pytest
+
+from seawall.inventory import Topology
+from seawall.redis_ha.client import majority_client, redis_settings
+from seawall.redis_ha.drill import SCENARIOS, run_drill, switchover, wait_healthy
+from seawall.redis_ha.topology import redis_status
+from seawall.runtime.reconnect import (
+    EventPublisher,
+    MajorityClient,
+    RedisAuthError,
+    RedisUnavailableError,
+    connect,
+)
+from tests.lab.conftest import changed_operations, run_site_deploy
+
+
+def test_one_master_two_replicas_and_sentinels_agree(deployed_lab: Topology) -> None:
+    status = wait_healthy(deployed_lab)
+    roles = sorted(node.role for node in status.nodes)
+    assert roles == ["master", "replica", "replica"]
+    assert status.agreeing == len(deployed_lab.group("sentinel")) == 3
+    assert all(node.link == "connected" for node in status.nodes if node.role == "replica")
+
+
+def test_redis_settings_are_live(deployed_lab: Topology) -> None:
+    settings = redis_settings(deployed_lab)
+    for host in deployed_lab.group("redis"):
+        conn = connect(host.address, int(host.data["redis_port"]), settings.password, 2)
+        config = {
+            key: conn.config_get(key)[key]
+            for key in (
+                "bind",
+                "protected-mode",
+                "appendonly",
+                "appendfsync",
+                "maxmemory-policy",
+                "min-replicas-to-write",
+                "min-replicas-max-lag",
+            )
+        }
+        conn.close()
+        assert config == {
+            "bind": f"{host.address} 127.0.0.1",
+            "protected-mode": "yes",
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "maxmemory-policy": "noeviction",
+            "min-replicas-to-write": str(host.data["redis_min_replicas_to_write"]),
+            "min-replicas-max-lag": str(host.data["redis_min_replicas_max_lag"]),
+        }
+
+
+def test_redis_and_sentinel_refuse_clients_without_the_password(deployed_lab: Topology) -> None:
+    host = deployed_lab.group("redis")[0]
+    for port in (host.data["redis_port"], host.data["sentinel_port"]):
+        conn = connect(host.address, int(port), None, 2)
+        with pytest.raises(Exception, match="NOAUTH|Authentication required|authenticated"):
+            conn.ping()
+        conn.close()
+
+
+def test_wrong_password_is_a_clear_error_not_a_hang(deployed_lab: Topology) -> None:
+    good = redis_settings(deployed_lab)
+    for wrong in (
+        {"password": "wrong"},
+        {"sentinel_password": "wrong"},
+    ):
+        settings = redis_settings(deployed_lab, **wrong)
+        client = MajorityClient(settings)
+        started = time.monotonic()
+        with pytest.raises(RedisAuthError, match="password"):
+            EventPublisher(client).publish("seawall:test:auth", {"n": 1})
+        assert time.monotonic() - started < 3
+        client.close()
+    assert good.password != "wrong"
+
+
+def test_unreachable_sentinels_are_a_clear_error_within_the_deadline(
+    deployed_lab: Topology,
+) -> None:
+    settings = redis_settings(deployed_lab, operation_deadline=2.0, socket_timeout=0.3)
+    # The lab's own hosts, on a port where nothing listens.
+    closed = tuple((address, 1) for address, _ in settings.sentinels)
+    client = MajorityClient(replace(settings, sentinels=closed))
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailableError, match="no Redis master reachable within 2.0 s"):
+        client.call(lambda conn: conn.ping())
+    assert time.monotonic() - started < 4
+    client.close()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_drill_loses_and_duplicates_nothing(deployed_lab: Topology, scenario: str) -> None:
+    result = run_drill(deployed_lab, scenario, duration=12, fault_at=2, heal_after=6)
+    summary = result.to_json()
+    assert result.lost_acked == 0, summary
+    assert result.lost_spooled == 0, summary
+    assert result.duplicated == 0, summary
+    assert result.acked > 0, summary
+    assert result.healthy_after, summary
+    if scenario.startswith("master") or scenario == "switchover":
+        assert result.new_master != result.old_master, summary
+        assert result.old_master_rejoined, summary
+    else:
+        # Losing one Sentinel or one replica is no reason to fail over.
+        assert result.new_master == result.old_master, summary
+        assert result.spooled == 0, summary
+
+
+def test_redeploy_after_a_failover_changes_nothing(deployed_lab: Topology) -> None:
+    before = wait_healthy(deployed_lab).master
+    new_master = switchover(deployed_lab)
+    assert new_master != before
+    wait_healthy(deployed_lab)
+    changed = changed_operations(run_site_deploy("--json"))
+    assert changed == {}
+    after = redis_status(deployed_lab)
+    assert after.master == new_master
+    assert after.ok
+
+
+def test_publisher_follows_the_majority(deployed_lab: Topology) -> None:
+    client = majority_client(deployed_lab)
+    views = [answer for _, answer in client.sentinel_views()]
+    assert client.discover() in views
+    client.close()
