@@ -244,6 +244,22 @@ PATRONI: dict[str, Any] = {
         "hot_standby": "on",
         "log_min_duration_statement": 1000,
     },
+    # `seawall drill postgres` writes numbered rows as this role into this
+    # database, through an app host's PgBouncer (the services' own path).
+    "postgres_drill_role": "probe",
+    "postgres_drill_database": "probe",
+    # Longest write outage (s) each drill scenario may cause before it counts
+    # as failed: the module B targets. A crash or partition cannot beat the
+    # leader lock's ttl (20 s) plus a loop; a replica loss stalls commits
+    # until wal_sender_timeout and a Patroni loop drop the synchronous standby.
+    "postgres_drill_outage_limits": {
+        "switchover": 3,
+        "leader-process-kill": 5,
+        "leader-host-crash": 25,
+        "leader-partitioned": 25,
+        "replica-down": 10,
+        "etcd-member-down": 3,
+    },
 }
 
 PGBOUNCER: dict[str, Any] = {
@@ -256,9 +272,9 @@ PGBOUNCER: dict[str, Any] = {
     "pgbouncer_pool_mode": "transaction",
     "pgbouncer_default_pool_size": 20,
     "pgbouncer_max_client_conn": 500,
-    # After a failed login (no leader yet) retry in 1 s, not 15: the write
+    # After a failed login (no leader yet) retry in 0.5 s, not 15: the write
     # outage of a failover is not stretched by the pooler.
-    "pgbouncer_server_login_retry": 1,
+    "pgbouncer_server_login_retry": 0.5,
     "pgbouncer_server_connect_timeout": 3,
 }
 
@@ -270,8 +286,8 @@ HAPROXY: dict[str, Any] = {
     # Health checks against Patroni's REST API (GET /primary, /replica), in ms.
     # A switchover is seen within ~2 checks; a dead leader's sessions are cut.
     "haproxy_check_inter": 1000,
-    "haproxy_check_fastinter": 300,
-    "haproxy_check_downinter": 300,
+    "haproxy_check_fastinter": 200,
+    "haproxy_check_downinter": 200,
     "haproxy_check_fall": 2,
     "haproxy_check_rise": 1,
 }
@@ -377,6 +393,10 @@ GATEWAY: dict[str, Any] = {
     # Listening ports of the gateway; plain HTTP only redirects to HTTPS.
     "gateway_http_port": 80,
     "gateway_https_port": 443,
+    # Plain-HTTP listener on the gateway's private address with the same routes
+    # and limits, for callers inside the private network (ops probes, drills,
+    # benchmarks); TLS is for the edge. None: no such listener.
+    "gateway_internal_http_port": 8088,
     # stub_status for the nginx exporter, on 127.0.0.1 only.
     "gateway_status_port": 8081,
     # Certificate and key on the gateway host. None (the lab) makes the deploy

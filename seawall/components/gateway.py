@@ -13,6 +13,8 @@ What it guarantees on every host of the ``gateway`` group:
 - ``X-Request-ID`` from the client (if well-formed) or generated, sent upstream,
   returned and logged; a JSON access log with upstream timings; JSON bodies for
   the errors NGINX itself answers; security headers; a body size limit;
+- the same routes and limits over plain HTTP on the private address only, at
+  ``gateway_internal_http_port`` (unless None), for callers inside the private network;
 - stub_status on 127.0.0.1:``gateway_status_port`` only.
 
 What it never does:
@@ -170,6 +172,8 @@ def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
         "http_port": _setting(data, "gateway_http_port"),
         "https_port": _setting(data, "gateway_https_port"),
         "status_port": _setting(data, "gateway_status_port"),
+        "internal_http_port": data.get("gateway_internal_http_port"),
+        "private_address": data.get("private_address"),
         "tls_certificate": cert,
         "tls_certificate_key": key,
         "tls_protocols": _setting(data, "gateway_tls_protocols"),

@@ -125,3 +125,10 @@ def test_stub_status_on_loopback_only(conf: str) -> None:
 def test_production_certificate_paths_are_used_when_set() -> None:
     data = {"gateway_tls_certificate": "/etc/ssl/a.crt", "gateway_tls_certificate_key": "/k"}
     assert gateway.tls_paths(data) == ("/etc/ssl/a.crt", "/k", False)
+
+
+def test_internal_listener_has_the_same_routes_on_the_private_address(conf: str) -> None:
+    internal = conf[conf.index("listen 10.77.0.31:8088;") : conf.index("listen 443")]
+    assert "location ^~ /api/execution/orders {" in internal
+    assert "limit_req zone=trading burst=20 nodelay;" in internal
+    assert "return 301" not in internal
