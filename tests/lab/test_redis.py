@@ -70,8 +70,7 @@ def test_wrong_password_is_a_clear_error_not_a_hang(deployed_lab: Topology) -> N
         {"password": "wrong"},
         {"sentinel_password": "wrong"},
     ):
-        settings = redis_settings(deployed_lab, **wrong)
-        client = MajorityClient(settings)
+        client = MajorityClient(replace(good, **wrong))
         started = time.monotonic()
         with pytest.raises(RedisAuthError, match="password"):
             EventPublisher(client).publish("seawall:test:auth", {"n": 1})
