@@ -7,9 +7,6 @@ from pathlib import Path
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 
-# Linux limits interface names to 15 bytes.
-_IFNAMSIZ = 15
-
 
 @dataclass(frozen=True)
 class LabHost:
@@ -78,11 +75,10 @@ def _hwaddr(address: str) -> str:
     return "02:5e:" + ":".join(f"{octet:02x}" for octet in octets)
 
 
-def _veth(name: str) -> str:
-    veth = f"sw-{name}"
-    if len(veth) > _IFNAMSIZ:
-        raise SeawallError(f"{name}: host name too long for a lab interface name ({veth})")
-    return veth
+def _veth(address: str) -> str:
+    # From the address, not the name: two labs (e.g. the benchmark's) may share
+    # host names, never addresses, and interface names are machine-wide.
+    return "swv" + ipaddress.IPv4Address(address).packed[1:].hex()
 
 
 def lab_config(topology: Topology) -> LabConfig:
@@ -109,7 +105,7 @@ def lab_config(topology: Topology) -> LabConfig:
                 name=host.name,
                 address=host.address,
                 container=prefix_name + host.name,
-                veth=_veth(host.name),
+                veth=_veth(host.address),
                 hwaddr=_hwaddr(host.address),
             )
         )
