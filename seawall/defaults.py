@@ -428,6 +428,9 @@ GATEWAY: dict[str, Any] = {
         "ai-engine": {"read": "60s"},
         "rl-training": {"read": "120s"},
     },
+    # Connections per NGINX worker, and its open-file limit (two per proxied connection).
+    "gateway_worker_connections": 4096,
+    "gateway_worker_rlimit_nofile": 16384,
     # Requests above this size are refused with 413.
     "gateway_client_max_body_size": "1m",
     # Passive health of each app host: after max_fails errors within

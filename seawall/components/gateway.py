@@ -159,6 +159,8 @@ def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
     zones = _setting(data, "gateway_rate_zones")
     return {
         "client_max_body_size": _setting(data, "gateway_client_max_body_size"),
+        "worker_connections": _setting(data, "gateway_worker_connections"),
+        "worker_rlimit_nofile": _setting(data, "gateway_worker_rlimit_nofile"),
         "access_log": _setting(data, "gateway_access_log"),
         "rate_limit_exempt": list(_setting(data, "gateway_rate_limit_exempt")),
         "zones": [{"name": n, "rate": z["rate"]} for n, z in zones.items()],
