@@ -6,7 +6,9 @@ into docs/benchmarks.md between the `bench:lab` markers.
 
     .venv/bin/python bench/lab.py --runs 3 --cold-runs 1
 
-Destroys and recreates the lab hosts (the base cache too, for cold runs).
+It runs on a lab of its own, derived from inventories/lab.py (same hosts and
+roles, another bridge, subnet, state directory and container prefix), so the
+lab you work on is left alone. It creates and destroys that second lab.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +28,17 @@ from seawall import inventory, lab  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
+# The benchmark lab: what differs from the lab it is derived from.
+BENCH_LAB = {
+    "lab_bridge": "swbench0",
+    "lab_state_dir": "/var/lib/seawall/bench",
+    "lab_container_prefix": "seawallbench-",
+}
+BENCH_SUBNET = "10.78.0"
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench:lab:start -->", "<!-- bench:lab:end -->"
 # Acceptance targets from the foundation issue, in seconds.
-TARGETS = {"warm lab up (7 hosts)": 30.0, "no-op site deploy (7 hosts)": 15.0}
+TARGETS = {"warm lab up (7 hosts)": 30.0, "no-op common deploy (7 hosts)": 15.0}
 
 
 def quiet(_: str) -> None:
@@ -41,10 +51,43 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def deploy() -> None:
+def derive_inventory(folder: Path) -> Path:
+    """Write the benchmark lab's inventory: the lab's hosts and groups on another subnet."""
+    source = inventory.load(INVENTORY)
+    readdress = {h.name: f"{BENCH_SUBNET}.{h.address.rsplit('.', 1)[1]}" for h in source}
+    hosts = [
+        (h.name, {"ssh_hostname": readdress[h.name], "private_address": readdress[h.name]})
+        for h in source
+    ]
+    groups = {
+        role: [h.name for h in source.group(role)] for role in {g for h in source for g in h.roles}
+    }
+    (folder / "group_data").mkdir(parents=True, exist_ok=True)
+    (folder / "lab.py").write_text(
+        f"all = {hosts!r}\n" + "".join(f"{role} = {names!r}\n" for role, names in groups.items())
+    )
+    lab_data = {key: value for key, value in source.hosts[0].data.items() if key.startswith("lab_")}
+    lab_data.update(BENCH_LAB, lab_bridge_address=f"{BENCH_SUBNET}.1")
+    state = BENCH_LAB["lab_state_dir"]
+    lab_data.update(
+        ssh_user="root",
+        ssh_key=f"{state}/id_ed25519",
+        ssh_known_hosts_file=f"{state}/known_hosts",
+        ssh_strict_host_key_checking="yes",
+        admin_ssh_public_key_file=f"{state}/id_ed25519.pub",
+        secrets_file=f"{state}/secrets",
+        apt_proxy=f"http://{BENCH_SUBNET}.1:{lab_data['lab_apt_proxy_port']}",
+    )
+    (folder / "group_data" / "lab.py").write_text(
+        "".join(f"{key} = {value!r}\n" for key, value in lab_data.items())
+    )
+    return folder / "lab.py"
+
+
+def deploy(inventory_file: Path) -> None:
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     result = subprocess.run(
-        [pyinfra, "-y", "inventories/lab.py", "deploys/site.py"],
+        [pyinfra, "-y", str(inventory_file), "deploys/common.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -61,7 +104,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
-    topology = inventory.load(INVENTORY)
+    inventory_file = derive_inventory(Path(tempfile.mkdtemp(prefix="seawall-bench-")))
+    topology = inventory.load(inventory_file)
     config = lab_config(topology)
     figures: dict[str, list[float]] = {}
 
@@ -77,8 +121,9 @@ def main() -> None:
         lab.down(topology, log=quiet)
         record("warm lab up (7 hosts)", timed(lambda: lab.up(topology, log=quiet)))
         record("hot lab up (already up)", timed(lambda: lab.up(topology, log=quiet)))
-        record("first site deploy (7 fresh hosts)", timed(deploy))
-        record("no-op site deploy (7 hosts)", timed(deploy))
+        record("first common deploy (7 fresh hosts)", timed(lambda: deploy(inventory_file)))
+        record("no-op common deploy (7 hosts)", timed(lambda: deploy(inventory_file)))
+    lab.down(topology, log=quiet)
 
     lines = [
         f"Lab and common deploy, {time.strftime('%Y-%m-%d', time.gmtime())}: "
@@ -94,8 +139,8 @@ def main() -> None:
             f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
             f"{max(values):.2f} | {verdict} |"
         )
-    noop = statistics.median(figures["no-op site deploy (7 hosts)"])
-    first = statistics.median(figures["first site deploy (7 fresh hosts)"])
+    noop = statistics.median(figures["no-op common deploy (7 hosts)"])
+    first = statistics.median(figures["first common deploy (7 fresh hosts)"])
     warm = statistics.median(figures["warm lab up (7 hosts)"])
     hot = statistics.median(figures["hot lab up (already up)"])
     lines += [

@@ -1,6 +1,6 @@
 """Benchmark Redis failover on the lab: every drill scenario N times, medians in docs/benchmarks.md.
 
-    .venv/bin/python bench/redis.py --runs 5
+    .venv/bin/python bench/redis_failover.py --runs 5
 
 Needs the lab up and deployed (README's first command). Each run is one
 `seawall drill redis` scenario: a bounded writer (100 events/s, 20 s) through

@@ -335,11 +335,17 @@ class EventPublisher:
             self.spool.append(event_id, stream, fields, maxlen)
             return PublishResult(event_id, "spooled")
 
-    def drain(self, budget_seconds: float = 1.0) -> int:
-        """Replay spooled events in order until done, Redis fails, or the budget ends."""
+    def drain(self, budget_seconds: float = 1.0, confirm_every: int = 64) -> int:
+        """Replay spooled events in order until done, Redis fails, or the budget ends.
+
+        Progress is made durable every ``confirm_every`` events and at the end:
+        an event replayed again after a crash is stored once all the same,
+        because Redis deduplicates it by event id.
+        """
         if self.spool is None:
             return 0
         replayed = 0
+        last = None
         stop_at = time.monotonic() + budget_seconds
         for event in self.spool.pending():
             if time.monotonic() > stop_at:
@@ -348,6 +354,10 @@ class EventPublisher:
                 self._send(event.event_id, event.stream, event.fields, event.maxlen or 10000)
             except (RedisUnavailableError, WriteNotAcknowledgedError):
                 break
-            self.spool.confirm(event)
+            last = event
             replayed += 1
+            if replayed % confirm_every == 0:
+                self.spool.confirm(event)
+        if last is not None:
+            self.spool.confirm(last)
         return replayed
