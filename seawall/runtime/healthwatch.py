@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,13 +73,20 @@ def is_running(unit: str) -> bool:
     return state == "active"
 
 
+def kill(unit: str) -> None:
+    """SIGKILL the unit's processes: Restart=on-failure starts it again."""
+    subprocess.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False)
+
+
 @dataclass
 class Watcher:
     settings: Settings
     misses: dict[str, int] = field(default_factory=dict)
+    running: Callable[[str], bool] = is_running
+    restart: Callable[[str], None] = kill
 
     def check(self, service: Watched) -> None:
-        if not is_running(service.unit):
+        if not self.running(service.unit):
             # Stopped, starting or restarting: systemd is already on it.
             self.misses[service.unit] = 0
             return
@@ -101,7 +109,7 @@ class Watcher:
                 service.unit,
                 extra={"unit": service.unit, "event": "hung"},
             )
-            subprocess.run(["systemctl", "kill", "--signal=SIGKILL", service.unit], check=False)
+            self.restart(service.unit)
             self.misses[service.unit] = 0
 
     def run_once(self, pool: ThreadPoolExecutor) -> None:

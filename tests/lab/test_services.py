@@ -221,3 +221,17 @@ def test_a_second_deploy_changes_nothing(deployed_lab: Topology) -> None:
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert _my_concerns_changed(result.stdout) == [], deploy
+
+
+def test_the_on_failure_hook_records_a_unit_that_gave_up(deployed_lab: Topology) -> None:
+    # The hook OnFailure= starts once a unit hits its start limit; run it as systemd would.
+    unit = f"{PREFIX}marketdata.service"
+    ssh(deployed_lab, "app-2", f"systemctl start seawall-unit-failed@{unit}.service", check=True)
+    recorded = ssh(
+        deployed_lab,
+        "app-2",
+        'journalctl -t seawall-unit-failed --since -30s -o cat | grep -F \'"event":"gave-up"\'',
+    )
+    assert f'"unit":"{unit}"' in recorded.stdout
+    log = defaults.SERVICES["services_failure_log"]
+    assert unit in ssh(deployed_lab, "app-2", f"tail -5 {log}").stdout
