@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from seawall.errors import SeawallError
@@ -172,6 +173,36 @@ def _ssh_ready(address: str) -> bool:
         return False
 
 
+def _booted(host: LabHost, deadline: float) -> str:
+    """Wait for the host's systemd to finish booting; return its state (running, degraded...)."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        try:
+            result = subprocess.run(
+                [
+                    "lxc-attach",
+                    "-n",
+                    host.container,
+                    "--",
+                    "systemctl",
+                    "is-system-running",
+                    "--wait",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=remaining,
+            )
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        answer = result.stdout.strip()
+        if answer in ("running", "degraded", "maintenance", "stopping"):
+            return answer
+        # Attaching right after lxc-start can fail before init is up: try again.
+        time.sleep(0.2)
+
+
 def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) -> dict[str, str]:
     """Wait until each host's systemd has finished booting and sshd answers.
 
@@ -182,39 +213,20 @@ def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) ->
     """
     require_bridge(config)
     deadline = time.monotonic() + timeout
-    waiting = {
-        host.name: subprocess.Popen(
-            [
-                "timeout",
-                str(int(timeout)),
-                "lxc-attach",
-                "-n",
-                host.container,
-                "--",
-                "systemctl",
-                "is-system-running",
-                "--wait",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        states = dict(
+            zip(
+                (h.name for h in hosts),
+                pool.map(lambda host: _booted(host, deadline), hosts),
+                strict=True,
+            )
         )
-        for host in hosts
-    }
-    states: dict[str, str] = {}
-    for name, process in waiting.items():
-        try:
-            out, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out = "timeout"
-        states[name] = out.strip() or "unknown"
+    not_booted = {name: st for name, st in states.items() if st not in ("running", "degraded")}
+    if not_booted:
+        raise SeawallError(f"hosts did not finish booting within {timeout:.0f} s: {not_booted}")
     for host in hosts:
         while not _ssh_ready(host.address):
             if time.monotonic() > deadline:
                 raise SeawallError(f"{host.name}: sshd at {host.address} not ready in {timeout} s")
             time.sleep(0.2)
-    not_booted = {name: st for name, st in states.items() if st not in ("running", "degraded")}
-    if not_booted:
-        raise SeawallError(f"hosts did not finish booting: {not_booted}")
     return states
