@@ -1,0 +1,352 @@
+"""`seawall drill postgres`: real faults on the lab's Postgres cluster, a bounded writer.
+
+Each scenario starts from a healthy cluster, runs a writer on an app host that
+commits numbered rows through the real path (PgBouncer -> HAProxy -> leader),
+injects one fault, waits for Patroni to recover, undoes the fault and waits
+until every member is back as a running member (an old leader as a replica,
+through pg_rewind). The report gives, per scenario, the write outage (longest
+gap between two acknowledged commits), committed rows lost (acknowledged but
+not in the table afterwards), unexpected or missing failovers, and how long
+the old leader took to rejoin.
+
+Faults go through ``seawall.lab.faults`` and hold the lab's data-fault lock
+(``/tmp/seawall-data-faults.lock``) so two drills never overlap.
+"""
+
+import fcntl
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seawall import secrets
+from seawall.errors import SeawallError
+from seawall.inventory import Topology
+from seawall.lab import faults, lab_config
+from seawall.lab.ssh import run as ssh_run
+from seawall.lab.ssh import ssh_args
+from seawall.postgres import writer as writer_module
+from seawall.postgres.status import cluster, leader_of, require_lab_network
+
+Log = Callable[[str], None]
+
+LOCK_FILE = Path("/tmp/seawall-data-faults.lock")
+# Scenario -> whether Patroni must move the leader to another member.
+SCENARIOS: dict[str, bool] = {
+    "switchover": True,
+    "leader-process-kill": False,
+    "leader-host-crash": True,
+    "leader-partitioned": True,
+    "replica-down": False,
+    "etcd-member-down": False,
+}
+POLL = 0.2
+
+
+@dataclass
+class DrillResult:
+    """One scenario's outcome."""
+
+    scenario: str
+    old_leader: str
+    new_leader: str | None
+    committed: int
+    lost: int
+    failed_attempts: int
+    write_outage_s: float
+    outage_limit_s: float | None
+    recovered_s: float | None
+    rejoin_s: float | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+@dataclass
+class DrillReport:
+    results: list[DrillResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "results": [result.to_json() for result in self.results]}
+
+    def to_text(self) -> str:
+        from seawall.output import table
+
+        rows = [
+            (
+                r.scenario,
+                f"{r.old_leader}->{r.new_leader or '?'}",
+                f"{r.write_outage_s:.2f}",
+                "-" if r.outage_limit_s is None else r.outage_limit_s,
+                r.committed,
+                r.lost,
+                "-" if r.rejoin_s is None else f"{r.rejoin_s:.1f}",
+                "ok" if r.ok else "FAIL",
+            )
+            for r in self.results
+        ]
+        headers = ["scenario", "leader", "outage s", "limit s", "committed", "lost", "rejoin s", ""]
+        lines = [table(headers, rows)]
+        for r in self.results:
+            lines += [f"{r.scenario}: {problem}" for problem in r.problems]
+        return "\n".join(lines)
+
+
+@contextmanager
+def data_fault_lock(log: Log) -> Iterator[None]:
+    """Hold the lab-wide lock that keeps two data-host drills from overlapping."""
+    with open(LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for {LOCK_FILE} (another drill is running)")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str | None]:
+    """Wait until every Postgres member runs, one leads, and replicas stream with a known lag.
+
+    Returns (healthy, seconds waited, leader).
+    """
+    expected = {host.name for host in topology.group("postgres")}
+    started = time.monotonic()
+    leader = None
+    while time.monotonic() - started < timeout:
+        _, members = cluster(topology)
+        leader = leader_of(members)
+        running = {m["name"] for m in members if m.get("state") in ("running", "streaming")}
+        replicas_streaming = all(
+            isinstance(m.get("lag"), int) for m in members if m.get("name") != leader
+        )
+        if leader and running == expected and replicas_streaming:
+            return True, time.monotonic() - started, leader
+        time.sleep(POLL)
+    return False, time.monotonic() - started, leader
+
+
+class Writer:
+    """The bounded writer on an app host, over SSH; its password travels on stdin only."""
+
+    def __init__(self, topology: Topology, host: str, settings: dict[str, Any]) -> None:
+        program = Path(writer_module.__file__).read_text()
+        command = f"timeout {int(settings['max_seconds']) + 30} python3 -c {shlex.quote(program)}"
+        self.process = subprocess.Popen(
+            [*ssh_args(topology, host), command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(settings) + "\n")
+        self.process.stdin.flush()
+        self.timeout = settings["max_seconds"] + 40
+
+    def stop(self) -> dict[str, Any]:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write("stop\n")
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            out, err = self.process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise SeawallError("the drill writer did not finish in time") from None
+        if self.process.returncode != 0:
+            raise SeawallError(f"the drill writer failed: {err.strip()[-500:]}")
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _writer_settings(topology: Topology, mode: str, run: str, max_seconds: float) -> dict[str, Any]:
+    data = topology.group("app")[0].data
+    role = str(data["postgres_drill_role"])
+    secret = f"postgres_role_{role}_password"
+    values, missing = secrets.resolve([secret], data.get("secrets_file"))
+    if missing:
+        raise SeawallError(f"secret {secret} missing (${secrets.env_name(secret)})")
+    return {
+        "mode": mode,
+        "run": run,
+        "host": "127.0.0.1",
+        "port": data["pgbouncer_port"],
+        "dbname": data["postgres_drill_database"],
+        "user": role,
+        "password": values[secret],
+        "interval": 0.01,
+        "max_rows": 50000,
+        "max_seconds": max_seconds,
+    }
+
+
+def _read_present(topology: Topology, host: str, run: str) -> set[int]:
+    reader = Writer(topology, host, _writer_settings(topology, "read", run, 60))
+    return set(reader.stop()["present"])
+
+
+def write_outage(acks: list[list[float]], since: float) -> float:
+    """Return the longest gap between consecutive acknowledged commits that ends after ``since``."""
+    times = sorted(t for _, t in acks)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b >= since]
+    return max(gaps, default=0.0)
+
+
+def _host_cmd(topology: Topology, host: str, command: str, timeout: float = 60) -> None:
+    result = ssh_run(topology, host, command, timeout=timeout)
+    if result.returncode != 0:
+        raise SeawallError(f"{host}: `{command}` failed: {result.stderr.strip()[-300:]}")
+
+
+def _wait_leader(topology: Topology, not_leader: str | None, timeout: float) -> str | None:
+    """Wait for a running leader other than ``not_leader`` (any leader if None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader = leader_of(cluster(topology)[1])
+        if leader and leader != not_leader:
+            return leader
+        time.sleep(POLL)
+    return None
+
+
+def run_scenario(
+    topology: Topology, scenario: str, log: Log, rejoin_timeout: float = 150
+) -> DrillResult:
+    """Run one scenario; the caller holds the data-fault lock."""
+    config = lab_config(topology)
+    healthy, _, leader = wait_healthy(topology, 120)
+    if not healthy or leader is None:
+        raise SeawallError("the Postgres cluster is not healthy before the drill: see status")
+    members = [host.name for host in topology.group("postgres")]
+    replica = next(name for name in members if name != leader)
+    data = topology.host(leader).data
+    unit_config = f"/etc/patroni/{data['postgres_version']}-{data['postgres_cluster']}.yml"
+    data_dir = f"/var/lib/postgresql/{data['postgres_version']}/{data['postgres_cluster']}"
+    limits = dict(data.get("postgres_drill_outage_limits") or {})
+    writer_host = topology.group("app")[0].name
+    run = f"{scenario}-{int(time.time())}"
+    expect_failover = SCENARIOS[scenario]
+
+    log(f"{scenario}: leader {leader}, writer on {writer_host}")
+    writer = Writer(topology, writer_host, _writer_settings(topology, "write", run, 240))
+    problems: list[str] = []
+    try:
+        time.sleep(3)  # a baseline of commits before the fault
+        fault_at = time.time()
+        started = time.monotonic()
+        new_leader: str | None = leader
+        if scenario == "switchover":
+            _host_cmd(
+                topology,
+                leader,
+                f"patronictl -c {unit_config} switchover --leader {leader} "
+                f"--candidate {replica} --force",
+            )
+            new_leader = _wait_leader(topology, leader, 30)
+        elif scenario == "leader-process-kill":
+            _host_cmd(topology, leader, f"kill -9 $(head -1 {data_dir}/postmaster.pid)")
+            time.sleep(1)
+            new_leader = _wait_leader(topology, None, 60)
+        elif scenario == "leader-host-crash":
+            faults.crash(config, leader)
+            new_leader = _wait_leader(topology, leader, 90)
+        elif scenario == "leader-partitioned":
+            faults.isolate(config, leader)
+            new_leader = _wait_leader(topology, leader, 90)
+        elif scenario == "replica-down":
+            faults.crash(config, replica)
+            time.sleep(12)  # the leader drops its synchronous standby and goes on
+            new_leader = _wait_leader(topology, None, 30)
+        elif scenario == "etcd-member-down":
+            _host_cmd(topology, leader, "systemctl stop etcd")
+            time.sleep(10)
+            new_leader = _wait_leader(topology, None, 30)
+        recovered_s = time.monotonic() - started if new_leader else None
+        log(f"{scenario}: leader now {new_leader} after {recovered_s or 0:.1f} s")
+        time.sleep(3)  # commits through the recovered route
+        # Undo the fault; the old leader must rejoin by itself.
+        undo_started = time.monotonic()
+        if scenario in ("leader-host-crash", "leader-partitioned", "replica-down"):
+            faults.restore(config)
+        elif scenario == "etcd-member-down":
+            _host_cmd(topology, leader, "systemctl start etcd")
+        rejoined, waited, _ = wait_healthy(topology, rejoin_timeout)
+        rejoin_s = time.monotonic() - undo_started if rejoined else None
+        if not rejoined:
+            problems.append(f"the cluster was not whole again within {rejoin_timeout:.0f} s")
+        time.sleep(2)
+    finally:
+        result = writer.stop()
+    acks = result["acks"]
+    present = _read_present(topology, writer_host, run)
+    acked = {n for n, _ in acks}
+    lost = len(acked - present)
+    outage = write_outage(acks, fault_at)
+    if not acks or max(t for _, t in acks) < fault_at:
+        problems.append("no commit succeeded after the fault")
+    if lost:
+        problems.append(f"{lost} acknowledged commits are missing")
+    if new_leader is None:
+        problems.append("no running leader after the fault")
+    elif expect_failover and new_leader == leader:
+        problems.append("the leader did not move")
+    elif not expect_failover and new_leader != leader:
+        problems.append(f"unexpected failover to {new_leader}")
+    limit = limits.get(scenario)
+    if limit is not None and outage > float(limit):
+        problems.append(f"write outage {outage:.2f} s over the {limit} s limit")
+    return DrillResult(
+        scenario=scenario,
+        old_leader=leader,
+        new_leader=new_leader,
+        committed=len(acked),
+        lost=lost,
+        failed_attempts=len(result["errors"]),
+        write_outage_s=round(outage, 3),
+        outage_limit_s=limit,
+        recovered_s=None if recovered_s is None else round(recovered_s, 2),
+        rejoin_s=None if rejoin_s is None else round(rejoin_s, 2),
+        problems=problems,
+    )
+
+
+def drill_postgres(
+    topology: Topology, scenarios: list[str] | None = None, log: Log = print
+) -> DrillReport:
+    """Run the given scenarios (all by default) on the lab, one after another.
+
+    Raises:
+        SeawallError: not a lab inventory, the lab is down, an unknown scenario,
+            or the cluster is unhealthy before a scenario.
+    """
+    chosen = list(scenarios or SCENARIOS)
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        raise SeawallError(f"unknown scenario {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+    if not topology.hosts or "lab" not in topology.hosts[0].groups:
+        raise SeawallError(f"{topology.path}: drills inject real faults: lab inventories only")
+    require_lab_network(topology)
+    results = []
+    with data_fault_lock(log):
+        for scenario in chosen:
+            try:
+                results.append(run_scenario(topology, scenario, log))
+            finally:
+                # Whatever happened, leave no fault behind for the next drill.
+                faults.restore(lab_config(topology))
+    return DrillReport(results)
