@@ -171,7 +171,8 @@ def test_stub_status_answers_on_localhost_only(deployed_lab: Topology) -> None:
     port = defaults.GATEWAY["gateway_status_port"]
     local = ssh(deployed_lab, GATEWAY, f"curl -s -m 3 http://127.0.0.1:{port}/stub_status")
     assert "Active connections" in local.stdout
-    outside = ssh(deployed_lab, "app-1", f"curl -s -m 3 http://10.77.0.31:{port}/ || echo refused")
+    address = deployed_lab.host(GATEWAY).address
+    outside = ssh(deployed_lab, "app-1", f"curl -s -m 3 http://{address}:{port}/ || echo refused")
     assert "refused" in outside.stdout
 
 

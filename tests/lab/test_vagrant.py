@@ -21,12 +21,17 @@ from typing import Any
 import pytest
 
 from seawall.inventory import Topology, load
+from seawall.lab.config import lab_config
 from seawall.lab.vagrant import CONTAINER_PREFIX, build_box, hosts_json
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Free addresses on the lab network: the lab's hosts use .11 to .41.
-MACHINES = {"vagrant-1": "10.77.0.51", "vagrant-2": "10.77.0.52"}
+# Free addresses on the lab's own network (its hosts use .11 to .41), from its inventory.
+_NETWORK = lab_config(load(REPO / "inventories" / "lab.py")).network
+MACHINES = {
+    "vagrant-1": str(_NETWORK.network_address + 51),
+    "vagrant-2": str(_NETWORK.network_address + 52),
+}
 
 LXC_PATH = Path("/var/lib/lxc")
 
