@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# pyinfra's CLI package monkey-patches the standard library for gevent when it
+# is imported; importing it here, first, keeps that consistent for every module
+# imported after it (and keeps gevent from warning about ssl).
+from pyinfra_cli.inventory import make_inventory_from_files  # isort: skip
+from pyinfra.api import State
+from pyinfra.context import ctx_state
+
 from seawall import defaults, secrets
 from seawall.errors import SeawallError
 
@@ -84,10 +91,6 @@ def load(path: str | Path) -> Topology:
     Raises:
         SeawallError: the file does not exist or pyinfra cannot read it.
     """
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory_from_files
-
     path = Path(path)
     if not path.is_file():
         raise SeawallError(f"inventory {path} does not exist")
