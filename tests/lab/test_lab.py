@@ -1,5 +1,6 @@
 """The lab itself: hosts, isolation, leftovers, faults, and a clean `down`."""
 
+import json
 import socket
 import subprocess
 import time
@@ -148,3 +149,17 @@ def test_lab_down_leaves_nothing(lab_topology: Topology) -> None:
     # Live processes only: this machine's PID 1 may leave zombies unreaped.
     procs = subprocess.run(["ps", "-eo", "stat=,comm="], capture_output=True, text=True).stdout
     assert not [line for line in procs.splitlines() if "apt-cacher" in line and line[0] != "Z"]
+
+
+def test_status_command_reports_every_host(lab_topology: Topology) -> None:
+    from typer.testing import CliRunner
+
+    from seawall.cli import app
+
+    result = CliRunner().invoke(app, ["lab", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert {(h["name"], h["address"], h["state"]) for h in report["hosts"]} == {
+        (host.name, host.address, "RUNNING") for host in lab_topology
+    }

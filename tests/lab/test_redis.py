@@ -1,5 +1,6 @@
 """Redis HA on the lab: asked of Redis and Sentinel themselves, under real faults."""
 
+import json
 import time
 from dataclasses import replace
 
@@ -128,3 +129,20 @@ def test_publisher_follows_the_majority(deployed_lab: Topology) -> None:
     views = [answer for _, answer in client.sentinel_views()]
     assert client.discover() in views
     client.close()
+
+
+def test_status_and_drill_commands(deployed_lab: Topology) -> None:
+    from typer.testing import CliRunner
+
+    from seawall.cli import app
+
+    runner = CliRunner()
+    wait_healthy(deployed_lab)
+    status = runner.invoke(app, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert report["redis"]["agreeing"] == 3
+    assert report["redis"]["master_host"] in {h.name for h in deployed_lab.group("redis")}
+    unknown = runner.invoke(app, ["drill", "redis", "no-such-scenario", "-y"])
+    assert unknown.exit_code == 2
+    assert "unknown scenario 'no-such-scenario'" in unknown.stderr
