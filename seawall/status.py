@@ -1,17 +1,17 @@
 """`seawall status`: the live topology of the data tier, asked of the services themselves."""
 
 from dataclasses import dataclass
-from typing import Any
 
 from seawall.inventory import Topology
 from seawall.output import table
+from seawall.postgres.status import PostgresStatus, postgres_status
 from seawall.redis_ha.topology import RedisStatus, redis_status
 
 
 @dataclass
 class PlatformStatus:
     redis: RedisStatus | None
-    postgres: Any | None  # seawall.postgres.status.PostgresStatus, when that module is present
+    postgres: PostgresStatus | None
 
     @property
     def ok(self) -> bool:
@@ -63,12 +63,5 @@ class PlatformStatus:
 def platform_status(topology: Topology) -> PlatformStatus:
     """Ask Redis/Sentinel and Patroni/etcd (where the inventory has them) for their state."""
     redis = redis_status(topology) if topology.group("redis") else None
-    postgres = None
-    if topology.group("postgres"):
-        try:
-            from seawall.postgres.status import postgres_status
-        except ImportError:  # Postgres HA not installed in this checkout
-            postgres_status = None
-        if postgres_status is not None:
-            postgres = postgres_status(topology)
+    postgres = postgres_status(topology) if topology.group("postgres") else None
     return PlatformStatus(redis, postgres)
