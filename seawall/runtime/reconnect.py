@@ -46,7 +46,12 @@ return {1, id}
 
 
 def connect(
-    host: str, port: int, password: str | None, timeout: float, **options: Any
+    host: str,
+    port: int,
+    password: str | None,
+    timeout: float,
+    connect_timeout: float | None = None,
+    **options: Any,
 ) -> redis.Redis:
     """Return a client that fails fast: this module does its own retrying.
 
@@ -59,7 +64,7 @@ def connect(
         port=port,
         password=password,
         socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        socket_connect_timeout=timeout if connect_timeout is None else connect_timeout,
         retry=Retry(NoBackoff(), 0),
         **options,
     )
@@ -85,7 +90,11 @@ class RedisSettings:
     master_name: str
     password: str | None = None
     sentinel_password: str | None = None
+    # Replies (WAIT included) may take this long; a silent host is given up on after it.
     socket_timeout: float = 0.5
+    # A TCP connect on the private network takes well under a millisecond: a
+    # host that does not answer within this is gone, and the next discovery starts.
+    connect_timeout: float = 0.2
     # How long one operation may keep retrying before it gives up.
     operation_deadline: float = 10.0
     # Retry pauses: short and capped low, so a client is on the new master
@@ -139,7 +148,14 @@ class MajorityClient:
     def __post_init__(self) -> None:
         timeout = self.settings.socket_timeout
         self._sentinels = [
-            connect(host, port, self.settings.sentinel_password, timeout, decode_responses=True)
+            connect(
+                host,
+                port,
+                self.settings.sentinel_password,
+                timeout,
+                self.settings.connect_timeout,
+                decode_responses=True,
+            )
             for host, port in self.settings.sentinels
         ]
         # Room for a slow Sentinel's unanswered questions to pile up a little
@@ -206,7 +222,14 @@ class MajorityClient:
         )
 
     def _connect(self, address: tuple[str, int]) -> redis.Redis:
-        return connect(address[0], address[1], self.settings.password, self.settings.socket_timeout)
+        settings = self.settings
+        return connect(
+            address[0],
+            address[1],
+            settings.password,
+            settings.socket_timeout,
+            settings.connect_timeout,
+        )
 
     def _reset(self) -> None:
         if self._conn is not None:
