@@ -47,6 +47,12 @@ class Host:
     def roles(self) -> tuple[str, ...]:
         return tuple(role for role in defaults.ROLES if role in self.groups)
 
+    @property
+    def required_secrets(self) -> list[str]:
+        """The secrets this host's roles need (defaults.SECRETS)."""
+        wanted = self.data["required_secrets"]
+        return sorted({name for role in self.roles for name in wanted.get(role, [])})
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -186,12 +192,9 @@ def _admin_key_problems(topology: Topology) -> Iterator[Problem]:
 def _secret_problems(topology: Topology) -> Iterator[Problem]:
     reported: set[str] = set()
     for host in topology:
-        needed = sorted(
-            {name for role in host.roles for name in host.data["required_secrets"].get(role, [])}
-        )
         secrets_file = host.data.get("secrets_file")
         try:
-            _, missing = secrets.resolve(needed, secrets_file)
+            _, missing = secrets.resolve(host.required_secrets, secrets_file)
         except SeawallError as error:
             yield Problem(host.name, "secrets_file", str(error))
             continue

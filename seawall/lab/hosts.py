@@ -164,7 +164,7 @@ def destroy(host: LabHost) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def _ssh_ready(address: str) -> bool:
+def ssh_ready(address: str) -> bool:
     try:
         with socket.create_connection((address, 22), timeout=0.5) as sock:
             sock.settimeout(1)
@@ -225,7 +225,7 @@ def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) ->
     if not_booted:
         raise SeawallError(f"hosts did not finish booting within {timeout:.0f} s: {not_booted}")
     for host in hosts:
-        while not _ssh_ready(host.address):
+        while not ssh_ready(host.address):
             if time.monotonic() > deadline:
                 raise SeawallError(f"{host.name}: sshd at {host.address} not ready in {timeout} s")
             time.sleep(0.2)

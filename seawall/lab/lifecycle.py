@@ -87,16 +87,6 @@ def ensure_controller_packages(log: Log) -> None:
             policy.unlink(missing_ok=True)
 
 
-def _required_secrets(topology: Topology) -> list[str]:
-    names = {
-        name
-        for host in topology
-        for role in host.roles
-        for name in host.data["required_secrets"].get(role, [])
-    }
-    return sorted(names)
-
-
 def status(topology: Topology) -> LabReport:
     """Report the bridge, guard, proxy and every host's state."""
     config = lab_config(topology)
@@ -105,7 +95,7 @@ def status(topology: Topology) -> LabReport:
     for host in config.hosts:
         current = hosts.state(host)
         # Probe SSH only on the lab's own bridge.
-        ssh = bridge and current == "RUNNING" and hosts._ssh_ready(host.address)
+        ssh = bridge and current == "RUNNING" and hosts.ssh_ready(host.address)
         rows.append(HostStatus(host.name, host.container, host.address, current, ssh))
     return LabReport(
         bridge=config.bridge,
@@ -144,7 +134,8 @@ def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state_dir, 0o700)
     hosts.ensure_lab_key(config)
-    added = secrets.ensure_file(config.secrets_file, _required_secrets(topology))
+    names = sorted({name for host in topology for name in host.required_secrets})
+    added = secrets.ensure_file(config.secrets_file, names)
     if added:
         log(f"generated secrets {', '.join(added)} into {config.secrets_file}")
     timings["prepare"] = time.monotonic() - started
