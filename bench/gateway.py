@@ -21,6 +21,7 @@ Traffic goes only to lab addresses, after checking the lab's bridge.
 import argparse
 import http.client
 import json
+import os
 import re
 import ssl
 import statistics
@@ -180,6 +181,7 @@ def main() -> None:
     if args.rate >= general:
         raise SystemExit(f"--rate must stay under the general limit ({general}/s)")
 
+    load_before = os.getloadavg()[0]
     topology: Topology = inventory.load(INVENTORY)
     config = lab_config(topology)
     require_bridge(config)
@@ -288,6 +290,11 @@ def main() -> None:
             "out of theirs: the ratio measures core sharing, not the gateway (baseline in "
             "../shared/LAB-NOTES.md: ~0.75 http, ~0.67 https).",
         ]
+    lines += [
+        "",
+        f"Load average (1 min) of the machine: {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; other sessions' work shares the 2 cores.",
+    ]
     report = "\n".join(lines)
     print(report)
     if not args.no_write:

@@ -17,6 +17,7 @@ Faults go to app-2 only, serialised through /tmp/seawall-app-faults.lock and und
 import argparse
 import fcntl
 import http.client
+import os
 import re
 import statistics
 import subprocess
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     topology = inventory.load(INVENTORY)
     require_bridge(lab_config(topology))
     kills: list[float] = []
@@ -219,6 +221,11 @@ def main() -> None:
         "One uvicorn worker per unit on a socket opened with IPPROTO_TCP, so asyncio sets "
         "TCP_NODELAY: no request waits for a delayed ACK (uvicorn 0.17 `--workers 2` gave "
         "~700 req/s at p50 44 ms in ../shared/LAB-NOTES.md).",
+    ]
+    lines += [
+        "",
+        f"Load average (1 min) of the machine: {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; other sessions' work shares the 2 cores.",
     ]
     report = "\n".join(lines)
     print(report)
