@@ -404,6 +404,10 @@ GATEWAY: dict[str, Any] = {
     "gateway_tls_certificate": None,
     "gateway_tls_certificate_key": None,
     "gateway_tls_protocols": "TLSv1.2 TLSv1.3",
+    # Addresses of the hosts behind every route; None: the app group's private
+    # addresses (the normal case). Set to put something else in between, or (the
+    # gateway benchmark) a static stand-in backend.
+    "gateway_upstream_addresses": None,
     # Rate-limit zones per client address: requests per second and burst
     # (served at once, beyond them 429). Every route is in `general`.
     "gateway_rate_zones": {

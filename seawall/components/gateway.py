@@ -6,7 +6,8 @@ What it guarantees on every host of the ``gateway`` group:
   ``gateway_http_port``; TLS uses ``gateway_tls_certificate``/``_key``, or, when they
   are unset (the lab), a self-signed pair generated once on the host;
 - one route per service of the ``services`` catalogue, to an upstream over every
-  app host (least_conn, keepalive, max_fails/fail_timeout), with its own timeouts;
+  app host, or ``gateway_upstream_addresses`` when set (least_conn, keepalive,
+  max_fails/fail_timeout), with its own timeouts;
 - rate limits per client (``gateway_rate_zones``: every route in ``general``,
   execution routes in ``execution`` too, order paths in ``trading`` too) answering
   429 with a JSON body; a cap on concurrent connections per client;
@@ -202,7 +203,9 @@ def deploy_gateway() -> None:
     if "gateway" not in host.groups:
         return
     data = host.data
-    apps = [str(h.data.private_address) for h in inventory.get_group("app")]
+    apps = list(data.get("gateway_upstream_addresses") or []) or [
+        str(h.data.private_address) for h in inventory.get_group("app")
+    ]
 
     install_packages("Install NGINX", ["nginx", "openssl"])
 
