@@ -398,3 +398,27 @@ def tradestore_migrate(
         raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
+
+
+@drill_app.command("pg-restore")
+def drill_pg_restore(
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up, restore the latest backup into scratch on the ops host, check marker rows.
+
+    Writes numbered rows through an app host's PgBouncer, runs a pgBackRest
+    backup, restores it into a scratch directory on the repository host (never
+    onto a cluster member), starts Postgres there and counts the rows. Exit
+    codes: 0 every row is back in time, 1 rows missing or too slow, 2 error.
+    """
+    from seawall.postgres.restore import restore_drill
+
+    _confirm("Write marker rows, take a backup and restore it into scratch?", yes)
+    try:
+        report = restore_drill(_load(inventory_path), log=progress)
+    except SeawallError as error:
+        raise _fail(error) from None
+    emit(report.to_json(), as_json, report.to_text())
+    raise typer.Exit(0 if report.ok else 1)

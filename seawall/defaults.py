@@ -475,6 +475,34 @@ LAB: dict[str, Any] = {
 }
 
 
+PGBACKREST: dict[str, Any] = {
+    # pgBackRest's name for the cluster (one stanza per Patroni cluster).
+    "pgbackrest_stanza": "seawall",
+    # The repository on the ops host, owned by this system user. Postgres hosts
+    # push WAL to it and the ops host pulls backups, both over SSH with keys
+    # only these two accounts hold.
+    "pgbackrest_user": "pgbackrest",
+    "pgbackrest_repo_path": "/var/lib/pgbackrest",
+    # Full backups are kept this many days (older ones and their WAL expire).
+    "pgbackrest_retention_days": 7,
+    # When the nightly full backup runs (systemd OnCalendar, UTC): before the
+    # 04:00 rolling restart, in the quietest hours.
+    "pgbackrest_full_backup_calendar": "*-*-* 01:00:00 UTC",
+    # Compression (zstd: small and fast) and parallel processes for backups.
+    "pgbackrest_compress_type": "zst",
+    "pgbackrest_process_max": 2,
+    # Force a WAL segment switch at least this often (s), so the archive, and
+    # any restore from it, is never more than this far behind.
+    "pgbackrest_archive_timeout": 60,
+    # `seawall drill pg-restore` restores into this scratch directory on the
+    # ops host and starts Postgres there on this port (socket only).
+    "pgbackrest_restore_drill_path": "/var/lib/pgbackrest/restore-drill",
+    "pgbackrest_restore_drill_port": 5499,
+    # The restore drill fails if backup + restore + recovery take longer (s).
+    "pgbackrest_restore_drill_limit_s": 300,
+}
+
+
 def all_defaults() -> dict[str, Any]:
     """Return every default in one flat dict (keys are unique across concerns)."""
     merged: dict[str, Any] = {}
@@ -488,6 +516,7 @@ def all_defaults() -> dict[str, Any]:
         PATRONI,
         PGBOUNCER,
         HAPROXY,
+        PGBACKREST,
         SERVICES,
         GATEWAY,
         LAB,

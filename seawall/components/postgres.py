@@ -46,7 +46,7 @@ from pyinfra.operations import files, systemd
 
 from seawall import secrets
 from seawall.components.common import install_packages
-from seawall.defaults import ETCD, PATRONI, POSTGRES
+from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.postgres import scram
 from seawall.postgres.render import render
 
@@ -63,7 +63,7 @@ SECRET_NAMES = (
     "patroni_restapi_password",
 )
 # ETCD too: members find the store at etcd_client_port.
-DEFAULTS: dict[str, Any] = {**ETCD, **POSTGRES, **PATRONI}
+DEFAULTS: dict[str, Any] = {**ETCD, **POSTGRES, **PATRONI, **PGBACKREST}
 
 
 def role_secret(role: str) -> str:
@@ -79,7 +79,24 @@ def patroni_unit(data: Mapping[str, Any] | HostData) -> str:
     return f"patroni@{data.get('postgres_version')}-{data.get('postgres_cluster')}.service"
 
 
-def dynamic_config(data: Mapping[str, Any] | HostData) -> dict[str, Any]:
+def archive_parameters(data: Mapping[str, Any] | HostData) -> dict[str, Any]:
+    """Return the WAL archiving settings that ship WAL to pgBackRest's repository."""
+    return {
+        "archive_mode": "on",
+        "archive_command": f"pgbackrest --stanza={data.get('pgbackrest_stanza')} archive-push %p",
+        "archive_timeout": data.get("pgbackrest_archive_timeout"),
+    }
+
+
+def postgres_parameters(data: Mapping[str, Any] | HostData, archive: bool) -> dict[str, Any]:
+    """Return every Postgres parameter Patroni applies: inventory's, plus archiving if on."""
+    parameters = dict(data.get("postgres_parameters") or {})
+    if archive:
+        parameters.update(archive_parameters(data))
+    return parameters
+
+
+def dynamic_config(data: Mapping[str, Any] | HostData, archive: bool = True) -> dict[str, Any]:
     """Return the cluster-wide settings the deploy keeps in Patroni's dynamic configuration."""
     return {
         "ttl": data.get("patroni_ttl"),
@@ -91,7 +108,7 @@ def dynamic_config(data: Mapping[str, Any] | HostData) -> dict[str, Any]:
         "postgresql": {
             "use_pg_rewind": True,
             "use_slots": True,
-            "parameters": dict(data.get("postgres_parameters") or {}),
+            "parameters": postgres_parameters(data, archive),
         },
     }
 
@@ -120,9 +137,11 @@ def patroni_context(
     postgres_peers: Sequence[str],
     clients: Sequence[str],
     passwords: Mapping[str, str],
+    archive: bool = True,
 ) -> dict[str, Any]:
     """Return what the Patroni template sees for member ``name``."""
     context = {key: data.get(key, default) for key, default in DEFAULTS.items()}
+    context["postgres_parameters"] = postgres_parameters(data, archive)
     version, cluster = context["postgres_version"], context["postgres_cluster"]
     context.update(passwords)
     context.update(
@@ -140,7 +159,8 @@ def patroni_context(
 
 
 def _addresses(group: str) -> list[str]:
-    return [str(member.data.get("private_address")) for member in inventory.get_group(group)]
+    members = inventory.get_group(group, default=[])
+    return [str(member.data.get("private_address")) for member in members]
 
 
 def _secrets(names: Sequence[str]) -> dict[str, str]:
@@ -467,6 +487,8 @@ def deploy_postgres() -> None:
     unit = patroni_unit(data)
     roles = list(data.get("postgres_service_roles"))
     passwords = _secrets([*SECRET_NAMES, *(role_secret(role) for role in roles)])
+    # WAL goes to pgBackRest's repository when the inventory has an ops host for it.
+    archive = bool(_addresses("ops"))
     context = patroni_context(
         host.name,
         data,
@@ -474,6 +496,7 @@ def deploy_postgres() -> None:
         postgres_peers=_addresses("postgres"),
         clients=_addresses("app"),
         passwords={name: passwords[name] for name in SECRET_NAMES},
+        archive=archive,
     )
     was_running = bool(host.get_fact(SystemdStatus).get(unit))
 
@@ -537,7 +560,7 @@ def deploy_postgres() -> None:
         patroni_dynamic_config(
             name="Keep the cluster's shared settings (through Patroni)",
             config=config_path,
-            desired=dynamic_config(data),
+            desired=dynamic_config(data, archive),
         )
     service_roles(
         name="Create the service roles and databases (on the leader)",

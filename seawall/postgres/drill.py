@@ -157,10 +157,12 @@ class Writer:
         self.process.stdin.flush()
         self.timeout = settings["max_seconds"] + 40
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, early: bool = True) -> dict[str, Any]:
+        """Return the writer's result; ``early`` asks it to stop now rather than at its bounds."""
         try:
             assert self.process.stdin is not None
-            self.process.stdin.write("stop\n")
+            if early:
+                self.process.stdin.write("stop\n")
             self.process.stdin.close()
         except BrokenPipeError:
             pass
@@ -174,7 +176,7 @@ class Writer:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def _writer_settings(topology: Topology, mode: str, run: str, max_seconds: float) -> dict[str, Any]:
+def writer_settings(topology: Topology, mode: str, run: str, max_seconds: float) -> dict[str, Any]:
     data = topology.group("app")[0].data
     role = str(data["postgres_drill_role"])
     secret = f"postgres_role_{role}_password"
@@ -196,7 +198,7 @@ def _writer_settings(topology: Topology, mode: str, run: str, max_seconds: float
 
 
 def _read_present(topology: Topology, host: str, run: str) -> set[int]:
-    reader = Writer(topology, host, _writer_settings(topology, "read", run, 60))
+    reader = Writer(topology, host, writer_settings(topology, "read", run, 60))
     return set(reader.stop()["present"])
 
 
@@ -243,7 +245,7 @@ def run_scenario(
     expect_failover = SCENARIOS[scenario]
 
     log(f"{scenario}: leader {leader}, writer on {writer_host}")
-    writer = Writer(topology, writer_host, _writer_settings(topology, "write", run, 240))
+    writer = Writer(topology, writer_host, writer_settings(topology, "write", run, 240))
     problems: list[str] = []
     try:
         time.sleep(3)  # a baseline of commits before the fault

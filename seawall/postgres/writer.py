@@ -38,12 +38,22 @@ def _connect(settings: dict) -> "psycopg.Connection":
     )
 
 
+_stdin_open = True
+
+
 def _stop_requested() -> bool:
+    global _stdin_open
+    if not _stdin_open:
+        return False
     ready, _, _ = select.select([sys.stdin], [], [], 0)
     if not ready:
         return False
     line = sys.stdin.readline()
-    return line == "" or line.strip() == "stop"
+    if line == "":
+        # End of input: no more commands, run to the bounds.
+        _stdin_open = False
+        return False
+    return line.strip() == "stop"
 
 
 def _retrying(settings: dict, action, deadline: float):

@@ -1,0 +1,301 @@
+"""pgBackRest: WAL archive and nightly full backups in a repository on the ops host.
+
+``deploy_backup()`` guarantees:
+
+- on every ``postgres`` host: ``pgbackrest`` installed, configured to push WAL
+  to the repository (Patroni's ``archive_command``, set by the postgres deploy),
+  and the ``postgres`` user's own SSH key, trusted by the repository account
+  only;
+- on the ``ops`` host: the ``pgbackrest_user`` account owns the repository
+  (``pgbackrest_repo_path``, 0750), its SSH key is trusted by ``postgres`` on
+  the Postgres hosts only, the stanza exists, and a systemd timer runs a full
+  backup at ``pgbackrest_full_backup_calendar`` (retention: full backups of
+  the last ``pgbackrest_retention_days`` days); PostgreSQL's binaries are
+  there (no cluster) for ``seawall drill pg-restore``;
+- each account trusts exactly the other side's key and host key: SSH keys are
+  made on the hosts themselves and never leave them (only public halves move).
+
+What it never does:
+
+- run a backup or a restore by itself (the timer and the drill do);
+- copy a private key anywhere, or put a password on a command line;
+- touch a Patroni member's data directory.
+"""
+
+import shlex
+from collections.abc import Mapping, Sequence
+from io import StringIO
+from typing import Any
+
+from pyinfra import host, inventory
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.api.host import HostData
+from pyinfra.facts.files import File, FileContents
+from pyinfra.operations import files, server, systemd
+
+from seawall.components.common import install_packages
+from seawall.components.postgres import CREATECLUSTER
+from seawall.defaults import PGBACKREST, POSTGRES
+from seawall.postgres.render import render
+
+CONCERN = "pgbackrest"
+CONFIG = "/etc/pgbackrest/pgbackrest.conf"
+RESTORE_CONFIG = "/etc/pgbackrest/restore-drill.conf"
+SERVICE = "/etc/systemd/system/seawall-pgbackrest-full.service"
+TIMER = "/etc/systemd/system/seawall-pgbackrest-full.timer"
+TEMPLATES: tuple[str, ...] = (CONFIG, RESTORE_CONFIG, SERVICE, TIMER)
+POSTGRES_HOME = "/var/lib/postgresql"
+DEFAULTS: dict[str, Any] = {**POSTGRES, **PGBACKREST}
+
+
+def backup_context(
+    data: Mapping[str, Any] | HostData,
+    repo: bool,
+    members: Sequence[tuple[str, str]],
+    repo_address: str,
+) -> dict[str, Any]:
+    """Return what the pgBackRest templates see on a repository (``repo``) or Postgres host."""
+    context = {key: data.get(key, default) for key, default in DEFAULTS.items()}
+    version, cluster = context["postgres_version"], context["postgres_cluster"]
+    context.update(
+        repo=repo,
+        members=[{"name": name, "address": address} for name, address in members],
+        repo_address=repo_address,
+        data_dir=f"/var/lib/postgresql/{version}/{cluster}",
+    )
+    return context
+
+
+@operation()
+def ssh_keypair(user: str, home: str):
+    """
+    Give ``user`` an ed25519 SSH key of its own, made on the host, if it has none.
+
+    + user: the account
+    + home: its home directory (the key goes to ``<home>/.ssh/id_ed25519``)
+
+    **Example:**
+
+    .. code:: python
+
+        ssh_keypair(name="Give postgres an SSH key", user="postgres", home="/var/lib/postgresql")
+    """
+    key = f"{home}/.ssh/id_ed25519"
+    if host.get_fact(File, path=key):
+        host.noop(f"{user} has an SSH key")
+        return
+    ssh_dir = shlex.quote(f"{home}/.ssh")
+    yield f"install -d -m 700 -o {user} -g {user} {ssh_dir}"
+    yield (
+        f"runuser -u {user} -- ssh-keygen -q -t ed25519 -N '' "
+        f"-C {user}@{host.name} -f {shlex.quote(key)}"
+    )
+
+
+def _content(lines: list[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+@operation()
+def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
+    """
+    Make ``user`` accept exactly the peers' SSH keys, and know exactly the peers' host keys.
+
+    + user: the local account
+    + home: its home directory
+    + peers: (inventory host name, peer account's home, address) of every peer
+
+    Read from the peers when the operation runs, so keys made earlier in the
+    same deploy are found.
+
+    **Example:**
+
+    .. code:: python
+
+        trust_peers(
+            name="Trust the repository",
+            user="postgres",
+            home="/var/lib/postgresql",
+            peers=[("ops-1", "/var/lib/pgbackrest", "10.77.0.41")],
+        )
+    """
+    authorized, known = [], []
+    for name, peer_home, address in peers:
+        peer = inventory.get_host(name)
+        public = peer.get_fact(FileContents, path=f"{peer_home}/.ssh/id_ed25519.pub") or []
+        host_key = peer.get_fact(FileContents, path="/etc/ssh/ssh_host_ed25519_key.pub") or []
+        if not public or not host_key:
+            host.log(f"{name} has no SSH key yet: trust it at the next deploy")
+            continue
+        authorized.append(public[0].strip())
+        known.append(f"{address} {' '.join(host_key[0].split()[:2])}")
+    changed = False
+    for path, lines in (
+        (f"{home}/.ssh/authorized_keys", authorized),
+        (f"{home}/.ssh/known_hosts", known),
+    ):
+        current = host.get_fact(FileContents, path=path)
+        if current is not None and _content(current) == _content(lines):
+            continue
+        changed = True
+        yield f"install -d -m 700 -o {user} -g {user} {shlex.quote(home + '/.ssh')}"
+        yield FileUploadCommand(
+            StringIO(_content(lines)), path, remote_temp_filename=host.get_temp_filename(path)
+        )
+        yield f"chown {user}:{user} {shlex.quote(path)} && chmod 600 {shlex.quote(path)}"
+    if not changed:
+        host.noop(f"{user} trusts exactly its peers")
+
+
+class PgbackrestStanzaOk(FactBase[bool]):
+    """Returns whether the repository has the stanza, valid (``pgbackrest info`` status 0).
+
+    .. code:: python
+
+        True
+    """
+
+    default = bool
+
+    def command(self, user: str, stanza: str) -> str:
+        info = f"pgbackrest --stanza={shlex.quote(stanza)} --output=json info"
+        return f"cd / && runuser -u {user} -- {info} 2>/dev/null || echo '[]'"
+
+    def requires_command(self, user: str, stanza: str) -> str:
+        return "pgbackrest"
+
+    def process(self, output: list[str]) -> bool:
+        import json
+
+        try:
+            stanzas = json.loads("\n".join(output) or "[]")
+        except ValueError:
+            return False
+        # Code 0: ok; 2: no backup yet (the stanza exists); 1: missing.
+        return bool(stanzas) and stanzas[0].get("status", {}).get("code") in (0, 2)
+
+
+@operation()
+def stanza(user: str, stanza: str):
+    """
+    Create the pgBackRest stanza in the repository unless it is there and valid.
+
+    + user: the repository's account
+    + stanza: the stanza's name
+
+    **Example:**
+
+    .. code:: python
+
+        stanza(name="Create the stanza", user="pgbackrest", stanza="seawall")
+    """
+    if host.get_fact(PgbackrestStanzaOk, user=user, stanza=stanza):
+        host.noop(f"stanza {stanza} exists")
+        return
+    yield f"cd / && runuser -u {user} -- pgbackrest --stanza={shlex.quote(stanza)} stanza-create"
+
+
+def _put(name: str, target: str, context: Mapping[str, Any], mode: str = "644") -> Any:
+    return files.put(
+        name=name,
+        src=StringIO(render(CONCERN, target, context)),
+        dest=target,
+        user="root",
+        group="root",
+        mode=mode,
+    )
+
+
+@deploy("pgBackRest backups", data_defaults=DEFAULTS)
+def deploy_backup() -> None:
+    """
+    Set up WAL archiving and nightly backups: Postgres hosts push, the ops host keeps.
+
+    Hosts in neither the ``postgres`` nor the ``ops`` group are left alone.
+
+    **Example:**
+
+    .. code:: python
+
+        from seawall.components.backup import deploy_backup
+
+        deploy_backup()
+    """
+    repos = inventory.get_group("ops", default=[])
+    is_repo = bool(repos) and host.name == repos[0].name
+    if not repos or not (is_repo or "postgres" in host.groups):
+        return
+    data = host.data
+    user, repo_path = str(data.get("pgbackrest_user")), str(data.get("pgbackrest_repo_path"))
+    members = [
+        (m.name, str(m.data.get("private_address"))) for m in inventory.get_group("postgres")
+    ]
+    repo_address = str(repos[0].data.get("private_address"))
+    context = backup_context(data, is_repo, members, repo_address)
+
+    # Phases run in the same order on every host (pyinfra orders operations by
+    # where they are called): every key exists before any host trusts its peers.
+    if is_repo:
+        # Postgres's binaries serve the restore drill; no cluster may appear.
+        files.put(
+            name="Stop postgresql-common from creating a main cluster",
+            src=StringIO(render("postgres", CREATECLUSTER, context)),
+            dest=CREATECLUSTER,
+            mode="644",
+        )
+        packages = ["pgbackrest", f"postgresql-{data.get('postgres_version')}"]
+        account, home = user, repo_path
+        peers = [(name, POSTGRES_HOME, address) for name, address in members]
+    else:
+        packages = ["pgbackrest"]
+        account, home = "postgres", POSTGRES_HOME
+        peers = [(repos[0].name, repo_path, repo_address)]
+    install_packages("Install pgBackRest", packages)
+    if is_repo:
+        server.user(
+            name=f"Create the repository account {user}",
+            user=user,
+            home=repo_path,
+            shell="/bin/bash",
+            system=True,
+            create_home=True,
+        )
+        files.directory(
+            name="Keep the repository private to its account",
+            path=repo_path,
+            user=user,
+            group=user,
+            mode="750",
+        )
+        files.directory(
+            name="Create the repository's log directory",
+            path=f"{repo_path}/log",
+            user=user,
+            group=user,
+            mode="750",
+        )
+        _put("Configure the restore drill's pgBackRest", RESTORE_CONFIG, context)
+    ssh_keypair(name="Give the backup account an SSH key of its own", user=account, home=home)
+    _put("Configure pgBackRest", CONFIG, context)
+    trust_peers(
+        name="Trust exactly the peers' backup keys (repository <-> Postgres hosts)",
+        user=account,
+        home=home,
+        peers=peers,
+    )
+    if not is_repo:
+        return
+    stanza(name="Create the pgBackRest stanza", user=user, stanza=context["pgbackrest_stanza"])
+    service = _put("Install the full backup service", SERVICE, context)
+    timer = _put("Install the nightly full backup timer", TIMER, context)
+    systemd.daemon_reload(
+        name="Reload systemd (the backup units changed)",
+        _if=lambda: bool(service.did_change() or timer.did_change()),
+    )
+    systemd.service(
+        name="Schedule the nightly full backup",
+        service="seawall-pgbackrest-full.timer",
+        running=True,
+        enabled=True,
+    )
