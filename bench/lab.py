@@ -113,17 +113,20 @@ def main() -> None:
         figures.setdefault(name, []).append(seconds)
         print(f"{name}: {seconds:.2f} s", file=sys.stderr, flush=True)
 
-    for _ in range(args.cold_runs):
+    try:
+        for _ in range(args.cold_runs):
+            lab.down(topology, log=quiet)
+            shutil.rmtree(config.base_rootfs.parent, ignore_errors=True)
+            record("cold lab up (7 hosts, base built)", timed(lambda: lab.up(topology, log=quiet)))
+        for _ in range(args.runs):
+            lab.down(topology, log=quiet)
+            record("warm lab up (7 hosts)", timed(lambda: lab.up(topology, log=quiet)))
+            record("hot lab up (already up)", timed(lambda: lab.up(topology, log=quiet)))
+            record("first common deploy (7 fresh hosts)", timed(lambda: deploy(inventory_file)))
+            record("no-op common deploy (7 hosts)", timed(lambda: deploy(inventory_file)))
+    finally:
+        # The benchmark's lab goes away whatever happened; its base stays cached.
         lab.down(topology, log=quiet)
-        shutil.rmtree(config.base_rootfs.parent, ignore_errors=True)
-        record("cold lab up (7 hosts, base built)", timed(lambda: lab.up(topology, log=quiet)))
-    for _ in range(args.runs):
-        lab.down(topology, log=quiet)
-        record("warm lab up (7 hosts)", timed(lambda: lab.up(topology, log=quiet)))
-        record("hot lab up (already up)", timed(lambda: lab.up(topology, log=quiet)))
-        record("first common deploy (7 fresh hosts)", timed(lambda: deploy(inventory_file)))
-        record("no-op common deploy (7 hosts)", timed(lambda: deploy(inventory_file)))
-    lab.down(topology, log=quiet)
 
     lines = [
         f"Lab and common deploy, {time.strftime('%Y-%m-%d', time.gmtime())}: "

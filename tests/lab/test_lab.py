@@ -142,13 +142,16 @@ def test_lab_down_leaves_nothing(lab_topology: Topology) -> None:
     assert report.proxy_pid is None
     assert all(host.state == "ABSENT" for host in report.hosts)
     containers = subprocess.run(["lxc-ls", "-1"], capture_output=True, text=True).stdout.split()
-    assert not [name for name in containers if name.startswith("seawall-")]
+    prefix = str(lab_topology.value("lab_container_prefix"))
+    assert not [name for name in containers if name.startswith(prefix)]
     assert not network.bridge_exists(config)
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    assert "seawall_lab" not in tables
-    # Live processes only: this machine's PID 1 may leave zombies unreaped.
-    procs = subprocess.run(["ps", "-eo", "stat=,comm="], capture_output=True, text=True).stdout
-    assert not [line for line in procs.splitlines() if "apt-cacher" in line and line[0] != "Z"]
+    assert config.guard_table not in tables
+    assert config.fault_table not in tables
+    # No live proxy of this lab (a zombie left unreaped by this machine's PID 1 is not one).
+    procs = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    ours = str(config.state_dir / "apt-proxy")
+    assert not [line for line in procs.splitlines() if ours in line and line[0] != "Z"]
 
 
 def test_status_command_reports_every_host(lab_topology: Topology) -> None:
