@@ -102,8 +102,8 @@ def test_haproxy_routes_loopback_ports_by_patroni_health(lab: inventory.Topology
     text = render("haproxy", pgroute.HAPROXY_CFG, pgroute_context(lab))
     assert "bind 127.0.0.1:5000" in text
     assert "bind 127.0.0.1:5001" in text
-    assert "option httpchk GET /primary" in text
-    assert "option httpchk GET /replica" in text
+    assert "option httpchk OPTIONS /primary" in text
+    assert "option httpchk OPTIONS /replica" in text
     assert "server data-1 10.77.0.11:5432 check port 8008" in text
     assert "on-marked-down shutdown-sessions" in text
     assert "0.0.0.0" not in text
