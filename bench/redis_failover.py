@@ -17,7 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seawall import inventory  # noqa: E402
-from seawall.redis_ha.drill import SCENARIOS, DrillResult, run_drill  # noqa: E402
+from seawall.redis_ha.drill import (  # noqa: E402
+    SCENARIOS,
+    DrillResult,
+    false_failovers,
+    run_drill,
+)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench:redis:start -->", "<!-- bench:redis:end -->"
@@ -43,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    parser.add_argument("--idle", type=float, default=60, help="idle check seconds")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     topology = inventory.load(ROOT / "inventories" / "lab.py")
@@ -58,10 +64,12 @@ def main() -> None:
                 flush=True,
             )
 
+    idle = false_failovers(topology, args.idle)
     lines = [
         f"Redis drills, {time.strftime('%Y-%m-%d', time.gmtime())}: {args.runs} runs per "
         "scenario, writer 100 events/s for 20 s through EventPublisher (WAIT 1, disk spool), "
-        "fault at 3 s; Sentinel down-after 1000 ms, failover-timeout 5000 ms. Medians, "
+        f"fault at 3 s; Sentinel down-after {topology.value('sentinel_down_after_ms')} ms, "
+        f"failover-timeout {topology.value('sentinel_failover_timeout_ms')} ms. Medians, "
         "seconds (outage min–max in brackets).",
         "",
         "| scenario | detect | new master | client write outage | target | acked lost | "
@@ -81,6 +89,12 @@ def main() -> None:
             f"{'-' if None in rejoined else f'{sum(map(bool, rejoined))}/{len(runs)}'} | "
             f"{sum(r.ok for r in runs)}/{len(runs)} |"
         )
+    lines += [
+        "",
+        f"Idle check, {args.idle:.0f} s with no fault: Sentinel events about the master: "
+        + ", ".join(f"{channel} {count}" for channel, count in idle.items())
+        + " (any non-zero count would be a false alarm).",
+    ]
     report = "\n".join(lines)
     print(report)
     if not args.no_write:

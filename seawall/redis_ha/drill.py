@@ -80,6 +80,7 @@ class _SentinelEvents:
 
     def __init__(self, settings: RedisSettings) -> None:
         self.first: dict[str, float] = {}
+        self.counts: Counter[str] = Counter()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._listen, args=(host, port, settings), daemon=True)
@@ -102,6 +103,7 @@ class _SentinelEvents:
                 # +sdown/+odown also fire for replicas and Sentinels: keep the master's.
                 if channel == "+switch-master" or data.startswith("master "):
                     self.first.setdefault(channel, time.monotonic())
+                    self.counts[channel] += 1
         except Exception:  # this Sentinel went away with its host: the others report
             return
         finally:
@@ -111,6 +113,20 @@ class _SentinelEvents:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=2)
+
+
+def false_failovers(topology: Topology, seconds: float = 60) -> dict[str, int]:
+    """Watch a quiet cluster for ``seconds``; count Sentinel's down/failover events for its master.
+
+    Any count above zero means the timing is too tight for this machine.
+    """
+    require_lab_network(topology)
+    wait_healthy(topology)
+    settings = redis_settings(topology)
+    events = _SentinelEvents(settings)
+    time.sleep(seconds)
+    events.stop()
+    return {channel: events.counts.get(channel, 0) for channel in _SentinelEvents.CHANNELS}
 
 
 def wait_healthy(topology: Topology, timeout: float = 60) -> RedisStatus:
