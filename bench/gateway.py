@@ -19,6 +19,7 @@ Traffic goes only to lab addresses, after checking the lab's bridge.
 """
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -124,8 +125,8 @@ class Wrk:
     nginx_cpu_us: float  # per request, gw-1's nginx.service cgroup
 
 
-def wrk(url: str, seconds: int, connections: int, container: str) -> Wrk:
-    before = nginx_cpu_us(container)
+def wrk(url: str, seconds: int, connections: int, container: str, unit: str = "nginx") -> Wrk:
+    before = unit_cpu_us(container, unit)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
         capture_output=True,
@@ -133,7 +134,7 @@ def wrk(url: str, seconds: int, connections: int, container: str) -> Wrk:
         timeout=seconds + 30,
         check=True,
     ).stdout
-    used = nginx_cpu_us(container) - before
+    used = unit_cpu_us(container, unit) - before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -157,6 +158,66 @@ def deploy_gateway(*data: str) -> None:
         raise SystemExit(
             f"gateway deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
         )
+
+
+STATIC_UNIT = "seawall-bench-backend"
+STATIC_PORT = 18090
+_STATIC_CONF = f"/run/{STATIC_UNIT}.conf"
+# A bare proxy (no limits, ids, logs or TLS) to the same static backend, in its own
+# cgroup: what proxying alone costs on this machine at this moment.
+MINIMAL_UNIT = "seawall-bench-minimal-proxy"
+MINIMAL_PORT = 18091
+_MINIMAL_CONF = f"/run/{MINIMAL_UNIT}.conf"
+
+
+def _transient_nginx(topology: Topology, unit: str, path: str, conf: str) -> None:
+    encoded = base64.b64encode(conf.encode()).decode()
+    ssh(
+        topology,
+        GATEWAY_HOST,
+        f"echo {encoded} | base64 -d > {path} && "
+        f"systemd-run --unit={unit} nginx -c {path} -g 'daemon off;' && sleep 1 "
+        f"&& systemctl is-active {unit}",
+        check=True,
+    )
+
+
+def minimal_proxy(topology: Topology, running: bool, address: str) -> None:
+    if not running:
+        ssh(topology, GATEWAY_HOST, f"systemctl stop {MINIMAL_UNIT}; rm -f {_MINIMAL_CONF}")
+        return
+    conf = (
+        f"worker_processes 1;\npid /run/{MINIMAL_UNIT}.pid;\n"
+        f"error_log /run/{MINIMAL_UNIT}.log warn;\nevents {{}}\n"
+        "http {\n  access_log off;\n"
+        f"  upstream up {{ server 127.0.0.1:{STATIC_PORT}; keepalive 32; }}\n"
+        f"  server {{\n    listen {address}:{MINIMAL_PORT};\n"
+        '    location / { proxy_http_version 1.1; proxy_set_header Connection ""; '
+        "proxy_pass http://up/; }\n  }\n}\n"
+    )
+    _transient_nginx(topology, MINIMAL_UNIT, _MINIMAL_CONF, conf)
+
+
+def unit_cpu_us(container: str, unit: str) -> int:
+    stat = Path(
+        f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/{unit}.service/cpu.stat"
+    ).read_text()
+    return int(re.search(r"usage_usec (\d+)", stat).group(1))  # type: ignore[union-attr]
+
+
+def static_backend(topology: Topology, running: bool) -> None:
+    """Start or stop a static stand-in backend on gw-1's loopback, in its own cgroup."""
+    if not running:
+        ssh(topology, GATEWAY_HOST, f"systemctl stop {STATIC_UNIT}; rm -f {_STATIC_CONF}")
+        return
+    conf = (
+        "worker_processes 1;\npid /run/seawall-bench-backend.pid;\n"
+        "error_log /run/seawall-bench-backend.log warn;\nevents {}\n"
+        "http {\n  access_log off;\n"
+        f"  server {{\n    listen 127.0.0.1:{STATIC_PORT};\n"
+        '    location / { default_type application/json; return 200 "{}"; }\n  }\n}\n'
+    )
+    _transient_nginx(topology, STATIC_UNIT, _STATIC_CONF, conf)
 
 
 def write_section(report: str) -> None:
@@ -214,6 +275,7 @@ def main() -> None:
             )
 
     throughput: dict[str, Wrk] = {}
+    static: dict[str, Wrk] = {}
     if not args.no_throughput:
         exempt = json.dumps(["10.77.0.1/32"])
         urls = {
@@ -221,13 +283,37 @@ def main() -> None:
             "gateway http": f"http://{gateway}:{internal}{GATEWAY_PATH}",
             "gateway https": f"https://{gateway}:{https}{GATEWAY_PATH}",
         }
+        # The static stand-in takes ai-engine's place behind the same configuration.
+        catalogue = [
+            {**s, "port": STATIC_PORT} if s["name"] == SERVICE["name"] else s
+            for s in defaults.SERVICES["services"]
+        ]
         try:
             deploy_gateway(f"gateway_rate_limit_exempt={exempt}")
             for name, url in urls.items():
                 throughput[name] = wrk(url, args.wrk_seconds, 16, container)
                 print(f"wrk {name}: {throughput[name]}", file=sys.stderr, flush=True)
+            static_backend(topology, running=True)
+            deploy_gateway(
+                f"gateway_rate_limit_exempt={exempt}",
+                'gateway_upstream_addresses=["127.0.0.1"]',
+                f"services={json.dumps(catalogue)}",
+            )
+            for name in ("gateway http", "gateway https"):
+                static[name] = wrk(urls[name], args.wrk_seconds, 16, container)
+                print(f"wrk static {name}: {static[name]}", file=sys.stderr, flush=True)
+            minimal_proxy(topology, True, gateway)
+            static["bare proxy, http (reference)"] = wrk(
+                f"http://{gateway}:{MINIMAL_PORT}/items/1",
+                args.wrk_seconds,
+                16,
+                container,
+                MINIMAL_UNIT,
+            )
         finally:
             deploy_gateway()
+            minimal_proxy(topology, False, gateway)
+            static_backend(topology, running=False)
 
     direct = modes["direct"][0]
     lines = [
@@ -284,6 +370,31 @@ def main() -> None:
                 f"{result.rps / direct_rps:.2f} |"
             )
         lines += [
+            "",
+            "With a static backend (an NGINX `return 200` on gw-1's loopback, in its own "
+            "cgroup, standing in for ai-engine behind the same full gateway configuration, "
+            "as in ../shared/LAB-NOTES.md's baseline of ~27 µs http / ~33 µs https), the "
+            "gateway's own cost per proxied request:",
+            "",
+            "| through gw-1 | requests/s | non-2xx | nginx CPU per request, µs | target |",
+            "|---|---|---|---|---|",
+        ]
+        for name, result in static.items():
+            target = f"<= {CPU_US[name]:.0f}" if name in CPU_US else "-"
+            lines.append(
+                f"| {name} | {result.rps:.0f} | {result.errors} | "
+                f"{result.nginx_cpu_us:.1f} | {target} |"
+            )
+        lines += [
+            "",
+            "The bare proxy row is a one-location NGINX (no limits, ids, logs, TLS) to the "
+            "same backend, run at the same moment in its own cgroup: the floor of proxying "
+            "on this machine now; the gap to the gateway rows is what the full configuration "
+            "costs, the gap to the LAB-NOTES baseline is the machine's load.",
+            "",
+            "Behind the reference service (~1,000 requests/s per Python process) NGINX "
+            "handles each request's events one wake-up at a time instead of in batches, "
+            "which is what the higher figures above measure.",
             "",
             "Direct goes to one app host, the gateway spreads over both; every lab host "
             "shares the machine's 2 cores, so when the services fill them NGINX's CPU comes "
