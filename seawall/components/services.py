@@ -20,7 +20,8 @@ What it guarantees on every host of the ``app`` group, for each service of the
 What it never does:
 
 - put a secret on a command line, in an Environment= line or in pyinfra's output;
-- restart a service whose unit, settings, secrets and code did not change;
+- restart a service whose unit, settings, secrets and code did not change, nor
+  restart one service on two app hosts at once;
 - install anything from PyPI on a host: the code is this package's
   ``seawall/runtime`` and ``seawall/refservice``, run on Debian's Python packages.
 """
@@ -424,11 +425,14 @@ def deploy_services() -> None:
     )
     for service, unit, config, secret in per_service:
         name = unit_name(data, service)
+        # One host at a time, each restart waiting for READY=1: the gateway always
+        # has the other host's instance to send requests to.
         systemd.service(
             name=f"Restart {service['name']} (its unit, settings, secrets or code changed)",
             service=name,
             restarted=True,
             _if=any_changed(unit, config, secret, *code),
+            _serial=True,
         )
         systemd.service(
             name=f"Run {service['name']} now and at boot",
