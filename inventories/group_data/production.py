@@ -9,3 +9,8 @@ admin_ssh_public_key_file = "/etc/seawall/admin_ed25519.pub"
 secrets_file = "/etc/seawall/secrets"
 
 ntp_servers = ["ntp1.trading.internal", "ntp2.trading.internal"]
+
+# The gateway's certificate chain and key, already on the gateway host (the
+# deploy never generates one in production).
+gateway_tls_certificate = "/etc/ssl/trading/gateway.fullchain.pem"
+gateway_tls_certificate_key = "/etc/ssl/private/gateway.key"
