@@ -267,3 +267,16 @@ def test_app_1_crashed_idempotent_gets_keep_succeeding(
     deadline = time.monotonic() + 60
     while not answers(url) and time.monotonic() < deadline:
         time.sleep(1)
+
+
+def test_a_post_commits_a_row_and_publishes_its_event(client: Client) -> None:
+    # The order path is in the trading zone: let an earlier test's burst refill.
+    time.sleep(ZONES["trading"]["burst"] / ZONES["trading"]["rate"] + 0.5)
+    request_id = f"order-{uuid.uuid4().hex}"
+    status, headers, body = client.request(
+        "POST", "/api/execution/orders", {"X-Request-ID": request_id}, b'{"symbol": "BTC"}'
+    )
+    assert status == 201, body
+    assert body["order_id"] > 0 and body["request_id"] == request_id
+    # Acknowledged by the Redis master and a replica (WAIT 1), or spooled on disk.
+    assert body["event"]["status"] in ("acked", "spooled")
