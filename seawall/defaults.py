@@ -138,6 +138,10 @@ REDIS: dict[str, Any] = {
     # writes that the failover will discard.
     "redis_min_replicas_to_write": 1,
     "redis_min_replicas_max_lag": 5,
+    # A replica that needs a full resync gets it at once (the default waits 5 s
+    # for more replicas to share one transfer). While no replica is in sync the
+    # master refuses writes (min-replicas-to-write), so that wait is an outage.
+    "redis_repl_diskless_sync_delay": 0,
     # Matches net.core.somaxconn (COMMON sysctl) so the kernel does not clip it.
     "redis_tcp_backlog": 511,
     # Open files for client connections.

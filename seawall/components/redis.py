@@ -72,6 +72,8 @@ RUNTIME_SETTINGS = (
     "maxmemory-policy",
     "min-replicas-to-write",
     "min-replicas-max-lag",
+    "repl-diskless-sync",
+    "repl-diskless-sync-delay",
 )
 
 # Sentinel settings the deploy keeps in line through SENTINEL SET.

@@ -42,6 +42,7 @@ def test_redis_settings_are_live(deployed_lab: Topology) -> None:
                 "maxmemory-policy",
                 "min-replicas-to-write",
                 "min-replicas-max-lag",
+                "repl-diskless-sync-delay",
             )
         }
         conn.close()
@@ -53,6 +54,7 @@ def test_redis_settings_are_live(deployed_lab: Topology) -> None:
             "maxmemory-policy": "noeviction",
             "min-replicas-to-write": str(host.data["redis_min_replicas_to_write"]),
             "min-replicas-max-lag": str(host.data["redis_min_replicas_max_lag"]),
+            "repl-diskless-sync-delay": str(host.data["redis_repl_diskless_sync_delay"]),
         }
 
 
