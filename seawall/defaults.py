@@ -180,10 +180,13 @@ ETCD: dict[str, Any] = {
     # Not Debian's /var/lib/etcd/default: a lone member that Debian's stock
     # configuration might have bootstrapped there is never mistaken for ours.
     "etcd_data_dir": "/var/lib/etcd/seawall",
-    # Raft timing in ms (etcd's defaults): a lost etcd leader is replaced in
-    # about 1-2 s, well inside Patroni's retry_timeout.
-    "etcd_heartbeat_interval": 100,
-    "etcd_election_timeout": 1000,
+    # Raft timing in ms (half etcd's defaults; the members share a LAN). A new
+    # etcd leader extends every lease by the election timeout plus its TTL, so
+    # when the Postgres leader's host was also etcd's leader, its Patroni lock
+    # outlives it by that much more: a short election keeps a crash or a
+    # partition near Patroni's ttl. Still well inside Patroni's retry_timeout.
+    "etcd_heartbeat_interval": 50,
+    "etcd_election_timeout": 500,
 }
 
 POSTGRES: dict[str, Any] = {
