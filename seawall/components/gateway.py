@@ -204,14 +204,14 @@ def deploy_gateway() -> None:
         return
     data = host.data
     apps = list(data.get("gateway_upstream_addresses") or []) or [
-        str(h.data.private_address) for h in inventory.get_group("app")
+        str(h.data.get("private_address")) for h in inventory.get_group("app")
     ]
 
     install_packages("Install NGINX", ["nginx", "openssl"])
 
     cert, key, self_signed = tls_paths(data)
     if self_signed and not host.get_fact(File, path=cert):
-        address = data.private_address
+        address = data.get("private_address")
         server.shell(
             name="Generate the gateway's self-signed certificate (no certificate path is set)",
             commands=[

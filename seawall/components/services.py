@@ -291,7 +291,7 @@ def secret_file(src: str, dest: str):
 
 def _sentinels() -> list[tuple[str, int]]:
     return [
-        (str(h.data.private_address), int(_setting(h.data, "sentinel_port")))
+        (str(h.data.get("private_address")), int(_setting(h.data, "sentinel_port")))
         for h in inventory.get_group("sentinel")
     ]
 
@@ -325,7 +325,7 @@ def deploy_services() -> None:
     if "app" not in host.groups:
         return
     data = host.data
-    address = str(data.private_address)
+    address = str(data.get("private_address"))
     code_dir = _setting(data, "services_code_dir")
     config_dir = _setting(data, "services_config_dir")
     secrets_dir = _setting(data, "services_secrets_dir")

@@ -1,0 +1,43 @@
+"""The gateway deploy on a fake host: nginx -t before any reload, never a restart."""
+
+import pytest
+from pyinfra.facts.files import File
+
+from seawall import inventory
+from seawall.components import gateway
+from tests.unit.test_services_plan import by_name, lab, plan
+
+__all__ = ["lab"]  # the module-scoped lab fixture, shared
+
+CERT = (File, ("path", "/etc/nginx/tls/gateway.crt"))
+
+
+@pytest.mark.parametrize("name", ["app-1", "data-1"])
+def test_gateway_leaves_other_hosts_alone(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, name: str
+) -> None:
+    assert plan(monkeypatch, lab, gateway, name) == []
+
+
+def test_gateway_config_is_checked_then_reloaded_never_restarted(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan(monkeypatch, lab, gateway, "gw-1", facts={CERT: {"mode": 644}})
+    named = by_name(calls)
+    conf = named["Configure NGINX as the gateway (checked with nginx -t first)"]
+    assert conf.kwargs["validate"] == "nginx -t -q -c {path}"
+    assert conf.kwargs["check_installed"] == "nginx -t -q"
+    reload = named["Reload NGINX (its configuration changed)"]
+    assert reload.kwargs["reloaded"] is True and reload.kwargs["_if"] == conf.did_change
+    assert not any(call.kwargs.get("restarted") for call in calls)
+    # The certificate exists: it is never generated again.
+    assert not any(call.op == "server.shell" for call in calls)
+
+
+def test_gateway_generates_a_self_signed_certificate_once(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan(monkeypatch, lab, gateway, "gw-1", facts={CERT: None})
+    shell = [call for call in calls if call.op == "server.shell"]
+    assert len(shell) == 1
+    assert "subjectAltName=IP:10.77.0.31" in " ".join(shell[0].kwargs["commands"])

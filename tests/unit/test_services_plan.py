@@ -1,0 +1,136 @@
+"""The services and gateway deploys on a fake host that raises on any fact it was not given.
+
+Operations are recorded instead of run; what matters is which run, in what order,
+and what gates their restarts and reloads.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pyinfra.api.exceptions import DeployError
+
+from seawall import defaults, inventory, secrets
+from seawall.components import gateway, services
+from tests.unit.test_common_templates import Call, FakeHost, Recorder
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET_VALUE = "s3cret-value-never-printed"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[inventory.Topology]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        yield inventory.load(REPO / "inventories" / "lab.py")
+
+
+def fake_inventory(lab: inventory.Topology) -> SimpleNamespace:
+    return SimpleNamespace(
+        get_group=lambda name: [SimpleNamespace(data=dict(h.data)) for h in lab.group(name)]
+    )
+
+
+def plan(
+    monkeypatch: pytest.MonkeyPatch,
+    lab: inventory.Topology,
+    module: Any,
+    name: str,
+    facts: dict[tuple[Any, ...], Any] | None = None,
+    secret_names: tuple[str, ...] = ("redis_password", "sentinel_password"),
+) -> list[Call]:
+    lab_host = lab.host(name)
+    data = dict(lab_host.data) | {"secrets_file": None}
+    for secret in [
+        *secret_names,
+        *(
+            f"postgres_role_{r}_password"
+            for r in ("backend", "execution", "risk", "portfolio", "rl")
+        ),
+    ]:
+        monkeypatch.setenv(secrets.env_name(secret), SECRET_VALUE)
+    fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts or {}, name=name)
+    calls: list[Call] = []
+    monkeypatch.setattr(module, "host", fake)
+    monkeypatch.setattr(module, "inventory", fake_inventory(lab))
+    for ops in ("files", "server", "systemd"):
+        monkeypatch.setattr(module, ops, Recorder(ops, calls), raising=False)
+    recorder = Recorder("seawall", calls)
+    monkeypatch.setattr(
+        module,
+        "install_packages",
+        lambda name, packages: calls.append(
+            Call("seawall.install_packages", {"name": name, "packages": packages})
+        ),
+    )
+    if module is services:
+        monkeypatch.setattr(module, "secret_file", recorder.secret_file)
+        services.deploy_services._inner()
+    else:
+        monkeypatch.setattr(module, "validated_file", recorder.validated_file)
+        gateway.deploy_gateway._inner()
+    return calls
+
+
+def by_name(calls: list[Call]) -> dict[str, Call]:
+    return {call.name: call for call in calls if "name" in call.kwargs}
+
+
+@pytest.mark.parametrize("name", ["data-1", "gw-1", "ops-1"])
+def test_services_leave_other_hosts_alone(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, name: str
+) -> None:
+    assert plan(monkeypatch, lab, services, name) == []
+
+
+def test_services_plan_installs_then_configures_then_activates(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan(monkeypatch, lab, services, "app-1")
+    names = [call.name for call in calls]
+    assert names[0] == "Install the services' Python runtime"
+    first_restart = next(i for i, n in enumerate(names) if n.startswith("Restart "))
+    assert all(
+        not n.startswith(("Install the unit", "Write the settings")) for n in names[first_restart:]
+    )
+    for service in defaults.SERVICES["services"]:
+        assert f"Install the unit of {service['name']}" in names
+        assert f"Run {service['name']} now and at boot" in names
+
+
+def test_a_restart_happens_only_when_something_of_its_own_changed(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = by_name(plan(monkeypatch, lab, services, "app-1"))
+    restart = calls["Restart execution (its unit, settings, secrets or code changed)"]
+    assert restart.kwargs["restarted"] is True and restart.kwargs["_serial"] is True
+    gate = restart.kwargs["_if"]
+    assert gate() is False
+    calls["Install the secrets of execution"].changed = True
+    assert gate() is True
+    calls["Install the secrets of execution"].changed = False
+    # Another service's unit changing does not restart this one.
+    calls["Install the unit of marketdata"].changed = True
+    assert gate() is False
+
+
+def test_secrets_go_only_into_the_secret_file(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan(monkeypatch, lab, services, "app-1")
+    for call in calls:
+        if call.op == "seawall.secret_file":
+            assert SECRET_VALUE in call.kwargs["src"]
+            assert call.kwargs["dest"].startswith(defaults.SERVICES["services_secrets_dir"])
+        else:
+            assert SECRET_VALUE not in repr(call.kwargs), call.name
+
+
+def test_a_missing_secret_stops_the_deploy_naming_host_and_secret(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    monkeypatch.delenv(secrets.env_name("sentinel_password"), raising=False)
+    with pytest.raises(DeployError, match="app-1: secret sentinel_password"):
+        plan(monkeypatch, lab, services, "app-1", secret_names=("redis_password",))
