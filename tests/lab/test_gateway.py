@@ -20,7 +20,7 @@ from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import lab_config
 from seawall.lab.ssh import run as ssh
-from tests.lab.test_services import CATALOGUE, PREFIX, answers, app_faults, health_url
+from tests.lab.test_services import CATALOGUE, PREFIX, answers, app_faults, get_json, health_url
 
 GATEWAY = "gw-1"
 ZONES = defaults.GATEWAY["gateway_rate_zones"]
@@ -269,7 +269,21 @@ def test_app_1_crashed_idempotent_gets_keep_succeeding(
         time.sleep(1)
 
 
-def test_a_post_commits_a_row_and_publishes_its_event(client: Client) -> None:
+def test_a_post_commits_a_row_and_publishes_its_event(
+    deployed_lab: Topology, client: Client
+) -> None:
+    # Postgres (Patroni, PgBouncer) comes from its own deploy: give it a bounded while.
+    def postgres_ok() -> bool:
+        try:
+            body = get_json(health_url(deployed_lab, "app-1", "execution"))[1]
+        except (OSError, ValueError):
+            return False
+        return body["dependencies"].get("postgres", {}).get("status") == "OK"
+
+    deadline = time.monotonic() + 60
+    while not postgres_ok():
+        assert time.monotonic() < deadline, "execution's Postgres is not OK within 60 s"
+        time.sleep(1)
     # The order path is in the trading zone: let an earlier test's burst refill.
     time.sleep(ZONES["trading"]["burst"] / ZONES["trading"]["rate"] + 0.5)
     request_id = f"order-{uuid.uuid4().hex}"
