@@ -189,16 +189,26 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
             dest=POLICY_RC_D,
             mode="755",
         )
+    if missing:
+        # Bounded and retried: under parallel load apt-cacher-ng can fail a
+        # fetch of an index file, and apt-get then sometimes waits forever on
+        # the dropped connection. A hung update is killed and run again.
+        server.shell(
+            name="Update the package lists",
+            commands=[
+                "for attempt in 1 2 3; do "
+                "timeout -k 10 120 apt-get update -q && exit 0; sleep 3; done; exit 1"
+            ],
+        )
     apt.packages(
         name=name,
         packages=list(packages),
-        update=bool(missing),
-        cache_time=3600,
         no_recommends=no_recommends,
         # The lab's apt proxy sometimes drops a fetch under parallel load
         # ("Method http has died unexpectedly"); apt resumes where it stopped.
         _retries=2,
         _retry_delay=5,
+        _timeout=900,
     )
     if guard or ours:
         files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)

@@ -230,7 +230,8 @@ def test_container_plan_skips_kernel_and_time_sync(
     ]
     by_name = {call.name: call for call in calls}
     # Nothing is missing, so apt's lists are left alone: a rerun changes nothing.
-    assert by_name["Install base packages"].kwargs["update"] is False
+    assert "Update the package lists" not in by_name
+    assert by_name["Install base packages"].kwargs["_timeout"] > 0
     sshd = by_name["Harden sshd: keys only, bounded logins"]
     assert by_name["Reload sshd (its configuration changed)"].kwargs["_if"] == sshd.did_change
     assert sshd.kwargs["check_installed"] == "sshd -t"
@@ -263,15 +264,17 @@ def test_missing_packages_install_behind_policy_rc_d(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
 ) -> None:
     _, calls = plan(monkeypatch, lab, tmp_path, missing=("tzdata",))
-    ops = [(call.op, call.kwargs.get("dest") or call.kwargs.get("path")) for call in calls[:4]]
+    ops = [(call.op, call.kwargs.get("dest") or call.kwargs.get("path")) for call in calls[:5]]
     assert ops == [
         ("files.put", common.APT_PROXY),
         ("files.put", common.POLICY_RC_D),
+        ("server.shell", None),
         ("apt.packages", None),
         ("files.file", common.POLICY_RC_D),
     ]
-    assert calls[2].kwargs["update"] is True
-    assert calls[3].kwargs["present"] is False
+    # The update is bounded in time and retried, never left to hang.
+    assert "timeout" in calls[2].kwargs["commands"][0]
+    assert calls[4].kwargs["present"] is False
 
 
 def test_leftover_policy_rc_d_of_ours_is_removed(
