@@ -72,7 +72,10 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.info(
+            # Health checks come every few seconds: logged only when they fail.
+            quiet = scope["path"] == "/health" and status == 200
+            access_log.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "%s %s %s",
                 scope["method"],
                 scope["path"],

@@ -48,8 +48,9 @@ _SECRET_TEXT = (
 # A client-supplied id is logged and echoed: keep it short and printable.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-# LogRecord attributes that are not extra fields.
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# LogRecord attributes that are not extra fields (uvicorn's color_message is its
+# message again, with terminal escapes).
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 def mask_text(text: str) -> str:
