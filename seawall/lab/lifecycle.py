@@ -2,7 +2,6 @@
 
 import fcntl
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -152,15 +151,16 @@ def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
     network.ensure_bridge(config)
     network.ensure_guard(config)
     network.ensure_proxy(config)
-    # A previous run may have left faults in place; `up` means a healthy lab.
-    faults.restore(config)
     timings["network"] = time.monotonic() - mark
 
     mark = time.monotonic()
+    # Definitions first: a stopped host must start with the current configuration.
     for host in config.hosts:
         if hosts.ensure_defined(config, host):
             log(f"{host.name}: created {host.container} at {host.address}")
     hosts.write_known_hosts(config)
+    # A previous run may have left faults in place; `up` means a healthy lab.
+    faults.restore(config, wait=timeout)
     for host in config.hosts:
         hosts.start(host)
     hosts.wait_ready(config, list(config.hosts), timeout=timeout)
@@ -208,10 +208,3 @@ def _down(topology: Topology, log: Log) -> LabReport:
     network.remove_guard(config)
     network.remove_bridge(config)
     return status(topology)
-
-
-def purge(topology: Topology, log: Log = print) -> None:
-    """`down`, then delete the state directory too (base cache, keys, secrets)."""
-    config = lab_config(topology)
-    down(topology, log)
-    shutil.rmtree(config.state_dir, ignore_errors=True)
