@@ -281,9 +281,10 @@ PGBOUNCER: dict[str, Any] = {
     "pgbouncer_pool_mode": "transaction",
     "pgbouncer_default_pool_size": 20,
     "pgbouncer_max_client_conn": 500,
-    # After a failed login (no leader yet) retry in 0.5 s, not 15: the write
-    # outage of a failover is not stretched by the pooler.
-    "pgbouncer_server_login_retry": 0.5,
+    # After a failed login (no leader yet) retry in 0.1 s, not 15: the write
+    # outage of a failover is not stretched by the pooler (the login goes to
+    # the local HAProxy, so retrying often costs nothing).
+    "pgbouncer_server_login_retry": 0.1,
     "pgbouncer_server_connect_timeout": 3,
 }
 
@@ -292,11 +293,13 @@ HAPROXY: dict[str, Any] = {
     # read-only to a replica (the leader if no replica is up). Localhost only.
     "haproxy_rw_port": 5000,
     "haproxy_ro_port": 5001,
-    # Health checks against Patroni's REST API (GET /primary, /replica), in ms.
-    # A switchover is seen within ~2 checks; a dead leader's sessions are cut.
-    "haproxy_check_inter": 1000,
-    "haproxy_check_fastinter": 200,
-    "haproxy_check_downinter": 200,
+    # Health checks against Patroni's REST API (/primary, /replica), in ms: a
+    # member that stops leading is marked down within inter + fastinter
+    # (0.6 s), a new leader up within downinter; two failures in a row, not
+    # one, so a single slow answer never cuts the leader's sessions.
+    "haproxy_check_inter": 500,
+    "haproxy_check_fastinter": 100,
+    "haproxy_check_downinter": 100,
     "haproxy_check_fall": 2,
     "haproxy_check_rise": 1,
 }
