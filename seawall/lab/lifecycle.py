@@ -27,6 +27,13 @@ CONTROLLER_PACKAGES = {
 }
 
 
+# Every systemd in a privileged container takes inotify instances from root's
+# kernel-wide allowance (default 128); seven hosts plus the controller's own
+# use run it dry, and units then fail with "Too many open files".
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+MIN_INOTIFY_INSTANCES = 1024
+
+
 @dataclass
 class HostStatus:
     name: str
@@ -106,6 +113,14 @@ def status(topology: Topology) -> LabReport:
     )
 
 
+def ensure_controller_limits(log: Log) -> None:
+    """Raise the controller's inotify instance limit if it is too low for the lab's hosts."""
+    current = int(INOTIFY_INSTANCES.read_text())
+    if current < MIN_INOTIFY_INSTANCES:
+        log(f"raising fs.inotify.max_user_instances from {current} to {MIN_INOTIFY_INSTANCES}")
+        INOTIFY_INSTANCES.write_text(f"{MIN_INOTIFY_INSTANCES}\n")
+
+
 @contextmanager
 def _exclusive(config: LabConfig) -> Iterator[None]:
     """Serialise lab changes: two `up`s at once would race for the same containers."""
@@ -129,6 +144,7 @@ def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
     timings: dict[str, float] = {}
     started = time.monotonic()
     ensure_controller_packages(log)
+    ensure_controller_limits(log)
     config = lab_config(topology)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state_dir, 0o700)
