@@ -21,7 +21,8 @@ What it never does:
 
 - put a secret on a command line, in an Environment= line or in pyinfra's output;
 - restart a service whose unit, settings, secrets and code did not change, nor
-  restart one service on two app hosts at once;
+  restart one service on two app hosts at once or before the gateway counts the
+  first host's instance as up again;
 - install anything from PyPI on a host: the code is this package's
   ``seawall/runtime`` and ``seawall/refservice``, run on Debian's Python packages.
 """
@@ -418,6 +419,7 @@ def deploy_services() -> None:
     )
 
     # Activate.
+    pause = restart_pause(data)
     units = [unit for _, unit, _, _ in per_service]
     systemd.daemon_reload(
         name="Reload systemd (service units changed)",
@@ -425,12 +427,18 @@ def deploy_services() -> None:
     )
     for service, unit, config, secret in per_service:
         name = unit_name(data, service)
-        # One host at a time, each restart waiting for READY=1: the gateway always
-        # has the other host's instance to send requests to.
-        systemd.service(
+        # One app host at a time, and a running instance's restart is followed by
+        # the gateway's fail_timeout: the restart's refused connections mark the
+        # instance down there for that long, so the other host's instance must
+        # not restart before it counts again (nginx answers 502 with no live host).
+        quoted = shlex.quote(name)
+        systemd_restart = f"systemctl restart {quoted}"
+        server.shell(
             name=f"Restart {service['name']} (its unit, settings, secrets or code changed)",
-            service=name,
-            restarted=True,
+            commands=[
+                f"if systemctl is-active -q {quoted}; then {systemd_restart} && sleep {pause}; "
+                f"else {systemd_restart}; fi"
+            ],
             _if=any_changed(unit, config, secret, *code),
             _serial=True,
         )
@@ -452,6 +460,13 @@ def deploy_services() -> None:
         running=True,
         enabled=True,
     )
+
+
+def restart_pause(data: Data) -> int:
+    """Seconds to wait after restarting a running instance: the gateway's fail_timeout + 1."""
+    raw = str(_setting(data, "gateway_fail_timeout")).strip()
+    seconds = int(raw[:-1]) if raw.endswith("s") else int(raw)
+    return seconds + 1
 
 
 def _record_context(data: Data) -> dict[str, Any]:
