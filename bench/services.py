@@ -19,9 +19,11 @@ import fcntl
 import http.client
 import os
 import re
+import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -67,8 +69,9 @@ def app_faults(timeout: float = 600) -> Iterator[None]:
 
 
 def answers(url: str) -> bool:
+    # Longer than a /health probe's own timeout (1.5 s): a slow dependency is not silence.
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=3) as response:
             response.read()
     except urllib.error.HTTPError:
         return True
@@ -142,6 +145,66 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     return figures
 
 
+def rolling_restart(topology: Topology, forced: str) -> tuple[int, int, float]:
+    """Deploy the services with ``forced`` data (every unit changes, so every instance
+    restarts, host by host) under ~25 GETs/s through the gateway; return (requests,
+    failed, deploy seconds)."""
+    cert = ssh(topology, "gw-1", "cat /etc/nginx/tls/gateway.crt", check=True).stdout
+    context = ssl.create_default_context(cadata=cert)
+    gateway = topology.host("gw-1").address
+    paths = ["/api/ai/items/1", "/api/marketdata/items/2", "/items/3", "/api/risk/items/4"]
+    statuses: list[int | str] = []
+    done = threading.Event()
+
+    def load() -> None:
+        conn = http.client.HTTPSConnection(gateway, context=context, timeout=25)
+        count = 0
+        while not done.is_set():
+            try:
+                conn.request("GET", paths[count % len(paths)])
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+            except OSError as error:
+                statuses.append(repr(error))
+                conn.close()
+                conn = http.client.HTTPSConnection(gateway, context=context, timeout=25)
+            count += 1
+            time.sleep(0.08)
+        conn.close()
+
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    started = time.monotonic()
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    try:
+        result = subprocess.run(
+            [
+                pyinfra,
+                "-y",
+                "--limit",
+                "app",
+                "--data",
+                forced,
+                "inventories/lab.py",
+                "deploys/services.py",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join(60)
+    if result.returncode != 0:
+        raise SystemExit(f"services deploy failed:\n{result.stdout[-3000:]}")
+    failed = sum(1 for status in statuses if status != 200)
+    return len(statuses), failed, time.monotonic() - started
+
+
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f}"
 
@@ -160,6 +223,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="kill -9 runs")
     parser.add_argument("--hang-runs", type=int, default=3, help="SIGSTOP runs")
     parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument(
+        "--rolling", action="store_true", help="also measure two full rolling restarts (~9 min)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
@@ -179,6 +245,14 @@ def main() -> None:
             hangs.append(heal_time(topology, service, "STOP", within=60))
             print(f"SIGSTOP {service}: {hangs[-1]:.2f} s", file=sys.stderr, flush=True)
             wait_healthy(topology, service)
+
+    rolling: list[tuple[int, int, float]] = []
+    if args.rolling:
+        default = defaults.SERVICES["services_restart_sec"]
+        # Changing RestartSec changes every unit: every instance restarts; then back.
+        for value in (default + 1, default):
+            rolling.append(rolling_restart(topology, f"services_restart_sec={value}"))
+            print(f"rolling restart: {rolling[-1]}", file=sys.stderr, flush=True)
 
     address, port = topology.host("app-1").address, PORTS["ai-engine"]
     sequential = [statistics.median(sequential_keepalive(address, port, 300)) for _ in range(3)]
@@ -216,6 +290,18 @@ def main() -> None:
             f"| {connections} | {figures['rps']:.0f} | {figures['p50_ms']:.2f} | "
             f"{figures['p99_ms']:.2f} | {figures['non_2xx']:.0f} |"
         )
+    if rolling:
+        lines += [
+            "",
+            "Rolling restart of every instance (8 services x 2 app hosts, one host at a time, "
+            "each running instance followed by the gateway's fail_timeout + 1 s) under ~25 "
+            "GETs/s through gw-1:",
+            "",
+            "| run | GETs | failed | deploy s |",
+            "|---|---|---|---|",
+        ]
+        for number, (requests, failed, seconds) in enumerate(rolling, start=1):
+            lines.append(f"| {number} | {requests} | {failed} | {seconds:.0f} |")
     lines += [
         "",
         "One uvicorn worker per unit on a socket opened with IPPROTO_TCP, so asyncio sets "

@@ -77,8 +77,9 @@ def wait_until(predicate: Callable[[], bool], within: float, step: float = 0.2) 
 
 
 def answers(url: str) -> bool:
+    # Longer than a /health probe's own timeout (1.5 s): a slow dependency is not silence.
     try:
-        get_json(url, timeout=1.0)
+        get_json(url, timeout=3.0)
     except (OSError, ValueError):
         return False
     return True
