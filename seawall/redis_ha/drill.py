@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from redis import exceptions as redis_exceptions
+
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults
@@ -159,13 +161,29 @@ def switchover(topology: Topology, timeout: float = 30) -> str:
     assert status.master is not None
     settings = redis_settings(topology)
     host, port = status.master.split(":")
-    old = connect(host, int(port), settings.password, 2)
-    pause_ms = int(timeout * 1000)
-    old.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
+
+    def on_old_master(*command: object) -> Any:
+        # Redis drops its clients' connections when Sentinel demotes it: a
+        # command cut off that way is sent once more on a fresh connection
+        # (CLIENT PAUSE/UNPAUSE and ROLE act on the server, not the connection).
+        for attempt in (1, 2):
+            conn = connect(host, int(port), settings.password, 2)
+            try:
+                return conn.execute_command(*command)
+            except (ConnectionError, OSError, redis_exceptions.ConnectionError):
+                if attempt == 2:
+                    raise
+            finally:
+                conn.close()
+
+    on_old_master("CLIENT", "PAUSE", int(timeout * 1000), "WRITE")
     try:
         sentinel_host, sentinel_port = settings.sentinels[0]
         sentinel = connect(sentinel_host, sentinel_port, settings.sentinel_password, 2)
-        sentinel.execute_command("SENTINEL", "FAILOVER", settings.master_name)
+        try:
+            sentinel.execute_command("SENTINEL", "FAILOVER", settings.master_name)
+        finally:
+            sentinel.close()
         deadline = time.monotonic() + timeout
         client = MajorityClient(settings)
         try:
@@ -181,15 +199,13 @@ def switchover(topology: Topology, timeout: float = 30) -> str:
                 time.sleep(0.05)
             # Sentinel demotes the old master right after; unpause only then.
             while time.monotonic() < deadline:
-                role = old.execute_command("ROLE")[0]
-                if role in (b"slave", "slave"):
+                if on_old_master("ROLE")[0] in (b"slave", "slave"):
                     break
                 time.sleep(0.05)
         finally:
             client.close()
     finally:
-        old.execute_command("CLIENT", "UNPAUSE")
-        old.close()
+        on_old_master("CLIENT", "UNPAUSE")
     return f"{new[0]}:{new[1]}"
 
 
