@@ -27,11 +27,8 @@ What it never does:
 """
 
 from collections.abc import Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, inventory
 from pyinfra.api.deploy import deploy
 from pyinfra.api.host import HostData
@@ -39,10 +36,10 @@ from pyinfra.facts.files import File
 from pyinfra.operations import server, systemd
 
 from seawall import defaults
+from seawall.components import templates
 from seawall.components.common import install_packages, validated_file
 from seawall.defaults import GATEWAY
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "gateway"
 NGINX_CONF = "/etc/nginx/nginx.conf"
 TEMPLATES: tuple[str, ...] = (NGINX_CONF,)
 # Where the lab's self-signed pair goes when no certificate path is set.
@@ -67,21 +64,9 @@ ERRORS: tuple[tuple[int, str], ...] = (
 )
 
 
-@cache
-def _jinja() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATE_DIR),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-
-
 def render(target: str, context: Mapping[str, Any]) -> str:
     """Render the template of ``target`` (a path on the host) with ``context``."""
-    return _jinja().get_template(target.lstrip("/") + ".j2").render(context)
+    return templates.render("gateway", target, context)
 
 
 def _setting(data: Data, key: str) -> Any:

@@ -31,12 +31,10 @@ import hashlib
 import json
 import shlex
 from collections.abc import Mapping
-from functools import cache
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, inventory
 from pyinfra.api import deploy, operation
 from pyinfra.api.command import FileUploadCommand
@@ -47,11 +45,11 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall import defaults, secrets
+from seawall.components import templates
 from seawall.components.common import install_packages
 from seawall.defaults import SERVICES
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "services"
 
 UNIT_TEMPLATE = "/etc/systemd/system/SERVICE.service"
 FAILED_UNIT = "/etc/systemd/system/seawall-unit-failed@.service"
@@ -70,21 +68,9 @@ Data = Mapping[str, Any] | HostData
 REFSERVICE_COMMAND = "/usr/bin/python3 -m seawall.refservice --config {config}"
 
 
-@cache
-def _jinja() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATE_DIR),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-
-
 def render(target: str, context: Mapping[str, Any]) -> str:
     """Render the template of ``target`` (a path on the host) with ``context``."""
-    return _jinja().get_template(target.lstrip("/") + ".j2").render(context)
+    return templates.render("services", target, context)
 
 
 def code_files() -> list[tuple[Path, str]]:

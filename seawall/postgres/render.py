@@ -7,18 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from seawall.components import templates
 
-TEMPLATE_ROOT = Path(__file__).resolve().parents[2] / "templates"
-
-_JINJA = Environment(
-    loader=FileSystemLoader(TEMPLATE_ROOT),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+TEMPLATE_ROOT = templates.TEMPLATES
 
 
 def template_path(concern: str, target: str) -> Path:
@@ -28,4 +19,4 @@ def template_path(concern: str, target: str) -> Path:
 
 def render(concern: str, target: str, context: Mapping[str, Any]) -> str:
     """Render ``templates/<concern>/<target>.j2``; a missing variable is an error."""
-    return _JINJA.get_template(f"{concern}/{target.lstrip('/')}.j2").render(context)
+    return templates.render(concern, target, context)
