@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/report.py)
+
 from seawall import defaults, inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
@@ -42,8 +44,6 @@ from seawall.lab.network import require_bridge  # noqa: E402
 from seawall.lab.ssh import run as ssh  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:gateway:start -->", "<!-- bench:gateway:end -->"
 SERVICE = next(s for s in defaults.SERVICES["services"] if s["name"] == "ai-engine")
 GATEWAY_PATH = f"{SERVICE['route']}items/1"
 DIRECT_PATH = "/items/1"
@@ -218,15 +218,6 @@ def static_backend(topology: Topology, running: bool) -> None:
         '    location / { default_type application/json; return 200 "{}"; }\n  }\n}\n'
     )
     _transient_nginx(topology, STATIC_UNIT, _STATIC_CONF, conf)
-
-
-def write_section(report: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START not in text:
-        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    DOC.write_text(f"{head}{START}\n{report}\n{END}{tail}")
 
 
 def main() -> None:
@@ -409,7 +400,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        write_section(report)
+        write_section("gateway", report)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/report.py)
+
 from seawall import inventory, lab  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
 
@@ -35,8 +37,6 @@ BENCH_LAB = {
     "lab_container_prefix": "seawallbench-",
 }
 BENCH_SUBNET = "10.78.0"
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:lab:start -->", "<!-- bench:lab:end -->"
 # Acceptance targets from the foundation issue, in seconds.
 TARGETS = {"warm lab up (7 hosts)": 30.0, "no-op common deploy (7 hosts)": 15.0}
 
@@ -153,10 +153,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        DOC.write_text(f"{head}{START}\n{report}\n{END}{tail}")
+        write_section("lab", report)
 
 
 if __name__ == "__main__":

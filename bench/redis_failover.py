@@ -16,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/report.py)
+
 from seawall import inventory  # noqa: E402
 from seawall.redis_ha.drill import (  # noqa: E402
     SCENARIOS,
@@ -24,8 +26,6 @@ from seawall.redis_ha.drill import (  # noqa: E402
     run_drill,
 )
 
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:redis:start -->", "<!-- bench:redis:end -->"
 # Acceptance targets for the median client write outage, in seconds.
 TARGETS = {
     "master-process-kill": 3.0,
@@ -98,12 +98,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-        if START not in text:
-            text += f"\n{START}\n{END}\n"
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        DOC.write_text(f"{head}{START}\n{report}\n{END}{tail}")
+        write_section("redis", report)
 
 
 if __name__ == "__main__":

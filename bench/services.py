@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/report.py)
+
 from seawall import defaults, inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
@@ -41,8 +43,6 @@ from seawall.lab.network import require_bridge  # noqa: E402
 from seawall.lab.ssh import run as ssh  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:services:start -->", "<!-- bench:services:end -->"
 FAULT_LOCK = Path("/tmp/seawall-app-faults.lock")
 PORTS = {s["name"]: s["port"] for s in defaults.SERVICES["services"]}
 PREFIX = defaults.SERVICES["services_unit_prefix"]
@@ -209,15 +209,6 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f}"
 
 
-def write_section(report: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START not in text:
-        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    DOC.write_text(f"{head}{START}\n{report}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="kill -9 runs")
@@ -316,7 +307,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        write_section(report)
+        write_section("services", report)
 
 
 if __name__ == "__main__":
