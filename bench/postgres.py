@@ -77,7 +77,9 @@ def run_drills(topology: inventory.Topology, scenarios: list[str], runs: int) ->
 
 def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
     app = topology.group("app")[0]
-    role = str(app.data["postgres_drill_role"])
+    # Into the trade store's own database, as its owner: what the real move does.
+    database = "trading"
+    role = str(app.data["postgres_databases"][database])
     name = f"postgres_role_{role}_password"
     values, _ = secrets.resolve([name], app.data.get("secrets_file"))
     os.environ["PGPASSWORD"] = values[name]
@@ -90,8 +92,7 @@ def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
             drill.data_fault_lock(log),
             tunnel(topology, app.name, app.data["haproxy_rw_port"]) as port,
         ):
-            dsn = f"host=127.0.0.1 port={port} dbname={app.data['postgres_drill_database']} "
-            dsn += f"user={role}"
+            dsn = f"host=127.0.0.1 port={port} dbname={database} user={role}"
             import psycopg
 
             with psycopg.connect(dsn, autocommit=True) as conn:

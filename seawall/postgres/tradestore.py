@@ -299,10 +299,14 @@ def _pg_columns(pg: Any, name: str) -> list[tuple[str, str]]:
     return [(str(n), str(t)) for n, t in rows]
 
 
+_PG_SPELLING = {"timestamp with time zone": "timestamptz"}
+
+
 def _check_targets(pg: Any, tables: list[Table], progress: dict[str, Any]) -> list[str]:
     clashes = []
     for table in tables:
-        existing = _pg_columns(pg, table.name)
+        # format_type() spells some types out: compare in one spelling.
+        existing = [(n, _PG_SPELLING.get(t, t)) for n, t in _pg_columns(pg, table.name)]
         if not existing:
             continue
         wanted = [(c.name, c.pg_type) for c in table.columns]
