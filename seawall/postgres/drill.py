@@ -124,6 +124,10 @@ def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str |
     Returns (healthy, seconds waited, leader).
     """
     expected = {host.name for host in topology.group("postgres")}
+    # In synchronous mode Patroni promotes only the synchronous standby: a
+    # fault before a rejoined replica is synchronous again would (rightly)
+    # leave the cluster without a leader. Wait for one.
+    synchronous = bool(topology.group("postgres")[0].data.get("patroni_synchronous_mode"))
     started = time.monotonic()
     leader = None
     while time.monotonic() - started < timeout:
@@ -133,7 +137,8 @@ def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str |
         replicas_streaming = all(
             isinstance(m.get("lag"), int) for m in members if m.get("name") != leader
         )
-        if leader and running == expected and replicas_streaming:
+        has_sync = not synchronous or any(m.get("role") == "sync_standby" for m in members)
+        if leader and running == expected and replicas_streaming and has_sync:
             return True, time.monotonic() - started, leader
         time.sleep(POLL)
     return False, time.monotonic() - started, leader
