@@ -136,11 +136,18 @@ def ensure_defined(config: LabConfig, host: LabHost) -> bool:
     return created
 
 
+def remove_stale_link(host: LabHost) -> None:
+    """Delete the host's interface if it outlived its container (LXC would refuse the name)."""
+    if Path(f"/sys/class/net/{host.veth}").exists():
+        run(["ip", "link", "delete", host.veth], check=False)
+
+
 def start(host: LabHost) -> None:
     current = state(host)
     if current == "FROZEN":
         run(["lxc-unfreeze", "-n", host.container])
     elif current != "RUNNING":
+        remove_stale_link(host)
         run(["lxc-start", "-n", host.container, "-d"], timeout=60)
 
 
@@ -162,6 +169,8 @@ def destroy(host: LabHost) -> None:
         run(["lxc-destroy", "-n", host.container], timeout=60, check=False)
     # lxc-destroy leaves an overlay's upper and work directories behind.
     shutil.rmtree(directory, ignore_errors=True)
+    if host.veth:
+        remove_stale_link(host)
 
 
 def ssh_ready(address: str) -> bool:
