@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_section  # noqa: E402  (bench/report.py)
+from report import load_note, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
@@ -392,11 +392,7 @@ def main() -> None:
             "out of theirs: the ratio measures core sharing, not the gateway (baseline in "
             "../shared/LAB-NOTES.md: ~0.75 http, ~0.67 https).",
         ]
-    lines += [
-        "",
-        f"Load average (1 min) of the machine: {load_before:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end; other sessions' work shares the 2 cores.",
-    ]
+    lines += load_note(load_before)
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
