@@ -302,6 +302,11 @@ HAPROXY: dict[str, Any] = {
     "haproxy_check_downinter": 100,
     "haproxy_check_fall": 2,
     "haproxy_check_rise": 1,
+    # Connection attempts to a member that refuses (a leader shutting down for
+    # a switchover, before its check fails): none. HAProxy waits 1 s before each
+    # retry; PgBouncer already retries a failed server login every
+    # pgbouncer_server_login_retry, by then against the new leader.
+    "haproxy_retries": 0,
 }
 
 # The platform's services, as DESIGN.md lists them. Each runs on every app host

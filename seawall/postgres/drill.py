@@ -131,7 +131,7 @@ def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str |
     started = time.monotonic()
     leader = None
     while time.monotonic() - started < timeout:
-        _, members = cluster(topology)
+        members = cluster(topology).members
         leader = leader_of(members)
         running = {m["name"] for m in members if m.get("state") in ("running", "streaming")}
         replicas_streaming = all(
@@ -224,7 +224,7 @@ def _wait_leader(topology: Topology, not_leader: str | None, timeout: float) -> 
     """Wait for a running leader other than ``not_leader`` (any leader if None)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        leader = leader_of(cluster(topology)[1])
+        leader = leader_of(cluster(topology).members)
         if leader and leader != not_leader:
             return leader
         time.sleep(POLL)

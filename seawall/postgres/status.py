@@ -7,12 +7,14 @@ Asks the services themselves (Patroni's REST API ``GET /cluster``, etcd's
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from seawall.inventory import Topology
+from seawall.inventory import Host, Topology
 
 HTTP_TIMEOUT = 2.0
+LEADER_ROLES = ("leader", "master")
 
 
 def require_lab_network(topology: Topology) -> None:
@@ -108,19 +110,56 @@ class PostgresStatus:
         return "\n".join(lines)
 
 
-def cluster(topology: Topology) -> tuple[str | None, list[dict[str, Any]]]:
-    """Return (member asked, members) from the first Postgres host whose Patroni answers."""
-    for host in topology.group("postgres"):
-        url = f"http://{host.address}:{host.data['patroni_rest_port']}/cluster"
-        status, body = http_json(url)
-        if status == 200 and isinstance(body, dict):
-            return host.name, list(body.get("members", []))
-    return None, []
+class ClusterView(NamedTuple):
+    """The cluster as one member's Patroni reports it, and who holds the leader lock now."""
+
+    source: str | None
+    members: list[dict[str, Any]]
+    primaries: list[str]
+
+
+def _ask(host: Host) -> tuple[int, Any, int]:
+    base = f"http://{host.address}:{host.data['patroni_rest_port']}"
+    status, body = http_json(f"{base}/cluster")
+    primary = http_json(f"{base}/primary")[0] if status == 200 else 0
+    return status, body, primary
+
+
+def cluster(topology: Topology) -> ClusterView:
+    """Return the cluster as the member holding the leader lock sees it.
+
+    Every member is asked, not the first that answers: a leader cut off from
+    etcd demotes itself but keeps serving its last view, in which it still
+    leads, long after the others elected a new leader (seen on the lab for a
+    whole partition). Only a member whose ``/primary`` answers 200 holds the
+    lock now (the check HAProxy routes by), so its view wins; with no such
+    member nobody leads, and a leader named in the view left is marked
+    ``unconfirmed``.
+    """
+    hosts = topology.group("postgres")
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        answers = list(zip(hosts, pool.map(_ask, hosts), strict=True))
+    views = [
+        (host.name, list(body.get("members", [])), primary == 200)
+        for host, (status, body, primary) in answers
+        if status == 200 and isinstance(body, dict)
+    ]
+    primaries = [name for name, _, primary in views if primary]
+    for name, members, primary in views:
+        if primary:
+            return ClusterView(name, members, primaries)
+    if not views:
+        return ClusterView(None, [], [])
+    name, members, _ = views[0]
+    unconfirmed = [
+        {**m, "state": "unconfirmed"} if m.get("role") in LEADER_ROLES else m for m in members
+    ]
+    return ClusterView(name, unconfirmed, [])
 
 
 def leader_of(members: list[dict[str, Any]]) -> str | None:
     for member in members:
-        if member.get("role") in ("leader", "master") and member.get("state") == "running":
+        if member.get("role") in LEADER_ROLES and member.get("state") == "running":
             return str(member["name"])
     return None
 
@@ -132,7 +171,7 @@ def postgres_status(topology: Topology) -> PostgresStatus:
         SeawallError: on a lab inventory whose bridge is missing.
     """
     require_lab_network(topology)
-    source, raw = cluster(topology)
+    source, raw, primaries = cluster(topology)
     members = [
         Member(
             name=str(m.get("name")),
@@ -149,6 +188,8 @@ def postgres_status(topology: Topology) -> PostgresStatus:
         report.problems.append("no Patroni REST API answered")
     elif report.leader is None:
         report.problems.append("the cluster has no running leader")
+    if len(primaries) > 1:
+        report.problems.append(f"more than one member says it is the primary: {primaries}")
     expected = {host.name for host in topology.group("postgres")}
     running = {m.name for m in members if m.state in ("running", "streaming")}
     for name in sorted(expected - running):

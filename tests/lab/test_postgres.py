@@ -147,10 +147,10 @@ def test_redeploy_after_switchover_changes_nothing_and_keeps_the_leader(pg_lab: 
     report = drill.drill_postgres(pg_lab, ["switchover"], log=print)
     assert report.results[0].lost == 0, report.to_text()
     assert report.results[0].new_leader != report.results[0].old_leader
-    leader = leader_of(cluster(pg_lab)[1])
+    leader = leader_of(cluster(pg_lab).members)
     assert leader == report.results[0].new_leader
     assert changes(run_own_deploys()) == 0
-    assert leader_of(cluster(pg_lab)[1]) == leader
+    assert leader_of(cluster(pg_lab).members) == leader
 
 
 def test_tradestore_migration_resumes_verifies_and_is_idempotent(

@@ -68,6 +68,44 @@ def test_leader_is_the_running_leader_only() -> None:
     assert status.leader_of(members) == "data-1"
 
 
+def _patroni_answers(
+    monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, object, int]]
+) -> None:
+    monkeypatch.setattr(status, "_ask", lambda host: answers[host.name])
+
+
+def test_cluster_view_comes_from_the_member_holding_the_lock(
+    lab: inventory.Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # data-1 is cut off from etcd: its Patroni still answers with its last view,
+    # in which it leads; data-2 holds the lock now (its /primary answers 200).
+    stale = {"members": [{"name": "data-1", "role": "leader", "state": "running"}]}
+    fresh = {
+        "members": [
+            {"name": "data-1", "role": "sync_standby", "state": "running"},
+            {"name": "data-2", "role": "leader", "state": "running"},
+        ]
+    }
+    _patroni_answers(monkeypatch, {"data-1": (200, stale, 503), "data-2": (200, fresh, 200)})
+    view = status.cluster(lab)
+    assert view.source == "data-2"
+    assert view.primaries == ["data-2"]
+    assert status.leader_of(view.members) == "data-2"
+
+
+def test_a_leader_no_member_confirms_is_not_the_leader(
+    lab: inventory.Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = {"members": [{"name": "data-1", "role": "leader", "state": "running"}]}
+    _patroni_answers(monkeypatch, {"data-1": (200, stale, 503), "data-2": (0, None, 0)})
+    view = status.cluster(lab)
+    assert view.source == "data-1"
+    assert view.members[0]["state"] == "unconfirmed"
+    assert status.leader_of(view.members) is None
+    _patroni_answers(monkeypatch, {"data-1": (0, None, 0), "data-2": (0, None, 0)})
+    assert status.cluster(lab) == status.ClusterView(None, [], [])
+
+
 def test_status_text_and_json() -> None:
     report = status.PostgresStatus(
         leader="data-1",
