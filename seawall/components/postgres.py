@@ -18,7 +18,11 @@ What it guarantees on every host of the ``postgres`` group:
   entry, whose password is the secret ``postgres_role_<name>_password`` (sent
   as a SCRAM verifier, never in clear), and each ``postgres_databases`` entry
   owned by its role, connectable only by its owner and its readers;
-- pg_hba admits the app hosts and the Postgres peers only, with scram-sha-256.
+- pg_hba admits the app hosts and the Postgres peers only, with scram-sha-256;
+- with WAL archiving on, a callback (``seawall-wal-markers``) runs whenever a
+  member starts or changes role: as the primary, it marks ``.ready`` WAL
+  segments that the backup repository already holds as ``.done``, so segments
+  copied over by pg_rewind can't stall archiving.
 
 What it never does:
 
@@ -55,6 +59,8 @@ CREATECLUSTER = "/etc/postgresql-common/createcluster.d/seawall.conf"
 UNIT_DROPIN = "/etc/systemd/system/patroni@.service.d/seawall.conf"
 # The Patroni template; it renders to /etc/patroni/<version>-<cluster>.yml.
 PATRONI_TEMPLATE = "/etc/patroni/15-main.yml"
+# Patroni's callback that unblocks WAL archiving after a rewind (archive on only).
+WAL_MARKERS = "/usr/local/libexec/seawall-wal-markers"
 TEMPLATES: tuple[str, ...] = (CREATECLUSTER, UNIT_DROPIN, PATRONI_TEMPLATE)
 SECRET_NAMES = (
     "postgres_superuser_password",
@@ -154,6 +160,8 @@ def patroni_context(
         data_dir=f"/var/lib/postgresql/{version}/{cluster}",
         bin_dir=f"/usr/lib/postgresql/{version}/bin",
         pgpass=f"/var/lib/postgresql/{version}-{cluster}.pgpass",
+        archive=archive,
+        wal_markers=WAL_MARKERS,
     )
     return context
 
@@ -519,6 +527,15 @@ def deploy_postgres() -> None:
     )
 
     # Configure.
+    if archive:
+        files.put(
+            name="Install the callback that unblocks WAL archiving after a rewind",
+            src=StringIO(render(CONCERN, WAL_MARKERS, context)),
+            dest=WAL_MARKERS,
+            user="root",
+            group="root",
+            mode="755",
+        )
     patroni_yml = files.put(
         name="Configure this Patroni member",
         src=StringIO(render(CONCERN, PATRONI_TEMPLATE, context)),

@@ -5,6 +5,7 @@ HAProxy), never their files. Drills run once per scenario here; the 5-run
 medians live in bench/postgres.py and docs/benchmarks.md.
 """
 
+import json
 import os
 import re
 import sqlite3
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 
 from seawall import secrets
+from seawall.components import postgres
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab.ssh import run as ssh_run
@@ -225,3 +227,39 @@ def test_wal_is_archived_and_a_backup_restores(pg_lab: Topology) -> None:
     report = restore_drill(pg_lab, log=print)
     assert report.ok, report.to_text()
     assert report.rows_restored == report.rows_written > 0
+
+
+def test_wal_markers_callback_unblocks_segments_the_repository_holds(pg_lab: Topology) -> None:
+    # On the replica, whose archiver is idle (archive_mode=on): plant the markers
+    # pg_rewind leaves behind, one for a segment the repository holds, one not.
+    leader = leader_of(cluster(pg_lab).members)
+    replica = next(h for h in pg_lab.group("postgres") if h.name != leader)
+    data = replica.data
+    status_dir = (
+        f"/var/lib/postgresql/{data['postgres_version']}/{data['postgres_cluster']}"
+        "/pg_wal/archive_status"
+    )
+
+    def sh(command: str) -> str:
+        result = ssh_run(pg_lab, replica.name, f"cd / && runuser -u postgres -- {command}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    info = sh(f"pgbackrest --stanza={data['pgbackrest_stanza']} --output=json info")
+    held = json.loads(info)[0]["archive"][0]["min"]
+    absent = "000000FF00000000000000FF"
+    had_done = f"{held}.done" in sh(f"ls {status_dir}").split()
+    sh(f"touch {status_dir}/{held}.ready {status_dir}/{absent}.ready")
+    try:
+        sh(f"{postgres.WAL_MARKERS} on_role_change replica {data['patroni_scope']}")
+        assert {f"{held}.ready", f"{absent}.ready"} <= set(sh(f"ls {status_dir}").split())
+        out = sh(f"{postgres.WAL_MARKERS} on_role_change master {data['patroni_scope']}")
+        assert held in out
+        names = set(sh(f"ls {status_dir}").split())
+        assert f"{held}.done" in names and f"{held}.ready" not in names
+        assert f"{absent}.ready" in names
+    finally:
+        leftovers = [f"{status_dir}/{absent}.ready", f"{status_dir}/{held}.ready"]
+        if not had_done:
+            leftovers.append(f"{status_dir}/{held}.done")
+        sh(f"rm -f {' '.join(leftovers)}")
