@@ -214,6 +214,18 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
         files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)
 
 
+def unit_dropin(name: str, content: str, dest: str, unit: str) -> OperationMeta:
+    """Put a systemd drop-in (root-owned, 644); reload systemd only when it changed.
+
+    ``unit`` names the unit in the reload's operation name.
+    """
+    dropin = files.put(
+        name=name, src=StringIO(content), dest=dest, user="root", group="root", mode="644"
+    )
+    systemd.daemon_reload(name=f"Reload systemd (the {unit} unit changed)", _if=dropin.did_change)
+    return dropin
+
+
 @dataclass(frozen=True)
 class _Changed:
     """The configure operations whose change the activate phase acts on."""

@@ -28,7 +28,7 @@ from pyinfra.api.host import HostData
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
-from seawall.components.common import install_packages
+from seawall.components.common import install_packages, unit_dropin
 from seawall.defaults import ETCD
 from seawall.postgres.render import render
 
@@ -91,15 +91,9 @@ def deploy_etcd() -> None:
         group="root",
         mode="644",
     )
-    dropin = files.put(
-        name="Restart etcd after any crash",
-        src=StringIO(render(CONCERN, UNIT_DROPIN, context)),
-        dest=UNIT_DROPIN,
-        user="root",
-        group="root",
-        mode="644",
+    unit_dropin(
+        "Restart etcd after any crash", render(CONCERN, UNIT_DROPIN, context), UNIT_DROPIN, "etcd"
     )
-    systemd.daemon_reload(name="Reload systemd (the etcd unit changed)", _if=dropin.did_change)
     # Members start together (a new cluster needs a quorum to report ready)...
     systemd.service(
         name="Start and enable etcd", service="etcd.service", running=True, enabled=True

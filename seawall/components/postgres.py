@@ -49,7 +49,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
 from seawall import secrets
-from seawall.components.common import install_packages
+from seawall.components.common import install_packages, unit_dropin
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.postgres import scram
 from seawall.postgres.render import render
@@ -544,17 +544,14 @@ def deploy_postgres() -> None:
         group="postgres",
         mode="600",
     )
-    dropin = files.put(
-        name="Restart Patroni after any crash",
-        src=StringIO(render(CONCERN, UNIT_DROPIN, context)),
-        dest=UNIT_DROPIN,
-        user="root",
-        group="root",
-        mode="644",
+    unit_dropin(
+        "Restart Patroni after any crash",
+        render(CONCERN, UNIT_DROPIN, context),
+        UNIT_DROPIN,
+        "Patroni",
     )
 
     # Activate.
-    systemd.daemon_reload(name="Reload systemd (the Patroni unit changed)", _if=dropin.did_change)
     systemd.service(
         name="Stop and disable Debian's stock patroni.service (it reads another file)",
         service="patroni.service",

@@ -42,7 +42,7 @@ from pyinfra.facts.files import FindInFile
 from pyinfra.operations import files, server, systemd
 
 from seawall import secrets
-from seawall.components.common import install_packages
+from seawall.components.common import install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import REDIS, SENTINEL
 from seawall.facts.redis import (
@@ -211,13 +211,9 @@ def _redis(context: dict[str, Any], fresh: bool, master: tuple[str, int] | None)
                 path=REDIS_CONF,
                 line=f"replicaof {target[0]} {target[1]}",
             )
-    dropin = files.put(
-        name="Restart Redis after a crash",
-        src=StringIO(render("redis", REDIS_DROPIN, context)),
-        dest=REDIS_DROPIN,
-        mode="644",
+    unit_dropin(
+        "Restart Redis after a crash", render("redis", REDIS_DROPIN, context), REDIS_DROPIN, "Redis"
     )
-    systemd.daemon_reload(name="Reload systemd (the Redis unit changed)", _if=dropin.did_change)
     running = host.get_fact(RedisRole, port=port) is not None
     if running:
         apply = " ".join(shlex.quote(setting) for setting in RUNTIME_SETTINGS)
@@ -264,13 +260,12 @@ def _sentinel(context: dict[str, Any], master: tuple[str, int] | None) -> None:
             group="redis",
             mode="640",
         )
-    dropin = files.put(
-        name="Restart Sentinel after a crash",
-        src=StringIO(render("redis", SENTINEL_DROPIN, context)),
-        dest=SENTINEL_DROPIN,
-        mode="644",
+    unit_dropin(
+        "Restart Sentinel after a crash",
+        render("redis", SENTINEL_DROPIN, context),
+        SENTINEL_DROPIN,
+        "Sentinel",
     )
-    systemd.daemon_reload(name="Reload systemd (the Sentinel unit changed)", _if=dropin.did_change)
     systemd.service(
         name="Start and enable Sentinel",
         service="redis-sentinel.service",
