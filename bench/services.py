@@ -15,7 +15,6 @@ Faults go to app-2 only, serialised through /tmp/seawall-app-faults.lock and und
 """
 
 import argparse
-import fcntl
 import http.client
 import os
 import re
@@ -28,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +36,14 @@ sys.path.insert(0, str(ROOT))
 from report import load_note, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
+from seawall.errors import SeawallError  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
+from seawall.lab.faults import app_fault_lock  # noqa: E402
 from seawall.lab.network import require_bridge  # noqa: E402
 from seawall.lab.ssh import run as ssh  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
-FAULT_LOCK = Path("/tmp/seawall-app-faults.lock")
 PORTS = {s["name"]: s["port"] for s in defaults.SERVICES["services"]}
 PREFIX = defaults.SERVICES["services_unit_prefix"]
 FAULT_HOST = "app-2"
@@ -52,20 +52,13 @@ KILL_SERVICES = ("marketdata", "ai-engine", "rl-training")
 
 @contextmanager
 def app_faults(timeout: float = 600) -> Iterator[None]:
-    with open(FAULT_LOCK, "a") as handle:
-        give_up = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > give_up:
-                    raise SystemExit(f"{FAULT_LOCK} still held after {timeout} s") from None
-                time.sleep(0.5)
+    """Hold the app-fault lock; stop with a message if it is still held after `timeout` s."""
+    with ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            held.enter_context(app_fault_lock(timeout))
+        except SeawallError as error:
+            raise SystemExit(str(error)) from None
+        yield
 
 
 def answers(url: str) -> bool:

@@ -1,9 +1,24 @@
-"""Real faults for drills and tests: crash, freeze, cut off or partition lab hosts."""
+"""Real faults for drills and tests: crash, freeze, cut off or partition lab hosts.
 
+Also the lab-wide locks that keep two sessions (a benchmark, a test run, a drill)
+from injecting faults on the same hosts at once.
+"""
+
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from seawall.errors import SeawallError
 from seawall.lab.config import LabConfig
 from seawall.lab.hosts import start, state, stop, wait_ready
 from seawall.lab.network import require_bridge
 from seawall.lab.run import run
+
+# Held around faults injected on app hosts; `flock /tmp/seawall-app-faults.lock CMD`
+# from a shell takes the same lock.
+APP_FAULT_LOCK = Path("/tmp/seawall-app-faults.lock")
 
 
 def crash(config: LabConfig, name: str) -> None:
@@ -110,3 +125,55 @@ def restore(config: LabConfig, wait: float = 120) -> None:
             run(["ip", "link", "set", host.veth, "up"], check=False)
     if started:
         wait_ready(config, started, timeout=wait)
+
+
+@contextmanager
+def exclusive_lock(
+    path: Path,
+    timeout: float | None = None,
+    on_wait: Callable[[], None] | None = None,
+    poll: float = 0.5,
+) -> Iterator[None]:
+    """Hold an exclusive flock(2) on `path` (created if missing) for the block.
+
+    Another process holding it (`flock PATH CMD` from a shell included) makes this
+    wait: `on_wait` is called once, then the wait is without end if `timeout` is
+    None (a blocking flock: under gevent's patching it stalls the whole process),
+    else a poll every `poll` seconds for at most `timeout` seconds.
+
+    Raises:
+        SeawallError: `timeout` passed and the lock is still held elsewhere.
+    """
+    with open(path, "a") as handle:
+        give_up = None if timeout is None else time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if give_up is not None and time.monotonic() > give_up:
+                    raise SeawallError(f"{path} still held after {timeout} s") from None
+                if not waiting:
+                    waiting = True
+                    if on_wait is not None:
+                        on_wait()
+                if give_up is None:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    break
+                time.sleep(poll)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def app_fault_lock(timeout: float) -> AbstractContextManager[None]:
+    """Hold the app-fault lock (`APP_FAULT_LOCK`) while injecting faults on app hosts.
+
+    Waits at most `timeout` seconds for another session to let go.
+
+    Raises:
+        SeawallError: the lock was still held after `timeout` seconds.
+    """
+    return exclusive_lock(APP_FAULT_LOCK, timeout=timeout)

@@ -4,7 +4,6 @@ Faults stay on app hosts, are serialised with other sessions through
 /tmp/seawall-app-faults.lock and are always undone. Every wait is bounded.
 """
 
-import fcntl
 import json
 import re
 import subprocess
@@ -14,39 +13,32 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seawall import defaults
+from seawall.errors import SeawallError
 from seawall.inventory import Topology
+from seawall.lab.faults import app_fault_lock
 from seawall.lab.ssh import run as ssh
 
 ROOT = Path(__file__).resolve().parents[2]
-FAULT_LOCK = Path("/tmp/seawall-app-faults.lock")
 CATALOGUE = {s["name"]: s for s in defaults.SERVICES["services"]}
 PREFIX = defaults.SERVICES["services_unit_prefix"]
 
 
 @contextmanager
 def app_faults(timeout: float = 300) -> Iterator[None]:
-    """Hold the app-fault lock (shared with `flock /tmp/seawall-app-faults.lock`)."""
-    with open(FAULT_LOCK, "a") as handle:
-        give_up = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > give_up:
-                    pytest.fail(f"{FAULT_LOCK} still held after {timeout} s")
-                time.sleep(0.5)
+    """Hold the app-fault lock; fail the test if it is still held after `timeout` s."""
+    with ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            held.enter_context(app_fault_lock(timeout))
+        except SeawallError as error:
+            pytest.fail(str(error))
+        yield
 
 
 def health_url(topology: Topology, host: str, service: str) -> str:
