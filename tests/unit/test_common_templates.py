@@ -49,7 +49,8 @@ def test_template_file_mirrors_its_target(target: str) -> None:
 
 def test_apt_proxy_is_the_labs(lab: inventory.Topology) -> None:
     lines = rendered_lines(common.APT_PROXY, context_of(lab, "app-1"))
-    assert 'Acquire::http::Proxy "http://10.77.0.1:3142";' in lines
+    proxy = lab.host("app-1").data["apt_proxy"]
+    assert proxy and f'Acquire::http::Proxy "{proxy}";' in lines
 
 
 def test_sshd_takes_keys_only(lab: inventory.Topology) -> None:

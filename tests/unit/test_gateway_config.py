@@ -25,6 +25,10 @@ def conf(lab: inventory.Topology) -> str:
     return gateway.render(gateway.NGINX_CONF, gateway.context(lab.host("gw-1").data, apps))
 
 
+def service_port(lab: inventory.Topology, name: str) -> int:
+    return next(s["port"] for s in lab.host("gw-1").data["services"] if s["name"] == name)
+
+
 def location(conf: str, match: str) -> str:
     # Locations of the HTTPS server (the redirect server has its own `location /`).
     conf = conf[conf.index("listen 443") :]
@@ -55,13 +59,16 @@ def test_every_route_goes_to_its_service(conf: str, match: str, upstream: str) -
     assert f"proxy_pass http://{upstream};" in location(conf, match)
 
 
-def test_upstreams_span_both_app_hosts(conf: str) -> None:
+def test_upstreams_span_both_app_hosts(lab: inventory.Topology, conf: str) -> None:
     block = re.search(r"upstream svc_execution \{(.*?)\}", conf, re.S)
     assert block
     body = block.group(1)
     assert "least_conn;" in body and "keepalive 32;" in body
-    assert "server 10.77.0.21:8002 max_fails=2 fail_timeout=5s;" in body
-    assert "server 10.77.0.22:8002 max_fails=2 fail_timeout=5s;" in body
+    apps = lab.group("app")
+    assert len(apps) == 2 and body.count("server ") == len(apps)
+    port = service_port(lab, "execution")
+    for app in apps:
+        assert f"server {app.address}:{port} max_fails=2 fail_timeout=5s;" in body
 
 
 def test_rate_limit_zones_and_bursts(conf: str) -> None:
@@ -127,8 +134,12 @@ def test_production_certificate_paths_are_used_when_set() -> None:
     assert gateway.tls_paths(data) == ("/etc/ssl/a.crt", "/k", False)
 
 
-def test_internal_listener_has_the_same_routes_on_the_private_address(conf: str) -> None:
-    internal = conf[conf.index("listen 10.77.0.31:8088;") : conf.index("listen 443")]
+def test_internal_listener_has_the_same_routes_on_the_private_address(
+    lab: inventory.Topology, conf: str
+) -> None:
+    gw = lab.host("gw-1")
+    listen = f"listen {gw.address}:{gw.data['gateway_internal_http_port']};"
+    internal = conf[conf.index(listen) : conf.index("listen 443")]
     assert "location ^~ /api/execution/orders {" in internal
     assert "limit_req zone=trading burst=20 nodelay;" in internal
     assert "return 301" not in internal

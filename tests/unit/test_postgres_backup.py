@@ -38,13 +38,16 @@ def test_repository_pulls_from_every_postgres_host(lab: inventory.Topology) -> N
     assert "repo1-path=/var/lib/pgbackrest" in text
     assert "repo1-retention-full-type=time" in text
     assert "repo1-retention-full=7" in text
-    assert "pg1-host=10.77.0.11" in text and "pg2-host=10.77.0.12" in text
+    members = lab.group("postgres")
+    assert len(members) == 2
+    for number, member in enumerate(members, start=1):
+        assert f"pg{number}-host={member.address}" in text
     assert "[seawall]" in text
 
 
 def test_postgres_hosts_push_to_the_repository(lab: inventory.Topology) -> None:
     text = render("pgbackrest", backup.CONFIG, context(lab, "data-2"))
-    assert "repo1-host=10.77.0.41" in text
+    assert f"repo1-host={lab.group('ops')[0].address}" in text
     assert "repo1-host-user=pgbackrest" in text
     assert "pg1-path=/var/lib/postgresql/15/main" in text
     assert "repo1-path" not in text

@@ -61,13 +61,15 @@ def test_every_template_names_its_target_first(
 
 def test_etcd_member_lists_every_member_on_private_addresses(lab: inventory.Topology) -> None:
     text = render("etcd", etcd.DEFAULTS_FILE, etcd_context(lab, "data-2"))
+    member = lab.host("data-2")
+    peer, client = member.data["etcd_peer_port"], member.data["etcd_client_port"]
     assert 'ETCD_NAME="data-2"' in text
-    assert 'ETCD_LISTEN_PEER_URLS="http://10.77.0.12:2380"' in text
-    assert 'ETCD_LISTEN_CLIENT_URLS="http://10.77.0.12:2379,http://127.0.0.1:2379"' in text
+    assert f'ETCD_LISTEN_PEER_URLS="http://{member.address}:{peer}"' in text
     assert (
-        'ETCD_INITIAL_CLUSTER="data-1=http://10.77.0.11:2380,'
-        'data-2=http://10.77.0.12:2380,data-3=http://10.77.0.13:2380"'
+        f'ETCD_LISTEN_CLIENT_URLS="http://{member.address}:{client},http://127.0.0.1:{client}"'
     ) in text
+    cluster = ",".join(f"{m.name}=http://{m.address}:{peer}" for m in lab.group("etcd"))
+    assert len(lab.group("etcd")) == 3 and f'ETCD_INITIAL_CLUSTER="{cluster}"' in text
     # Never Debian's default data directory, where a stray lone member may live.
     assert "/var/lib/etcd/default" not in text
 
@@ -75,12 +77,16 @@ def test_etcd_member_lists_every_member_on_private_addresses(lab: inventory.Topo
 def test_patroni_config_is_valid_yaml_with_the_traps_avoided(lab: inventory.Topology) -> None:
     text = render("postgres", postgres.PATRONI_TEMPLATE, patroni_context(lab, "data-1"))
     config = yaml.safe_load(text)
+    host = lab.host("data-1")
     # etcd 3.4 has the v2 API off: etcd3 only (LAB-NOTES trap 1).
     assert "etcd" not in config
-    assert config["etcd3"]["hosts"] == ["10.77.0.11:2379", "10.77.0.12:2379", "10.77.0.13:2379"]
+    client = host.data["etcd_client_port"]
+    assert config["etcd3"]["hosts"] == [f"{m.address}:{client}" for m in lab.group("etcd")]
     # An explicit address, never `:8008` (LAB-NOTES trap 4).
-    assert config["restapi"]["listen"] == "10.77.0.11:8008"
-    assert config["postgresql"]["connect_address"] == "10.77.0.11:5432"
+    assert config["restapi"]["listen"] == f"{host.address}:{host.data['patroni_rest_port']}"
+    assert config["postgresql"]["connect_address"] == (
+        f"{host.address}:{host.data['postgres_port']}"
+    )
     dcs = config["bootstrap"]["dcs"]
     assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (20, 2, 5)
     assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
@@ -91,9 +97,11 @@ def test_patroni_config_is_valid_yaml_with_the_traps_avoided(lab: inventory.Topo
         "secret-postgres_rewind_password"
     )
     hba = config["postgresql"]["pg_hba"]
-    assert "host postgres rewind_user 10.77.0.12/32 scram-sha-256" in hba
-    assert "host replication replicator 10.77.0.12/32 scram-sha-256" in hba
-    assert "host all all 10.77.0.21/32 scram-sha-256" in hba
+    peer = lab.host("data-2").address
+    assert f"host postgres rewind_user {peer}/32 scram-sha-256" in hba
+    assert f"host replication replicator {peer}/32 scram-sha-256" in hba
+    for app in lab.group("app"):
+        assert f"host all all {app.address}/32 scram-sha-256" in hba
     # Nothing but app hosts and peers over the network, and never trust/md5.
     assert not any("0.0.0.0" in line or "trust" in line or "md5" in line for line in hba)
 

@@ -86,15 +86,17 @@ def test_units_start_after_their_dependencies(lab: inventory.Topology) -> None:
 
 def test_settings_of_execution(lab: inventory.Topology) -> None:
     data = app_data(lab)
+    address = lab.host("app-1").address
+    ports = {s["name"]: s["port"] for s in data["services"]}
     service = next(s for s in CATALOGUE if s["name"] == "execution")
-    sentinels = [(h.address, 26379) for h in lab.group("sentinel")]
-    config = services.service_config(data, service, "10.77.0.21", sentinels)
+    sentinels = [(h.address, h.data["sentinel_port"]) for h in lab.group("sentinel")]
+    config = services.service_config(data, service, address, sentinels)
     deps = {d["name"]: d for d in config["dependencies"]}
     # The lab has no exchange API: it is not checked.
     assert set(deps) == {"redis", "postgres", "risk-safety"}
     assert all(d["critical"] for d in deps.values())
-    assert deps["risk-safety"]["url"] == "http://10.77.0.21:8003/health"
-    assert config["bind"] == "10.77.0.21" and config["port"] == 8002
+    assert deps["risk-safety"]["url"] == f"http://{address}:{ports['risk-safety']}/health"
+    assert config["bind"] == address and config["port"] == ports["execution"]
     assert config["postgres"] == {
         "host": "127.0.0.1",
         "port": defaults.PGBOUNCER["pgbouncer_port"],
@@ -107,7 +109,7 @@ def test_settings_of_execution(lab: inventory.Topology) -> None:
 
 def test_monitoring_health_only_degrades_when_a_service_is_down(lab: inventory.Topology) -> None:
     service = next(s for s in CATALOGUE if s["name"] == "monitoring-health")
-    config = services.service_config(app_data(lab), service, "10.77.0.21", [])
+    config = services.service_config(app_data(lab), service, lab.host("app-1").address, [])
     optional = [d["name"] for d in config["dependencies"] if not d["critical"]]
     assert len(optional) == len(CATALOGUE) - 1
 
@@ -121,7 +123,7 @@ def test_secrets_come_from_role_names_and_are_required(lab: inventory.Topology) 
 
 
 def test_hang_checker_watches_every_service(lab: inventory.Topology) -> None:
-    config = services.healthwatch_config(app_data(lab), "10.77.0.21")
+    config = services.healthwatch_config(app_data(lab), lab.host("app-1").address)
     assert len(config["services"]) == len(CATALOGUE)
     # Failures x interval + timeout: a hang is caught well within 30 s.
     assert config["failures"] * config["interval"] + config["timeout"] < 25

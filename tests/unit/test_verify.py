@@ -36,7 +36,7 @@ def healthy(container: str = "lxc", **changes: Probe) -> dict[str, Probe]:
         "container": Probe(0, container),
         "timezone": Probe(0, "UTC"),
         "timesyncd": Probe(0, "active\nyes"),
-        "apt": Probe(0, 'Acquire::http::Proxy "http://10.77.0.1:3142";'),
+        "apt": Probe(0, f'Acquire::http::Proxy "{DATA["apt_proxy"]}";'),
         "sshd": Probe(0, SSHD_T),
         "journald": Probe(0, "[Journal]\n#Storage=auto\n[Journal]\nStorage=persistent"),
         "journal_file": Probe(0, ""),
