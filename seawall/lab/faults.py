@@ -16,9 +16,10 @@ from seawall.lab.hosts import start, state, stop, wait_ready
 from seawall.lab.network import require_bridge
 from seawall.lab.run import run
 
-# Held around faults injected on app hosts; `flock /tmp/seawall-app-faults.lock CMD`
-# from a shell takes the same lock.
+# Held around faults injected on app hosts, and on data hosts (drills); `flock PATH
+# CMD` from a shell takes the same lock.
 APP_FAULT_LOCK = Path("/tmp/seawall-app-faults.lock")
+DATA_FAULT_LOCK = Path("/tmp/seawall-data-faults.lock")
 
 
 def crash(config: LabConfig, name: str) -> None:

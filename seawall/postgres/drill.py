@@ -13,13 +13,12 @@ Faults go through ``seawall.lab.faults`` and hold the lab's data-fault lock
 (``/tmp/seawall-data-faults.lock``) so two drills never overlap.
 """
 
-import fcntl
 import json
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from seawall.postgres.status import cluster, leader_of, require_lab_network
 
 Log = Callable[[str], None]
 
-LOCK_FILE = Path("/tmp/seawall-data-faults.lock")
+LOCK_FILE = faults.DATA_FAULT_LOCK
 # Scenario -> whether Patroni must move the leader to another member.
 SCENARIOS: dict[str, bool] = {
     "switchover": True,
@@ -106,16 +105,11 @@ class DrillReport:
         return "\n".join(lines)
 
 
-@contextmanager
-def data_fault_lock(log: Log) -> Iterator[None]:
+def data_fault_lock(log: Log) -> AbstractContextManager[None]:
     """Hold the lab-wide lock that keeps two data-host drills from overlapping."""
-    with open(LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for {LOCK_FILE} (another drill is running)")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    return faults.exclusive_lock(
+        LOCK_FILE, on_wait=lambda: log(f"waiting for {LOCK_FILE} (another drill is running)")
+    )
 
 
 def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str | None]:

@@ -138,11 +138,19 @@ def test_routing_templates_name_their_target(
 
 def test_haproxy_routes_loopback_ports_by_patroni_health(lab: inventory.Topology) -> None:
     text = render("haproxy", pgroute.HAPROXY_CFG, pgroute_context(lab))
-    assert "bind 127.0.0.1:5000" in text
-    assert "bind 127.0.0.1:5001" in text
+    app = lab.host("app-1").data
+    assert f"bind 127.0.0.1:{app['haproxy_rw_port']}" in text
+    assert f"bind 127.0.0.1:{app['haproxy_ro_port']}" in text
     assert "option httpchk OPTIONS /primary" in text
     assert "option httpchk OPTIONS /replica" in text
-    assert "server data-1 10.77.0.11:5432 check port 8008" in text
+    for member in lab.group("postgres"):
+        assert (
+            f"server {member.name} {member.address}:{member.data['postgres_port']} "
+            f"check port {member.data['patroni_rest_port']}"
+        ) in text
+    # A refusing member (a leader shutting down) is not retried with 1 s pauses:
+    # PgBouncer retries the login itself, by then against the new leader.
+    assert "retries 0" in text
     assert "on-marked-down shutdown-sessions" in text
     assert "0.0.0.0" not in text
 
