@@ -1,6 +1,6 @@
 """The common deploy: its templates rendered with lab data, and the operations it plans."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,6 @@ from seawall import defaults, inventory
 from seawall.components import common
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    # pyinfra reads ./group_data relative to the working directory.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 def context_of(lab: inventory.Topology, name: str) -> dict[str, Any]:

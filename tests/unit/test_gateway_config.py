@@ -1,7 +1,6 @@
 """The gateway's nginx.conf rendered from lab data: routes, limits, ids, errors, TLS."""
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,6 @@ from seawall import defaults, inventory
 from seawall.components import gateway
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ from pyinfra.facts.files import File
 
 from seawall import inventory
 from seawall.components import gateway
-from tests.unit.test_services_plan import by_name, lab, plan
-
-__all__ = ["lab"]  # the module-scoped lab fixture, shared
+from tests.unit.test_services_plan import by_name, plan
 
 CERT = (File, ("path", "/etc/nginx/tls/gateway.crt"))
 

@@ -1,6 +1,5 @@
 """pgBackRest: templates rendered with lab data, archive settings, the restore report."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,6 @@ from seawall.postgres.render import render, template_path
 from seawall.postgres.restore import RestoreReport
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 def context(lab: inventory.Topology, name: str) -> dict:

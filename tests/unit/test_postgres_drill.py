@@ -1,6 +1,5 @@
 """Drill and status logic that needs no server: outage from acknowledgements, reports, routing."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,6 @@ from seawall.postgres import drill, status
 from seawall.postgres.render import render, template_path
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 def test_outage_is_the_longest_gap_after_the_fault() -> None:

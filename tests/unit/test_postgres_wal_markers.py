@@ -1,7 +1,6 @@
 """The WAL-marker callback: rendered for the lab, wired into Patroni only with archiving."""
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,6 @@ from seawall.postgres.render import render
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 def context(lab: inventory.Topology, archive: bool) -> dict[str, Any]:

@@ -4,7 +4,6 @@ Operations are recorded instead of run; what matters is which run, in what order
 and what gates their restarts and reloads.
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,13 +17,6 @@ from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_VALUE = "s3cret-value-never-printed"
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 def fake_inventory(lab: inventory.Topology) -> SimpleNamespace:

@@ -1,7 +1,6 @@
 """The services deploy: unit files, settings and secrets rendered from lab data."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,6 @@ from seawall.components import services
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = defaults.SERVICES["services"]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[inventory.Topology]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
-        yield inventory.load(REPO / "inventories" / "lab.py")
 
 
 def app_data(lab: inventory.Topology) -> Any:
