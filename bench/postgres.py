@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import load_note, write_section  # noqa: E402  (bench/report.py)
+
 from seawall import inventory, secrets  # noqa: E402
 from seawall.postgres import drill, tradestore  # noqa: E402
+from seawall.postgres.restore import restore_drill  # noqa: E402
 from seawall.postgres.tunnel import tunnel  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:postgres:start -->", "<!-- bench:postgres:end -->"
 
 
 def log(message: str) -> None:
@@ -73,6 +75,23 @@ def run_drills(topology: inventory.Topology, scenarios: list[str], runs: int) ->
             for problem in r.problems:
                 lines.append(f"<!-- {name}: {problem} -->")
     return lines
+
+
+def run_restore(topology: inventory.Topology) -> list[str]:
+    """The restore drill once: back up, restore into scratch on the ops host, count markers."""
+    report = restore_drill(topology, log=log)
+    limit = topology.group("ops")[0].data["pgbackrest_restore_drill_limit_s"]
+    return [
+        "| restore drill (`seawall drill pg-restore`, lab database) | figure |",
+        "|---|---|",
+        f"| marker rows written before the backup / found after the restore "
+        f"| {report.rows_written} / {report.rows_restored} |",
+        f"| backup, s | {report.backup_s} |",
+        f"| restore, s | {report.restore_s} |",
+        f"| recovery and start, s | {report.start_s} |",
+        f"| total, s (target <= {limit}) | {report.total_s} |",
+        f"| ok | {'yes' if report.ok else 'NO: ' + '; '.join(report.problems)} |",
+    ]
 
 
 def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
@@ -123,11 +142,13 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--skip-drills", action="store_true")
     parser.add_argument("--skip-migration", action="store_true")
+    parser.add_argument("--skip-restore", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="Print only.")
     args = parser.parse_args()
     os.chdir(ROOT)
+    load_before = os.getloadavg()[0]
     topology = inventory.load(INVENTORY)
-    data: dict[str, Any] = topology.group("postgres")[0].data
+    data: Mapping[str, Any] = topology.group("postgres")[0].data
     today = datetime.now(UTC).date().isoformat()
     lines = [
         f"Postgres HA, {today}: PostgreSQL 15 + Patroni 3.0.2 + etcd 3.4 (Debian 12 packages), "
@@ -143,18 +164,16 @@ def main() -> None:
         lines += [f"Drills, {args.runs} runs each:", ""]
         lines += run_drills(topology, args.scenarios, args.runs)
         lines.append("")
+    if not args.skip_restore:
+        lines += run_restore(topology)
+        lines.append("")
     if not args.skip_migration:
         lines += run_migration(topology, args.trades)
+    lines += load_note(load_before)
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        if START in text:
-            head, _, rest = text.partition(START)
-            _, _, tail = rest.partition(END)
-        else:
-            head, tail = text.rstrip("\n") + "\n\n", "\n"
-        DOC.write_text(f"{head}{START}\n{report}\n{END}{tail}")
+        write_section("postgres", report)
 
 
 if __name__ == "__main__":
