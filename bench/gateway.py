@@ -183,11 +183,13 @@ def _transient_nginx(topology: Topology, unit: str, path: str, conf: str) -> Non
 
 
 def minimal_proxy(topology: Topology, running: bool, address: str) -> None:
+    """Start or stop the bare proxy, with as many workers as the gateway has."""
     if not running:
         ssh(topology, GATEWAY_HOST, f"systemctl stop {MINIMAL_UNIT}; rm -f {_MINIMAL_CONF}")
         return
     conf = (
-        f"worker_processes 1;\npid /run/{MINIMAL_UNIT}.pid;\n"
+        f"worker_processes {topology.host(GATEWAY_HOST).data['gateway_worker_processes']};\n"
+        f"pid /run/{MINIMAL_UNIT}.pid;\n"
         f"error_log /run/{MINIMAL_UNIT}.log warn;\nevents {{}}\n"
         "http {\n  access_log off;\n"
         f"  upstream up {{ server 127.0.0.1:{STATIC_PORT}; keepalive 32; }}\n"
@@ -268,7 +270,8 @@ def main() -> None:
     throughput: dict[str, Wrk] = {}
     static: dict[str, Wrk] = {}
     if not args.no_throughput:
-        exempt = json.dumps(["10.77.0.1/32"])
+        # The controller's address on the lab bridge: where wrk's requests come from.
+        exempt = json.dumps([f"{config.bridge_address}/32"])
         urls = {
             "direct to app-1": f"http://{apps[0]}:{SERVICE['port']}{DIRECT_PATH}",
             "gateway http": f"http://{gateway}:{internal}{GATEWAY_PATH}",

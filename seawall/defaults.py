@@ -449,6 +449,8 @@ GATEWAY: dict[str, Any] = {
         "ai-engine": {"read": "60s"},
         "rl-training": {"read": "120s"},
     },
+    # NGINX worker processes: "auto" is one per core.
+    "gateway_worker_processes": "auto",
     # Connections per NGINX worker, and its open-file limit (two per proxied connection).
     "gateway_worker_connections": 4096,
     "gateway_worker_rlimit_nofile": 16384,

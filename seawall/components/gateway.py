@@ -145,6 +145,7 @@ def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
     zones = _setting(data, "gateway_rate_zones")
     return {
         "client_max_body_size": _setting(data, "gateway_client_max_body_size"),
+        "worker_processes": _setting(data, "gateway_worker_processes"),
         "worker_connections": _setting(data, "gateway_worker_connections"),
         "worker_rlimit_nofile": _setting(data, "gateway_worker_rlimit_nofile"),
         "access_log": _setting(data, "gateway_access_log"),

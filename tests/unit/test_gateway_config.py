@@ -135,3 +135,10 @@ def test_internal_listener_has_the_same_routes_on_the_private_address(
     assert "location ^~ /api/execution/orders {" in internal
     assert "limit_req zone=trading burst=20 nodelay;" in internal
     assert "return 301" not in internal
+
+
+def test_worker_limits_come_from_the_inventory(lab: inventory.Topology, conf: str) -> None:
+    data = lab.host("gw-1").data
+    assert f"worker_processes {data['gateway_worker_processes']};" in conf
+    assert f"worker_connections {data['gateway_worker_connections']};" in conf
+    assert f"worker_rlimit_nofile {data['gateway_worker_rlimit_nofile']};" in conf
