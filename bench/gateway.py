@@ -384,7 +384,7 @@ def main() -> None:
             "The bare proxy row is a one-location NGINX (no limits, ids, logs, TLS) to the "
             "same backend, run at the same moment in its own cgroup: the floor of proxying "
             "on this machine now; the gap to the gateway rows is what the full configuration "
-            "costs, the gap to the LAB-NOTES baseline is the machine's load.",
+            "costs; the floor itself is mostly kernel time (network path, context switches).",
             "",
             "Behind the reference service (~1,000 requests/s per Python process) NGINX "
             "handles each request's events one wake-up at a time instead of in batches, "
