@@ -33,6 +33,7 @@ from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from seawall.components.common import install_packages
 from seawall.components.postgres import CREATECLUSTER
@@ -291,7 +292,7 @@ def deploy_backup() -> None:
     timer = _put("Install the nightly full backup timer", TIMER, context)
     systemd.daemon_reload(
         name="Reload systemd (the backup units changed)",
-        _if=lambda: bool(service.did_change() or timer.did_change()),
+        _if=any_changed(service, timer),
     )
     systemd.service(
         name="Schedule the nightly full backup",

@@ -32,6 +32,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
 
 from seawall import secrets
 from seawall.components.common import install_packages, validated_file
@@ -136,14 +137,11 @@ def deploy_pgroute() -> None:
         name="Start and enable PgBouncer", service="pgbouncer.service", running=True, enabled=True
     )
 
-    def pgbouncer_changed() -> bool:
-        return bool(ini.did_change() or users.did_change())
-
     # SIGHUP: PgBouncer rereads both files and keeps its client connections.
     systemd.service(
         name="Reload PgBouncer (its configuration changed)",
         service="pgbouncer.service",
         running=True,
         reloaded=True,
-        _if=pgbouncer_changed,
+        _if=any_changed(ini, users),
     )
