@@ -61,10 +61,11 @@ class Mode:
     cpu_us: list[float] = field(default_factory=list)
 
 
-def nginx_cpu_us(container: str) -> int:
-    """CPU (µs) used so far by gw-1's nginx.service, from its cgroup (v2 cpu.stat)."""
+def unit_cpu_us(container: str, unit: str = "nginx") -> int:
+    """CPU (µs) used so far by a unit of gw-1 (nginx.service by default), from its cgroup
+    (v2 cpu.stat, as the container's systemd accounts it)."""
     stat = Path(
-        f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/nginx.service/cpu.stat"
+        f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/{unit}.service/cpu.stat"
     ).read_text()
     return int(re.search(r"usage_usec (\d+)", stat).group(1))  # type: ignore[union-attr]
 
@@ -200,13 +201,6 @@ def minimal_proxy(topology: Topology, running: bool, address: str) -> None:
     _transient_nginx(topology, MINIMAL_UNIT, _MINIMAL_CONF, conf)
 
 
-def unit_cpu_us(container: str, unit: str) -> int:
-    stat = Path(
-        f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/{unit}.service/cpu.stat"
-    ).read_text()
-    return int(re.search(r"usage_usec (\d+)", stat).group(1))  # type: ignore[union-attr]
-
-
 def static_backend(topology: Topology, running: bool) -> None:
     """Start or stop a static stand-in backend on gw-1's loopback, in its own cgroup."""
     if not running:
@@ -253,9 +247,9 @@ def main() -> None:
     }
     for round_number in range(1, args.rounds + 1):
         for mode, targets in modes.values():
-            before = nginx_cpu_us(container)
+            before = unit_cpu_us(container)
             latencies, errors = paced_load(targets, args.rate, args.seconds)
-            used_us = nginx_cpu_us(container) - before
+            used_us = unit_cpu_us(container) - before
             mode.latencies += latencies
             mode.errors += errors
             if mode.name != "direct":
