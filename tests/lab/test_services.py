@@ -12,15 +12,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seawall import defaults
-from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab.faults import app_fault_lock
 from seawall.lab.ssh import run as ssh
@@ -30,15 +29,9 @@ CATALOGUE = {s["name"]: s for s in defaults.SERVICES["services"]}
 PREFIX = defaults.SERVICES["services_unit_prefix"]
 
 
-@contextmanager
-def app_faults(timeout: float = 300) -> Iterator[None]:
-    """Hold the app-fault lock; fail the test if it is still held after `timeout` s."""
-    with ExitStack() as held:
-        try:
-            held.enter_context(app_fault_lock(timeout))
-        except SeawallError as error:
-            pytest.fail(str(error))
-        yield
+def app_faults(timeout: float = 300) -> AbstractContextManager[None]:
+    """Hold the app-fault lock; still held after `timeout` s, the test fails (SeawallError)."""
+    return app_fault_lock(timeout)
 
 
 def health_url(topology: Topology, host: str, service: str) -> str:
