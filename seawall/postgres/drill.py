@@ -27,10 +27,11 @@ from seawall import secrets
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, lab_config
+from seawall.lab.network import require_lab_network
 from seawall.lab.ssh import run as ssh_run
 from seawall.lab.ssh import ssh_args
 from seawall.postgres import writer as writer_module
-from seawall.postgres.status import cluster, leader_of, require_lab_network
+from seawall.postgres.status import cluster, leader_of
 
 Log = Callable[[str], None]
 

@@ -12,22 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from seawall.inventory import Host, Topology
+from seawall.lab.network import require_lab_network
 
 HTTP_TIMEOUT = 2.0
 LEADER_ROLES = ("leader", "master")
-
-
-def require_lab_network(topology: Topology) -> None:
-    """Send lab traffic only once the lab's own bridge is there (no-op for other inventories).
-
-    Raises:
-        SeawallError: the lab's bridge is missing.
-    """
-    if topology.hosts and "lab" in topology.hosts[0].groups:
-        from seawall.lab.config import lab_config
-        from seawall.lab.network import require_bridge
-
-        require_bridge(lab_config(topology))
 
 
 def http_json(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
