@@ -209,12 +209,6 @@ def write_outage(acks: list[list[float]], since: float) -> float:
     return max(gaps, default=0.0)
 
 
-def _host_cmd(topology: Topology, host: str, command: str, timeout: float = 60) -> None:
-    result = ssh_run(topology, host, command, timeout=timeout)
-    if result.returncode != 0:
-        raise SeawallError(f"{host}: `{command}` failed: {result.stderr.strip()[-300:]}")
-
-
 def _wait_leader(topology: Topology, not_leader: str | None, timeout: float) -> str | None:
     """Wait for a running leader other than ``not_leader`` (any leader if None)."""
     deadline = time.monotonic() + timeout
@@ -253,15 +247,16 @@ def run_scenario(
         started = time.monotonic()
         new_leader: str | None = leader
         if scenario == "switchover":
-            _host_cmd(
+            ssh_run(
                 topology,
                 leader,
                 f"patronictl -c {unit_config} switchover --leader {leader} "
                 f"--candidate {replica} --force",
+                check=True,
             )
             new_leader = _wait_leader(topology, leader, 30)
         elif scenario == "leader-process-kill":
-            _host_cmd(topology, leader, f"kill -9 $(head -1 {data_dir}/postmaster.pid)")
+            ssh_run(topology, leader, f"kill -9 $(head -1 {data_dir}/postmaster.pid)", check=True)
             time.sleep(1)
             new_leader = _wait_leader(topology, None, 60)
         elif scenario == "leader-host-crash":
@@ -275,7 +270,7 @@ def run_scenario(
             time.sleep(12)  # the leader drops its synchronous standby and goes on
             new_leader = _wait_leader(topology, None, 30)
         elif scenario == "etcd-member-down":
-            _host_cmd(topology, leader, "systemctl stop etcd")
+            ssh_run(topology, leader, "systemctl stop etcd", check=True)
             time.sleep(10)
             new_leader = _wait_leader(topology, None, 30)
         recovered_s = time.monotonic() - started if new_leader else None
@@ -286,7 +281,7 @@ def run_scenario(
         if scenario in ("leader-host-crash", "leader-partitioned", "replica-down"):
             faults.restore(config)
         elif scenario == "etcd-member-down":
-            _host_cmd(topology, leader, "systemctl start etcd")
+            ssh_run(topology, leader, "systemctl start etcd", check=True)
         rejoined, waited, _ = wait_healthy(topology, rejoin_timeout)
         rejoin_s = time.monotonic() - undo_started if rejoined else None
         if not rejoined:

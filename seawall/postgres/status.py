@@ -33,10 +33,6 @@ def http_json(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
         return status, None
 
 
-def _dash(value: Any) -> Any:
-    return "-" if value is None else value
-
-
 @dataclass
 class Member:
     name: str
