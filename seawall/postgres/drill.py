@@ -30,7 +30,6 @@ from seawall.lab import faults, lab_config
 from seawall.lab.network import require_lab_network
 from seawall.lab.ssh import run as ssh_run
 from seawall.lab.ssh import ssh_args
-from seawall.postgres import writer as writer_module
 from seawall.postgres.status import cluster, leader_of
 
 Log = Callable[[str], None]
@@ -113,10 +112,10 @@ def data_fault_lock(log: Log) -> AbstractContextManager[None]:
     )
 
 
-def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str | None]:
+def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, str | None]:
     """Wait until every Postgres member runs, one leads, and replicas stream with a known lag.
 
-    Returns (healthy, seconds waited, leader).
+    Returns (healthy, leader).
     """
     expected = {host.name for host in topology.group("postgres")}
     # In synchronous mode Patroni promotes only the synchronous standby: a
@@ -134,16 +133,17 @@ def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, float, str |
         )
         has_sync = not synchronous or any(m.get("role") == "sync_standby" for m in members)
         if leader and running == expected and replicas_streaming and has_sync:
-            return True, time.monotonic() - started, leader
+            return True, leader
         time.sleep(POLL)
-    return False, time.monotonic() - started, leader
+    return False, leader
 
 
 class Writer:
     """The bounded writer on an app host, over SSH; its password travels on stdin only."""
 
     def __init__(self, topology: Topology, host: str, settings: dict[str, Any]) -> None:
-        program = Path(writer_module.__file__).read_text()
+        # Its source runs on the app host; psycopg stays off the controller's import path.
+        program = Path(__file__).with_name("writer.py").read_text()
         command = f"timeout {int(settings['max_seconds']) + 30} python3 -c {shlex.quote(program)}"
         self.process = subprocess.Popen(
             [*ssh_args(topology, host), command],
@@ -225,7 +225,7 @@ def run_scenario(
 ) -> DrillResult:
     """Run one scenario; the caller holds the data-fault lock."""
     config = lab_config(topology)
-    healthy, _, leader = wait_healthy(topology, 120)
+    healthy, leader = wait_healthy(topology, 120)
     if not healthy or leader is None:
         raise SeawallError("the Postgres cluster is not healthy before the drill: see status")
     members = [host.name for host in topology.group("postgres")]
@@ -282,7 +282,7 @@ def run_scenario(
             faults.restore(config)
         elif scenario == "etcd-member-down":
             ssh_run(topology, leader, "systemctl start etcd", check=True)
-        rejoined, waited, _ = wait_healthy(topology, rejoin_timeout)
+        rejoined, _ = wait_healthy(topology, rejoin_timeout)
         rejoin_s = time.monotonic() - undo_started if rejoined else None
         if not rejoined:
             problems.append(f"the cluster was not whole again within {rejoin_timeout:.0f} s")

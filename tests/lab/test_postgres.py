@@ -67,7 +67,7 @@ def password(topology: Topology, role: str) -> str:
 
 @pytest.fixture(scope="module")
 def pg_lab(deployed_lab: Topology) -> Topology:
-    healthy, _, _ = drill.wait_healthy(deployed_lab, 180)
+    healthy, _ = drill.wait_healthy(deployed_lab, 180)
     assert healthy, postgres_status(deployed_lab).to_text()
     return deployed_lab
 
