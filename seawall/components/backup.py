@@ -37,8 +37,8 @@ from pyinfra.operations.util import any_changed
 
 from seawall.components.common import install_packages
 from seawall.components.postgres import CREATECLUSTER
+from seawall.components.templates import render
 from seawall.defaults import PGBACKREST, POSTGRES
-from seawall.postgres.render import render
 
 CONCERN = "pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"

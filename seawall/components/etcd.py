@@ -29,8 +29,8 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
 from seawall.components.common import install_packages, unit_dropin
+from seawall.components.templates import render
 from seawall.defaults import ETCD
-from seawall.postgres.render import render
 
 CONCERN = "etcd"
 DEFAULTS_FILE = "/etc/default/etcd"

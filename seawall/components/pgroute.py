@@ -37,8 +37,8 @@ from pyinfra.operations.util import any_changed
 from seawall import secrets
 from seawall.components.common import install_packages, validated_file
 from seawall.components.postgres import role_secret
+from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
-from seawall.postgres.render import render
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"

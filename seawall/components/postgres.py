@@ -50,9 +50,9 @@ from pyinfra.operations import files, systemd
 
 from seawall import secrets
 from seawall.components.common import install_packages, unit_dropin
+from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.postgres import scram
-from seawall.postgres.render import render
 
 CONCERN = "postgres"
 CREATECLUSTER = "/etc/postgresql-common/createcluster.d/seawall.conf"

@@ -22,6 +22,11 @@ def _environment(concern: str) -> Environment:
     )
 
 
+def template_path(concern: str, target: str) -> Path:
+    """Return the template file of ``target`` (a path on the host) for ``concern``."""
+    return TEMPLATES / concern / (target.lstrip("/") + ".j2")
+
+
 def render(concern: str, target: str, context: Mapping[str, Any]) -> str:
     """Render templates/<concern><target>.j2 (``target`` is the path on the host)."""
     return _environment(concern).get_template(target.lstrip("/") + ".j2").render(context)

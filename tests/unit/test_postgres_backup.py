@@ -6,7 +6,7 @@ import pytest
 
 from seawall import inventory
 from seawall.components import backup, postgres
-from seawall.postgres.render import render, template_path
+from seawall.components.templates import render, template_path
 from seawall.postgres.restore import RestoreReport
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,9 +6,9 @@ import pytest
 
 from seawall import inventory
 from seawall.components import pgroute
+from seawall.components.templates import render, template_path
 from seawall.errors import SeawallError
 from seawall.postgres import drill, status
-from seawall.postgres.render import render, template_path
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import yaml
 
 from seawall import inventory
 from seawall.components import etcd, postgres
+from seawall.components.templates import render, template_path
 from seawall.postgres import scram
-from seawall.postgres.render import render, template_path
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}

@@ -9,7 +9,7 @@ import yaml
 
 from seawall import inventory
 from seawall.components import postgres
-from seawall.postgres.render import render
+from seawall.components.templates import render
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}
