@@ -1,14 +1,11 @@
 """The gateway's nginx.conf rendered from lab data: routes, limits, ids, errors, TLS."""
 
 import re
-from pathlib import Path
 
 import pytest
 
 from seawall import defaults, inventory
 from seawall.components import gateway
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,11 @@
 """pgBackRest: templates rendered with lab data, archive settings, the restore report."""
 
-from pathlib import Path
-
 import pytest
 
 from seawall import inventory
 from seawall.components import backup, postgres
 from seawall.components.templates import render, template_path
 from seawall.postgres.restore import RestoreReport
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def context(lab: inventory.Topology, name: str) -> dict:

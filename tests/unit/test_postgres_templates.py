@@ -1,6 +1,5 @@
 """The Postgres-side deploys: templates rendered with lab data, settings logic, SCRAM."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ from seawall.components import etcd, postgres
 from seawall.components.templates import render, template_path
 from seawall.postgres import scram
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}
 
 

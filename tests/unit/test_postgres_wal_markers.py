@@ -1,7 +1,6 @@
 """The WAL-marker callback: rendered for the lab, wired into Patroni only with archiving."""
 
 import ast
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ from seawall import inventory
 from seawall.components import postgres
 from seawall.components.templates import render
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}
 
 

@@ -4,7 +4,6 @@ Operations are recorded instead of run; what matters is which run, in what order
 and what gates their restarts and reloads.
 """
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +14,6 @@ from seawall import defaults, inventory, secrets
 from seawall.components import gateway, services
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET_VALUE = "s3cret-value-never-printed"
 
 
