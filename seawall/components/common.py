@@ -42,7 +42,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations import apt, files, server, systemd
 
-from seawall import defaults
+from seawall import defaults, secrets
 from seawall.components import templates
 from seawall.defaults import COMMON
 
@@ -212,6 +212,21 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
     )
     if guard or ours:
         files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)
+
+
+def host_secrets(names: Sequence[str], purpose: str = "") -> dict[str, str]:
+    """Resolve this host's secrets ``names`` (secrets file, then environment).
+
+    Raises:
+        DeployError: one is missing, naming the host, the secret and where it was looked for.
+    """
+    values, missing = secrets.resolve(list(names), host.data.get("secrets_file"))
+    if missing:
+        raise DeployError(
+            f"{host.name}: secrets {', '.join(missing)}{purpose} missing "
+            f"(secrets_file or {', '.join('$' + secrets.env_name(n) for n in missing)})"
+        )
+    return values
 
 
 def unit_dropin(name: str, content: str, dest: str, unit: str) -> OperationMeta:

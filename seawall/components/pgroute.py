@@ -29,13 +29,11 @@ from typing import Any
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from seawall import secrets
-from seawall.components.common import install_packages, validated_file
+from seawall.components.common import host_secrets, install_packages, validated_file
 from seawall.components.postgres import role_secret
 from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
@@ -83,9 +81,7 @@ def deploy_pgroute() -> None:
         return
     roles = list(host.data.get("postgres_service_roles"))
     names = [role_secret(role) for role in roles]
-    values, missing = secrets.resolve(names, host.data.get("secrets_file"))
-    if missing:
-        raise DeployError(f"{host.name}: secrets {', '.join(missing)} missing")
+    values = host_secrets(names)
     members = [
         (member.name, str(member.data.get("private_address")))
         for member in inventory.get_group("postgres")

@@ -48,8 +48,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
-from seawall import secrets
-from seawall.components.common import install_packages, unit_dropin
+from seawall.components.common import host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.postgres import scram
@@ -169,16 +168,6 @@ def patroni_context(
 def _addresses(group: str) -> list[str]:
     members = inventory.get_group(group, default=[])
     return [str(member.data.get("private_address")) for member in members]
-
-
-def _secrets(names: Sequence[str]) -> dict[str, str]:
-    values, missing = secrets.resolve(list(names), host.data.get("secrets_file"))
-    if missing:
-        raise DeployError(
-            f"{host.name}: secrets {', '.join(missing)} missing "
-            f"(secrets_file or {', '.join('$' + secrets.env_name(n) for n in missing)})"
-        )
-    return values
 
 
 # --- facts ---------------------------------------------------------------------------------
@@ -494,7 +483,7 @@ def deploy_postgres() -> None:
     config_path = patroni_config_path(data)
     unit = patroni_unit(data)
     roles = list(data.get("postgres_service_roles"))
-    passwords = _secrets([*SECRET_NAMES, *(role_secret(role) for role in roles)])
+    passwords = host_secrets([*SECRET_NAMES, *(role_secret(role) for role in roles)])
     # WAL goes to pgBackRest's repository when the inventory has an ops host for it.
     archive = bool(_addresses("ops"))
     context = patroni_context(
