@@ -36,7 +36,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import install_packages
-from seawall.components.postgres import CREATECLUSTER
+from seawall.components.postgres import CREATECLUSTER, data_dir
 from seawall.components.templates import render
 from seawall.defaults import PGBACKREST, POSTGRES
 
@@ -58,12 +58,11 @@ def backup_context(
 ) -> dict[str, Any]:
     """Return what the pgBackRest templates see on a repository (``repo``) or Postgres host."""
     context = {key: data.get(key, default) for key, default in DEFAULTS.items()}
-    version, cluster = context["postgres_version"], context["postgres_cluster"]
     context.update(
         repo=repo,
         members=[{"name": name, "address": address} for name, address in members],
         repo_address=repo_address,
-        data_dir=f"/var/lib/postgresql/{version}/{cluster}",
+        data_dir=data_dir(context),
     )
     return context
 

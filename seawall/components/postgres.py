@@ -80,6 +80,10 @@ def patroni_config_path(data: Mapping[str, Any] | HostData) -> str:
     return f"/etc/patroni/{data.get('postgres_version')}-{data.get('postgres_cluster')}.yml"
 
 
+def data_dir(data: Mapping[str, Any] | HostData) -> str:
+    return f"/var/lib/postgresql/{data.get('postgres_version')}/{data.get('postgres_cluster')}"
+
+
 def patroni_unit(data: Mapping[str, Any] | HostData) -> str:
     return f"patroni@{data.get('postgres_version')}-{data.get('postgres_cluster')}.service"
 
@@ -156,7 +160,7 @@ def patroni_context(
         etcd_hosts=[f"{member}:{data.get('etcd_client_port')}" for member in etcd_members],
         postgres_peers=list(postgres_peers),
         client_addresses=list(clients),
-        data_dir=f"/var/lib/postgresql/{version}/{cluster}",
+        data_dir=data_dir(context),
         bin_dir=f"/usr/lib/postgresql/{version}/bin",
         pgpass=f"/var/lib/postgresql/{version}-{cluster}.pgpass",
         archive=archive,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seawall import secrets
+from seawall.components.postgres import data_dir, patroni_config_path
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, lab_config
@@ -231,8 +232,6 @@ def run_scenario(
     members = [host.name for host in topology.group("postgres")]
     replica = next(name for name in members if name != leader)
     data = topology.host(leader).data
-    unit_config = f"/etc/patroni/{data['postgres_version']}-{data['postgres_cluster']}.yml"
-    data_dir = f"/var/lib/postgresql/{data['postgres_version']}/{data['postgres_cluster']}"
     limits = dict(data.get("postgres_drill_outage_limits") or {})
     writer_host = topology.group("app")[0].name
     run = f"{scenario}-{int(time.time())}"
@@ -250,13 +249,15 @@ def run_scenario(
             ssh_run(
                 topology,
                 leader,
-                f"patronictl -c {unit_config} switchover --leader {leader} "
+                f"patronictl -c {patroni_config_path(data)} switchover --leader {leader} "
                 f"--candidate {replica} --force",
                 check=True,
             )
             new_leader = _wait_leader(topology, leader, 30)
         elif scenario == "leader-process-kill":
-            ssh_run(topology, leader, f"kill -9 $(head -1 {data_dir}/postmaster.pid)", check=True)
+            ssh_run(
+                topology, leader, f"kill -9 $(head -1 {data_dir(data)}/postmaster.pid)", check=True
+            )
             time.sleep(1)
             new_leader = _wait_leader(topology, None, 60)
         elif scenario == "leader-host-crash":
