@@ -175,10 +175,9 @@ def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
         if hosts.ensure_defined(config, host):
             log(f"{host.name}: created {host.container} at {host.address}")
     hosts.write_known_hosts(config)
-    # A previous run may have left faults in place; `up` means a healthy lab.
+    # Starts stopped hosts and undoes any fault a previous run left: `up` means a
+    # healthy lab. Then every host, started now or before, must answer.
     faults.restore(config, wait=timeout)
-    for host in config.hosts:
-        hosts.start(host)
     hosts.wait_ready(config, list(config.hosts), timeout=timeout)
     timings["hosts"] = time.monotonic() - mark
     timings["total"] = time.monotonic() - started
