@@ -137,8 +137,11 @@ def ensure_defined(config: LabConfig, host: LabHost) -> bool:
 
 
 def remove_stale_link(host: LabHost) -> None:
-    """Delete the host's interface if it outlived its container (LXC would refuse the name)."""
-    if Path(f"/sys/class/net/{host.veth}").exists():
+    """Delete the host's interface if it outlived its container (LXC would refuse the name).
+
+    A leftover container no longer in the inventory has no known interface name.
+    """
+    if host.veth and Path(f"/sys/class/net/{host.veth}").exists():
         run(["ip", "link", "delete", host.veth], check=False)
 
 
@@ -169,8 +172,7 @@ def destroy(host: LabHost) -> None:
         run(["lxc-destroy", "-n", host.container], timeout=60, check=False)
     # lxc-destroy leaves an overlay's upper and work directories behind.
     shutil.rmtree(directory, ignore_errors=True)
-    if host.veth:
-        remove_stale_link(host)
+    remove_stale_link(host)
 
 
 def ssh_ready(address: str) -> bool:
