@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import load_note, write_section  # noqa: E402  (bench/report.py)
 
-from seawall import inventory, secrets  # noqa: E402
+from seawall import inventory  # noqa: E402
 from seawall.postgres import drill, tradestore  # noqa: E402
 from seawall.postgres.restore import restore_drill  # noqa: E402
 from seawall.postgres.tunnel import tunnel  # noqa: E402
@@ -99,9 +99,7 @@ def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
     # Into the trade store's own database, as its owner: what the real move does.
     database = "trading"
     role = str(app.data["postgres_databases"][database])
-    name = f"postgres_role_{role}_password"
-    values, _ = secrets.resolve([name], app.data.get("secrets_file"))
-    os.environ["PGPASSWORD"] = values[name]
+    os.environ["PGPASSWORD"] = drill.role_password(topology, role)
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()
         store = tradestore.sample_trade_store(Path(folder) / "trades.db", trades)

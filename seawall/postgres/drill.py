@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seawall import secrets
-from seawall.components.postgres import data_dir, patroni_config_path
+from seawall.components.postgres import data_dir, patroni_config_path, role_secret
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, lab_config
@@ -177,13 +177,22 @@ class Writer:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def role_password(topology: Topology, role: str) -> str:
+    """The password of service role ``role``, from the inventory's secrets source.
+
+    Raises:
+        SeawallError: the secret is in neither the secrets file nor the environment.
+    """
+    secret = role_secret(role)
+    values, missing = secrets.resolve([secret], topology.hosts[0].data.get("secrets_file"))
+    if missing:
+        raise SeawallError(f"secret {secret} missing (${secrets.env_name(secret)})")
+    return values[secret]
+
+
 def writer_settings(topology: Topology, mode: str, run: str, max_seconds: float) -> dict[str, Any]:
     data = topology.group("app")[0].data
     role = str(data["postgres_drill_role"])
-    secret = f"postgres_role_{role}_password"
-    values, missing = secrets.resolve([secret], data.get("secrets_file"))
-    if missing:
-        raise SeawallError(f"secret {secret} missing (${secrets.env_name(secret)})")
     return {
         "mode": mode,
         "run": run,
@@ -191,7 +200,7 @@ def writer_settings(topology: Topology, mode: str, run: str, max_seconds: float)
         "port": data["pgbouncer_port"],
         "dbname": data["postgres_drill_database"],
         "user": role,
-        "password": values[secret],
+        "password": role_password(topology, role),
         "interval": 0.01,
         "max_rows": 50000,
         "max_seconds": max_seconds,

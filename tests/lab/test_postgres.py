@@ -7,7 +7,6 @@ medians live in bench/postgres.py and docs/benchmarks.md.
 
 import json
 import os
-import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from seawall import secrets
 from seawall.components import postgres
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
@@ -24,7 +22,7 @@ from seawall.postgres import drill, tradestore
 from seawall.postgres.restore import restore_drill
 from seawall.postgres.status import cluster, http_json, leader_of, postgres_status
 from seawall.postgres.tunnel import tunnel
-from tests.lab.conftest import PYINFRA, ROOT
+from tests.lab.conftest import PYINFRA, ROOT, changed_operations
 
 OWN_DEPLOYS = [
     "deploys/etcd.py",
@@ -41,28 +39,12 @@ def run_own_deploys() -> subprocess.CompletedProcess[str]:
     """
     with drill.data_fault_lock(print):
         return subprocess.run(
-            [PYINFRA, "-y", "inventories/lab.py", *OWN_DEPLOYS],
+            [PYINFRA, "-y", "--json", "inventories/lab.py", *OWN_DEPLOYS],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=900,
         )
-
-
-def changes(result: subprocess.CompletedProcess[str]) -> int:
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    # pyinfra writes its results table to stderr when not on a terminal.
-    output = result.stdout + result.stderr
-    total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    assert total, output[-2000:]
-    success = total.group(2)
-    return 0 if success == "-" else int(success)
-
-
-def password(topology: Topology, role: str) -> str:
-    name = f"postgres_role_{role}_password"
-    values, _ = secrets.resolve([name], topology.hosts[0].data.get("secrets_file"))
-    return values[name]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +88,7 @@ def test_dynamic_settings_come_from_the_inventory(pg_lab: Topology) -> None:
 
 
 def test_second_deploy_changes_nothing(pg_lab: Topology) -> None:
-    assert changes(run_own_deploys()) == 0
+    assert changed_operations(run_own_deploys()) == {}
 
 
 def test_services_reach_leader_and_replica_through_pgbouncer(pg_lab: Topology) -> None:
@@ -116,7 +98,7 @@ def test_services_reach_leader_and_replica_through_pgbouncer(pg_lab: Topology) -
             host="127.0.0.1",
             port=port,
             user="probe",
-            password=password(pg_lab, "probe"),
+            password=drill.role_password(pg_lab, "probe"),
             prepare_threshold=None,
             connect_timeout=5,
         )
@@ -151,7 +133,7 @@ def test_redeploy_after_switchover_changes_nothing_and_keeps_the_leader(pg_lab: 
     assert report.results[0].new_leader != report.results[0].old_leader
     leader = leader_of(cluster(pg_lab).members)
     assert leader == report.results[0].new_leader
-    assert changes(run_own_deploys()) == 0
+    assert changed_operations(run_own_deploys()) == {}
     assert leader_of(cluster(pg_lab).members) == leader
 
 
@@ -160,7 +142,7 @@ def test_tradestore_migration_resumes_verifies_and_is_idempotent(
 ) -> None:
     store = tradestore.sample_trade_store(tmp_path / "trades.db", trades=20000)
     app = pg_lab.group("app")[0]
-    monkeypatch.setenv("PGPASSWORD", password(pg_lab, "probe"))
+    monkeypatch.setenv("PGPASSWORD", drill.role_password(pg_lab, "probe"))
     # The migration talks to the leader through HAProxy's read-write port.
     with tunnel(pg_lab, app.name, app.data["haproxy_rw_port"]) as port:
         dsn = f"host=127.0.0.1 port={port} dbname=probe user=probe"
@@ -204,7 +186,7 @@ def test_tradestore_cli_reports_verified(pg_lab: Topology, tmp_path: Path) -> No
             timeout=300,
             env={
                 **os.environ,
-                "PGPASSWORD": password(pg_lab, "probe"),
+                "PGPASSWORD": drill.role_password(pg_lab, "probe"),
                 "SEAWALL_TRADESTORE_DSN": f"host=127.0.0.1 port={port} dbname=probe user=probe",
             },
         )
