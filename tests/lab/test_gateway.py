@@ -20,7 +20,15 @@ from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import lab_config
 from seawall.lab.ssh import run as ssh
-from tests.lab.test_services import CATALOGUE, PREFIX, answers, app_faults, get_json, health_url
+from tests.lab.test_services import (
+    CATALOGUE,
+    PREFIX,
+    answers,
+    app_faults,
+    get_json,
+    health_url,
+    wait_until,
+)
 
 GATEWAY = "gw-1"
 ZONES = defaults.GATEWAY["gateway_rate_zones"]
@@ -281,10 +289,7 @@ def test_a_post_commits_a_row_and_publishes_its_event(
             return False
         return body["dependencies"].get("postgres", {}).get("status") == "OK"
 
-    deadline = time.monotonic() + 60
-    while not postgres_ok():
-        assert time.monotonic() < deadline, "execution's Postgres is not OK within 60 s"
-        time.sleep(1)
+    wait_until(postgres_ok, within=60, step=1, what="execution's Postgres is OK")
     # The order path is in the trading zone: let an earlier test's burst refill.
     time.sleep(ZONES["trading"]["burst"] / ZONES["trading"]["rate"] + 0.5)
     request_id = f"order-{uuid.uuid4().hex}"

@@ -51,14 +51,16 @@ def main_pid(topology: Topology, host: str, service: str) -> int:
     return int(out.stdout.strip() or 0)
 
 
-def wait_until(predicate: Callable[[], bool], within: float, step: float = 0.2) -> float:
+def wait_until(
+    predicate: Callable[[], bool], within: float, step: float = 0.2, what: str = "condition"
+) -> float:
     """Return the seconds it took ``predicate`` to hold; fail after ``within``."""
     started = time.monotonic()
     while time.monotonic() - started < within:
         if predicate():
             return time.monotonic() - started
         time.sleep(step)
-    pytest.fail(f"not within {within} s")
+    pytest.fail(f"{what}: not within {within} s")
 
 
 def answers(url: str) -> bool:
