@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, run_deploy, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
@@ -144,21 +144,7 @@ def wrk(url: str, seconds: int, connections: int, container: str, unit: str = "n
 
 
 def deploy_gateway(*data: str) -> None:
-    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    args = [pyinfra, "-y", "--limit", "gateway"]
-    for item in data:
-        args += ["--data", item]
-    result = subprocess.run(
-        [*args, "inventories/lab.py", "deploys/gateway.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        raise SystemExit(
-            f"gateway deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
-        )
+    run_deploy("deploys/gateway.py", *data, limit="gateway", timeout=600)
 
 
 STATIC_UNIT = "seawall-bench-backend"

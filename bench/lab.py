@@ -14,7 +14,6 @@ lab you work on is left alone. It creates and destroys that second lab.
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_section  # noqa: E402  (bench/report.py)
+from report import run_deploy, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import inventory, lab  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
@@ -85,16 +84,7 @@ def derive_inventory(folder: Path) -> Path:
 
 
 def deploy(inventory_file: Path) -> None:
-    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    result = subprocess.run(
-        [pyinfra, "-y", str(inventory_file), "deploys/common.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    run_deploy("deploys/common.py", inventory_file=inventory_file, timeout=1800)
 
 
 def main() -> None:

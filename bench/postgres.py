@@ -17,7 +17,6 @@ the data-fault lock once per drill so the Redis drills can interleave.
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
 from seawall.postgres import drill, tradestore  # noqa: E402
@@ -41,12 +40,6 @@ INVENTORY = ROOT / "inventories" / "lab.py"
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def spread(values: list[float]) -> str:
-    if not values:
-        return "- | - | -"
-    return f"{statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f}"
 
 
 def run_drills(topology: inventory.Topology, scenarios: list[str], runs: int) -> list[str]:

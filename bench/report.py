@@ -1,9 +1,14 @@
 """Write one benchmark's results into docs/benchmarks.md, between its own markers."""
 
 import os
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+LAB_INVENTORY = "inventories/lab.py"
 
 
 def write_section(name: str, report: str) -> None:
@@ -24,3 +29,35 @@ def load_note(load_before: float) -> list[str]:
         f"Load average (1 min) of the machine: {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end; other sessions' work shares the 2 cores.",
     ]
+
+
+def spread(values: list[float]) -> str:
+    """Three table cells: median | min | max (dashes when there is nothing)."""
+    if not values:
+        return "- | - | -"
+    return f"{statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f}"
+
+
+def run_deploy(
+    deploy_file: str,
+    *data: str,
+    limit: str | None = None,
+    inventory_file: str | Path = LAB_INVENTORY,
+    timeout: float = 900,
+) -> None:
+    """Run a deploy with pyinfra (``--data`` overrides, optional ``--limit``); stop on failure."""
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    args = [pyinfra, "-y"]
+    if limit:
+        args += ["--limit", limit]
+    for item in data:
+        args += ["--data", item]
+    result = subprocess.run(
+        [*args, str(inventory_file), deploy_file],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{deploy_file} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

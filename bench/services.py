@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, run_deploy, spread, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
 from seawall.errors import SeawallError  # noqa: E402
@@ -170,36 +170,14 @@ def rolling_restart(topology: Topology, forced: str) -> tuple[int, int, float]:
     for worker in workers:
         worker.start()
     started = time.monotonic()
-    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     try:
-        result = subprocess.run(
-            [
-                pyinfra,
-                "-y",
-                "--limit",
-                "app",
-                "--data",
-                forced,
-                "inventories/lab.py",
-                "deploys/services.py",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        run_deploy("deploys/services.py", forced, limit="app", timeout=900)
     finally:
         done.set()
         for worker in workers:
             worker.join(60)
-    if result.returncode != 0:
-        raise SystemExit(f"services deploy failed:\n{result.stdout[-3000:]}")
     failed = sum(1 for status in statuses if status != 200)
     return len(statuses), failed, time.monotonic() - started
-
-
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f}"
 
 
 def main() -> None:
@@ -252,12 +230,12 @@ def main() -> None:
         "",
         "| figure | median | min | max | target |",
         "|---|---|---|---|---|",
-        f"| kill -9 -> new process answers /health, s ({args.runs} runs) | {summary(kills)} "
+        f"| kill -9 -> new process answers /health, s ({args.runs} runs) | {spread(kills)} "
         "| <= 10 |",
         f"| SIGSTOP -> restarted by the hang checker and answering, s ({args.hang_runs} runs) "
-        f"| {summary(hangs)} | <= 30 |",
+        f"| {spread(hangs)} | <= 30 |",
         "| sequential GETs on one keep-alive connection, median ms (3 x 300) "
-        f"| {summary(sequential)} | no ~40 ms stall |",
+        f"| {spread(sequential)} | no ~40 ms stall |",
         "",
         f"Hang checker: /health every {check_every} s, "
         f"{settings['services_healthcheck_failures']} silent answers in a row "
