@@ -149,15 +149,25 @@ def deploy_gateway(*data: str) -> None:
 
 STATIC_UNIT = "seawall-bench-backend"
 STATIC_PORT = 18090
-_STATIC_CONF = f"/run/{STATIC_UNIT}.conf"
 # A bare proxy (no limits, ids, logs or TLS) to the same static backend, in its own
 # cgroup: what proxying alone costs on this machine at this moment.
 MINIMAL_UNIT = "seawall-bench-minimal-proxy"
 MINIMAL_PORT = 18091
-_MINIMAL_CONF = f"/run/{MINIMAL_UNIT}.conf"
 
 
-def _transient_nginx(topology: Topology, unit: str, path: str, conf: str) -> None:
+def _transient_nginx(
+    topology: Topology, unit: str, running: bool, server: str = "", workers: int | str = 1
+) -> None:
+    """Start (with one ``server`` block) or stop an NGINX of its own as transient ``unit``."""
+    path = f"/run/{unit}.conf"
+    if not running:
+        ssh(topology, GATEWAY_HOST, f"systemctl stop {unit}; rm -f {path}")
+        return
+    conf = (
+        f"worker_processes {workers};\npid /run/{unit}.pid;\n"
+        f"error_log /run/{unit}.log warn;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n{server}}}\n"
+    )
     encoded = base64.b64encode(conf.encode()).decode()
     ssh(
         topology,
@@ -171,35 +181,23 @@ def _transient_nginx(topology: Topology, unit: str, path: str, conf: str) -> Non
 
 def minimal_proxy(topology: Topology, running: bool, address: str) -> None:
     """Start or stop the bare proxy, with as many workers as the gateway has."""
-    if not running:
-        ssh(topology, GATEWAY_HOST, f"systemctl stop {MINIMAL_UNIT}; rm -f {_MINIMAL_CONF}")
-        return
-    conf = (
-        f"worker_processes {topology.host(GATEWAY_HOST).data['gateway_worker_processes']};\n"
-        f"pid /run/{MINIMAL_UNIT}.pid;\n"
-        f"error_log /run/{MINIMAL_UNIT}.log warn;\nevents {{}}\n"
-        "http {\n  access_log off;\n"
+    server = (
         f"  upstream up {{ server 127.0.0.1:{STATIC_PORT}; keepalive 32; }}\n"
         f"  server {{\n    listen {address}:{MINIMAL_PORT};\n"
         '    location / { proxy_http_version 1.1; proxy_set_header Connection ""; '
-        "proxy_pass http://up/; }\n  }\n}\n"
+        "proxy_pass http://up/; }\n  }\n"
     )
-    _transient_nginx(topology, MINIMAL_UNIT, _MINIMAL_CONF, conf)
+    workers = topology.host(GATEWAY_HOST).data["gateway_worker_processes"]
+    _transient_nginx(topology, MINIMAL_UNIT, running, server, workers)
 
 
 def static_backend(topology: Topology, running: bool) -> None:
     """Start or stop a static stand-in backend on gw-1's loopback, in its own cgroup."""
-    if not running:
-        ssh(topology, GATEWAY_HOST, f"systemctl stop {STATIC_UNIT}; rm -f {_STATIC_CONF}")
-        return
-    conf = (
-        "worker_processes 1;\npid /run/seawall-bench-backend.pid;\n"
-        "error_log /run/seawall-bench-backend.log warn;\nevents {}\n"
-        "http {\n  access_log off;\n"
+    server = (
         f"  server {{\n    listen 127.0.0.1:{STATIC_PORT};\n"
-        '    location / { default_type application/json; return 200 "{}"; }\n  }\n}\n'
+        '    location / { default_type application/json; return 200 "{}"; }\n  }\n'
     )
-    _transient_nginx(topology, STATIC_UNIT, _STATIC_CONF, conf)
+    _transient_nginx(topology, STATIC_UNIT, running, server)
 
 
 def main() -> None:
