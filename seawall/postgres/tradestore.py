@@ -67,6 +67,11 @@ class Table:
         keyed = sorted((c for c in self.columns if c.pk_position), key=lambda c: c.pk_position)
         return [c.name for c in keyed]
 
+    @property
+    def column_list(self) -> str:
+        """The quoted column names, comma-separated, for SELECT and COPY."""
+        return ", ".join(quote(c.name) for c in self.columns)
+
 
 def pg_type(declared: str) -> str:
     """Map a SQLite declared type to a Postgres type, by SQLite's affinity rules (plus dates)."""
@@ -326,7 +331,7 @@ def _check_targets(pg: Any, tables: list[Table], progress: dict[str, Any]) -> li
 def _batches(
     conn: sqlite3.Connection, table: Table, after: int, size: int
 ) -> Iterator[list[tuple[Any, ...]]]:
-    names = ", ".join(quote(c.name) for c in table.columns)
+    names = table.column_list
     while True:
         rows = conn.execute(
             f"SELECT rowid, {names} FROM {quote(table.name)} "
@@ -345,7 +350,7 @@ def _digests(rows: Iterable[Sequence[Any]], columns: Sequence[Column]) -> list[b
 
 def verify_table(conn: sqlite3.Connection, pg: Any, table: Table) -> TableResult:
     """Compare row counts and per-row checksums of one table on both sides."""
-    names = ", ".join(quote(c.name) for c in table.columns)
+    names = table.column_list
     source = _digests(conn.execute(f"SELECT {names} FROM {quote(table.name)}"), table.columns)
     with pg.cursor(name=f"seawall_verify_{abs(hash(table.name))}") as cursor:
         cursor.itersize = 20000
@@ -439,12 +444,11 @@ def migrate(
             report.tables.append(result)
             if done:
                 continue
-            names = ", ".join(quote(c.name) for c in table.columns)
+            copy_sql = f"COPY {quote(table.name)} ({table.column_list}) FROM STDIN"
             for rows in _batches(conn, table, last, batch_size):
                 if stop_after_batches is not None and batches_done >= stop_after_batches:
                     raise SeawallError(f"stopped after {batches_done} batches, as asked")
                 with pg.transaction():
-                    copy_sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
                     with pg.cursor().copy(copy_sql) as copy:
                         for row in rows:
                             copy.write_row(
