@@ -35,7 +35,7 @@ from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from seawall.components.common import install_packages
+from seawall.components.common import group_members, install_packages
 from seawall.components.postgres import CREATECLUSTER, data_dir
 from seawall.components.templates import render
 from seawall.defaults import PGBACKREST, POSTGRES
@@ -228,9 +228,7 @@ def deploy_backup() -> None:
         return
     data = host.data
     user, repo_path = str(data.get("pgbackrest_user")), str(data.get("pgbackrest_repo_path"))
-    members = [
-        (m.name, str(m.data.get("private_address"))) for m in inventory.get_group("postgres")
-    ]
+    members = group_members("postgres")
     repo_address = str(repos[0].data.get("private_address"))
     context = backup_context(data, is_repo, members, repo_address)
 

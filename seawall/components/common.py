@@ -32,7 +32,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import FactBase, OperationError, deploy, operation
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.exceptions import DeployError
@@ -212,6 +212,14 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
     )
     if guard or ours:
         files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)
+
+
+def group_members(group: str) -> list[tuple[str, str]]:
+    """Return (name, private address) of every host in ``group``, in inventory order."""
+    return [
+        (member.name, str(member.data.get("private_address")))
+        for member in inventory.get_group(group, default=[])
+    ]
 
 
 def host_secrets(names: Sequence[str], purpose: str = "") -> dict[str, str]:

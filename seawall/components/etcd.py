@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from io import StringIO
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
-from seawall.components.common import install_packages, unit_dropin
+from seawall.components.common import group_members, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD
 
@@ -53,14 +53,6 @@ def etcd_context(
     return context
 
 
-def etcd_members() -> list[tuple[str, str]]:
-    """Return (name, private address) of every host in the ``etcd`` group, in inventory order."""
-    return [
-        (member.name, str(member.data.get("private_address")))
-        for member in inventory.get_group("etcd")
-    ]
-
-
 @deploy("etcd cluster", data_defaults=ETCD)
 def deploy_etcd() -> None:
     """
@@ -78,7 +70,7 @@ def deploy_etcd() -> None:
     """
     if "etcd" not in host.groups:
         return
-    context = etcd_context(host.name, host.data, etcd_members())
+    context = etcd_context(host.name, host.data, group_members("etcd"))
     # Asked before anything changes: was a member already running here?
     was_running = bool(host.get_fact(SystemdStatus).get("etcd.service"))
     install_packages("Install etcd (started by nothing until configured)", PACKAGES)

@@ -27,13 +27,13 @@ from collections.abc import Mapping, Sequence
 from io import StringIO
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from seawall.components.common import host_secrets, install_packages, validated_file
+from seawall.components.common import group_members, host_secrets, install_packages, validated_file
 from seawall.components.postgres import role_secret
 from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
@@ -82,10 +82,7 @@ def deploy_pgroute() -> None:
     roles = list(host.data.get("postgres_service_roles"))
     names = [role_secret(role) for role in roles]
     values = host_secrets(names)
-    members = [
-        (member.name, str(member.data.get("private_address")))
-        for member in inventory.get_group("postgres")
-    ]
+    members = group_members("postgres")
     context = pgroute_context(
         host.data, members, {role: values[role_secret(role)] for role in roles}
     )

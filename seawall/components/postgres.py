@@ -48,7 +48,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
-from seawall.components.common import host_secrets, install_packages, unit_dropin
+from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.postgres import scram
@@ -170,8 +170,7 @@ def patroni_context(
 
 
 def _addresses(group: str) -> list[str]:
-    members = inventory.get_group(group, default=[])
-    return [str(member.data.get("private_address")) for member in members]
+    return [address for _, address in group_members(group)]
 
 
 # --- facts ---------------------------------------------------------------------------------
