@@ -170,7 +170,7 @@ def switchover(topology: Topology, timeout: float = 30) -> str:
             conn = connect(host, int(port), settings.password, 2)
             try:
                 return conn.execute_command(*command)
-            except (ConnectionError, OSError, redis_exceptions.ConnectionError):
+            except (OSError, redis_exceptions.ConnectionError):  # OSError covers ConnectionError
                 if attempt == 2:
                     raise
             finally:
