@@ -5,6 +5,8 @@ Exit codes: 0 ok, 1 a finding (failed check, unhealthy lab), 2 an error
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -46,9 +48,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON 
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def _fail(error: SeawallError) -> typer.Exit:
-    typer.echo(f"seawall: {error}", err=True)
-    return typer.Exit(2)
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn a SeawallError into its message on stderr and exit code 2."""
+    try:
+        yield
+    except SeawallError as error:
+        typer.echo(f"seawall: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -95,10 +102,8 @@ def lab_up(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOp
     """Create or repair the lab and wait until every host answers SSH."""
     from seawall import lab
 
-    try:
+    with _errors():
         report = lab.up(_load_lab(inventory_path), log=progress)
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, _lab_text(report))
     raise typer.Exit(0 if report.ok else 1)
 
@@ -113,10 +118,8 @@ def lab_down(
     from seawall import lab
 
     _confirm("Destroy every lab host?", yes)
-    try:
+    with _errors():
         report = lab.down(_load_lab(inventory_path), log=progress)
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, _lab_text(report))
 
 
@@ -127,10 +130,8 @@ def lab_status(
     """Show each lab host, its address and state."""
     from seawall import lab
 
-    try:
+    with _errors():
         report = lab.status(_load_lab(inventory_path))
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, _lab_text(report))
     raise typer.Exit(0 if report.ok else 1)
 
@@ -147,12 +148,10 @@ def lab_ssh(
     from seawall.lab.network import require_bridge
     from seawall.lab.ssh import ssh_args
 
-    try:
+    with _errors():
         topology = _load_lab(inventory_path)
         require_bridge(lab_config(topology))
         args = ssh_args(topology, host, user)
-    except SeawallError as error:
-        raise _fail(error) from None
     os.execvp(args[0], [*args, *ctx.args])
 
 
@@ -164,10 +163,8 @@ def lab_box(
     """Build the vagrant-lxc box from the lab's base root filesystem; print its path."""
     from seawall.lab.vagrant import build_box
 
-    try:
+    with _errors():
         print(build_box(_load_lab(inventory_path), force=force))
-    except SeawallError as error:
-        raise _fail(error) from None
 
 
 class Fault(StrEnum):
@@ -194,11 +191,9 @@ def fault_host(
     from seawall.lab import faults, lab_config
 
     _confirm(f"{kind.value} {host}?", yes)
-    try:
+    with _errors():
         config = lab_config(_load_lab(inventory_path))
         getattr(faults, kind.value)(config, host)
-    except SeawallError as error:
-        raise _fail(error) from None
     progress(f"{host}: {kind.value}")
 
 
@@ -213,10 +208,8 @@ def fault_partition(
     from seawall.lab import faults, lab_config
 
     _confirm(f"partition {first} from {second}?", yes)
-    try:
+    with _errors():
         faults.partition(lab_config(_load_lab(inventory_path)), first, second)
-    except SeawallError as error:
-        raise _fail(error) from None
     progress(f"partitioned {first} <-> {second}")
 
 
@@ -225,10 +218,8 @@ def fault_restore(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY) -> None:
     """Undo every fault and wait until every host is back."""
     from seawall.lab import faults, lab_config
 
-    try:
+    with _errors():
         faults.restore(lab_config(_load_lab(inventory_path)))
-    except SeawallError as error:
-        raise _fail(error) from None
     progress("every fault undone")
 
 
@@ -240,10 +231,8 @@ def status(
     """Show the live topology: Redis master, replicas with lag, Sentinels' agreement, Postgres."""
     from seawall.status import platform_status
 
-    try:
+    with _errors():
         report = platform_status(_load(inventory_path))
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -267,15 +256,13 @@ def drill_redis(
 
     chosen = list(SCENARIOS) if scenario == "all" else [scenario]
     _confirm(f"Run {', '.join(chosen)} on the lab ({runs} run(s) each)?", yes)
-    try:
+    with _errors():
         topology = _load_lab(inventory_path)
         results = [
             run_drill(topology, name, duration=duration, rate=rate, log=progress)
             for name in chosen
             for _ in range(runs)
         ]
-    except SeawallError as error:
-        raise _fail(error) from None
     emit({"results": [r.to_json() for r in results]}, as_json, drill_table(results))
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
@@ -285,10 +272,8 @@ def check_inventory(
     inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")],
 ) -> None:
     """Validate an inventory (roles, addresses, ports, quorum, secrets) without touching a host."""
-    try:
+    with _errors():
         topology = _load(inventory_path)
-    except SeawallError as error:
-        raise _fail(error) from None
     rows = [(h.name, h.address, ",".join(h.roles) or "-") for h in topology]
     print(table(["host", "address", "roles"], rows))
     progress(f"{inventory_path}: valid")
@@ -302,10 +287,8 @@ def verify_hosts(
     """Ask every host whether each promise of the deploys holds."""
     from seawall.verify import verify
 
-    try:
+    with _errors():
         report = verify(_load(inventory_path))
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -321,10 +304,8 @@ def health(
     """
     from seawall.health_report import collect
 
-    try:
+    with _errors():
         report = collect(inventory.load(inventory_path))
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -356,10 +337,8 @@ def drill_postgres(
     names = list(SCENARIOS) if not scenarios or scenarios == ["all"] else scenarios
     chosen = [name for name in names for _ in range(runs)]
     _confirm(f"Run {', '.join(names)} on the lab's Postgres ({runs} run(s) each)?", yes)
-    try:
+    with _errors():
         report = run_drills(_load_lab(inventory_path), chosen, log=progress)
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -392,10 +371,8 @@ def tradestore_migrate(
     """
     from seawall.postgres.tradestore import migrate
 
-    try:
+    with _errors():
         report = migrate(sqlite, dsn, batch_size=batch_size, log=progress)
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -416,9 +393,7 @@ def drill_pg_restore(
     from seawall.postgres.restore import restore_drill
 
     _confirm("Write marker rows, take a backup and restore it into scratch?", yes)
-    try:
+    with _errors():
         report = restore_drill(_load(inventory_path), log=progress)
-    except SeawallError as error:
-        raise _fail(error) from None
     emit(report.to_json(), as_json, report.to_text())
     raise typer.Exit(0 if report.ok else 1)
