@@ -29,6 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +41,8 @@ from report import load_note, run_deploy, write_section  # noqa: E402  (bench/re
 
 from seawall import defaults, inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
-from seawall.lab.config import lab_config  # noqa: E402
+from seawall.lab import faults  # noqa: E402
+from seawall.lab.config import LabConfig, lab_config  # noqa: E402
 from seawall.lab.network import require_bridge  # noqa: E402
 from seawall.lab.ssh import run as ssh  # noqa: E402
 
@@ -61,13 +64,19 @@ class Mode:
     cpu_us: list[float] = field(default_factory=list)
 
 
-def unit_cpu_us(container: str, unit: str = "nginx") -> int:
-    """CPU (µs) used so far by a unit of gw-1 (nginx.service by default), from its cgroup
-    (v2 cpu.stat, as the container's systemd accounts it)."""
+def unit_cpu(container: str, unit: str = "nginx") -> tuple[int, int]:
+    """User and system CPU (µs) used so far by a unit of gw-1 (nginx.service by default),
+    from its cgroup (v2 cpu.stat, as the container's systemd accounts it)."""
     stat = Path(
         f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/{unit}.service/cpu.stat"
     ).read_text()
-    return int(re.search(r"usage_usec (\d+)", stat).group(1))  # type: ignore[union-attr]
+    user, system = (re.search(rf"{key}_usec (\d+)", stat) for key in ("user", "system"))
+    assert user and system, f"no CPU accounting for {unit} in {container}"
+    return int(user.group(1)), int(system.group(1))
+
+
+def unit_cpu_us(container: str, unit: str = "nginx") -> int:
+    return sum(unit_cpu(container, unit))
 
 
 def connect(address: str, port: int, context: ssl.SSLContext | None) -> http.client.HTTPConnection:
@@ -76,9 +85,11 @@ def connect(address: str, port: int, context: ssl.SSLContext | None) -> http.cli
     return http.client.HTTPSConnection(address, port, timeout=10, context=context)
 
 
-def paced_load(
-    targets: list[tuple[str, int, str, ssl.SSLContext | None]], rate: float, seconds: float
-) -> tuple[list[float], int]:
+# Address, port, path and TLS context (None: plain HTTP) of one paced-load target.
+Target = tuple[str, int, str, ssl.SSLContext | None]
+
+
+def paced_load(targets: list[Target], rate: float, seconds: float) -> tuple[list[float], int]:
     """GET at ``rate`` per second for ``seconds``, rotating over ``targets``; one keep-alive
     connection each. Return the latencies (ms) and the count of failures."""
     conns = [connect(address, port, context) for address, port, _, context in targets]
@@ -124,23 +135,25 @@ class Wrk:
     requests: int
     errors: int
     nginx_cpu_us: float  # per request, gw-1's nginx.service cgroup
+    nginx_user_us: float  # of which in user space (NGINX, OpenSSL, libc)
 
 
 def wrk(url: str, seconds: int, connections: int, container: str, unit: str = "nginx") -> Wrk:
-    before = unit_cpu_us(container, unit)
+    user_before, system_before = unit_cpu(container, unit)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", url],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
         check=True,
     ).stdout
-    used = unit_cpu_us(container, unit) - before
+    user, system = unit_cpu(container, unit)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    requests = max(1, int(re.search(r"(\d+) requests in", out).group(1)))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     failed = int(errors.group(1)) if errors else 0
-    return Wrk(rps, requests, failed, used / max(1, requests))
+    used = user - user_before + system - system_before
+    return Wrk(rps, requests, failed, used / requests, (user - user_before) / requests)
 
 
 def deploy_gateway(*data: str) -> None:
@@ -153,6 +166,10 @@ STATIC_PORT = 18090
 # cgroup: what proxying alone costs on this machine at this moment.
 MINIMAL_UNIT = "seawall-bench-minimal-proxy"
 MINIMAL_PORT = 18091
+BARE = "bare proxy, http"
+# wrk connections for the static-backend measurement: NGINX's cost per request falls as
+# more requests share each wake-up, so it is reported at both.
+STATIC_CONNECTIONS = (16, 64)
 
 
 def _transient_nginx(
@@ -172,6 +189,8 @@ def _transient_nginx(
     ssh(
         topology,
         GATEWAY_HOST,
+        # A leftover of an interrupted run is stopped first.
+        f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; "
         f"echo {encoded} | base64 -d > {path} && "
         f"systemd-run --unit={unit} nginx -c {path} -g 'daemon off;' && sleep 1 "
         f"&& systemctl is-active {unit}",
@@ -200,6 +219,32 @@ def static_backend(topology: Topology, running: bool) -> None:
     _transient_nginx(topology, STATIC_UNIT, running, server)
 
 
+@contextmanager
+def quiet_lab(config: LabConfig, enabled: bool) -> Iterator[None]:
+    """With ``enabled``, shut every lab host but gw-1 down (cleanly) for the block and start
+    them again after it: NGINX then shares the machine with wrk and the static backend only,
+    as in ../shared/LAB-NOTES.md's baseline. Holds the fault locks meanwhile."""
+    if not enabled:
+        yield
+        return
+    with (
+        faults.exclusive_lock(faults.APP_FAULT_LOCK, timeout=600),
+        faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=600),
+    ):
+        try:
+            stopping = [
+                subprocess.Popen(["lxc-stop", "-n", host.container, "-t", "60"])
+                for host in config.hosts
+                if host.name != GATEWAY_HOST
+            ]
+            for process in stopping:
+                process.wait(timeout=120)
+            time.sleep(10)  # let the machine settle after the shutdowns
+            yield
+        finally:
+            faults.restore(config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -207,6 +252,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per mode and round")
     parser.add_argument("--wrk-seconds", type=int, default=10)
     parser.add_argument("--no-throughput", action="store_true", help="skip the wrk phase")
+    parser.add_argument(
+        "--quiet-lab",
+        action="store_true",
+        help="shut the other lab hosts down while measuring against the static backend",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     general = defaults.GATEWAY["gateway_rate_zones"]["general"]["rate"]
@@ -224,7 +274,7 @@ def main() -> None:
     tls = ssl.create_default_context(cadata=cert)
     internal = defaults.GATEWAY["gateway_internal_http_port"]
     https = defaults.GATEWAY["gateway_https_port"]
-    modes = {
+    modes: dict[str, tuple[Mode, list[Target]]] = {
         "direct": (Mode("direct"), [(a, SERVICE["port"], DIRECT_PATH, None) for a in apps]),
         "gateway http": (Mode("gateway http"), [(gateway, internal, GATEWAY_PATH, None)]),
         "gateway https": (Mode("gateway https"), [(gateway, https, GATEWAY_PATH, tls)]),
@@ -246,7 +296,7 @@ def main() -> None:
             )
 
     throughput: dict[str, Wrk] = {}
-    static: dict[str, Wrk] = {}
+    static: dict[tuple[str, int], list[Wrk]] = {}
     if not args.no_throughput:
         # The controller's address on the lab bridge: where wrk's requests come from.
         exempt = json.dumps([f"{config.bridge_address}/32"])
@@ -271,17 +321,23 @@ def main() -> None:
                 'gateway_upstream_addresses=["127.0.0.1"]',
                 f"services={json.dumps(catalogue)}",
             )
-            for name in ("gateway http", "gateway https"):
-                static[name] = wrk(urls[name], args.wrk_seconds, 16, container)
-                print(f"wrk static {name}: {static[name]}", file=sys.stderr, flush=True)
             minimal_proxy(topology, True, gateway)
-            static["bare proxy, http (reference)"] = wrk(
-                f"http://{gateway}:{MINIMAL_PORT}/items/1",
-                args.wrk_seconds,
-                16,
-                container,
-                MINIMAL_UNIT,
-            )
+            static_targets = {
+                BARE: (f"http://{gateway}:{MINIMAL_PORT}/items/1", MINIMAL_UNIT),
+                "gateway http": (urls["gateway http"], "nginx"),
+                "gateway https": (urls["gateway https"], "nginx"),
+            }
+            with quiet_lab(config, args.quiet_lab):
+                for _ in range(args.rounds):
+                    for connections in STATIC_CONNECTIONS:
+                        for name, (url, unit) in static_targets.items():
+                            result = wrk(url, args.wrk_seconds, connections, container, unit)
+                            static.setdefault((name, connections), []).append(result)
+                            print(
+                                f"wrk static {name}, {connections} connections: {result}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
         finally:
             deploy_gateway()
             minimal_proxy(topology, False, gateway)
@@ -346,16 +402,29 @@ def main() -> None:
             "With a static backend (an NGINX `return 200` on gw-1's loopback, in its own "
             "cgroup, standing in for ai-engine behind the same full gateway configuration, "
             "as in ../shared/LAB-NOTES.md's baseline of ~27 µs http / ~33 µs https), the "
-            "gateway's own cost per proxied request:",
+            f"gateway's own cost per proxied request; {args.rounds} interleaved rounds of "
+            f"{args.wrk_seconds} s per row"
+            + (
+                ", every other lab host shut down meanwhile (--quiet-lab):"
+                if args.quiet_lab
+                else ", the rest of the lab running:"
+            ),
             "",
-            "| through gw-1 | requests/s | non-2xx | nginx CPU per request, µs | target |",
-            "|---|---|---|---|---|",
+            "| through gw-1 | wrk connections | requests/s | non-2xx | nginx CPU per request, "
+            "µs: median (min-max) | of it user space, µs | ratio to bare proxy | target |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for name, result in static.items():
+        for (name, connections), results in static.items():
+            per_request = [r.nginx_cpu_us for r in results]
+            bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
+            ratio = statistics.median(c / b for c, b in zip(per_request, bare, strict=True))
             target = f"<= {CPU_US[name]:.0f}" if name in CPU_US else "-"
             lines.append(
-                f"| {name} | {result.rps:.0f} | {result.errors} | "
-                f"{result.nginx_cpu_us:.1f} | {target} |"
+                f"| {name} | {connections} | {statistics.median(r.rps for r in results):.0f} | "
+                f"{sum(r.errors for r in results)} | {statistics.median(per_request):.1f} "
+                f"({min(per_request):.1f}-{max(per_request):.1f}) | "
+                f"{statistics.median(r.nginx_user_us for r in results):.1f} | {ratio:.2f} | "
+                f"{target} |"
             )
         lines += [
             "",

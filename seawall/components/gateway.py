@@ -29,7 +29,7 @@ What it never does:
 from collections.abc import Mapping
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api.deploy import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import File
@@ -37,7 +37,7 @@ from pyinfra.operations import server, systemd
 
 from seawall import defaults
 from seawall.components import templates
-from seawall.components.common import install_packages, validated_file
+from seawall.components.common import group_members, install_packages, validated_file
 from seawall.defaults import GATEWAY
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
@@ -190,7 +190,7 @@ def deploy_gateway() -> None:
         return
     data = host.data
     apps = list(data.get("gateway_upstream_addresses") or []) or [
-        str(h.data.get("private_address")) for h in inventory.get_group("app")
+        address for _, address in group_members("app")
     ]
 
     install_packages("Install NGINX", ["nginx", "openssl"])

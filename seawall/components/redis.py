@@ -41,8 +41,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FindInFile
 from pyinfra.operations import files, server, systemd
 
-from seawall import secrets
-from seawall.components.common import install_packages, unit_dropin
+from seawall.components.common import host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import REDIS, SENTINEL
 from seawall.facts.redis import (
@@ -134,10 +133,7 @@ def _initial_master() -> tuple[str, int]:
 
 
 def _context() -> dict[str, Any]:
-    names = ["redis_password", "sentinel_password"]
-    values, missing = secrets.resolve(names, host.data.get("secrets_file"))
-    if missing:
-        raise DeployError(f"{host.name}: secret {missing[0]} is not available")
+    values = host_secrets(["redis_password", "sentinel_password"])
     context = {key: host.data.get(key) for key in DEFAULTS}
     context.update(values)
     context["private_address"] = host.data.private_address

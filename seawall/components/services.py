@@ -44,9 +44,9 @@ from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from seawall import defaults, secrets
+from seawall import defaults
 from seawall.components import templates
-from seawall.components.common import install_packages
+from seawall.components.common import host_secrets, install_packages
 from seawall.defaults import SERVICES
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -285,12 +285,7 @@ def _sentinels() -> list[tuple[str, int]]:
 
 def _secrets(service: Mapping[str, Any]) -> str:
     wanted = secret_names(host.data, service)
-    values, missing = secrets.resolve(sorted(set(wanted.values())), host.data.get("secrets_file"))
-    if missing:
-        raise DeployError(
-            f"{host.name}: secret {missing[0]} (for service {service['name']}) is not in "
-            f"secrets_file nor ${secrets.env_name(missing[0])}"
-        )
+    values = host_secrets(sorted(set(wanted.values())), f" (for service {service['name']})")
     return "".join(f"{env}={values[name]}\n" for env, name in sorted(wanted.items()))
 
 

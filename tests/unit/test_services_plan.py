@@ -11,7 +11,7 @@ import pytest
 from pyinfra.api.exceptions import DeployError
 
 from seawall import defaults, inventory, secrets
-from seawall.components import gateway, services
+from seawall.components import common, gateway, services
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 SECRET_VALUE = "s3cret-value-never-printed"
@@ -19,7 +19,9 @@ SECRET_VALUE = "s3cret-value-never-printed"
 
 def fake_inventory(lab: inventory.Topology) -> SimpleNamespace:
     return SimpleNamespace(
-        get_group=lambda name: [SimpleNamespace(data=dict(h.data)) for h in lab.group(name)]
+        get_group=lambda name, default=None: [
+            SimpleNamespace(name=h.name, data=dict(h.data)) for h in lab.group(name)
+        ]
     )
 
 
@@ -43,8 +45,12 @@ def plan(
         monkeypatch.setenv(secrets.env_name(secret), SECRET_VALUE)
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts or {}, name=name)
     calls: list[Call] = []
-    monkeypatch.setattr(module, "host", fake)
-    monkeypatch.setattr(module, "inventory", fake_inventory(lab))
+    # pyinfra's context, where the deploy and the shared helpers (host_secrets,
+    # group_members in common) read it.
+    for target in (module, common):
+        monkeypatch.setattr(target, "host", fake)
+        if hasattr(target, "inventory"):
+            monkeypatch.setattr(target, "inventory", fake_inventory(lab))
     for ops in ("files", "server", "systemd"):
         monkeypatch.setattr(module, ops, Recorder(ops, calls), raising=False)
     recorder = Recorder("seawall", calls)
@@ -124,5 +130,7 @@ def test_a_missing_secret_stops_the_deploy_naming_host_and_secret(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     monkeypatch.delenv(secrets.env_name("sentinel_password"), raising=False)
-    with pytest.raises(DeployError, match="app-1: secret sentinel_password"):
+    with pytest.raises(
+        DeployError, match=r"app-1: secrets sentinel_password \(for service [a-z-]+\) missing"
+    ):
         plan(monkeypatch, lab, services, "app-1", secret_names=("redis_password",))
