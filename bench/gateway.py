@@ -11,9 +11,12 @@ In one session, interleaved in rounds so drift hits every mode alike:
 - the throughput ratio gateway / direct with wrk (bounded by -d); for that phase
   only the controller is exempted from the rate limits (a deploy with
   ``--data gateway_rate_limit_exempt=...``), and the normal configuration is
-  deployed again afterwards, whatever happens.
+  deployed again afterwards, whatever happens;
+- NGINX's own cost with a static backend on gw-1's loopback: the full gateway and a
+  bare one-location proxy, at 16 and 64 wrk connections, in interleaved rounds; with
+  ``--quiet-lab`` every other lab host is shut down meanwhile (LAB-NOTES' method).
 
-    /tmp/venv/bin/python bench/gateway.py --rounds 3
+    .venv/bin/python bench/gateway.py --rounds 3 --quiet-lab
 
 Traffic goes only to lab addresses, after checking the lab's bridge.
 """

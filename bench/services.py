@@ -8,7 +8,7 @@ Figures (medians with min and max of several runs in one session):
 - keep-alive without a Nagle stall: sequential requests on one connection (a stall
   shows as ~40 ms each), and wrk's throughput and latency, straight to one app host.
 
-    /tmp/venv/bin/python bench/services.py --runs 5 --hang-runs 3
+    .venv/bin/python bench/services.py --runs 5 --hang-runs 3
 
 Faults go to app-2 only, serialised through /tmp/seawall-app-faults.lock and undone
 (SIGCONT) whatever happens. Load is bounded in count and time, to lab addresses only.
