@@ -36,7 +36,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, install_packages
-from seawall.components.postgres import CREATECLUSTER, data_dir
+from seawall.components.postgres import data_dir, forbid_main_cluster
 from seawall.components.templates import render
 from seawall.defaults import PGBACKREST, POSTGRES
 
@@ -236,12 +236,7 @@ def deploy_backup() -> None:
     # where they are called): every key exists before any host trusts its peers.
     if is_repo:
         # Postgres's binaries serve the restore drill; no cluster may appear.
-        files.put(
-            name="Stop postgresql-common from creating a main cluster",
-            src=StringIO(render("postgres", CREATECLUSTER, context)),
-            dest=CREATECLUSTER,
-            mode="644",
-        )
+        forbid_main_cluster()
         packages = ["pgbackrest", f"postgresql-{data.get('postgres_version')}"]
         account, home = user, repo_path
         peers = [(name, POSTGRES_HOME, address) for name, address in members]

@@ -84,6 +84,19 @@ def data_dir(data: Mapping[str, Any] | HostData) -> str:
     return f"/var/lib/postgresql/{data.get('postgres_version')}/{data.get('postgres_cluster')}"
 
 
+def forbid_main_cluster() -> None:
+    """Stop postgresql-common from creating Debian's main cluster when a server package
+    installs (on Postgres members, and on the backup repository that only needs the binaries)."""
+    files.put(
+        name="Stop postgresql-common from creating a main cluster",
+        src=StringIO(render(CONCERN, CREATECLUSTER, {})),
+        dest=CREATECLUSTER,
+        user="root",
+        group="root",
+        mode="644",
+    )
+
+
 def patroni_unit(data: Mapping[str, Any] | HostData) -> str:
     return f"patroni@{data.get('postgres_version')}-{data.get('postgres_cluster')}.service"
 
@@ -501,14 +514,7 @@ def deploy_postgres() -> None:
     was_running = bool(host.get_fact(SystemdStatus).get(unit))
 
     # Install: no Debian cluster, no daemon started with stock configuration.
-    files.put(
-        name="Stop postgresql-common from creating a main cluster",
-        src=StringIO(render(CONCERN, CREATECLUSTER, context)),
-        dest=CREATECLUSTER,
-        user="root",
-        group="root",
-        mode="644",
-    )
+    forbid_main_cluster()
     install_packages(
         "Install PostgreSQL and Patroni", [f"postgresql-{version}", "patroni", "python3-psycopg2"]
     )
