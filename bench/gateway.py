@@ -231,7 +231,7 @@ def quiet_lab(config: LabConfig, enabled: bool) -> Iterator[None]:
         yield
         return
     with (
-        faults.exclusive_lock(faults.APP_FAULT_LOCK, timeout=600),
+        faults.app_fault_lock(timeout=600),
         faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=600),
     ):
         try:
