@@ -3,6 +3,7 @@
 import os
 import secrets as _random
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from seawall.errors import SeawallError
@@ -51,6 +52,24 @@ def resolve(names: list[str], secrets_file: str | None) -> tuple[dict[str, str],
         else:
             missing.append(name)
     return values, missing
+
+
+def require(
+    names: Sequence[str], secrets_file: str | None, owner: str, purpose: str = ""
+) -> dict[str, str]:
+    """Return the values of ``names`` for ``owner`` (a host's name).
+
+    Raises:
+        SeawallError: one is missing, naming the owner, the secrets, ``purpose`` and where
+            they were looked for.
+    """
+    values, missing = resolve(list(names), secrets_file)
+    if missing:
+        raise SeawallError(
+            f"{owner}: secrets {', '.join(missing)}{purpose} missing "
+            f"(secrets_file or {', '.join('$' + env_name(n) for n in missing)})"
+        )
+    return values
 
 
 def ensure_file(path: Path, names: list[str]) -> list[str]:

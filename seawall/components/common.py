@@ -45,6 +45,7 @@ from pyinfra.operations import apt, files, server, systemd
 from seawall import defaults, secrets
 from seawall.components import templates
 from seawall.defaults import COMMON
+from seawall.errors import SeawallError
 
 # Templates mirror the path they render to: templates/common/etc/... -> /etc/...
 APT_PROXY = "/etc/apt/apt.conf.d/01seawall-proxy"
@@ -228,13 +229,10 @@ def host_secrets(names: Sequence[str], purpose: str = "") -> dict[str, str]:
     Raises:
         DeployError: one is missing, naming the host, the secret and where it was looked for.
     """
-    values, missing = secrets.resolve(list(names), host.data.get("secrets_file"))
-    if missing:
-        raise DeployError(
-            f"{host.name}: secrets {', '.join(missing)}{purpose} missing "
-            f"(secrets_file or {', '.join('$' + secrets.env_name(n) for n in missing)})"
-        )
-    return values
+    try:
+        return secrets.require(names, host.data.get("secrets_file"), host.name, purpose)
+    except SeawallError as error:
+        raise DeployError(str(error)) from None
 
 
 def unit_dropin(name: str, content: str, dest: str, unit: str) -> OperationMeta:

@@ -183,11 +183,8 @@ def role_password(topology: Topology, role: str) -> str:
     Raises:
         SeawallError: the secret is in neither the secrets file nor the environment.
     """
-    secret = role_secret(role)
-    values, missing = secrets.resolve([secret], topology.hosts[0].data.get("secrets_file"))
-    if missing:
-        raise SeawallError(f"secret {secret} missing (${secrets.env_name(secret)})")
-    return values[secret]
+    secret, first = role_secret(role), topology.hosts[0]
+    return secrets.require([secret], first.data.get("secrets_file"), first.name)[secret]
 
 
 def writer_settings(topology: Topology, mode: str, run: str, max_seconds: float) -> dict[str, Any]:

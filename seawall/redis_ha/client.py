@@ -17,11 +17,9 @@ def redis_settings(topology: Topology, **overrides: object) -> RedisSettings:
     if not sentinels:
         raise SeawallError(f"{topology.path}: group sentinel: no hosts")
     first = sentinels[0].data
-    values, missing = secrets.resolve(
-        ["redis_password", "sentinel_password"], first.get("secrets_file")
+    values = secrets.require(
+        ["redis_password", "sentinel_password"], first.get("secrets_file"), sentinels[0].name
     )
-    if missing:
-        raise SeawallError(f"{sentinels[0].name}: secret {missing[0]}: not available")
     return RedisSettings(
         sentinels=tuple((host.address, int(host.data["sentinel_port"])) for host in sentinels),
         master_name=str(topology.value("sentinel_master_name")),
