@@ -217,10 +217,7 @@ def test_wal_markers_callback_unblocks_segments_the_repository_holds(pg_lab: Top
     leader = leader_of(cluster(pg_lab).members)
     replica = next(h for h in pg_lab.group("postgres") if h.name != leader)
     data = replica.data
-    status_dir = (
-        f"/var/lib/postgresql/{data['postgres_version']}/{data['postgres_cluster']}"
-        "/pg_wal/archive_status"
-    )
+    status_dir = f"{postgres.data_dir(data)}/pg_wal/archive_status"
 
     def sh(command: str) -> str:
         result = ssh_run(pg_lab, replica.name, f"cd / && runuser -u postgres -- {command}")
