@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian packages: Python for the venv, the lab's substrate (LXC, debootstrap,
 # nftables, apt-cacher-ng), and Vagrant with its LXC provider.
 packages=(python3 python3-venv python3-pip git openssh-client iproute2 lxc debootstrap nftables
-          apt-cacher-ng vagrant vagrant-lxc)
+          apt-cacher-ng vagrant vagrant-lxc redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
