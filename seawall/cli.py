@@ -1,7 +1,11 @@
 """The `seawall` command: thin wrappers over library functions.
 
-Exit codes: 0 ok, 1 a finding (failed check, unhealthy lab), 2 an error
-(bad inventory, unreachable host, failed step).
+Each command parses its arguments, calls one library function returning a
+report (`seawall.output.Report`), prints it through `seawall.output.emit` (text,
+or JSON with `--json`) and exits with the code that maps to. Exit codes: 0 ok,
+1 a finding (failed check, unhealthy lab, failed drill), 2 an error (bad
+inventory, unreachable host, failed step), 3 a declined confirmation (nothing
+was done).
 """
 
 import os
@@ -9,18 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from seawall import inventory
 from seawall.errors import SeawallError
-from seawall.output import emit, progress, table
-
-if TYPE_CHECKING:
-    from seawall.lab import LabReport
-
-EXIT_CODES = "Exit codes: 0 ok, 1 finding (failed check or unhealthy lab), 2 error."
+from seawall.output import EXIT_CODES, EXIT_DECLINED, EXIT_ERROR, Report, emit, progress
 
 app = typer.Typer(
     help=f"Harden, test and check the trading platform's hosts. {EXIT_CODES}", no_args_is_help=True
@@ -29,7 +28,7 @@ lab_app = typer.Typer(
     help=f"The lab: the production topology as LXC hosts. {EXIT_CODES}", no_args_is_help=True
 )
 fault_app = typer.Typer(
-    help="Inject real faults into lab hosts (and undo them).", no_args_is_help=True
+    help=f"Inject real faults into lab hosts (and undo them). {EXIT_CODES}", no_args_is_help=True
 )
 drill_app = typer.Typer(
     help=f"Failover drills on the lab: real faults, a bounded writer. {EXIT_CODES}",
@@ -55,12 +54,28 @@ def _errors() -> Iterator[None]:
         yield
     except SeawallError as error:
         typer.echo(f"seawall: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 def _confirm(question: str, yes: bool) -> None:
-    if not yes and not typer.confirm(question, default=False):
-        raise typer.Exit(1)
+    """Ask before a destructive step; a "no" (or no terminal to ask on) exits 3, not 1.
+
+    Exit 1 means a finding: cron must tell "declined, nothing done" from "drill failed".
+    """
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(question, default=False)
+    except typer.Abort:
+        agreed = False
+    if not agreed:
+        typer.echo("seawall: declined, nothing done", err=True)
+        raise typer.Exit(EXIT_DECLINED)
+
+
+def _finish(report: Report, as_json: bool) -> NoReturn:
+    """Print the report (text, or JSON with --json) and exit 0 if it is ok, else 1."""
+    raise typer.Exit(emit(report, as_json))
 
 
 def _load(path: Path, check_secrets: bool = True) -> inventory.Topology:
@@ -82,21 +97,6 @@ def _load_lab(path: Path) -> inventory.Topology:
     return topology
 
 
-def _lab_text(report: "LabReport") -> str:
-    rows = [(h.name, h.address, h.state, "yes" if h.ssh else "no") for h in report.hosts]
-    lines = [table(["host", "address", "state", "ssh"], rows), ""]
-    lines.append(
-        f"bridge {report.bridge}: {'up' if report.bridge_present else 'absent'}; "
-        f"guard: {'on' if report.guard_present else 'absent'}; "
-        f"apt proxy: {report.proxy_pid or 'not running'}"
-    )
-    if report.faults:
-        lines.append("faults: " + "; ".join(report.faults))
-    if report.timings:
-        lines.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in report.timings.items()))
-    return "\n".join(lines)
-
-
 @lab_app.command("up")
 def lab_up(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
     """Create or repair the lab and wait until every host answers SSH."""
@@ -104,8 +104,7 @@ def lab_up(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOp
 
     with _errors():
         report = lab.up(_load_lab(inventory_path), log=progress)
-    emit(report.to_json(), as_json, _lab_text(report))
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 @lab_app.command("down")
@@ -114,13 +113,16 @@ def lab_down(
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove the lab's hosts, bridge, firewall table and apt proxy (the base cache stays)."""
+    """Remove the lab's hosts, bridge, firewall table and apt proxy (the base cache stays).
+
+    Exits 1 if any part of the lab is left afterwards.
+    """
     from seawall import lab
 
     _confirm("Destroy every lab host?", yes)
     with _errors():
         report = lab.down(_load_lab(inventory_path), log=progress)
-    emit(report.to_json(), as_json, _lab_text(report))
+    _finish(report, as_json)
 
 
 @lab_app.command("status")
@@ -132,8 +134,7 @@ def lab_status(
 
     with _errors():
         report = lab.status(_load_lab(inventory_path))
-    emit(report.to_json(), as_json, _lab_text(report))
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 @lab_app.command("ssh", context_settings={"allow_extra_args": True})
@@ -159,12 +160,14 @@ def lab_ssh(
 def lab_box(
     inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
     force: Annotated[bool, typer.Option(help="Rebuild even if a current box exists.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build the vagrant-lxc box from the lab's base root filesystem; print its path."""
-    from seawall.lab.vagrant import build_box
+    from seawall.lab.vagrant import BoxReport, build_box
 
     with _errors():
-        print(build_box(_load_lab(inventory_path), force=force))
+        report = BoxReport(build_box(_load_lab(inventory_path), force=force))
+    _finish(report, as_json)
 
 
 class Fault(StrEnum):
@@ -186,15 +189,15 @@ def fault_host(
     host: Annotated[str, typer.Argument(help="Lab host name.")],
     inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
     yes: YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Inject one fault into one host."""
+    """Inject one fault into one host; report the faults in place after it."""
     from seawall.lab import faults, lab_config
 
     _confirm(f"{kind.value} {host}?", yes)
     with _errors():
-        config = lab_config(_load_lab(inventory_path))
-        getattr(faults, kind.value)(config, host)
-    progress(f"{host}: {kind.value}")
+        report = faults.inject(lab_config(_load_lab(inventory_path)), kind.value, host)
+    _finish(report, as_json)
 
 
 @fault_app.command("partition")
@@ -203,38 +206,37 @@ def fault_partition(
     second: Annotated[str, typer.Argument(help="Lab host name.")],
     inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
     yes: YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Drop all traffic between two lab hosts."""
+    """Drop all traffic between two lab hosts; report the faults in place after it."""
     from seawall.lab import faults, lab_config
 
     _confirm(f"partition {first} from {second}?", yes)
     with _errors():
-        faults.partition(lab_config(_load_lab(inventory_path)), first, second)
-    progress(f"partitioned {first} <-> {second}")
+        report = faults.inject(lab_config(_load_lab(inventory_path)), "partition", first, second)
+    _finish(report, as_json)
 
 
 @fault_app.command("restore")
-def fault_restore(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY) -> None:
-    """Undo every fault and wait until every host is back."""
+def fault_restore(
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False
+) -> None:
+    """Undo every fault and wait until every host is back; exits 1 if a fault is left."""
     from seawall.lab import faults, lab_config
 
     with _errors():
-        faults.restore(lab_config(_load_lab(inventory_path)))
-    progress("every fault undone")
+        report = faults.inject(lab_config(_load_lab(inventory_path)), "restore")
+    _finish(report, as_json)
 
 
 @app.command("status")
-def status(
-    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")] = DEFAULT_LAB_INVENTORY,
-    as_json: JsonOpt = False,
-) -> None:
+def status(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
     """Show the live topology: Redis master, replicas with lag, Sentinels' agreement, Postgres."""
     from seawall.status import platform_status
 
     with _errors():
         report = platform_status(_load(inventory_path))
-    emit(report.to_json(), as_json, report.to_text())
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 @drill_app.command("redis")
@@ -252,52 +254,51 @@ def drill_redis(
     Scenarios: master-process-kill, master-host-crash, master-isolated,
     master-partitioned-from-peers, sentinel-down, replica-down, switchover.
     """
-    from seawall.redis_ha.drill import SCENARIOS, drill_table, run_drill
+    from seawall.redis_ha.drill import SCENARIOS, DrillReport, run_drill
 
     chosen = list(SCENARIOS) if scenario == "all" else [scenario]
     _confirm(f"Run {', '.join(chosen)} on the lab ({runs} run(s) each)?", yes)
     with _errors():
         topology = _load_lab(inventory_path)
-        results = [
-            run_drill(topology, name, duration=duration, rate=rate, log=progress)
-            for name in chosen
-            for _ in range(runs)
-        ]
-    emit({"results": [r.to_json() for r in results]}, as_json, drill_table(results))
-    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+        report = DrillReport(
+            [
+                run_drill(topology, name, duration=duration, rate=rate, log=progress)
+                for name in chosen
+                for _ in range(runs)
+            ]
+        )
+    _finish(report, as_json)
 
 
 @app.command("check")
 def check_inventory(
-    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")],
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False
 ) -> None:
-    """Validate an inventory (roles, addresses, ports, quorum, secrets) without touching a host."""
+    """Validate an inventory (roles, addresses, ports, quorum, secrets) without touching a host.
+
+    Exits 2, naming each host and key, when the inventory is not valid.
+    """
+    from seawall.check import check_inventory as check
+
     with _errors():
-        topology = _load(inventory_path)
-    rows = [(h.name, h.address, ",".join(h.roles) or "-") for h in topology]
-    print(table(["host", "address", "roles"], rows))
-    progress(f"{inventory_path}: valid")
+        report = check(inventory_path)
+    _finish(report, as_json)
 
 
 @app.command("verify")
 def verify_hosts(
-    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")] = DEFAULT_LAB_INVENTORY,
-    as_json: JsonOpt = False,
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False
 ) -> None:
     """Ask every host whether each promise of the deploys holds."""
     from seawall.verify import verify
 
     with _errors():
         report = verify(_load(inventory_path))
-    emit(report.to_json(), as_json, report.to_text())
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 @app.command("health")
-def health(
-    inventory_path: Annotated[Path, typer.Argument(help="Inventory file.")] = DEFAULT_LAB_INVENTORY,
-    as_json: JsonOpt = False,
-) -> None:
+def health(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
     """Ask every service's /health on every app host.
 
     Exit codes: 0 every service answers OK or DEGRADED, 1 any is DOWN or silent, 2 error.
@@ -306,8 +307,7 @@ def health(
 
     with _errors():
         report = collect(inventory.load(inventory_path))
-    emit(report.to_json(), as_json, report.to_text())
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 # --- Postgres (module B) ------------------------------------------------------------
@@ -329,7 +329,7 @@ def drill_postgres(
     leader-partitioned, replica-down, etcd-member-down. The writer commits
     numbered rows through an app host's PgBouncer and HAProxy; each scenario
     reports the write outage, acknowledged commits lost, and whether the old
-    leader rejoined. Exit codes: 0 every scenario ok, 1 one failed, 2 error.
+    leader rejoined. Exit codes: 0 every scenario ok, 1 one failed, 2 error, 3 declined.
     """
     from seawall.postgres.drill import SCENARIOS
     from seawall.postgres.drill import drill_postgres as run_drills
@@ -339,8 +339,7 @@ def drill_postgres(
     _confirm(f"Run {', '.join(names)} on the lab's Postgres ({runs} run(s) each)?", yes)
     with _errors():
         report = run_drills(_load_lab(inventory_path), chosen, log=progress)
-    emit(report.to_json(), as_json, report.to_text())
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 tradestore_app = typer.Typer(
@@ -373,8 +372,7 @@ def tradestore_migrate(
 
     with _errors():
         report = migrate(sqlite, dsn, batch_size=batch_size, log=progress)
-    emit(report.to_json(), as_json, report.to_text())
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)
 
 
 @drill_app.command("pg-restore")
@@ -388,12 +386,11 @@ def drill_pg_restore(
     Writes numbered rows through an app host's PgBouncer, runs a pgBackRest
     backup, restores it into a scratch directory on the repository host (never
     onto a cluster member), starts Postgres there and counts the rows. Exit
-    codes: 0 every row is back in time, 1 rows missing or too slow, 2 error.
+    codes: 0 every row is back in time, 1 rows missing or too slow, 2 error, 3 declined.
     """
     from seawall.postgres.restore import restore_drill
 
     _confirm("Write marker rows, take a backup and restore it into scratch?", yes)
     with _errors():
         report = restore_drill(_load(inventory_path), log=progress)
-    emit(report.to_json(), as_json, report.to_text())
-    raise typer.Exit(0 if report.ok else 1)
+    _finish(report, as_json)

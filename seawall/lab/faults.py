@@ -8,7 +8,9 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from seawall.errors import SeawallError
 from seawall.lab.config import LabConfig
@@ -126,6 +128,54 @@ def restore(config: LabConfig, wait: float = 120) -> None:
             run(["ip", "link", "set", host.veth, "up"], check=False)
     if started:
         wait_ready(config, started, timeout=wait)
+
+
+@dataclass
+class FaultReport:
+    """One fault injected (or, for `restore`, every fault undone) and the faults in place after."""
+
+    action: str
+    hosts: list[str]
+    active: list[str]
+
+    @property
+    def ok(self) -> bool:
+        # An injection that fails raises; `restore` has done its job only if nothing is left.
+        return self.action != "restore" or not self.active
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def to_text(self) -> str:
+        if self.action == "restore":
+            done = "every fault undone" if self.ok else "faults are LEFT after restore"
+        else:
+            done = f"{self.action}: {' <-> '.join(self.hosts)}"
+        now = "; ".join(self.active) if self.active else "none"
+        return f"{done}\nfaults in place: {now}"
+
+
+_ACTIONS: dict[str, Callable[..., None]] = {
+    "crash": crash,
+    "freeze": freeze,
+    "unfreeze": unfreeze,
+    "cut": cut,
+    "isolate": isolate,
+    "partition": partition,
+    "restore": restore,
+}
+
+
+def inject(config: LabConfig, action: str, *hosts: str) -> FaultReport:
+    """Apply one fault (`restore` undoes them all) and report the faults in place after it.
+
+    Raises:
+        SeawallError: an unknown action or host, or a step failed.
+    """
+    if action not in _ACTIONS:
+        raise SeawallError(f"unknown fault {action!r} (one of {', '.join(_ACTIONS)})")
+    _ACTIONS[action](config, *hosts)
+    return FaultReport(action, list(hosts), active_faults(config))
 
 
 @contextmanager

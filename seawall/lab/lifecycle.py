@@ -5,14 +5,16 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal
 
 from seawall import secrets
 from seawall.inventory import Topology
 from seawall.lab import base, faults, hosts, network
 from seawall.lab.config import LabConfig, lab_config
 from seawall.lab.run import run
+from seawall.output import table
 
 Log = Callable[[str], None]
 
@@ -45,7 +47,11 @@ class HostStatus:
 
 @dataclass
 class LabReport:
-    """What the lab looks like (and, after `up`, what it took)."""
+    """What the lab looks like (and, after `up`, what it took).
+
+    `goal` is what the command wanted: "up" is ok when every part runs and every
+    host answers SSH, "down" when no part of the lab is left.
+    """
 
     bridge: str
     bridge_present: bool
@@ -54,9 +60,17 @@ class LabReport:
     hosts: list[HostStatus]
     faults: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    goal: Literal["up", "down"] = "up"
 
     @property
     def ok(self) -> bool:
+        if self.goal == "down":
+            return (
+                not self.bridge_present
+                and not self.guard_present
+                and self.proxy_pid is None
+                and all(host.state == "ABSENT" for host in self.hosts)
+            )
         return (
             self.bridge_present
             and self.guard_present
@@ -64,8 +78,26 @@ class LabReport:
             and all(host.state == "RUNNING" and host.ssh for host in self.hosts)
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
+
+    def to_text(self) -> str:
+        rows = [(h.name, h.address, h.state, "yes" if h.ssh else "no") for h in self.hosts]
+        lines = [table(["host", "address", "state", "ssh"], rows), ""]
+        lines.append(
+            f"bridge {self.bridge}: {'up' if self.bridge_present else 'absent'}; "
+            f"guard: {'on' if self.guard_present else 'absent'}; "
+            f"apt proxy: {self.proxy_pid or 'not running'}"
+        )
+        if self.faults:
+            lines.append("faults: " + "; ".join(self.faults))
+        if self.timings:
+            lines.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in self.timings.items()))
+        if self.goal == "down":
+            lines.append("nothing of the lab is left" if self.ok else "parts of the lab are LEFT")
+        else:
+            lines.append("the lab is up" if self.ok else "the lab is NOT (all) up")
+        return "\n".join(lines)
 
 
 def ensure_controller_packages(log: Log) -> None:
@@ -222,4 +254,4 @@ def _down(topology: Topology, log: Log) -> LabReport:
     run(["nft", "delete", "table", "bridge", config.fault_table], check=False)
     network.remove_guard(config)
     network.remove_bridge(config)
-    return status(topology)
+    return replace(status(topology), goal="down")

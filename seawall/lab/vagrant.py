@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,26 @@ def _prepare_rootfs(rootfs: Path, public_key: str) -> None:
     link = wants / "seawall-vagrant-firstboot.service"
     if not link.is_symlink():
         link.symlink_to("/etc/systemd/system/seawall-vagrant-firstboot.service")
+
+
+@dataclass(frozen=True)
+class BoxReport:
+    """The vagrant-lxc box `build_box` made (or found current)."""
+
+    box: Path
+    name: str = BOX_NAME
+
+    @property
+    def ok(self) -> bool:
+        # A build that fails raises: a report exists only for a box on disk.
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": str(self.box), "name": self.name, "ok": self.ok}
+
+    def to_text(self) -> str:
+        # The path alone, so `$(seawall lab box)` gives the file.
+        return str(self.box)
 
 
 def build_box(topology: Topology, force: bool = False) -> Path:

@@ -380,41 +380,54 @@ def _since(moment: float | None, fault_time: float | None) -> float | None:
     return round(moment - fault_time, 3)
 
 
-def drill_table(results: list[DrillResult]) -> str:
-    """Render drill results as one table, one row per run."""
-    from seawall.output import table
+@dataclass
+class DrillReport:
+    """Every run of `seawall drill redis`: ok when every run is."""
 
-    def seconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
+    results: list[DrillResult]
 
-    rows = [
-        (
-            r.scenario,
-            f"{r.old_master}->{r.new_master}",
-            seconds(r.detect_s),
-            seconds(r.new_master_s),
-            seconds(r.outage_s),
-            r.acked,
-            r.spooled,
-            r.lost_acked + r.lost_spooled,
-            r.duplicated,
-            {True: "yes", False: "NO", None: "-"}[r.old_master_rejoined],
-            "ok" if r.ok else "FAIL",
-        )
-        for r in results
-    ]
-    headers = [
-        "scenario",
-        "master",
-        "detect s",
-        "new master s",
-        "outage s",
-        "acked",
-        "spooled",
-        "lost",
-        "dup",
-        "rejoined",
-        "result",
-    ]
-    notes = [f"{r.scenario}: {note}" for r in results for note in r.notes]
-    return table(headers, rows) + ("\n" + "\n".join(notes) if notes else "")
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "results": [result.to_json() for result in self.results]}
+
+    def to_text(self) -> str:
+        """One table, one row per run, then each run's notes."""
+        from seawall.output import table
+
+        def seconds(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
+        rows = [
+            (
+                r.scenario,
+                f"{r.old_master}->{r.new_master}",
+                seconds(r.detect_s),
+                seconds(r.new_master_s),
+                seconds(r.outage_s),
+                r.acked,
+                r.spooled,
+                r.lost_acked + r.lost_spooled,
+                r.duplicated,
+                {True: "yes", False: "NO", None: "-"}[r.old_master_rejoined],
+                "ok" if r.ok else "FAIL",
+            )
+            for r in self.results
+        ]
+        headers = [
+            "scenario",
+            "master",
+            "detect s",
+            "new master s",
+            "outage s",
+            "acked",
+            "spooled",
+            "lost",
+            "dup",
+            "rejoined",
+            "result",
+        ]
+        notes = [f"{r.scenario}: {note}" for r in self.results for note in r.notes]
+        return table(headers, rows) + ("\n" + "\n".join(notes) if notes else "")

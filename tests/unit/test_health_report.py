@@ -77,12 +77,12 @@ def test_report_reads_every_service(tmp_path: Path, servers: dict[str, int]) -> 
 def test_exit_codes(tmp_path: Path, servers: dict[str, int]) -> None:
     runner = CliRunner()
     healthy = write_inventory(tmp_path, {"OK": servers["OK"]})
-    assert runner.invoke(app, ["health", str(healthy)]).exit_code == 0
+    assert runner.invoke(app, ["health", "-i", str(healthy)]).exit_code == 0
     down = write_inventory(tmp_path, {"OK": servers["OK"], "DOWN": servers["DOWN"]})
-    result = runner.invoke(app, ["health", str(down), "--json"])
+    result = runner.invoke(app, ["health", "-i", str(down), "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["ok"] is False
-    assert runner.invoke(app, ["health", str(tmp_path / "missing.py")]).exit_code == 2
+    assert runner.invoke(app, ["health", "-i", str(tmp_path / "missing.py")]).exit_code == 2
 
 
 def test_a_silent_service_counts_as_down(tmp_path: Path) -> None:

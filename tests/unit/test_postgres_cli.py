@@ -61,6 +61,6 @@ def test_drill_postgres_unknown_scenario_exits_2() -> None:
     assert "unknown scenario" in result.output
 
 
-def test_drill_postgres_declined_exits_1() -> None:
+def test_drill_postgres_declined_exits_3() -> None:
     result = runner.invoke(app, ["drill", "postgres", "switchover"], input="n\n")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
