@@ -1,4 +1,4 @@
-"""The /health contract every platform service answers (shared/DESIGN.md).
+"""The /health contract every platform service answers (docs/design.md).
 
 A service lists its dependencies, each with a probe; ``HealthChecker.report()``
 times every probe concurrently and returns a ``HealthReport``:
