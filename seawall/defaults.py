@@ -321,6 +321,8 @@ HAPROXY: dict[str, Any] = {
 #   proxying, otherwise one exact path proxied to `upstream_path`.
 # - command / environment (optional): how to run a real service; without them
 #   the reference service runs (the lab deploys it under every name).
+# - timeout_stop_sec (optional): this service's drain time, where its gateway
+#   read timeout is longer than services_timeout_stop_sec.
 _PLATFORM = [
     ("backend", 8000, "/", ["redis", "postgres"], "backend"),
     ("ai-engine", 8001, "/api/ai/", ["redis", "risk-safety"], None),
@@ -337,9 +339,15 @@ _PLATFORM = [
     ("marketdata", 8006, "/api/marketdata/", ["redis", "exchange"], None),
 ]
 
+# Drain time of the services whose gateway read timeout (GATEWAY
+# gateway_route_timeouts) is above services_timeout_stop_sec: their slowest
+# request still finishes after SIGTERM. Validation holds the two together.
+_STOP_TIMEOUTS = {"ai-engine": 65, "rl-training": 125}
+
 SERVICES: dict[str, Any] = {
     "services": [
         {"name": name, "port": port, "route": route, "needs": needs, "postgres_role": role}
+        | ({"timeout_stop_sec": _STOP_TIMEOUTS[name]} if name in _STOP_TIMEOUTS else {})
         for name, port, route, needs, role in _PLATFORM
     ]
     + [
@@ -378,7 +386,8 @@ SERVICES: dict[str, Any] = {
     "services_start_limit_burst": 5,
     "services_start_limit_interval_sec": 60,
     # SIGTERM, then this long to drain in-flight requests before SIGKILL; above
-    # the gateway's longest read timeout so a drained request is never cut.
+    # the gateway's read timeout (10 s) so a drained request is never cut. A
+    # service with a longer route timeout sets its own timeout_stop_sec.
     "services_timeout_stop_sec": 30,
     # Resource limits per service: a leak or fork bomb hits its own unit only.
     "services_memory_max": "512M",

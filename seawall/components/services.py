@@ -209,7 +209,8 @@ def unit_context(
         "restart_sec": _setting(data, "services_restart_sec"),
         "start_limit_burst": _setting(data, "services_start_limit_burst"),
         "start_limit_interval_sec": _setting(data, "services_start_limit_interval_sec"),
-        "timeout_stop_sec": _setting(data, "services_timeout_stop_sec"),
+        "timeout_stop_sec": service.get("timeout_stop_sec")
+        or _setting(data, "services_timeout_stop_sec"),
         "memory_max": _setting(data, "services_memory_max"),
         "tasks_max": _setting(data, "services_tasks_max"),
         "limit_nofile": _setting(data, "services_limit_nofile"),

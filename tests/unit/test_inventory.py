@@ -70,7 +70,8 @@ def write_inventory(
 
 
 def problems(path: Path) -> list[str]:
-    return [str(problem) for problem in inventory.validate(inventory.load(path))]
+    """Each problem as `host: key: message` (the file it names is tested on its own)."""
+    return [f"{p.host}: {p.key}: {p.message}" for p in inventory.validate(inventory.load(path))]
 
 
 def test_valid_inventory_has_no_problems(tmp_path: Path) -> None:
@@ -115,8 +116,8 @@ def test_bad_address_is_named(tmp_path: Path) -> None:
 
 
 def test_port_clash_on_one_host(tmp_path: Path) -> None:
-    path = write_inventory(tmp_path, host_data={"data-3": {"sentinel_port": 6379}})
-    assert problems(path) == ["data-3: sentinel_port: port 6379 is also redis_port"]
+    path = write_inventory(tmp_path, host_data={"data-3": {"haproxy_rw_port": 6379}})
+    assert problems(path) == ["data-3: redis_port: port 6379 is also haproxy_rw_port"]
 
 
 def test_missing_secret_names_host_and_secret(tmp_path: Path) -> None:

@@ -40,6 +40,9 @@ def test_the_catalogue_is_the_platform_and_each_port_is_stated_once() -> None:
     assert not set(ports.values()) & {defaults.all_defaults()[k] for k in defaults.PORT_KEYS}
 
 
+STOP_TIMEOUTS = {"ai-engine": 65, "rl-training": 125}
+
+
 @pytest.mark.parametrize("name", [s["name"] for s in CATALOGUE])
 def test_unit_promises(lab: inventory.Topology, name: str) -> None:
     text = unit_of(lab, name)
@@ -51,7 +54,8 @@ def test_unit_promises(lab: inventory.Topology, name: str) -> None:
         "StartLimitBurst=5",
         "StartLimitIntervalSec=60",
         "KillSignal=SIGTERM",
-        "TimeoutStopSec=30",
+        # Services with a long gateway read timeout drain longer (defaults.SERVICES).
+        f"TimeoutStopSec={STOP_TIMEOUTS.get(name, 30)}",
         "OnFailure=seawall-unit-failed@%n.service",
         "ExecStopPost=+/usr/local/libexec/seawall-record-failure %n stopped",
         "NoNewPrivileges=yes",
