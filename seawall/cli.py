@@ -44,7 +44,12 @@ InventoryOpt = Annotated[
     Path, typer.Option("--inventory", "-i", help="Inventory file (pyinfra format).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation (declining exits 3, nothing done)."
+    ),
+]
 
 
 @contextmanager

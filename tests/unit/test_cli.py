@@ -178,6 +178,26 @@ def test_a_declined_confirmation_exits_3_and_does_nothing(
 
 
 @pytest.mark.parametrize(("args", "target", "question"), DESTRUCTIVE)
+def test_help_of_a_destructive_command_says_declining_exits_3(
+    args: list[str], target: str, question: str
+) -> None:
+    result = runner.invoke(app, [*_words(args), "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "declining exits 3" in result.output
+
+
+def _words(args: list[str]) -> list[str]:
+    """The command words of an argument list (its leading run of known group/command names)."""
+    names = {word for name in _commands() for word in name.split()}
+    words = []
+    for arg in args:
+        if arg not in names:
+            break
+        words.append(arg)
+    return words
+
+
+@pytest.mark.parametrize(("args", "target", "question"), DESTRUCTIVE)
 def test_no_terminal_to_confirm_on_is_a_decline_too(
     monkeypatch: pytest.MonkeyPatch, args: list[str], target: str, question: str
 ) -> None:
