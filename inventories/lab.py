@@ -6,6 +6,11 @@ in seawall states them.
 
 from seawall.inventory import check_before_connect
 
+# First, before pyinfra goes on: it runs this whole file and its group data
+# itself, so a Python error in them, like any invalid key, stops the run with
+# one line naming file and key (exit 2) before a host is contacted.
+check_before_connect(__file__)
+
 _ADDRESSES = {
     "data-1": "10.77.0.11",
     "data-2": "10.77.0.12",
@@ -29,5 +34,3 @@ postgres = ["data-1", "data-2"]
 app = ["app-1", "app-2"]
 gateway = ["gw-1"]
 ops = ["ops-1"]
-
-check_before_connect(__file__)

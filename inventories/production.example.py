@@ -8,6 +8,11 @@ group_data/production.py, never from this file.
 
 from seawall.inventory import check_before_connect
 
+# First, before pyinfra goes on: it runs this whole file and its group data
+# itself, so a Python error in them, like any invalid key, stops the run with
+# one line naming file and key (exit 2) before a host is contacted.
+check_before_connect(__file__)
+
 _HOSTS = {
     "data-1": ("data-1.trading.internal", "10.20.1.11"),
     "data-2": ("data-2.trading.internal", "10.20.1.12"),
@@ -34,5 +39,3 @@ postgres = ["data-1", "data-2"]
 app = ["app-1", "app-2"]
 gateway = ["gw-1"]
 ops = ["ops-1"]
-
-check_before_connect(__file__)

@@ -162,7 +162,9 @@ def _origins(path: Path, inventory: Any, pyinfra_host: Any, folders: list[Path])
     origins = {}
     # Groups in pyinfra's order: a later group's data wins, and host data over all.
     for group in ["all", *pyinfra_host.groups]:
-        for key in inventory.get_group_data(group):
+        # pyinfra keeps the `all` group's data as the inventory's own.
+        group_data = inventory.get_data() if group == "all" else inventory.get_group_data(group)
+        for key in group_data:
             origins[key] = str(path)
             for folder in folders:
                 candidate = folder / f"{group}.py"
@@ -247,14 +249,18 @@ def _key_problems(topology: Topology) -> Iterator[Problem]:
             yield Problem(host.name, key, message)
 
 
+def _origin(host: Host, keys: list[str]) -> str | None:
+    """The file that set the first of ``keys`` a file set (the rest are defaults)."""
+    roots = [key.split("[")[0].split(".")[0] for key in keys]
+    return next((host.origins[root] for root in roots if root in host.origins), None)
+
+
 def _relation_problems(topology: Topology) -> Iterator[Problem]:
-    reported: set[tuple[str, str]] = set()
     for host in topology:
-        for key, message in schema.relation_problems(host.data):
-            # Group data gives most hosts the same contradiction: say it once.
-            if (key, message) not in reported:
-                reported.add((key, message))
-                yield Problem(host.name, key, message)
+        for key, message, related in schema.relation_problems(host.data):
+            # The key reported may be a default; the mistake is in the file that set another.
+            origin = _origin(host, [key, *related])
+            yield Problem(host.name, key, message, origin or "defaults")
 
 
 def _shared_problems(topology: Topology) -> Iterator[Problem]:
@@ -324,7 +330,8 @@ def _port_problems(topology: Topology) -> Iterator[Problem]:
                 # A listener documented as off when None (gateway_internal_http_port).
                 continue
             if port in used:
-                yield Problem(host.name, key, f"port {port} is also {used[port]}")
+                origin = _origin(host, [key, used[port]]) or "defaults"
+                yield Problem(host.name, key, f"port {port} is also {used[port]}", origin)
             else:
                 used[port] = key
 
@@ -379,6 +386,8 @@ def _shown_path(path: str | Path) -> str:
 
 def _with_file(topology: Topology, problem: Problem) -> Problem:
     """Name the file that set the problem's key: the one to edit."""
+    if problem.file:
+        return replace(problem, file=_shown_path(problem.file))
     if problem.host == INVENTORY_WIDE or problem.key == "host name":
         return replace(problem, file=_shown_path(topology.path))
     try:
@@ -390,6 +399,19 @@ def _with_file(topology: Topology, problem: Problem) -> Problem:
     if origin is None and problem.key.startswith("secret "):
         origin = host.origins.get("secrets_file")
     return replace(problem, file=_shown_path(origin) if origin else "defaults")
+
+
+def _once(topology: Topology, problems: list[Problem]) -> list[Problem]:
+    """A mistake in a group data file is said once, not once per host of the group."""
+    said: set[tuple[str | None, str, str]] = set()
+    out = []
+    for problem in problems:
+        shared = problem.file not in (None, _shown_path(topology.path))
+        if shared and (problem.file, problem.key, problem.message) in said:
+            continue
+        said.add((problem.file, problem.key, problem.message))
+        out.append(problem)
+    return out
 
 
 def validate(topology: Topology, check_secrets: bool = True) -> list[Problem]:
@@ -418,7 +440,7 @@ def validate(topology: Topology, check_secrets: bool = True) -> list[Problem]:
         if check_secrets:
             later.append(_secret_problems)
         found += [problem for check in later for problem in check(topology)]
-    return [_with_file(topology, problem) for problem in found]
+    return _once(topology, [_with_file(topology, problem) for problem in found])
 
 
 def check(path: str | Path, check_secrets: bool = True) -> Topology:

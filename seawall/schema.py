@@ -615,11 +615,38 @@ def seconds(value: str) -> float:
     return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d)", value))
 
 
-def relation_problems(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """Yield (key, problem) for values that contradict each other on one host.
+# The keys each relation reads besides the one it reports: a contradiction is
+# reported on one key, but the file to edit may be the one that set another.
+RELATED: dict[str, tuple[str, ...]] = {
+    "services": ("postgres_service_roles", "postgres_databases", "services_unit_prefix"),
+    "services_timeout_stop_sec": ("gateway_route_timeouts", "gateway_timeouts", "services"),
+    "gateway_route_timeouts": ("services",),
+    "gateway_route_zones": ("gateway_rate_zones", "services"),
+    "gateway_trading_paths": ("services",),
+    "gateway_tls_certificate_key": ("gateway_tls_certificate",),
+    "postgres_databases": ("postgres_service_roles",),
+    "postgres_database_readers": ("postgres_databases", "postgres_service_roles"),
+    "postgres_drill_role": ("postgres_service_roles",),
+    "postgres_drill_database": ("postgres_databases",),
+    "required_secrets": ("postgres_service_roles",),
+    "services_redis_password_secret": ("required_secrets",),
+    "services_sentinel_password_secret": ("required_secrets",),
+    "patroni_ttl": ("patroni_loop_wait", "patroni_retry_timeout"),
+    "etcd_election_timeout": ("etcd_heartbeat_interval",),
+}
+
+
+def relation_problems(data: Mapping[str, Any]) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """Yield (key, problem, related keys) for values that contradict each other on one host.
 
     Assumes ``key_problems`` found nothing: every value has its type.
     """
+    for key, message in _relations(data):
+        root = key.split("[")[0].split(".")[0]
+        yield key, message, RELATED.get(root, ())
+
+
+def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     services = data["services"]
     names = [s["name"] for s in services]
     by_name = {s["name"]: s for s in services}
