@@ -5,10 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 
-# Debian packages: Python for the venv, the lab's substrate (LXC, debootstrap,
-# nftables, apt-cacher-ng), and Vagrant with its LXC provider.
-packages=(python3 python3-venv python3-pip git openssh-client iproute2 lxc debootstrap nftables
-          apt-cacher-ng vagrant vagrant-lxc redis-server)
+# Debian packages: exactly those in controller-packages.txt (one a line, '#'
+# comments), the list the lab's own pre-check and a unit test read too.
+mapfile -t packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' controller-packages.txt)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -14,7 +14,7 @@ from typing import Any
 
 from seawall.errors import SeawallError
 from seawall.lab.config import LabConfig
-from seawall.lab.hosts import start, state, stop, wait_ready
+from seawall.lab.hosts import start_all, state, stop, wait_ready
 from seawall.lab.network import require_bridge
 from seawall.lab.run import run
 
@@ -116,18 +116,20 @@ def active_faults(config: LabConfig) -> list[str]:
 def restore(config: LabConfig, wait: float = 120) -> None:
     """Undo every fault: heal partitions, reconnect, unfreeze and start every host."""
     run(["nft", "delete", "table", "bridge", config.fault_table], check=False)
-    started = []
+    stopped = []
     for host in config.hosts:
         current = state(host)
         if current == "FROZEN":
             run(["lxc-unfreeze", "-n", host.container])
-        elif current == "STOPPED":
-            start(host)
-            started.append(host)
+        elif current in ("STOPPED", "BROKEN"):
+            stopped.append(host)
+    # A host LXC refuses fails here, with LXC's reason, not at the boot deadline.
+    start_all(stopped)
+    for host in config.hosts:
         if state(host) == "RUNNING":
             run(["ip", "link", "set", host.veth, "up"], check=False)
-    if started:
-        wait_ready(config, started, timeout=wait)
+    if stopped:
+        wait_ready(config, stopped, timeout=wait)
 
 
 @dataclass

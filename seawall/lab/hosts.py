@@ -22,11 +22,30 @@ def container_dir(host: LabHost) -> Path:
 
 
 def state(host: LabHost) -> str:
-    """Return the LXC state (RUNNING, STOPPED, FROZEN...) or ABSENT."""
+    """Return the LXC state (RUNNING, STOPPED, FROZEN...), ABSENT, or BROKEN.
+
+    BROKEN: the container is defined but LXC cannot load its config (why: `refusal`).
+    """
     if not (container_dir(host) / "config").exists():
         return "ABSENT"
     result = run(["lxc-info", "-n", host.container, "-s", "-H"], check=False, timeout=20)
-    return result.stdout.strip() or "ABSENT"
+    return result.stdout.strip() or "BROKEN"
+
+
+def log_file(host: LabHost) -> Path:
+    """LXC's own log of the container's last start (lxc-start -o)."""
+    return container_dir(host) / "lxc.log"
+
+
+def log_tail(host: LabHost, lines: int = 5) -> str:
+    """The last error lines LXC logged for the host, one string, or '' if none."""
+    try:
+        text = log_file(host).read_text(errors="replace")
+    except OSError:
+        return ""
+    # LXC prefixes every line with the container and a timestamp: keep the message.
+    kept = [line.split(" - ", 1)[-1] for line in text.splitlines() if " ERROR " in line]
+    return " | ".join(kept[-lines:])
 
 
 def ensure_lab_key(config: LabConfig) -> None:
@@ -126,7 +145,7 @@ def ensure_defined(config: LabConfig, host: LabHost) -> bool:
     """Create or refresh the container definition; return True if it was created."""
     directory = container_dir(host)
     created = not (directory / "config").exists()
-    if not created and state(host) != "STOPPED":
+    if not created and state(host) not in ("STOPPED", "BROKEN"):
         return False
     directory.mkdir(parents=True, exist_ok=True, mode=0o770)
     delta = directory / "delta"
@@ -146,12 +165,44 @@ def remove_stale_link(host: LabHost) -> None:
 
 
 def start(host: LabHost) -> None:
+    """Start (or unfreeze) a host; fail at once with LXC's own reason if it refuses.
+
+    Raises:
+        SeawallError: lxc-start refused the container.
+    """
     current = state(host)
     if current == "FROZEN":
         run(["lxc-unfreeze", "-n", host.container])
     elif current != "RUNNING":
         remove_stale_link(host)
-        run(["lxc-start", "-n", host.container, "-d"], timeout=60)
+        log_file(host).unlink(missing_ok=True)
+        result = run(
+            ["lxc-start", "-n", host.container, "-d", "-l", "INFO", "-o", str(log_file(host))],
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            reason = log_tail(host) or " | ".join(result.stderr.strip().splitlines()[-3:])
+            raise SeawallError(
+                f"{host.name}: lxc-start refused {host.container} "
+                f"(state {state(host)}): {reason or 'no reason logged'}"
+            )
+
+
+def start_all(hosts: list[LabHost]) -> None:
+    """Start every host, then fail naming each one LXC refused.
+
+    Raises:
+        SeawallError: one or more hosts did not start; the message has LXC's reasons.
+    """
+    refused = []
+    for host in hosts:
+        try:
+            start(host)
+        except SeawallError as error:
+            refused.append(str(error))
+    if refused:
+        raise SeawallError("\n".join(refused))
 
 
 def stop(host: LabHost) -> None:
@@ -185,8 +236,14 @@ def ssh_ready(address: str) -> bool:
 
 
 def _booted(host: LabHost, deadline: float) -> str:
-    """Wait for the host's systemd to finish booting; return its state (running, degraded...)."""
+    """Wait for the host's systemd to finish booting; return its state (running, degraded...).
+
+    Returns "container STOPPED" (or the state) at once if the container dies meanwhile.
+    """
     while True:
+        current = state(host)
+        if current != "RUNNING":
+            return f"container {current}"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "timeout"
@@ -203,10 +260,11 @@ def _booted(host: LabHost, deadline: float) -> str:
                 ],
                 capture_output=True,
                 text=True,
-                timeout=remaining,
+                # Bounded so a container that dies mid-boot is noticed within seconds.
+                timeout=min(remaining, 10),
             )
         except subprocess.TimeoutExpired:
-            return "timeout"
+            continue
         answer = result.stdout.strip()
         if answer in ("running", "degraded", "maintenance", "stopping"):
             return answer
@@ -214,13 +272,44 @@ def _booted(host: LabHost, deadline: float) -> str:
         time.sleep(0.2)
 
 
+def _in_host(host: LabHost, *command: str) -> str:
+    """Run a short command inside a host through LXC (not SSH); its stdout, '' on failure."""
+    try:
+        result = subprocess.run(
+            ["lxc-attach", "-n", host.container, "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return result.stdout.strip()
+
+
+def _ssh_stage(host: LabHost, deadline: float) -> str | None:
+    """Wait for sshd's banner; None once it answers, else the stage the host reached."""
+    while True:
+        if ssh_ready(host.address):
+            return None
+        sshd = _in_host(host, "systemctl", "is-active", "ssh.service")
+        if sshd == "failed" or time.monotonic() > deadline:
+            listening = _in_host(host, "ss", "-Hltn", "sport = :22")
+            return (
+                f"booted, ssh.service {sshd or 'unknown'}, "
+                f"{'listening on port 22' if listening else 'nothing listening on port 22'}, "
+                f"no SSH banner from {host.address}:22"
+            )
+        time.sleep(0.2)
+
+
 def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) -> dict[str, str]:
     """Wait until each host's systemd has finished booting and sshd answers.
 
-    Returns the system state per host (running or degraded).
+    Returns the system state per host (running or degraded). A container that
+    stops, or an sshd that fails, is reported at once, not at the deadline.
 
     Raises:
-        SeawallError: a host is not ready within ``timeout`` seconds.
+        SeawallError: a host is not ready; the message names the stage it reached.
     """
     require_bridge(config)
     deadline = time.monotonic() + timeout
@@ -232,12 +321,32 @@ def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) ->
                 strict=True,
             )
         )
-    not_booted = {name: st for name, st in states.items() if st not in ("running", "degraded")}
-    if not_booted:
-        raise SeawallError(f"hosts did not finish booting within {timeout:.0f} s: {not_booted}")
+    problems = []
     for host in hosts:
-        while not ssh_ready(host.address):
-            if time.monotonic() > deadline:
-                raise SeawallError(f"{host.name}: sshd at {host.address} not ready in {timeout} s")
-            time.sleep(0.2)
+        booted = states[host.name]
+        if booted.startswith("container "):
+            reason = log_tail(host)
+            problems.append(
+                f"{host.name}: {booted} while booting"
+                + (f" (LXC: {reason})" if reason else f" (see {log_file(host)})")
+            )
+        elif booted == "timeout":
+            problems.append(
+                f"{host.name}: container running, systemd still booting after {timeout:.0f} s"
+            )
+    if problems:
+        raise SeawallError("hosts not ready:\n" + "\n".join(f"  {p}" for p in problems))
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        stages = dict(
+            zip(
+                (h.name for h in hosts),
+                pool.map(lambda host: _ssh_stage(host, deadline), hosts),
+                strict=True,
+            )
+        )
+    problems = [f"{name}: {stage}" for name, stage in stages.items() if stage]
+    if problems:
+        raise SeawallError(
+            "hosts not reachable over SSH:\n" + "\n".join(f"  {p}" for p in problems)
+        )
     return states

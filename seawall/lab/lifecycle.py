@@ -11,23 +11,12 @@ from typing import Any, Literal
 
 from seawall import secrets
 from seawall.inventory import Topology
-from seawall.lab import base, faults, hosts, network
+from seawall.lab import base, controller, faults, hosts, network
 from seawall.lab.config import LabConfig, lab_config
 from seawall.lab.run import run
 from seawall.output import table
 
 Log = Callable[[str], None]
-
-# Debian packages the lab needs on the controller, by the binary that proves them.
-CONTROLLER_PACKAGES = {
-    "lxc": "/usr/bin/lxc-start",
-    "debootstrap": "/usr/sbin/debootstrap",
-    "nftables": "/usr/sbin/nft",
-    "apt-cacher-ng": "/usr/sbin/apt-cacher-ng",
-    "openssh-client": "/usr/bin/ssh-keygen",
-    "iproute2": "/usr/sbin/ip",
-}
-
 
 # Every systemd in a privileged container takes inotify instances from root's
 # kernel-wide allowance (default 128); seven hosts plus the controller's own
@@ -100,31 +89,6 @@ class LabReport:
         return "\n".join(lines)
 
 
-def ensure_controller_packages(log: Log) -> None:
-    """Install what the lab needs from Debian's packages, starting no daemon."""
-    missing = [pkg for pkg, binary in CONTROLLER_PACKAGES.items() if not Path(binary).exists()]
-    if not missing:
-        return
-    log(f"installing {' '.join(missing)} ...")
-    # policy-rc.d keeps Debian from starting apt-cacher-ng on all addresses:
-    # the lab runs its own instance on the bridge address only.
-    policy = Path("/usr/sbin/policy-rc.d")
-    ours = not policy.exists()
-    if ours:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        env_prefix = ["env", "DEBIAN_FRONTEND=noninteractive"]
-        run([*env_prefix, "apt-get", "update", "-q"], timeout=600)
-        run(
-            [*env_prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-            timeout=900,
-        )
-    finally:
-        if ours:
-            policy.unlink(missing_ok=True)
-
-
 def status(topology: Topology) -> LabReport:
     """Report the bridge, guard, proxy and every host's state."""
     config = lab_config(topology)
@@ -175,7 +139,9 @@ def up(topology: Topology, log: Log = print, timeout: float = 180) -> LabReport:
 def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
     timings: dict[str, float] = {}
     started = time.monotonic()
-    ensure_controller_packages(log)
+    # Before anything is created: a missing package is named now, not as a
+    # host that never boots minutes later.
+    controller.require()
     ensure_controller_limits(log)
     config = lab_config(topology)
     config.state_dir.mkdir(parents=True, exist_ok=True)
