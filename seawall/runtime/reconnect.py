@@ -8,16 +8,27 @@ Services import this. It needs only redis-py (4.3, as in Debian 12, or newer).
   answer writes into a dead end. Connection loss, READONLY, NOREPLICAS and a
   WAIT that times out all lead to a fresh discovery, with exponential backoff,
   jitter and a cap.
-- ``EventPublisher`` XADDs events (MAXLEN) exactly once, deduplicated by event
-  id inside Redis. In safe mode each write must reach a replica (WAIT 1) or it
-  is not acknowledged. Events that cannot be acknowledged go to a ``DiskSpool``
-  and are replayed in order when Redis is back; new events queue behind them.
+- ``EventPublisher`` XADDs events (MAXLEN) exactly once. Each producer numbers
+  its events; one Lua script stores an event and the producer's high-water
+  mark together, and turns away any number already stored, so Redis keeps one
+  hash field per producer, not one key per event. In safe mode a write counts
+  only once a replica confirms it (WAIT). Anything else (Redis away, OOM,
+  NOREPLICAS...) sends the event to a ``DiskSpool``; a background thread
+  replays it in order, in pipelined batches, as soon as Redis is back, and new
+  events queue behind it. A circuit breaker keeps ``publish()`` at disk speed
+  while Redis is known to be away. After every master change the publisher
+  re-publishes what the new master lacks from its recently acknowledged
+  events, so a promoted replica that missed them does not lose them.
+  The reasoning and its costs: ``docs/events.md``.
 """
 
+import itertools
+import logging
 import random
+import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -28,19 +39,33 @@ from redis import exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from seawall.runtime.spool import DiskSpool
+from seawall.runtime.spool import DiskSpool, SpooledEvent
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-# Idempotent XADD: the dedup key is set in the same atomic step as the entry,
-# so a retried or replayed event is stored once, whichever copy arrives first.
+# Idempotent XADD. KEYS: the stream, the producers hash. ARGV: producer, seq,
+# prev (the producer's previous event, 0 if unknown), maxlen, event id, then
+# field/value pairs. The entry and the producer's high-water mark change in
+# one atomic step and replicate together, so on any master the mark matches
+# the stream. A number at or under the mark is already stored: the mark is
+# written again all the same, so WAIT on this connection covers the original.
+# An event whose predecessor is missing is refused (SEAWALLGAP): storing it
+# would raise the mark over the gap and turn the missing one away for good.
 _PUBLISH_LUA = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
-local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event_id', ARGV[3]}
-for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+local mark = redis.call('HGET', KEYS[2], ARGV[1])
+local hwm = tonumber(mark or '0')
+if tonumber(ARGV[2]) <= hwm then
+  redis.call('HSET', KEYS[2], ARGV[1], mark)
+  return {0, mark}
+end
+if tonumber(ARGV[3]) > hwm then
+  return redis.error_reply('SEAWALLGAP producer ' .. ARGV[1] .. ' is at ' .. hwm)
+end
+local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'event_id', ARGV[5]}
+for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
 local id = redis.call(unpack(args))
-redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return {1, id}
 """
 
@@ -144,8 +169,12 @@ class MajorityClient:
     _master: tuple[str, int] | None = field(default=None, init=False)
     _conn: redis.Redis | None = field(default=None, init=False, repr=False)
     _sentinels: list[redis.Redis] = field(default_factory=list, init=False, repr=False)
+    # Bumped at every new master connection: a publisher checks the master it
+    # lands on still holds what it acknowledged (see EventPublisher).
+    connections: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self._lock = threading.RLock()
         timeout = self.settings.socket_timeout
         self._sentinels = [
             connect(
@@ -232,19 +261,22 @@ class MajorityClient:
         )
 
     def _reset(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
 
     def master(self) -> redis.Redis:
         """Return a connection to the current master, discovering it if needed."""
-        if self._conn is None:
-            address = self.discover()
-            if address != self._master and self.on_switch:
-                self.on_switch(self._master, address)
-            self._master = address
-            self._conn = self._connect(address)
-        return self._conn
+        with self._lock:
+            if self._conn is None:
+                address = self.discover()
+                if address != self._master and self.on_switch:
+                    self.on_switch(self._master, address)
+                self._master = address
+                self._conn = self._connect(address)
+                self.connections += 1
+            return self._conn
 
     def call(self, operation: Callable[[redis.Redis], T], deadline: float | None = None) -> T:
         """Run ``operation`` on the master, rediscovering and retrying until ``deadline``.
@@ -283,15 +315,79 @@ class MajorityClient:
         self._pool.shutdown(wait=False)
 
 
+class EventRejectedError(ValueError):
+    """Redis refused this one event for good (e.g. WRONGTYPE): spooling cannot help."""
+
+
+# Refusals that concern the event itself, not the server's state: anything
+# else (OOM, MISCONF, NOREPLICAS, READONLY, an unknown error...) is spooled.
+_POISON = ("WRONGTYPE",)
+_GAP = "SEAWALLGAP"
+
+
 @dataclass(frozen=True)
 class PublishResult:
     event_id: str
     status: str  # "acked": stored on the master and a replica; "spooled": on local disk
-    stream_id: str | None = None
+    stream_id: str | None = None  # None when the event was stored before (a replay)
+
+
+@dataclass(frozen=True)
+class _Event:
+    seq: int
+    event_id: str
+    stream: str
+    fields: dict[str, Any]
+    maxlen: int
+    spooled: SpooledEvent | None = None
+
+
+@dataclass
+class _Acked:
+    event: _Event
+    stream_id: str | None
+    at: float
+
+
+@dataclass
+class _Outcome:
+    stored: int  # how many events, from the first, are stored (and confirmed, in safe mode)
+    stream_ids: list[str | None]
+    error: Exception | None = None  # why event ``stored`` was not
+
+
+class _Gap(WriteNotAcknowledgedError):
+    """The master lacks an event this producer had stored: check it and re-publish."""
+
+
+@dataclass
+class PublisherStats:
+    acked: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    republished: int = 0  # acknowledged events re-published to a master that lacked them
+    rejected: int = 0  # poison events moved to quarantine during replay
+    lost_beyond_window: int = 0  # seq numbers a new master lacks, older than the window
+    master_checks: int = 0
 
 
 class EventPublisher:
-    """Publish stream events exactly once, spooling them to disk while Redis is away."""
+    """Publish stream events exactly once, spooling them to disk while Redis is away.
+
+    + client: the ``MajorityClient`` to write through (used by this publisher only)
+    + spool: the ``DiskSpool``; without one an event Redis does not take raises
+    + safe: count an event only once ``wait_replicas`` replicas confirm it (WAIT)
+    + wait_replicas: how many replicas WAIT asks for, or ``"all"`` connected ones
+    + producer_id: defaults to the spool's (persistent) or a random one
+    + producers_key: the hash holding each producer's high-water mark
+    + window_seconds, window_events: how much recently acknowledged history is
+      kept to re-publish after a master change
+    + batch_size: events per pipelined round trip (one WAIT each) in replay
+    + background: replay in a thread as soon as Redis is back; else only in ``drain()``
+
+    **Example**: ``EventPublisher(MajorityClient(settings), DiskSpool(path)).publish(
+    "orders", {"id": 7}, event_id="svc:7")``
+    """
 
     def __init__(
         self,
@@ -300,34 +396,67 @@ class EventPublisher:
         *,
         safe: bool = True,
         wait_timeout_ms: int = 500,
-        dedup_ttl_seconds: int = 86400,
+        dedup_ttl_seconds: int | None = None,  # unused: kept for callers of the first version
         publish_deadline: float = 1.0,
+        wait_replicas: int | str = 1,
+        producer_id: str | None = None,
+        producers_key: str = "seawall:producers",
+        window_seconds: float = 30.0,
+        window_events: int = 100_000,
+        batch_size: int = 500,
+        probe_interval: float = 1.0,
+        check_interval: float = 1.0,
+        catch_up_bytes: int = 64 * 1024,
+        background: bool = True,
     ) -> None:
+        if wait_replicas != "all" and not (isinstance(wait_replicas, int) and wait_replicas >= 0):
+            raise ValueError(f"wait_replicas must be a count or 'all', not {wait_replicas!r}")
         self.client = client
         self.spool = spool
         self.safe = safe
-        self.wait_timeout_ms = wait_timeout_ms
-        self.dedup_ttl_seconds = dedup_ttl_seconds
+        # WAIT must give up before the socket does: a socket timeout would
+        # turn every slow WAIT into a reconnect and a resend.
+        socket_ms = int(client.settings.socket_timeout * 1000)
+        self.wait_timeout_ms = max(1, min(wait_timeout_ms, socket_ms * 4 // 5))
         self.publish_deadline = publish_deadline
+        self.wait_replicas = wait_replicas
+        self.producers_key = producers_key
+        self.window_seconds = window_seconds
+        self.window_events = window_events
+        self.batch_size = batch_size
+        self.probe_interval = probe_interval
+        self.check_interval = check_interval
+        self.catch_up_bytes = catch_up_bytes
+        self.stats = PublisherStats()
+        if spool is not None:
+            self.producer_id = producer_id or spool.producer_id
+            self._next_seq: Callable[[], int] = spool.next_seq
+            # Shared by every publisher of this spool: one producer, one order.
+            self._order: threading.Lock = spool.order_lock
+            self._io: threading.Lock = spool.replay_lock
+        else:
+            self.producer_id = producer_id or uuid.uuid4().hex[:16]
+            counter = itertools.count(1)
+            self._next_seq = lambda: next(counter)
+            self._order = threading.Lock()
+            self._io = threading.Lock()
+        self._last_seq = 0  # the producer's last event known stored, this session
+        self._window: deque[_Acked] = deque()
+        self._window_floor = 0  # the highest seq dropped from the window
+        self._checked = -1  # the client's connection count at the last master check
+        self._check_due = False
+        self._checked_at = 0.0
+        self._replicas: tuple[int, float, int] = (-1, 0.0, 1)  # connection, when, count
+        self._open = False  # the circuit breaker: Redis known away, spool at once
+        self._retry_at = 0.0
+        self._delays = backoff_delays(0.05, probe_interval)
+        self._cv = threading.Condition()
+        self._confirmed = 0  # the highest spooled seq replayed, for publish() to wait on
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._background = background
 
-    def _send(self, event_id: str, stream: str, fields: dict[str, Any], maxlen: int) -> str:
-        args: list[Any] = [self.dedup_ttl_seconds, maxlen, event_id]
-        for key, value in fields.items():
-            args += [key, value]
-        dedup_key = f"{stream}:dedup:{event_id}"
-
-        def write(conn: redis.Redis) -> str:
-            _, stream_id = conn.eval(_PUBLISH_LUA, 2, dedup_key, stream, *args)
-            if self.safe:
-                replicas = conn.execute_command("WAIT", 1, self.wait_timeout_ms)
-                if int(replicas) < 1:
-                    raise WriteNotAcknowledgedError(
-                        f"event {event_id}: no replica confirmed it within "
-                        f"{self.wait_timeout_ms} ms"
-                    )
-            return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
-
-        return self.client.call(write, deadline=self.publish_deadline)
+    # -- publishing ------------------------------------------------------------
 
     def publish(
         self,
@@ -340,47 +469,349 @@ class EventPublisher:
 
         Raises:
             RedisAuthError: the password is wrong (the event is not stored).
-            RedisUnavailableError: Redis is away and there is no spool.
-            SpoolFullError: Redis is away and the spool is full.
+            RedisUnavailableError: Redis did not take it and there is no spool.
+            EventRejectedError: Redis refused this event for good (WRONGTYPE).
+            SpoolFullError: Redis did not take it and the spool or disk is full.
         """
         event_id = event_id or uuid.uuid4().hex
-        if self.spool is not None and not self.spool.is_empty():
-            self.drain()
-            if not self.spool.is_empty():
+        self._start_thread()
+        with self._order:
+            event = _Event(self._next_seq(), event_id, stream, fields, maxlen)
+            if self.spool is not None and (self._open or not self.spool.is_empty()):
                 # Order matters: new events wait behind the spooled ones.
-                self.spool.append(event_id, stream, fields, maxlen)
+                backlog = self.spool.pending_bytes()
+                self._spool(event)
+                if self._open or backlog > self.catch_up_bytes:
+                    return PublishResult(event_id, "spooled")
+            else:
+                result = self._publish_now(event)
+                if result is not None:
+                    return result
                 return PublishResult(event_id, "spooled")
-        try:
-            return PublishResult(event_id, "acked", self._send(event_id, stream, fields, maxlen))
-        except (RedisUnavailableError, WriteNotAcknowledgedError):
-            if self.spool is None:
-                raise
-            self.spool.append(event_id, stream, fields, maxlen)
-            return PublishResult(event_id, "spooled")
+        # A short backlog with Redis up: the drainer is about to send it.
+        return self._catch_up(event)
+
+    def _publish_now(self, event: _Event) -> PublishResult | None:
+        """Send ``event`` at once; spool it (returning None) if Redis does not take it."""
+        failure: Exception
+        if not self._io.acquire(timeout=self.publish_deadline):
+            failure = RedisUnavailableError("replay or a master check holds the connection")
+        else:
+            try:
+                outcome = self._send([event], self.publish_deadline)
+                if outcome.stored:
+                    self._acked([event], outcome.stream_ids)
+                    return PublishResult(event.event_id, "acked", outcome.stream_ids[0])
+                assert outcome.error is not None
+                failure = outcome.error
+                if _is_poison(failure):
+                    raise EventRejectedError(
+                        f"event {event.event_id}: Redis refused it: {failure}"
+                    ) from failure
+            except (RedisUnavailableError, WriteNotAcknowledgedError) as error:
+                failure = error
+            finally:
+                self._io.release()
+        if self.spool is None:
+            raise RedisUnavailableError(
+                f"event {event.event_id} not stored: {type(failure).__name__}: {failure}"
+            ) from failure
+        log.warning("event %s spooled: %s: %s", event.event_id, type(failure).__name__, failure)
+        self._trip()
+        self._spool(event)
+        return None
+
+    def _spool(self, event: _Event) -> None:
+        assert self.spool is not None
+        self.spool.append(event.event_id, event.stream, event.fields, event.maxlen, event.seq)
+        self.stats.spooled += 1
+        with self._cv:
+            self._cv.notify_all()
+
+    def _catch_up(self, event: _Event) -> PublishResult:
+        give_up = time.monotonic() + self.publish_deadline
+        with self._cv:
+            self._cv.notify_all()
+            while self._confirmed < event.seq and not self._open:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return PublishResult(event.event_id, "spooled")
+                self._cv.wait(left)
+        if self._confirmed < event.seq:
+            return PublishResult(event.event_id, "spooled")
+        found = next((a for a in reversed(self._window) if a.event.seq == event.seq), None)
+        return PublishResult(event.event_id, "acked", found.stream_id if found else None)
+
+    def _trip(self) -> None:
+        with self._cv:
+            if not self._open:
+                self._delays = backoff_delays(0.05, self.probe_interval)
+            self._open = True
+            self._retry_at = time.monotonic() + next(self._delays)
+            self._cv.notify_all()
+
+    # -- sending ---------------------------------------------------------------
+
+    def _send(self, events: list[_Event], deadline: float) -> _Outcome:
+        """Store ``events`` in order in one round trip, then WAIT; retry until ``deadline``.
+
+        Raises:
+            RedisAuthError: a password was refused.
+            RedisUnavailableError: nothing was confirmed within the deadline.
+        """
+        return self.client.call(lambda conn: self._attempt(conn, events), deadline=deadline)
+
+    def _attempt(self, conn: redis.Redis, events: list[_Event]) -> _Outcome:
+        self._check_master(conn)
+        outcome = self._pipeline(conn, events, self._last_seq)
+        if outcome.stored == 0 and outcome.error is not None:
+            text = str(outcome.error)
+            if _GAP in text:
+                self._check_due = True
+                raise _Gap(text)
+            if _needs_rediscovery(outcome.error):
+                raise outcome.error  # a replica or a master without replicas: look again
+        if outcome.stored:
+            self._last_seq = events[outcome.stored - 1].seq
+        return outcome
+
+    def _pipeline(self, conn: redis.Redis, events: list[_Event], prev: int) -> _Outcome:
+        pipe = conn.pipeline(transaction=False)
+        for event in events:
+            args: list[Any] = [self.producer_id, event.seq, prev, event.maxlen, event.event_id]
+            for key, value in event.fields.items():
+                args += [key, value]
+            pipe.eval(_PUBLISH_LUA, 2, event.stream, self.producers_key, *args)
+            prev = event.seq
+        replicas = self._replicas_to_wait(conn) if self.safe else 0
+        if replicas:
+            pipe.execute_command("WAIT", replicas, self.wait_timeout_ms)
+        results = pipe.execute(raise_on_error=False)
+        stored: list[str | None] = []
+        error: Exception | None = None
+        for result in results[: len(events)]:
+            if isinstance(result, Exception):
+                error = result
+                break
+            created, value = result
+            stored.append(_text(value) if int(created) else None)
+        if stored and replicas and int(results[-1]) < replicas:
+            raise WriteNotAcknowledgedError(
+                f"{len(stored)} events: {results[-1]} of {replicas} replicas confirmed "
+                f"them within {self.wait_timeout_ms} ms"
+            )
+        return _Outcome(len(stored), stored, error)
+
+    def _replicas_to_wait(self, conn: redis.Redis) -> int:
+        if self.wait_replicas != "all":
+            return int(self.wait_replicas)
+        connection, when, count = self._replicas
+        if connection != self.client.connections or time.monotonic() - when > 1.0:
+            role = conn.execute_command("ROLE")
+            count = max(1, len(role[2]) if _text(role[0]) == "master" else 1)
+            self._replicas = (self.client.connections, time.monotonic(), count)
+        return count
+
+    def _acked(self, events: list[_Event], stream_ids: list[str | None]) -> None:
+        now = time.monotonic()
+        self.stats.acked += len(stream_ids)
+        for event, stream_id in zip(events, stream_ids, strict=False):
+            self._window.append(_Acked(event, stream_id, now))
+        while self._window and (
+            len(self._window) > self.window_events or now - self._window[0].at > self.window_seconds
+        ):
+            self._window_floor = self._window.popleft().event.seq
+
+    # -- after a master change ---------------------------------------------------
+
+    def _check_master(self, conn: redis.Redis) -> None:
+        """Re-publish what this master lacks of the acknowledged events, in order.
+
+        Runs on every new connection (the master may have changed, or restarted
+        short of its tail), after a SEAWALLGAP refusal, and now and then from
+        the background thread.
+        """
+        if self._checked == self.client.connections and not self._check_due:
+            return
+        self.stats.master_checks += 1
+        mark = int(_text(conn.hget(self.producers_key, self.producer_id)) or 0)
+        if mark < self._last_seq:
+            if mark < self._window_floor:
+                lost = self._window_floor - mark
+                self.stats.lost_beyond_window += lost
+                log.error(
+                    "producer %s: the master lacks seq %d-%d, acknowledged more than "
+                    "%.0f s ago (outside the re-publish window): up to %d events lost",
+                    self.producer_id,
+                    mark + 1,
+                    self._window_floor,
+                    self.window_seconds,
+                    lost,
+                )
+            missing = [acked.event for acked in self._window if acked.event.seq > mark]
+            log.warning(
+                "producer %s: the master is at seq %d, %d acknowledged events after it: "
+                "re-publishing them",
+                self.producer_id,
+                mark,
+                len(missing),
+            )
+            prev = 0  # the first one's predecessor may be older than the window
+            for start in range(0, len(missing), self.batch_size):
+                batch = missing[start : start + self.batch_size]
+                outcome = self._pipeline(conn, batch, prev)
+                if outcome.stored < len(batch):
+                    raise WriteNotAcknowledgedError(
+                        f"re-publishing to the new master: {outcome.error}"
+                    )
+                self.stats.republished += sum(1 for i in outcome.stream_ids if i is not None)
+                prev = batch[-1].seq
+        self._checked = self.client.connections
+        self._check_due = False
+        self._checked_at = time.monotonic()
+
+    # -- replay ----------------------------------------------------------------
 
     def drain(self, budget_seconds: float = 1.0, confirm_every: int = 64) -> int:
         """Replay spooled events in order until done, Redis fails, or the budget ends.
 
-        Progress is made durable every ``confirm_every`` events and at the end:
-        an event replayed again after a crash is stored once all the same,
-        because Redis deduplicates it by event id.
+        Events go in pipelined batches of ``batch_size``, one WAIT each; the
+        spool's position is made durable after each batch (``confirm_every``
+        is kept for callers of the first version). An event replayed again
+        after a crash is stored once all the same: Redis turns its number away.
         """
+        del confirm_every
         if self.spool is None:
             return 0
-        replayed = 0
-        last = None
         stop_at = time.monotonic() + budget_seconds
-        for event in self.spool.pending():
-            if time.monotonic() > stop_at:
-                break
+        if not self._io.acquire(timeout=budget_seconds):
+            return 0
+        try:
+            replayed = 0
+            while time.monotonic() < stop_at:
+                done = self._replay_batch(max(0.05, stop_at - time.monotonic()))
+                if done <= 0:
+                    break
+                replayed += done
+            return replayed
+        finally:
+            self._io.release()
+
+    def _replay_batch(self, deadline: float) -> int:
+        """Send one batch from the spool (the caller holds ``_io``).
+
+        Returns how many events it confirmed, 0 if the spool is empty, -1 if
+        Redis did not take the first one.
+        """
+        assert self.spool is not None
+        spooled = list(self.spool.pending(limit=self.batch_size))
+        if not spooled:
+            return 0
+        events = [
+            _Event(s.seq, s.event_id, s.stream, s.fields, s.maxlen or 10000, s) for s in spooled
+        ]
+        try:
+            outcome = self._send(events, deadline)
+        except (RedisUnavailableError, WriteNotAcknowledgedError) as error:
+            log.info("replay paused: %s", error)
+            return -1
+        done = outcome.stored
+        if outcome.error is not None and done < len(events) and _is_poison(outcome.error):
+            bad = events[done]
+            assert bad.spooled is not None
+            self.spool.quarantine_event(bad.spooled, str(outcome.error))
+            self.stats.rejected += 1
+            done += 1
+        if done == 0:
+            log.info("replay paused: %s", outcome.error)
+            return -1
+        self.spool.confirm(events[done - 1].spooled)  # type: ignore[arg-type]
+        self._acked(events[: outcome.stored], outcome.stream_ids)
+        self.stats.replayed += outcome.stored
+        with self._cv:
+            self._confirmed = max(self._confirmed, events[done - 1].seq)
+            self._cv.notify_all()
+        return done
+
+    # -- background thread -------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        if self._thread is not None or not self._background:
+            return
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"seawall-drain-{self.producer_id}", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
             try:
-                self._send(event.event_id, event.stream, event.fields, event.maxlen or 10000)
-            except (RedisUnavailableError, WriteNotAcknowledgedError):
-                break
-            last = event
-            replayed += 1
-            if replayed % confirm_every == 0:
-                self.spool.confirm(event)
-        if last is not None:
-            self.spool.confirm(last)
-        return replayed
+                self._tick()
+            except Exception:  # the thread must outlive any one failure
+                log.exception("event replay failed; retrying")
+                self._trip()
+
+    def _tick(self) -> None:
+        with self._cv:
+            now = time.monotonic()
+            pending = self.spool is not None and not self.spool.is_empty()
+            if pending and now >= self._retry_at:
+                wait = 0.0
+            elif pending:
+                wait = self._retry_at - now
+            else:
+                wait = self.check_interval
+            if wait > 0:
+                self._cv.wait(min(wait, self.check_interval))
+        if self._stop.is_set():
+            return
+        if self.spool is not None and not self.spool.is_empty():
+            if time.monotonic() < self._retry_at:
+                return
+            if not self._io.acquire(timeout=0.1):
+                return
+            try:
+                done = self._replay_batch(self.probe_interval)
+            finally:
+                self._io.release()
+            if done < 0:
+                self._trip()
+            else:
+                with self._cv:
+                    self._open = False
+                    self._cv.notify_all()
+        elif (
+            self._window
+            and time.monotonic() - self._checked_at >= self.check_interval
+            and self._io.acquire(timeout=0.1)
+        ):
+            # Idle: make sure a master change has not dropped what was acknowledged.
+            try:
+                self._check_due = True
+                self.client.call(self._check_master, deadline=self.probe_interval)
+            except (RedisUnavailableError, WriteNotAcknowledgedError) as error:
+                log.info("master check failed: %s", error)
+                self._checked_at = time.monotonic()
+                self._trip()
+            finally:
+                self._io.release()
+
+    def close(self) -> None:
+        """Stop the background thread (spooled events stay on disk for the next start)."""
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _is_poison(error: Exception) -> bool:
+    return isinstance(error, rex.ResponseError) and any(w in str(error) for w in _POISON)

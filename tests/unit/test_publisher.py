@@ -1,0 +1,288 @@
+"""EventPublisher and MajorityClient against real redis-server processes on loopback."""
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from seawall.runtime.reconnect import (
+    _PUBLISH_LUA,
+    EventPublisher,
+    MajorityClient,
+    RedisUnavailableError,
+)
+from seawall.runtime.spool import DiskSpool
+from tests.unit.redis_server import (
+    RedisServer,
+    Servers,
+    majority_client,
+    needs_redis,
+    servers,
+    wait_for_link,
+)
+
+pytestmark = needs_redis
+__all__ = ["servers"]  # the fixture, imported for pytest
+
+STREAM = "seawall:test:events"
+
+
+def entries(server: RedisServer, stream: str = STREAM) -> list[str]:
+    return [f[b"event_id"].decode() for _, f in server.client().xrange(stream)]
+
+
+def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def publishers() -> Iterator[list[EventPublisher]]:
+    made: list[EventPublisher] = []
+    yield made
+    for publisher in made:
+        publisher.close()
+        publisher.client.close()
+
+
+def publisher_for(
+    made: list[EventPublisher], sentinel: RedisServer, spool: DiskSpool | None, **options: object
+) -> EventPublisher:
+    defaults: dict[str, object] = {
+        "publish_deadline": 2.0,
+        "probe_interval": 0.2,
+        "check_interval": 0.2,
+    }
+    defaults.update(options)
+    publisher = EventPublisher(majority_client(sentinel), spool, **defaults)  # type: ignore[arg-type]
+    made.append(publisher)
+    return publisher
+
+
+def test_majority_client_follows_what_most_sentinels_say(servers: Servers) -> None:
+    right, wrong = servers.redis(), servers.redis()
+    sentinels = [servers.sentinel(right), servers.sentinel(wrong), servers.sentinel(right)]
+    client = majority_client(sentinels[0])
+    majority = MajorityClient(
+        client.settings.__class__(
+            sentinels=tuple(("127.0.0.1", s.port) for s in sentinels), master_name="seawall"
+        )
+    )
+    try:
+        assert majority.discover() == ("127.0.0.1", right.port)
+        assert majority.call(lambda conn: conn.set("k", "v"))
+        assert right.client().get("k") == b"v"
+        assert majority.connections == 1
+    finally:
+        majority.close()
+        client.close()
+
+
+def test_an_event_is_acknowledged_by_a_replica_and_stored_once(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, replica = servers.pair()
+    publisher = publisher_for(publishers, servers.sentinel(master), DiskSpool(tmp_path))
+    result = publisher.publish(STREAM, {"n": 1}, event_id="a")
+    assert result.status == "acked" and result.stream_id
+    assert entries(master) == ["a"]
+    until(lambda: entries(replica) == ["a"], 5, "the replica has the event")
+    assert master.client().hgetall("seawall:producers") == {
+        publisher.producer_id.encode(): b"%d" % publisher._last_seq
+    }
+
+
+def test_a_replay_after_a_crash_stores_nothing_twice(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    sentinel = servers.sentinel(master)
+    spool = DiskSpool(tmp_path / "spool")
+    for number in range(50):
+        spool.append(f"r{number}", STREAM, {"n": number}, 100_000)
+    spool.close()
+    # The state a crash before the position was recorded leaves: all 50
+    # pending again, for a new process with no memory of what was sent.
+    shutil.copytree(tmp_path / "spool", tmp_path / "crashed")
+    publisher = publisher_for(publishers, sentinel, DiskSpool(tmp_path / "spool"), background=False)
+    assert publisher.drain(budget_seconds=5) == 50
+    again = DiskSpool(tmp_path / "crashed")
+    assert len(again) == 50
+    second = publisher_for(publishers, sentinel, again, background=False)
+    second.drain(budget_seconds=5)
+    assert entries(master) == [f"r{n}" for n in range(50)]
+    assert again.is_empty()
+
+
+def test_outage_spools_fast_and_the_drainer_replays_in_order(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, replica = servers.pair()
+    publisher = publisher_for(
+        publishers, servers.sentinel(master), DiskSpool(tmp_path), publish_deadline=0.5
+    )
+    statuses = [publisher.publish(STREAM, {"n": n}, event_id=f"e{n}").status for n in range(5)]
+    assert statuses == ["acked"] * 5
+    master.stop()
+    # The first event finds Redis gone (it pays the publish deadline); after
+    # that the breaker is open and every publish is a disk append.
+    assert publisher.publish(STREAM, {"n": 5}, event_id="e5").status == "spooled"
+    times = []
+    for number in range(6, 106):
+        started = time.perf_counter()
+        assert publisher.publish(STREAM, {"n": number}, event_id=f"e{number}").status == "spooled"
+        times.append(time.perf_counter() - started)
+    assert sorted(times)[-2] < 0.1, "a publish waited on Redis while it was known away"
+    # It comes back empty (a crash without persistence, the worst case): the
+    # replica resyncs from it and drops e0-e4 too. The publisher re-publishes
+    # them from its window of acknowledged events, then replays the spool.
+    master.start()
+    wait_for_link(master, 1)
+    # No new event: the background thread alone replays the spool.
+    until(lambda: len(entries(master)) >= 106, 15, "the spool replayed")
+    assert entries(master) == [f"e{n}" for n in range(106)]
+    until(publisher.spool.is_empty, 5, "the spool confirmed empty")  # type: ignore[union-attr]
+    # New events go straight to Redis again.
+    assert publisher.publish(STREAM, {"n": 106}, event_id="e106").status == "acked"
+    assert entries(master) == [f"e{n}" for n in range(107)]
+
+
+def test_out_of_memory_spools_the_event_instead_of_dropping_it(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    admin = master.client()
+    publisher = publisher_for(publishers, servers.sentinel(master), DiskSpool(tmp_path))
+    assert publisher.publish(STREAM, {"n": 0}, event_id="e0").status == "acked"
+    admin.config_set("maxmemory", "1")  # every write is now refused with OOM
+    admin.config_set("maxmemory-policy", "noeviction")
+    results = [publisher.publish(STREAM, {"n": n}, event_id=f"e{n}") for n in range(1, 4)]
+    assert [r.status for r in results] == ["spooled"] * 3
+    assert entries(master) == ["e0"]
+    admin.config_set("maxmemory", "0")
+    until(lambda: len(entries(master)) == 4, 10, "the spooled events replayed")
+    assert entries(master) == ["e0", "e1", "e2", "e3"]
+
+
+def test_without_a_spool_a_refusal_raises_instead_of_vanishing(
+    servers: Servers, publishers: list[EventPublisher]
+) -> None:
+    master, _ = servers.pair()
+    publisher = publisher_for(publishers, servers.sentinel(master), None)
+    master.client().config_set("maxmemory", "1")
+    with pytest.raises(RedisUnavailableError, match="OutOfMemoryError"):
+        publisher.publish(STREAM, {"n": 0}, event_id="e0")
+
+
+def copy_keys(source: RedisServer, target: RedisServer, *keys: str) -> None:
+    """Give ``target`` the data ``source`` has now: a replica that stops here."""
+    for key in keys:
+        target.client().restore(key, 0, source.client().dump(key), replace=True)
+
+
+def test_a_promoted_replica_missing_acknowledged_events_gets_them_again(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    old, _ = servers.pair()
+    new, new_replica = servers.pair()
+    sentinel = servers.sentinel(old)
+    publisher = publisher_for(publishers, sentinel, DiskSpool(tmp_path))
+    for number in range(10):
+        assert publisher.publish(STREAM, {"n": number}, event_id=f"e{number}").status == "acked"
+    # The replica that will be promoted stopped receiving here...
+    copy_keys(old, new, STREAM, "seawall:producers")
+    for number in range(10, 20):
+        assert publisher.publish(STREAM, {"n": number}, event_id=f"e{number}").status == "acked"
+    # ...and Sentinel promotes it anyway; the old master is gone.
+    sentinel.client().execute_command("SENTINEL", "REMOVE", "seawall")
+    sentinel.client().execute_command("SENTINEL", "MONITOR", "seawall", "127.0.0.1", new.port, 1)
+    old.stop()
+    assert entries(new) == [f"e{n}" for n in range(10)]
+    # No new event needed: the publisher notices and re-publishes the ten.
+    until(lambda: len(entries(new)) >= 20, 10, "the lost events re-published")
+    assert publisher.publish(STREAM, {"n": 20}, event_id="e20").status == "acked"
+    assert entries(new) == [f"e{n}" for n in range(21)]
+    until(lambda: entries(new_replica) == entries(new), 5, "the new replica caught up")
+    assert publisher.stats.republished == 10
+    assert publisher.stats.lost_beyond_window == 0
+
+
+def test_a_gap_is_refused_and_the_missing_events_sent_first(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    sentinel = servers.sentinel(master)
+    publisher = publisher_for(publishers, sentinel, DiskSpool(tmp_path), check_interval=3600)
+    for number in range(5):
+        publisher.publish(STREAM, {"n": number}, event_id=f"e{number}")
+    # The master loses the last two (a restart short of its AOF tail, same address).
+    admin = master.client()
+    for stream_id, _ in admin.xrange(STREAM)[3:]:
+        admin.xdel(STREAM, stream_id)
+    admin.hset("seawall:producers", publisher.producer_id, publisher._last_seq - 2)
+    assert publisher.publish(STREAM, {"n": 5}, event_id="e5").status == "acked"
+    assert entries(master) == [f"e{n}" for n in range(6)]
+
+
+def test_the_script_refuses_an_event_whose_predecessor_is_missing(servers: Servers) -> None:
+    conn = servers.redis().client()
+    with pytest.raises(redis.ResponseError, match="SEAWALLGAP"):
+        conn.eval(_PUBLISH_LUA, 2, STREAM, "seawall:producers", "p", 7, 6, 100, "x")
+    assert conn.exists(STREAM) == 0
+    assert conn.eval(_PUBLISH_LUA, 2, STREAM, "seawall:producers", "p", 7, 0, 100, "x")[0] == 1
+    assert conn.eval(_PUBLISH_LUA, 2, STREAM, "seawall:producers", "p", 8, 7, 100, "y")[0] == 1
+
+
+def test_a_duplicate_still_writes_so_wait_covers_the_original(servers: Servers) -> None:
+    conn = servers.pair()[0].client()
+    conn.eval(_PUBLISH_LUA, 2, STREAM, "seawall:producers", "p", 1, 0, 100, "x")
+
+    def offset() -> int:
+        return int(conn.info("replication")["master_repl_offset"])
+
+    before = offset()
+    created, _ = conn.eval(_PUBLISH_LUA, 2, STREAM, "seawall:producers", "p", 1, 0, 100, "x")
+    assert created == 0
+    assert offset() > before  # a propagated write: WAIT waits for the replicas to reach it
+    assert conn.xlen(STREAM) == 1
+
+
+def test_wait_all_needs_every_connected_replica(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    lagging = servers.redis("--replicaof", "127.0.0.1", str(master.port))
+    wait_for_link(master, 2)
+    sentinel = servers.sentinel(master)
+    one = publisher_for(publishers, sentinel, None)
+    every = publisher_for(
+        publishers, sentinel, DiskSpool(tmp_path), wait_timeout_ms=100, publish_deadline=0.5
+    )
+    lagging.freeze()
+    try:
+        assert one.publish(STREAM, {"n": 0}, event_id="one").status == "acked"
+        assert every.publish(STREAM, {"n": 1}, event_id="every").status == "acked"
+        every.wait_replicas = "all"
+        assert every.publish(STREAM, {"n": 2}, event_id="all").status == "spooled"
+    finally:
+        lagging.thaw()
+    until(every.spool.is_empty, 10, "replayed once the replica is back")  # type: ignore[union-attr]
+
+
+def test_redis_memory_grows_with_producers_not_events(
+    servers: Servers, publishers: list[EventPublisher]
+) -> None:
+    master, _ = servers.pair()
+    sentinel = servers.sentinel(master)
+    producers = [publisher_for(publishers, sentinel, None, safe=False) for _ in range(3)]
+    for number in range(600):
+        producers[number % 3].publish(STREAM, {"n": number}, maxlen=100)
+    conn = master.client()
+    assert conn.hlen("seawall:producers") == 3
+    assert sorted(k.decode() for k in conn.keys("*")) == ["seawall:producers", STREAM]
+    assert conn.xlen(STREAM) < 300  # MAXLEN ~ 100 trims whole nodes of 100
