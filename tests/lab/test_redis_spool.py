@@ -56,6 +56,7 @@ def test_a_crash_mid_replay_loses_and_duplicates_nothing(
     total = 1500
     for number in range(total):
         spool.append(f"r{number}", stream, {"n": number}, 1_000_000)
+    spool.close()  # one process at a time: the replayer takes the spool's lock
     # A replaying process, killed with SIGKILL part-way through.
     replayer = subprocess.Popen(
         [
