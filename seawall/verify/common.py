@@ -1,4 +1,4 @@
-"""Ask every host, over SSH, whether each promise of the common deploy holds.
+"""The common deploy's promises on one host, judged from what the host itself says.
 
 Each check asks the running system (``timedatectl``, ``apt-config``, ``sshd -T``,
 a real login as the admin), not the file the deploy wrote, so a drop-in that
@@ -7,19 +7,13 @@ another file overrides shows up as a failure.
 
 import shlex
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from seawall.errors import SeawallError
-from seawall.inventory import Host, Topology
-from seawall.lab import ssh
-from seawall.output import table
+from seawall.inventory import Host
+from seawall.verify.probe import Probe, probe_of
+from seawall.verify.report import Check
 
-# Seconds one check's command may take on a host.
-TIMEOUT = 30
-
-# The check names, in the order every host reports them.
+# The common check names, in the order every host reports them (role checks follow).
 CHECKS = (
     "timezone",
     "time sync",
@@ -30,69 +24,6 @@ CHECKS = (
     "role marker",
     "kernel tuning",
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One promise on one host: whether it holds, and what was seen."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class HostReport:
-    host: str
-    checks: tuple[Check, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(check.ok for check in self.checks)
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """Every check on every host of an inventory."""
-
-    hosts: tuple[HostReport, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(host.ok for host in self.hosts)
-
-    def rows(self) -> list[tuple[str, str, str, str]]:
-        return [
-            (host.host, check.name, "ok" if check.ok else "FAIL", check.detail)
-            for host in self.hosts
-            for check in host.checks
-        ]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "hosts": {
-                host.host: {
-                    "ok": host.ok,
-                    "checks": [
-                        {"name": c.name, "ok": c.ok, "detail": c.detail} for c in host.checks
-                    ],
-                }
-                for host in self.hosts
-            },
-        }
-
-    def to_text(self) -> str:
-        failed = sum(not check.ok for host in self.hosts for check in host.checks)
-        total = sum(len(host.checks) for host in self.hosts)
-        summary = f"{total - failed}/{total} checks hold on {len(self.hosts)} hosts"
-        return table(["host", "check", "result", "detail"], self.rows()) + "\n" + summary
-
-
-# What each check asks a host. All of a host's probes run in one SSH session,
-# each between markers, so a verify costs two logins per host (one as root,
-# one as the admin), not one per check.
-_MARK = "@@seawall-probe"
 
 
 def probe_commands(host: Host) -> dict[str, str]:
@@ -115,68 +46,13 @@ def probe_commands(host: Host) -> dict[str, str]:
     }
 
 
-def probe_script(commands: Mapping[str, str]) -> str:
-    """Return one shell script that runs every probe and marks where each output starts."""
-    return "\n".join(
-        f"echo '{_MARK} {name}'; {{ {command}; }} 2>&1; echo \"{_MARK}-rc $?\""
-        for name, command in commands.items()
-    )
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What one probe command printed (stdout and stderr) and its exit code."""
-
-    code: int
-    output: str
-
-
-def parse_probes(output: str) -> dict[str, Probe]:
-    """Split the output of :func:`probe_script` back into one :class:`Probe` per name."""
-    probes: dict[str, Probe] = {}
-    name: str | None = None
-    lines: list[str] = []
-    for line in output.splitlines():
-        if line.startswith(f"{_MARK}-rc ") and name is not None:
-            probes[name] = Probe(int(line.split()[-1]), "\n".join(lines).strip())
-            name, lines = None, []
-        elif line.startswith(f"{_MARK} "):
-            name, lines = line.split(" ", 1)[1], []
-        else:
-            lines.append(line)
-    return probes
-
-
-def verify(topology: Topology) -> VerifyReport:
-    """Run every check on every host, hosts in parallel.
-
-    Raises:
-        SeawallError: a host cannot be reached as its configured SSH user.
-    """
-    with ThreadPoolExecutor(max_workers=max(len(topology.hosts), 1)) as pool:
-        reports = list(pool.map(lambda host: _verify_host(topology, host), topology.hosts))
-    return VerifyReport(tuple(reports))
-
-
-def _verify_host(topology: Topology, host: Host) -> HostReport:
-    result = ssh.run(topology, host.name, probe_script(probe_commands(host)), timeout=TIMEOUT)
-    # ssh itself exits 255 when it cannot connect or log in.
-    if result.returncode == 255:
-        raise SeawallError(f"{host.name}: unreachable over SSH: {result.stderr.strip()}")
-    probes = parse_probes(result.stdout)
-    user = str(host.data["admin_user"])
-    login = ssh.run(topology, host.name, "sudo -n true && id -un", user=user, timeout=TIMEOUT)
-    admin = Probe(login.returncode, (login.stdout + login.stderr).strip())
-    return HostReport(host.name, judge(host.data, list(host.roles), probes, admin))
-
-
 def judge(
     data: Mapping[str, Any], roles: list[str], probes: Mapping[str, Probe], admin: Probe
 ) -> tuple[Check, ...]:
     """Turn a host's probe results into its checks, in :data:`CHECKS` order."""
 
     def probe(name: str) -> Probe:
-        return probes.get(name, Probe(-1, f"probe {name} did not run"))
+        return probe_of(probes, name)
 
     virt = probe("container").output
     container = None if virt in ("", "none") else virt

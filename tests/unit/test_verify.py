@@ -1,19 +1,35 @@
-"""seawall.verify's judgement of what hosts answer (no host needed)."""
+"""seawall.verify's judgement of what hosts and services answer (no host needed)."""
 
+import json
 import subprocess
+import threading
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# pyinfra's CLI package monkey-patches threads (gevent) on import: do it before any
+# test server thread exists, as the real `seawall verify` does.
+import pyinfra_cli.inventory  # noqa: F401
+import pytest
+
 from seawall import defaults
+from seawall.health_report import UNREACHABLE, HealthSummary, ServiceHealth
+from seawall.inventory import Topology
+from seawall.postgres.status import EtcdMember, Member, PostgresStatus
+from seawall.redis_ha.topology import NodeState, RedisStatus, SentinelView
 from seawall.verify import (
     CHECKS,
     Check,
     HostReport,
     Probe,
     VerifyReport,
+    cluster,
     judge,
     parse_probes,
     parse_sshd_t,
     probe_script,
+    roles,
+    verify,
 )
 
 DATA: dict[str, Any] = defaults.all_defaults() | {"apt_proxy": "http://10.77.0.1:3142"}
@@ -131,4 +147,455 @@ def test_report_renders_rows_json_and_text() -> None:
         "ok": False,
         "checks": [{"name": "timezone", "ok": False, "detail": "Etc/UTC"}],
     }
-    assert report.to_text().endswith("1/2 checks hold on 2 hosts")
+    assert report.failures() == [("app-1", "timezone")]
+    assert report.to_json()["failures"] == [{"host": "app-1", "check": "timezone"}]
+    assert report.to_text().endswith("1/2 checks hold on 2 hosts; failing: app-1 timezone")
+
+
+# --- Role promises: what each host's roles expect, from inventory data --------------------
+
+SS_DATA_1 = """\
+tcp LISTEN 0 511 127.0.0.1:26379 0.0.0.0:* users:(("redis-sentinel",pid=1,fd=6))
+tcp LISTEN 0 511 10.77.0.11:26379 0.0.0.0:* users:(("redis-sentinel",pid=1,fd=7))
+tcp LISTEN 0 4096 10.77.0.11:2379 0.0.0.0:* users:(("etcd",pid=2,fd=8))
+tcp LISTEN 0 4096 10.77.0.11:2380 0.0.0.0:* users:(("etcd",pid=2,fd=7))
+tcp LISTEN 0 4096 127.0.0.1:2379 0.0.0.0:* users:(("etcd",pid=2,fd=9))
+tcp LISTEN 0 511 10.77.0.11:6379 0.0.0.0:* users:(("redis-server",pid=3,fd=6))
+tcp LISTEN 0 511 127.0.0.1:6379 0.0.0.0:* users:(("redis-server",pid=3,fd=7))
+tcp LISTEN 0 5 10.77.0.11:8008 0.0.0.0:* users:(("patroni",pid=4,fd=5))
+tcp LISTEN 0 444 127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=5,fd=6))
+tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=6,fd=3))
+tcp LISTEN 0 444 10.77.0.11:5432 0.0.0.0:* users:(("postgres",pid=5,fd=5))
+tcp LISTEN 0 128 [::]:22 [::]:* users:(("sshd",pid=6,fd=4))
+"""
+SSHD_LISTEN = SSHD_T + "listenaddress [::]:22\nlistenaddress 0.0.0.0:22\n"
+
+
+def with_data(topology: Topology, name: str, **changes: Any) -> Topology:
+    hosts = tuple(
+        replace(h, data={**h.data, **changes}) if h.name == name else h for h in topology.hosts
+    )
+    return replace(topology, hosts=hosts)
+
+
+def show(units: dict[str, tuple[str, str]], next_elapse: str = "") -> Probe:
+    blocks = [
+        f"Id={unit}\nLoadState=loaded\nActiveState={active}\nSubState=x\n"
+        f"UnitFileState={enabled}\nNextElapseUSecRealtime={next_elapse}"
+        for unit, (active, enabled) in units.items()
+    ]
+    return Probe(0, "\n\n".join(blocks))
+
+
+def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topology) -> None:
+    data_1 = roles.expected(lab, lab.host("data-1"))
+    assert data_1.units == (
+        "ssh.service",
+        "redis-server.service",
+        "redis-sentinel.service",
+        "etcd.service",
+        "patroni@15-main.service",
+    )
+    assert data_1.stopped_units == ("patroni.service",)
+    assert {str(item) for item in data_1.listeners} == {
+        f"tcp {address}:{port}"
+        for address, port in [
+            ("10.77.0.11", 6379),
+            ("127.0.0.1", 6379),
+            ("10.77.0.11", 26379),
+            ("127.0.0.1", 26379),
+            ("10.77.0.11", 2379),
+            ("127.0.0.1", 2379),
+            ("10.77.0.11", 2380),
+            ("10.77.0.11", 8008),
+            ("10.77.0.11", 5432),
+            ("127.0.0.1", 5432),
+        ]
+    }
+    app = roles.expected(lab, lab.host("app-1"))
+    catalogue = defaults.SERVICES["services"]
+    assert app.units[:3] == ("ssh.service", "haproxy.service", "pgbouncer.service")
+    assert app.units[3:] == (
+        *(f"quantum-{s['name']}.service" for s in catalogue),
+        "seawall-healthwatch.service",
+    )
+    assert roles.Listener("tcp", "127.0.0.1", 6432) in app.listeners
+    assert {roles.Listener("tcp", "10.77.0.21", s["port"]) for s in catalogue} <= app.listeners
+    gateway = roles.expected(lab, lab.host("gw-1"))
+    assert gateway.units == ("ssh.service", "nginx.service")
+    assert {str(item) for item in gateway.listeners} == {
+        "tcp 0.0.0.0:80",
+        "tcp [::]:80",
+        "tcp 0.0.0.0:443",
+        "tcp [::]:443",
+        "tcp 10.77.0.31:8088",
+        "tcp 127.0.0.1:8081",
+    }
+    ops = roles.expected(lab, lab.host("ops-1"))
+    assert (ops.units, ops.timers, ops.listeners) == (
+        ("ssh.service",),
+        ("seawall-pgbackrest-full.timer",),
+        frozenset(),
+    )
+
+
+def test_expectations_follow_the_inventory_data(lab: Topology) -> None:
+    moved = with_data(
+        lab,
+        "data-1",
+        redis_port=7000,
+        postgres_version=16,
+        postgres_cluster="trade",
+    )
+    data_1 = roles.expected(moved, moved.host("data-1"))
+    assert roles.Listener("tcp", "10.77.0.11", 7000) in data_1.listeners
+    assert roles.Listener("tcp", "10.77.0.11", 6379) not in data_1.listeners
+    assert "patroni@16-trade.service" in data_1.units
+    one_service = with_data(
+        lab,
+        "app-1",
+        services=[{"name": "pricer", "port": 9100, "route": "/api/pricer/", "needs": ["redis"]}],
+        services_unit_prefix="svc-",
+    )
+    app = roles.expected(one_service, one_service.host("app-1"))
+    assert "svc-pricer.service" in app.units and "quantum-backend.service" not in app.units
+    assert roles.Listener("tcp", "10.77.0.21", 9100) in app.listeners
+    # No service logs in to Postgres: nothing to route, no route probe.
+    assert "pg_route" not in roles.probe_commands(one_service, one_service.host("app-1"))
+    no_internal = with_data(lab, "gw-1", gateway_internal_http_port=None)
+    gateway = roles.expected(no_internal, no_internal.host("gw-1"))
+    assert not any(item.port == 8088 for item in gateway.listeners)
+
+
+def test_listeners_exactly_as_configured_pass(lab: Topology) -> None:
+    want = roles.expected(lab, lab.host("data-1"))
+    check = roles.judge_listeners(want, Probe(0, SS_DATA_1), Probe(0, SSHD_LISTEN))
+    assert check == Check("listeners", True, "exactly the 12 configured")
+
+
+def test_a_stray_or_missing_listener_fails_naming_it(lab: Topology) -> None:
+    want = roles.expected(lab, lab.host("data-1"))
+    stray = 'tcp LISTEN 0 5 10.77.0.11:8999 0.0.0.0:* users:(("python3",pid=9,fd=3))\n'
+    udp = "udp UNCONN 0 0 0.0.0.0%eth0:68 0.0.0.0:*\n"
+    ss = SS_DATA_1.replace(
+        'tcp LISTEN 0 511 127.0.0.1:6379 0.0.0.0:* users:(("redis-server",pid=3,fd=7))\n', ""
+    )
+    check = roles.judge_listeners(want, Probe(0, ss + stray + udp), Probe(0, SSHD_LISTEN))
+    assert not check.ok
+    assert check.detail == (
+        "unexpected tcp 10.77.0.11:8999 (python3); unexpected udp 0.0.0.0:68 (?); "
+        "missing tcp 127.0.0.1:6379"
+    )
+
+
+def test_sshd_is_expected_where_it_is_configured_to_listen() -> None:
+    assert roles.sshd_listeners("port 22\nlistenaddress 10.77.0.11:22") == {
+        roles.Listener("tcp", "10.77.0.11", 22)
+    }
+    # Without ListenAddress lines, sshd listens on every address at its port.
+    assert {str(x) for x in roles.sshd_listeners("port 2222")} == {
+        "tcp 0.0.0.0:2222",
+        "tcp [::]:2222",
+    }
+
+
+def test_units_must_run_and_be_enabled_and_stock_units_stay_off(lab: Topology) -> None:
+    want = roles.expected(lab, lab.host("data-1"))
+    healthy = {unit: ("active", "enabled") for unit in want.units}
+    checks = roles.judge_units(want, show(healthy | {"patroni.service": ("inactive", "disabled")}))
+    assert [c.name for c in checks] == [
+        *(f"unit {u}" for u in want.units),
+        "unit patroni.service off",
+    ]
+    assert all(c.ok for c in checks)
+    broken = healthy | {
+        "redis-server.service": ("inactive", "enabled"),
+        "etcd.service": ("active", "disabled"),
+        "patroni.service": ("active", "disabled"),
+    }
+    checks = roles.judge_units(want, show(broken))
+    assert [c.name for c in checks if not c.ok] == [
+        "unit redis-server.service",
+        "unit etcd.service",
+        "unit patroni.service off",
+    ]
+    # A unit systemctl does not report at all (the block is missing) fails too.
+    missing = {u: s for u, s in healthy.items() if u != "ssh.service"}
+    assert [c.name for c in roles.judge_units(want, show(missing)) if not c.ok][0] == (
+        "unit ssh.service"
+    )
+
+
+def test_timers_must_be_scheduled(lab: Topology) -> None:
+    want = roles.expected(lab, lab.host("ops-1"))
+    units = {"ssh.service": ("active", "enabled"), want.timers[0]: ("active", "enabled")}
+    scheduled = roles.judge_units(want, show(units, "Mon 2026-11-30 01:00:00 UTC"))
+    assert scheduled[-1].name == "timer seawall-pgbackrest-full.timer" and scheduled[-1].ok
+    assert not roles.judge_units(want, show(units, ""))[-1].ok
+    stopped = units | {want.timers[0]: ("inactive", "enabled")}
+    assert not roles.judge_units(want, show(stopped, "Mon 2026-11-30 01:00:00 UTC"))[-1].ok
+
+
+LEADER = ("data-1", "10.77.0.11")
+
+
+@pytest.mark.parametrize(
+    ("output", "failing"),
+    [
+        ("pgbouncer ok 10.77.0.11 primary\nhaproxy ok 10.77.0.11 primary", []),
+        (
+            "pgbouncer ok 10.77.0.12 replica\nhaproxy ok 10.77.0.12 primary",
+            ["pgbouncer reaches leader", "haproxy reaches leader"],
+        ),
+        (
+            "pgbouncer error OperationalError connection refused\nhaproxy ok 10.77.0.11 primary",
+            ["pgbouncer reaches leader"],
+        ),
+        ("Traceback: ModuleNotFoundError", ["pgbouncer reaches leader", "haproxy reaches leader"]),
+    ],
+)
+def test_pgbouncer_and_haproxy_must_land_on_the_leader(output: str, failing: list[str]) -> None:
+    checks = roles.judge_pg_route(Probe(0, output), LEADER)
+    assert [c.name for c in checks] == ["pgbouncer reaches leader", "haproxy reaches leader"]
+    assert [c.name for c in checks if not c.ok] == failing
+
+
+def test_without_a_leader_no_route_holds() -> None:
+    checks = roles.judge_pg_route(Probe(0, "pgbouncer ok 10.77.0.11 primary"), None)
+    assert [c.ok for c in checks] == [False, False]
+
+
+def test_the_route_probe_logs_in_as_a_service_without_a_secret_on_the_command_line(
+    lab: Topology,
+) -> None:
+    command = roles.pg_route_probe(lab.host("app-1").data)
+    assert command is not None
+    assert "/etc/seawall/services/backend.json" in command
+    assert "/etc/seawall/secrets/backend.env" in command
+    assert "password=password" in command and "SEAWALL_POSTGRES_PASSWORD" in command
+
+
+# --- Cluster promises, pinned on the host they are about -------------------------------------
+
+M, R2, R3 = "10.77.0.11:6379", "10.77.0.12:6379", "10.77.0.13:6379"
+
+
+def redis(nodes: list[NodeState], sentinels: list[str | None], master: str | None = M) -> Any:
+    views = [
+        SentinelView(f"data-{i}", f"10.77.0.1{i}:26379", says, None if says else "refused")
+        for i, says in enumerate(sentinels, start=1)
+    ]
+    return RedisStatus(master, "data-1" if master == M else None, nodes, views)
+
+
+HEALTHY_REDIS = [
+    NodeState("data-1", M, "master"),
+    NodeState("data-2", R2, "replica", M, "connected", 0),
+    NodeState("data-3", R3, "replica", M, "connected", 12),
+]
+
+
+def failing(findings: dict[str, list[Check]]) -> list[tuple[str, str]]:
+    return [(host, c.name) for host, checks in findings.items() for c in checks if not c.ok]
+
+
+def test_healthy_redis_holds_on_every_host(lab: Topology) -> None:
+    found = cluster.redis_findings(lab, redis(HEALTHY_REDIS, [M, M, M]))
+    assert failing(found) == []
+    assert found["data-1"][0].detail == "master, 2/2 replicas connected"
+    assert found["data-3"][0].detail == "replica of data-1, link connected, lag 12 bytes"
+    assert found["data-2"][1] == Check("sentinel agreement", True, f"names data-1 ({M})")
+
+
+def test_a_replica_that_stopped_replicating_is_named(lab: Topology) -> None:
+    nodes = [HEALTHY_REDIS[0], NodeState("data-2", R2, "master"), HEALTHY_REDIS[2]]
+    found = cluster.redis_findings(lab, redis(nodes, [M, M, M]))
+    assert ("data-2", "redis replication") in failing(found)
+    assert "the Sentinels name data-1" in found["data-2"][0].detail
+    # The master misses a replica, so its own promise (every replica connected) fails too.
+    assert found["data-1"][0].detail == "master, 1/2 replicas connected"
+    down = [HEALTHY_REDIS[0], NodeState("data-2", R2, "down (ConnectionError)"), HEALTHY_REDIS[2]]
+    assert ("data-2", "redis replication") in failing(
+        cluster.redis_findings(lab, redis(down, [M, M, M]))
+    )
+
+
+def test_a_sentinel_naming_another_master_or_silent_is_named(lab: Topology) -> None:
+    found = cluster.redis_findings(lab, redis(HEALTHY_REDIS, [M, R2, None]))
+    assert failing(found) == [("data-2", "sentinel agreement"), ("data-3", "sentinel agreement")]
+    assert found["data-3"][1].detail == "no answer: refused"
+    no_master = cluster.redis_findings(lab, redis(HEALTHY_REDIS, [None, None, None], None))
+    assert ("data-1", "redis replication") in failing(no_master)
+
+
+def postgres(members: list[Member], etcd: tuple[bool, ...] = (True, True, True)) -> Any:
+    leader = next((m.name for m in members if m.role == "leader"), None)
+    status = PostgresStatus(
+        leader,
+        members,
+        [EtcdMember(f"data-{i}", f"10.77.0.1{i}", ok) for i, ok in enumerate(etcd, 1)],
+        source="data-1",
+    )
+    if leader is None:
+        status.problems.append("the cluster has no running leader")
+    return status
+
+
+LEADING = Member("data-1", "10.77.0.11", "leader", "running", 3, None)
+SYNC = Member("data-2", "10.77.0.12", "sync_standby", "streaming", 3, 0)
+
+
+def test_patroni_leader_sync_standby_and_etcd_hold(lab: Topology) -> None:
+    found = cluster.postgres_findings(lab, postgres([LEADING, SYNC]))
+    assert failing(found) == []
+    assert found["data-1"][0].detail == "leader, running, timeline 3, sync standby data-2"
+    assert [c.name for c in found["data-3"]] == ["etcd health"]
+    assert cluster.leader_of(lab, postgres([LEADING, SYNC])) == ("data-1", "10.77.0.11")
+
+
+@pytest.mark.parametrize(
+    ("members", "etcd", "want"),
+    [
+        # Synchronous mode with no synchronous standby: the leader's promise fails.
+        (
+            [LEADING, replace(SYNC, role="replica")],
+            (True, True, True),
+            [("data-1", "patroni")],
+        ),
+        # A standby too far behind to be promoted.
+        ([LEADING, replace(SYNC, lag_bytes=2 << 20)], (True, True, True), [("data-2", "patroni")]),
+        # A stopped member is missing from the cluster.
+        ([LEADING], (True, True, True), [("data-1", "patroni"), ("data-2", "patroni")]),
+        # No leader: every member fails.
+        (
+            [replace(SYNC, name="data-1"), SYNC],
+            (True, True, True),
+            [
+                ("data-1", "patroni"),
+                ("data-2", "patroni"),
+            ],
+        ),
+        ([LEADING, SYNC], (True, True, False), [("data-3", "etcd health")]),
+    ],
+)
+def test_patroni_and_etcd_failures_are_named(
+    lab: Topology, members: list[Member], etcd: tuple[bool, ...], want: list[tuple[str, str]]
+) -> None:
+    assert failing(cluster.postgres_findings(lab, postgres(members, etcd))) == want
+
+
+def test_a_service_down_or_silent_is_named_on_its_host() -> None:
+    summary = HealthSummary(
+        (
+            ServiceHealth("app-1", "backend", "u", "OK", 200, 3.0, {"redis": "OK"}),
+            ServiceHealth("app-1", "execution", "u", "DOWN", 503, 4.0, {"postgres": "DOWN"}),
+            ServiceHealth("app-2", "backend", "u", UNREACHABLE, error="refused"),
+            ServiceHealth("app-2", "execution", "u", "DEGRADED", 200, 150.0),
+        )
+    )
+    found = cluster.health_findings(summary)
+    assert failing(found) == [("app-1", "service execution"), ("app-2", "service backend")]
+    assert found["app-1"][0].detail == "OK, 3 ms; redis OK"
+
+
+def serve_route(echo: bool, service: str) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            if echo:
+                self.send_header("X-Request-ID", self.headers["X-Request-ID"])
+            self.end_headers()
+            self.wfile.write(json.dumps({"service": service, "path": self.path}).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(
+    ("echo", "answers", "ok"),
+    [(True, "execution", True), (False, "execution", False), (True, "backend", False)],
+)
+def test_a_route_must_pass_the_request_id_and_reach_its_service(
+    echo: bool, answers: str, ok: bool
+) -> None:
+    server = serve_route(echo, answers)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/execution/health"
+        check = cluster.ask_route(cluster.RouteTarget("execution", "/api/execution/", url, True))
+    finally:
+        server.shutdown()
+    assert check.name == "route /api/execution/"
+    assert check.ok is ok, check.detail
+
+
+def test_no_answer_from_a_route_fails() -> None:
+    target = cluster.RouteTarget("backend", "/", "http://127.0.0.1:9/health", True)
+    assert not cluster.ask_route(target).ok
+
+
+def test_route_targets_reach_each_services_health_through_the_gateway(lab: Topology) -> None:
+    targets = {t.service: t for t in cluster.route_targets(lab.host("gw-1"))}
+    assert targets["backend"].url == "http://10.77.0.31:8088/health"
+    assert targets["execution"].url == "http://10.77.0.31:8088/api/execution/health"
+    assert targets["monitoring-health"].url == "http://10.77.0.31:8088/api/health"
+    assert all(t.names_service for t in targets.values())
+    tls = with_data(lab, "gw-1", gateway_internal_http_port=None)
+    assert cluster.route_targets(tls.host("gw-1"))[0].url == "https://10.77.0.31:443/health"
+
+
+# --- verify(): host sessions and cluster checks merged per host --------------------------------
+
+
+def fake_lab(monkeypatch: pytest.MonkeyPatch, lab: Topology, redis_error: bool = False) -> None:
+    import seawall.verify as verify_module
+
+    def probe(topology: Topology, host: Any) -> dict[str, Probe]:
+        return healthy()
+
+    def boom(topology: Topology) -> Any:
+        raise ConnectionError("sentinels unreachable")
+
+    monkeypatch.setattr(verify_module, "require_lab_network", lambda topology: None)
+    monkeypatch.setattr(verify_module, "_probe", probe)
+    monkeypatch.setattr(verify_module, "_admin", lambda topology, host: ADMIN_OK)
+    monkeypatch.setattr(
+        verify_module,
+        "redis_status",
+        boom if redis_error else lambda topology: redis(HEALTHY_REDIS, [M, M, M]),
+    )
+    monkeypatch.setattr(verify_module, "postgres_status", lambda t: postgres([LEADING, SYNC]))
+    monkeypatch.setattr(verify_module, "collect", lambda t: HealthSummary(()))
+    monkeypatch.setattr(verify_module.cluster, "gateway_findings", lambda t: {})
+
+
+def test_verify_pins_every_finding_on_its_host(
+    monkeypatch: pytest.MonkeyPatch, lab: Topology
+) -> None:
+    fake_lab(monkeypatch, lab)
+    report = verify(lab)
+    data_1 = next(h for h in report.hosts if h.host == "data-1")
+    names = [c.name for c in data_1.checks]
+    assert names[: len(CHECKS)] == list(CHECKS)
+    for name in ("redis replication", "sentinel agreement", "patroni", "etcd health"):
+        assert data_1.check(name).ok
+    # The fake probes carry no unit, listener or route answers: those fail, named.
+    assert ("data-1", "unit redis-server.service") in report.failures()
+    assert ("app-1", "pgbouncer reaches leader") in report.failures()
+    assert "haproxy reaches leader" not in [c.name for c in data_1.checks]
+
+
+def test_a_collector_that_fails_is_a_finding_on_its_hosts(
+    monkeypatch: pytest.MonkeyPatch, lab: Topology
+) -> None:
+    fake_lab(monkeypatch, lab, redis_error=True)
+    report = verify(lab)
+    for name in ("data-1", "data-2", "data-3"):
+        host = next(h for h in report.hosts if h.host == name)
+        check = host.check("redis replication")
+        assert not check.ok and "ConnectionError: sentinels unreachable" in check.detail
+    app = next(h for h in report.hosts if h.host == "app-1")
+    assert "redis replication" not in [c.name for c in app.checks]

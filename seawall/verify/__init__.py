@@ -1,0 +1,146 @@
+"""Ask every host, over SSH and through its services, whether each promise of the deploys holds.
+
+Per host, in one SSH session (and one admin login): the common baseline
+(:mod:`seawall.verify.common`), and what its roles promise
+(:mod:`seawall.verify.roles`): units running and enabled, timers scheduled,
+listening sockets exactly as configured, and on app hosts PgBouncer and HAProxy
+reaching the Postgres leader. Beside those sessions, at the same time, the
+cluster-wide promises (:mod:`seawall.verify.cluster`): Redis replication and
+Sentinel agreement, Patroni's leader and synchronous standby with lag, etcd
+health, every service's /health and every gateway route, each pinned on the
+host it is about.
+"""
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from seawall.errors import SeawallError
+from seawall.health_report import collect
+from seawall.inventory import Host, Topology
+from seawall.lab import ssh
+from seawall.lab.network import require_lab_network
+from seawall.postgres.status import PostgresStatus, postgres_status
+from seawall.redis_ha.topology import redis_status
+from seawall.verify import cluster, common, roles
+from seawall.verify.common import CHECKS, judge, parse_sshd_t
+from seawall.verify.probe import Probe, parse_probes, probe_of, probe_script
+from seawall.verify.report import Check, HostReport, VerifyReport
+
+__all__ = [
+    "CHECKS",
+    "Check",
+    "HostReport",
+    "Probe",
+    "VerifyReport",
+    "judge",
+    "parse_probes",
+    "parse_sshd_t",
+    "probe_script",
+    "verify",
+]
+
+# Seconds one host's probe session may take.
+TIMEOUT = 30
+
+T = TypeVar("T")
+
+
+def host_script(topology: Topology, host: Host) -> str:
+    """Return the one script run on ``host``: common probes, then its roles' probes."""
+    return probe_script(common.probe_commands(host) | roles.probe_commands(topology, host))
+
+
+def _probe(topology: Topology, host: Host) -> dict[str, Probe]:
+    result = ssh.run(topology, host.name, host_script(topology, host), timeout=TIMEOUT)
+    # ssh itself exits 255 when it cannot connect or log in.
+    if result.returncode == 255:
+        raise SeawallError(f"{host.name}: unreachable over SSH: {result.stderr.strip()}")
+    return parse_probes(result.stdout)
+
+
+def _admin(topology: Topology, host: Host) -> Probe:
+    user = str(host.data["admin_user"])
+    login = ssh.run(topology, host.name, "sudo -n true && id -un", user=user, timeout=TIMEOUT)
+    return Probe(login.returncode, (login.stdout + login.stderr).strip())
+
+
+def host_checks(
+    topology: Topology,
+    host: Host,
+    probes: dict[str, Probe],
+    admin: Probe,
+    leader: tuple[str, str] | None,
+) -> list[Check]:
+    """Judge one host's probe session: common checks, units, timers, listeners, Postgres route."""
+    want = roles.expected(topology, host)
+    checks = list(judge(host.data, list(host.roles), probes, admin))
+    checks += roles.judge_units(want, probe_of(probes, "units"))
+    checks.append(
+        roles.judge_listeners(want, probe_of(probes, "listeners"), probe_of(probes, "sshd"))
+    )
+    if "app" in host.roles and roles.postgres_client_service(host.data) is not None:
+        checks += roles.judge_pg_route(probe_of(probes, "pg_route"), leader)
+    return checks
+
+
+def _collected(
+    future: Future[T] | None,
+    hosts: list[Host],
+    name: str,
+    findings: Callable[[T], cluster.Findings],
+) -> cluster.Findings:
+    if future is None:
+        return {}
+    try:
+        return findings(future.result())
+    except SeawallError:
+        raise
+    except Exception as error:  # one collector failing must not hide the others' findings
+        return cluster.failed_everywhere(hosts, name, error)
+
+
+def verify(topology: Topology) -> VerifyReport:
+    """Run every check on every host: host sessions and cluster checks all at once.
+
+    Raises:
+        SeawallError: a host cannot be reached as its configured SSH user, a lab
+            inventory's bridge is missing, or secrets the checks need are missing.
+    """
+    require_lab_network(topology)
+    hosts = topology.hosts
+    with ThreadPoolExecutor(max_workers=2 * len(hosts) + 4) as pool:
+        sessions = [pool.submit(_probe, topology, host) for host in hosts]
+        admins = [pool.submit(_admin, topology, host) for host in hosts]
+        has = {role: bool(topology.group(role)) for role in ("redis", "postgres", "app")}
+        redis = pool.submit(redis_status, topology) if has["redis"] else None
+        pg = pool.submit(postgres_status, topology) if has["postgres"] else None
+        health = pool.submit(collect, topology) if has["app"] else None
+        gateway = pool.submit(cluster.gateway_findings, topology)
+        findings: list[cluster.Findings] = [
+            _collected(
+                redis,
+                topology.group("redis") + topology.group("sentinel"),
+                "redis replication",
+                lambda status: cluster.redis_findings(topology, status),
+            ),
+            _collected(
+                pg,
+                topology.group("postgres") + topology.group("etcd"),
+                "patroni",
+                lambda status: cluster.postgres_findings(topology, status),
+            ),
+            _collected(health, topology.group("app"), "services", cluster.health_findings),
+            _collected(gateway, topology.group("gateway"), "routes", lambda f: f),
+        ]
+        pg_status: PostgresStatus | None = None
+        if pg is not None and pg.exception() is None:
+            pg_status = pg.result()
+        leader = cluster.leader_of(topology, pg_status)
+        reports = []
+        for host, session, admin in zip(hosts, sessions, admins, strict=True):
+            checks = host_checks(topology, host, session.result(), admin.result(), leader)
+            for found in findings:
+                checks += found.get(host.name, [])
+            reports.append(HostReport(host.name, tuple(checks)))
+    return VerifyReport(tuple(reports))
