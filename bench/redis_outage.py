@@ -1,0 +1,260 @@
+"""Events through a Redis outage, and Redis memory under a million events: loopback only.
+
+Run with the project's venv: ``.venv/bin/python bench/redis_outage.py [--quick]``.
+
+Outage: one process offers 500 events/s through ``EventPublisher`` (disk
+spool, WAIT 1) to a loopback master with one replica, found through a loopback
+Sentinel. The master is frozen (SIGSTOP) for 60 s, then thawed. Reported:
+``publish()`` latency during the outage (fsync included), the replay rate
+once Redis is back, and lost / duplicated / out-of-order events.
+
+Memory: 1,000,000 events through the publish script into a stream capped at
+10,000 (MAXLEN ~), against the same events XADDed plainly as the baseline,
+on one fresh server in the same run. Results go to docs/benchmarks.md.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import load_note, write_section  # noqa: E402
+from seawall.runtime.reconnect import EventPublisher, _Event  # noqa: E402
+from seawall.runtime.spool import DiskSpool  # noqa: E402
+from tests.unit.redis_server import Servers, majority_client, wait_for_link  # noqa: E402
+
+STREAM = "bench:events"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def outage(work: Path, rate: int, before: float, away: float, after: float) -> dict[str, float]:
+    servers = Servers(work / "servers")
+    try:
+        master, _ = servers.pair()
+        sentinel = servers.sentinel(master)
+        spool = DiskSpool(work / "spool")
+        publisher = EventPublisher(majority_client(sentinel), spool)
+        offered: list[str] = []
+        during: list[float] = []
+        all_times: list[float] = []
+        started = time.monotonic()
+        frozen_at = started + before
+        thawed_at = frozen_at + away
+        stop_at = thawed_at + after
+        frozen = thawed = False
+        backlog = 0
+        drained_in: float | None = None
+        first_progress: float | None = None
+        peak_pending = 0
+        number = 0
+        while time.monotonic() < stop_at and number < rate * (before + away + after) * 2:
+            now = time.monotonic()
+            if not frozen and now >= frozen_at:
+                master.freeze()
+                frozen = True
+            if frozen and not thawed and now >= thawed_at:
+                master.thaw()
+                thawed = True
+                backlog = len(spool)
+                peak_pending = spool.pending_bytes()
+            if thawed and drained_in is None:
+                pending = spool.pending_bytes()
+                if first_progress is None and pending < peak_pending:
+                    first_progress = now
+                if spool.is_empty():
+                    drained_in = now - (first_progress or thawed_at)
+            event_id = f"e{number}"
+            t0 = time.perf_counter()
+            publisher.publish(STREAM, {"n": number}, event_id=event_id, maxlen=10_000_000)
+            elapsed = time.perf_counter() - t0
+            all_times.append(elapsed)
+            if frozen and not thawed:
+                during.append(elapsed)
+            offered.append(event_id)
+            number += 1
+            pause = started + number / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        deadline = time.monotonic() + 120
+        while not spool.is_empty() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if drained_in is None and first_progress is not None:
+            drained_in = time.monotonic() - first_progress
+        wait_for_link(master, 1)
+        found = [f[b"event_id"].decode() for _, f in master.client().xrange(STREAM)]
+        publisher.close()
+        counts = Counter(found)
+        unique = list(dict.fromkeys(found))
+        return {
+            "offered": len(offered),
+            "outage_publishes": len(during),
+            "p50_ms": 1000 * statistics.median(during),
+            "p99_ms": 1000 * percentile(during, 0.99),
+            "max_ms": 1000 * max(during),
+            "backlog": backlog,
+            "drain_s": drained_in or 0.0,
+            "drain_rate": backlog / drained_in if drained_in else 0.0,
+            "lost": len(set(offered) - set(found)),
+            "duplicated": sum(1 for c in counts.values() if c > 1),
+            "in_order": float(unique == [e for e in offered if e in counts]),
+        }
+    finally:
+        servers.stop_all()
+
+
+def used_memory(conn) -> int:  # type: ignore[no-untyped-def]
+    return int(conn.info("memory")["used_memory"])
+
+
+def settled(admin, writer) -> int:  # type: ignore[no-untyped-def]
+    """used_memory once the writer's connection (and its query buffer) is gone."""
+    writer.close()
+    time.sleep(0.2)
+    return used_memory(admin)
+
+
+def memory(work: Path, events: int, cap: int, batch: int = 1000) -> dict[str, float]:
+    servers = Servers(work / "memory")
+    try:
+        server = servers.redis()
+        admin = server.client()
+        conn = server.client()
+        fields = {"service": "orders", "order_id": "123456", "request_id": "r-0123456789abcdef"}
+        # Every client (the Sentinel's two, the publisher's) connected before
+        # either measurement: connection buffers are not what is compared.
+        publisher = EventPublisher(
+            majority_client(servers.sentinel(server)), None, safe=False, background=False
+        )
+        publisher.client.call(lambda c: c.ping())
+        time.sleep(1.0)
+        empty = used_memory(admin)
+        # Baseline: the same entries XADDed plainly, capped the same way.
+        started = time.monotonic()
+        for start in range(0, events, batch):
+            pipe = conn.pipeline(transaction=False)
+            for number in range(start, min(events, start + batch)):
+                pipe.xadd(STREAM, {"event_id": f"svc:{number}", **fields}, maxlen=cap)
+            pipe.execute()
+        plain_s = time.monotonic() - started
+        plain = settled(admin, conn) - empty
+        plain_key = int(admin.memory_usage(STREAM, samples=0) or 0)
+        admin.flushall()
+        empty = used_memory(admin)
+        conn = server.client()
+        started = time.monotonic()
+        prev = 0
+        for start in range(0, events, batch):
+            chunk = [
+                _Event(number + 1, f"svc:{number}", STREAM, fields, cap)
+                for number in range(start, min(events, start + batch))
+            ]
+            outcome = publisher._pipeline(conn, chunk, prev)
+            assert outcome.stored == len(chunk), outcome.error
+            prev = chunk[-1].seq
+        ours_s = time.monotonic() - started
+        ours = settled(admin, conn) - empty
+        ours_key = int(admin.memory_usage(STREAM, samples=0) or 0)
+        hash_key = int(admin.memory_usage("seawall:producers") or 0)
+        length = admin.xlen(STREAM)
+        info = admin.info("memory")
+        scripts = int(info.get("used_memory_scripts_eval", 0)) + int(
+            info.get("used_memory_scripts", 0)
+        )
+        publisher.client.close()
+        return {
+            "events": events,
+            "cap": cap,
+            "xlen": length,
+            "plain_bytes": plain,
+            "ours_bytes": ours,
+            "ratio": ours / plain,
+            "keys": admin.dbsize(),
+            "plain_key": plain_key,
+            "ours_key": ours_key,
+            "hash_key": hash_key,
+            "scripts": scripts,
+            "plain_rate": events / plain_s,
+            "ours_rate": events / ours_s,
+            "bytes_per_entry": ours / length,
+        }
+    finally:
+        servers.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 5 s outage and 100,000 events")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    away = 5.0 if args.quick else 60.0
+    events = 100_000 if args.quick else 1_000_000
+    # /var/tmp is on disk (not a RAM tmpfs), so the spool's fsyncs are real.
+    with tempfile.TemporaryDirectory(prefix="seawall-bench-", dir="/var/tmp") as work:
+        o = outage(Path(work), rate=500, before=3.0, away=away, after=10.0)
+        print(o, file=sys.stderr)
+        m = memory(Path(work), events=events, cap=10_000)
+        print(m, file=sys.stderr)
+    per_stream_mb = m["ours_bytes"] / 1e6
+    lines = [
+        "## Events through a Redis outage, and Redis memory (loopback)",
+        "",
+        f"`bench/redis_outage.py{' --quick' if args.quick else ''}`: Debian's redis-server "
+        "7.0.15 on 127.0.0.1 (master, one replica, one Sentinel), started by the bench.",
+        "",
+        f"Outage: 500 events/s offered for {o['offered']:.0f} events; the master frozen "
+        f"(SIGSTOP) for {away:.0f} s, then thawed. Spool on disk (/var/tmp), fsync per append.",
+        "",
+        "| publishes during the outage | publish() p50 ms | p99 ms | max ms | spooled backlog "
+        "| replay time s | replay events/s | lost | duplicated | in order |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {o['outage_publishes']:.0f} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | "
+        f"{o['max_ms']:.0f} | {o['backlog']:.0f} | {o['drain_s']:.2f} | {o['drain_rate']:.0f} | "
+        f"{o['lost']:.0f} | {o['duplicated']:.0f} | {'yes' if o['in_order'] else 'NO'} |",
+        "",
+        "Targets: p99 ≤ 5 ms, replay ≥ 2,000 events/s, 0 lost, 0 duplicated. The max is the "
+        "first publish of the outage, which waits out the publish deadline (1 s) before the "
+        "breaker opens; every later one is a disk append.",
+        "",
+        f"Memory: {m['events']:,.0f} events into one stream capped at {m['cap']:,.0f} "
+        "(MAXLEN ~), plain XADD (baseline) against the publish script, same server, same run.",
+        "",
+        "| used_memory growth, plain stream | with the publish script | ratio "
+        "| MEMORY USAGE stream, plain / script | producers hash | keys | XLEN "
+        "| bytes per entry | plain XADD events/s | script events/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {m['plain_bytes'] / 1e6:.3f} MB | {m['ours_bytes'] / 1e6:.3f} MB | "
+        f"{m['ratio']:.3f} | {m['plain_key'] / 1e6:.3f} / {m['ours_key'] / 1e6:.3f} MB | "
+        f"{m['hash_key']:.0f} B | {m['keys']:.0f} | {m['xlen']:.0f} | "
+        f"{m['bytes_per_entry']:.0f} | {m['plain_rate']:,.0f} | {m['ours_rate']:,.0f} |",
+        "",
+        f"The stream key itself is the same size either way; the rest of the difference "
+        f"is fixed, not per event: the script cache ({m['scripts'] / 1e3:.0f} kB by "
+        "used_memory_scripts*) and allocator slack.",
+        "",
+        "Dedup state is one hash field per producer, so Redis memory depends on the "
+        "streams' caps, not on the event rate: 512 MB holds about "
+        f"{512 / per_stream_mb:,.0f} streams capped at {m['cap']:,.0f} entries of this size, "
+        "at any events/s Redis can take (the script ran at the rate in the table, pipelined, "
+        "one connection). The first version's key per event (24 h TTL, ~200 B each) held "
+        "512 MB at about 30 events/s sustained.",
+        *load_note(load),
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        write_section("redis-outage", report)
+
+
+if __name__ == "__main__":
+    main()
