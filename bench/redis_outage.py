@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import load_note, write_section  # noqa: E402
-from seawall.runtime.reconnect import EventPublisher, _Event  # noqa: E402
+from seawall.runtime.reconnect import _PUBLISH_LUA, EventPublisher, _Event  # noqa: E402
 from seawall.runtime.spool import DiskSpool  # noqa: E402
 from tests.unit.redis_server import Servers, majority_client, wait_for_link  # noqa: E402
 
@@ -151,6 +151,7 @@ def memory(work: Path, events: int, cap: int, batch: int = 1000) -> dict[str, fl
         admin.flushall()
         empty = used_memory(admin)
         conn = server.client()
+        conn.script_load(_PUBLISH_LUA)
         started = time.monotonic()
         prev = 0
         for start in range(0, events, batch):

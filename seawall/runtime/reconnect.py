@@ -22,6 +22,7 @@ Services import this. It needs only redis-py (4.3, as in Debian 12, or newer).
   The reasoning and its costs: ``docs/events.md``.
 """
 
+import hashlib
 import itertools
 import logging
 import random
@@ -68,6 +69,8 @@ local id = redis.call(unpack(args))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return {1, id}
 """
+# Sent by hash: the body is loaded once per connection, not sent with every event.
+_PUBLISH_SHA = hashlib.sha1(_PUBLISH_LUA.encode()).hexdigest()
 
 
 def connect(
@@ -481,7 +484,7 @@ class EventPublisher:
                 # Order matters: new events wait behind the spooled ones.
                 backlog = self.spool.pending_bytes()
                 self._spool(event)
-                if self._open or backlog > self.catch_up_bytes:
+                if self._open or backlog > self.catch_up_bytes or not self._background:
                     return PublishResult(event_id, "spooled")
             else:
                 result = self._publish_now(event)
@@ -537,9 +540,9 @@ class EventPublisher:
                 if left <= 0:
                     return PublishResult(event.event_id, "spooled")
                 self._cv.wait(left)
-        if self._confirmed < event.seq:
-            return PublishResult(event.event_id, "spooled")
-        found = next((a for a in reversed(self._window) if a.event.seq == event.seq), None)
+            if self._confirmed < event.seq:
+                return PublishResult(event.event_id, "spooled")
+            found = next((a for a in reversed(self._window) if a.event.seq == event.seq), None)
         return PublishResult(event.event_id, "acked", found.stream_id if found else None)
 
     def _trip(self) -> None:
@@ -564,6 +567,9 @@ class EventPublisher:
     def _attempt(self, conn: redis.Redis, events: list[_Event]) -> _Outcome:
         self._check_master(conn)
         outcome = self._pipeline(conn, events, self._last_seq)
+        if outcome.stored == 0 and isinstance(outcome.error, rex.NoScriptError):
+            conn.script_load(_PUBLISH_LUA)  # SCRIPT FLUSH, or a master that never had it
+            outcome = self._pipeline(conn, events, self._last_seq)
         if outcome.stored == 0 and outcome.error is not None:
             text = str(outcome.error)
             if _GAP in text:
@@ -581,7 +587,7 @@ class EventPublisher:
             args: list[Any] = [self.producer_id, event.seq, prev, event.maxlen, event.event_id]
             for key, value in event.fields.items():
                 args += [key, value]
-            pipe.eval(_PUBLISH_LUA, 2, event.stream, self.producers_key, *args)
+            pipe.evalsha(_PUBLISH_SHA, 2, event.stream, self.producers_key, *args)
             prev = event.seq
         replicas = self._replicas_to_wait(conn) if self.safe else 0
         if replicas:
@@ -595,6 +601,8 @@ class EventPublisher:
                 break
             created, value = result
             stored.append(_text(value) if int(created) else None)
+        if stored and replicas and isinstance(results[-1], Exception):
+            raise WriteNotAcknowledgedError(f"WAIT failed: {results[-1]}")
         if stored and replicas and int(results[-1]) < replicas:
             raise WriteNotAcknowledgedError(
                 f"{len(stored)} events: {results[-1]} of {replicas} replicas confirmed "
@@ -613,14 +621,17 @@ class EventPublisher:
         return count
 
     def _acked(self, events: list[_Event], stream_ids: list[str | None]) -> None:
+        # The caller holds ``_io``; ``_cv`` guards against ``_catch_up`` reading.
         now = time.monotonic()
         self.stats.acked += len(stream_ids)
-        for event, stream_id in zip(events, stream_ids, strict=False):
-            self._window.append(_Acked(event, stream_id, now))
-        while self._window and (
-            len(self._window) > self.window_events or now - self._window[0].at > self.window_seconds
-        ):
-            self._window_floor = self._window.popleft().event.seq
+        with self._cv:
+            for event, stream_id in zip(events, stream_ids, strict=False):
+                self._window.append(_Acked(event, stream_id, now))
+            while self._window and (
+                len(self._window) > self.window_events
+                or now - self._window[0].at > self.window_seconds
+            ):
+                self._window_floor = self._window.popleft().event.seq
 
     # -- after a master change ---------------------------------------------------
 
@@ -633,6 +644,8 @@ class EventPublisher:
         """
         if self._checked == self.client.connections and not self._check_due:
             return
+        if self._checked != self.client.connections:
+            conn.script_load(_PUBLISH_LUA)
         self.stats.master_checks += 1
         mark = int(_text(conn.hget(self.producers_key, self.producer_id)) or 0)
         if mark < self._last_seq:
@@ -666,6 +679,9 @@ class EventPublisher:
                     )
                 self.stats.republished += sum(1 for i in outcome.stream_ids if i is not None)
                 prev = batch[-1].seq
+            # What the master now holds is the chain later events build on
+            # (lower than before only if acknowledged events were lost).
+            self._last_seq = missing[-1].seq if missing else mark
         self._checked = self.client.connections
         self._check_due = False
         self._checked_at = time.monotonic()
@@ -714,6 +730,7 @@ class EventPublisher:
             outcome = self._send(events, deadline)
         except (RedisUnavailableError, WriteNotAcknowledgedError) as error:
             log.info("replay paused: %s", error)
+            self._trip()
             return -1
         done = outcome.stored
         if outcome.error is not None and done < len(events) and _is_poison(outcome.error):
@@ -724,12 +741,14 @@ class EventPublisher:
             done += 1
         if done == 0:
             log.info("replay paused: %s", outcome.error)
+            self._trip()
             return -1
         self.spool.confirm(events[done - 1].spooled)  # type: ignore[arg-type]
         self._acked(events[: outcome.stored], outcome.stream_ids)
         self.stats.replayed += outcome.stored
         with self._cv:
             self._confirmed = max(self._confirmed, events[done - 1].seq)
+            self._open = False  # Redis takes events again: publish() may send directly
             self._cv.notify_all()
         return done
 
@@ -773,15 +792,18 @@ class EventPublisher:
             if not self._io.acquire(timeout=0.1):
                 return
             try:
-                done = self._replay_batch(self.probe_interval)
+                if self._open:
+                    # A cheap probe first: no spool reading while Redis is away.
+                    try:
+                        self.client.call(lambda conn: conn.ping(), deadline=0.01)
+                    except RedisUnavailableError:
+                        self._trip()
+                        return
+                # One attempt per probe (the deadline is checked between
+                # attempts): a probe must not hold the connection for long.
+                self._replay_batch(0.01)
             finally:
                 self._io.release()
-            if done < 0:
-                self._trip()
-            else:
-                with self._cv:
-                    self._open = False
-                    self._cv.notify_all()
         elif (
             self._window
             and time.monotonic() - self._checked_at >= self.check_interval

@@ -11,10 +11,11 @@ import redis
 from seawall.runtime.reconnect import (
     _PUBLISH_LUA,
     EventPublisher,
+    EventRejectedError,
     MajorityClient,
     RedisUnavailableError,
 )
-from seawall.runtime.spool import DiskSpool
+from seawall.runtime.spool import DiskSpool, SpoolFullError
 from tests.unit.redis_server import (
     RedisServer,
     Servers,
@@ -286,3 +287,101 @@ def test_redis_memory_grows_with_producers_not_events(
     assert conn.hlen("seawall:producers") == 3
     assert sorted(k.decode() for k in conn.keys("*")) == ["seawall:producers", STREAM]
     assert conn.xlen(STREAM) < 300  # MAXLEN ~ 100 trims whole nodes of 100
+
+
+def test_a_bad_record_in_the_spool_does_not_stop_replay(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    spool = DiskSpool(tmp_path)
+    for number in range(4):
+        spool.append(f"e{number}", STREAM, {"n": number}, 1000)
+    spool.close()
+    segment = sorted(tmp_path.glob("*.seg"))[-1]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][:20] + b"#" + lines[1][21:]
+    segment.write_bytes(b"".join(lines))
+    spool = DiskSpool(tmp_path)
+    publisher = publisher_for(publishers, servers.sentinel(master), spool, background=False)
+    assert publisher.drain(budget_seconds=5) == 3
+    assert entries(master) == ["e0", "e2", "e3"]
+    assert spool.is_empty() and spool.quarantined == 1
+
+
+def test_an_event_redis_refuses_for_good_is_quarantined_not_blocking(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    master.client().set("not-a-stream", "x")
+    spool = DiskSpool(tmp_path)
+    spool.append("e0", STREAM, {"n": 0}, 1000)
+    spool.append("bad", "not-a-stream", {"n": 1}, 1000)
+    spool.append("e2", STREAM, {"n": 2}, 1000)
+    publisher = publisher_for(publishers, servers.sentinel(master), spool, background=False)
+    publisher.drain(budget_seconds=5)
+    assert entries(master) == ["e0", "e2"]
+    assert spool.is_empty()
+    assert b"WRONGTYPE" in (tmp_path / "quarantine").read_bytes()
+    with pytest.raises(EventRejectedError, match="WRONGTYPE"):
+        publisher.publish("not-a-stream", {"n": 3}, event_id="direct")
+
+
+def test_a_full_spool_is_an_error_to_the_caller(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    spool = DiskSpool(tmp_path, max_bytes=1000)
+    publisher = publisher_for(
+        publishers, servers.sentinel(master), spool, publish_deadline=0.2, background=False
+    )
+    master.stop()
+    with pytest.raises(SpoolFullError):
+        for number in range(100):
+            publisher.publish(STREAM, {"n": number}, event_id=f"e{number}")
+    assert 0 < len(spool) < 100
+
+
+def test_without_a_background_thread_drain_closes_the_breaker(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    master.client().config_set("maxmemory", "1")
+    publisher = publisher_for(
+        publishers, servers.sentinel(master), DiskSpool(tmp_path), background=False
+    )
+    assert publisher.publish(STREAM, {"n": 0}, event_id="e0").status == "spooled"
+    master.client().config_set("maxmemory", "0")
+    assert publisher.drain(budget_seconds=5) == 1
+    assert publisher.publish(STREAM, {"n": 1}, event_id="e1").status == "acked"
+    assert entries(master) == ["e0", "e1"]
+
+
+def test_losses_older_than_the_window_are_counted_and_do_not_wedge(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    publisher = publisher_for(
+        publishers, servers.sentinel(master), DiskSpool(tmp_path), window_events=2
+    )
+    for number in range(5):
+        assert publisher.publish(STREAM, {"n": number}, event_id=f"e{number}").status == "acked"
+    # The master comes back from a restart without any of it.
+    admin = master.client()
+    admin.delete(STREAM, "seawall:producers")
+    admin.client_kill_filter(_type="normal", skipme=True)
+    assert publisher.publish(STREAM, {"n": 5}, event_id="e5").status == "acked"
+    # The last two came back from the window; three were older than it.
+    assert entries(master) == ["e3", "e4", "e5"]
+    assert publisher.stats.lost_beyond_window == 3
+    assert publisher.publish(STREAM, {"n": 6}, event_id="e6").status == "acked"
+
+
+def test_a_flushed_script_cache_is_reloaded(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    publisher = publisher_for(publishers, servers.sentinel(master), DiskSpool(tmp_path))
+    assert publisher.publish(STREAM, {"n": 0}, event_id="e0").status == "acked"
+    master.client().script_flush()
+    assert publisher.publish(STREAM, {"n": 1}, event_id="e1").status == "acked"
+    assert entries(master) == ["e0", "e1"]
