@@ -23,7 +23,8 @@ from seawall import inventory
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 
-DEFAULT_INVENTORY = "inventories/lab.py"
+# The machines have addresses of their own, so they run beside the lab.
+DEFAULT_INVENTORY = "inventories/vagrant.py"
 
 # The lxc provider's box, added by `vagrant up` from the file build_box() writes.
 BOX_NAME = "seawall/bookworm-lxc"
@@ -118,7 +119,7 @@ def box_name(topology: Topology) -> str:
 
 
 def hosts_json(topology: Topology) -> dict[str, Any]:
-    """Return what the Vagrantfile needs: hosts and addresses, the bridge, its prefix, the box.
+    """Return what the Vagrantfile needs: hosts, addresses, bridge, prefix, box, keys.
 
     Raises:
         SeawallError: a host has no valid private_address, or lab data is missing.
@@ -155,8 +156,19 @@ def hosts_json(topology: Topology) -> dict[str, Any]:
         "box": box_name(topology),
         "box_file": str(box_file(topology)),
         "upstream_box": UPSTREAM_BOX,
+        # The key pyinfra logs in as root with (the lab's): the machines authorize it.
+        "root_key": _public_key(topology),
+        "known_hosts": str(topology.value("ssh_known_hosts_file") or ""),
         "hosts": hosts,
     }
+
+
+def _public_key(topology: Topology) -> str:
+    """The public half of the inventory's ssh_key, or '' before `seawall lab up` made it."""
+    try:
+        return Path(f"{topology.value('ssh_key')}.pub").read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
 
 
 def _lab_value(topology: Topology, key: str) -> Any:

@@ -27,12 +27,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if lab_dir in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.lab)
-    # Tests marked `teardown_last` (lab down) run after everything else.
-    items.sort(key=lambda item: item.get_closest_marker("teardown_last") is not None)
+    # Tests marked `late` (Vagrant, which rests the lab's hosts) run after the
+    # others, and `teardown_last` (lab down) after everything.
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("teardown_last") is not None,
+            item.get_closest_marker("late") is not None,
+        )
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "teardown_last: runs after every other test")
+    config.addinivalue_line("markers", "late: runs after the other lab tests, before lab down")
 
 
 def run_site_deploy(*extra: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:

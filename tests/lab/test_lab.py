@@ -4,10 +4,14 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from seawall import lab
+from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, hosts, network
 from seawall.lab.config import lab_config
@@ -131,6 +135,72 @@ def test_crashed_host_comes_back(lab_topology: Topology) -> None:
     assert not _ssh_open(config.host("ops-1").address)
     faults.restore(config)
     assert ssh(lab_topology, "ops-1", "systemctl is-system-running").stdout.strip() == "running"
+
+
+@contextmanager
+def _broken_while_stopped(topology: Topology, name: str, path: str, text: str) -> Iterator[Path]:
+    """Stop a host, plant a file in its overlay layer, and always undo both (lab up)."""
+    config = lab_config(topology)
+    faults.crash(config, name)
+    planted = hosts.container_dir(config.host(name)) / path
+    original = planted.read_bytes() if planted.exists() else None
+    planted.write_text(text)
+    planted.chmod(0o755)
+    try:
+        yield planted
+    finally:
+        faults.crash(config, name)
+        if original is None:
+            planted.unlink()
+        else:
+            planted.write_bytes(original)
+        report = lab.up(topology, log=lambda _: None)
+        assert report.ok, report.to_text()
+
+
+def _restore_error(topology: Topology) -> tuple[str, float]:
+    started = time.monotonic()
+    with pytest.raises(SeawallError) as raised:
+        faults.restore(lab_config(topology), wait=180)
+    return str(raised.value), time.monotonic() - started
+
+
+def test_a_host_lxc_refuses_fails_at_once_with_lxcs_reason(lab_topology: Topology) -> None:
+    include = "lxc.include = /nonexistent/seawall-test.conf\n"
+    config_file = hosts.container_dir(lab_config(lab_topology).host("ops-1")) / "config"
+    with _broken_while_stopped(lab_topology, "ops-1", "config", config_file.read_text() + include):
+        assert hosts.state(lab_config(lab_topology).host("ops-1")) == "BROKEN"
+        message, elapsed = _restore_error(lab_topology)
+    assert elapsed < 10, elapsed
+    assert "ops-1: lxc-start refused seawall-ops-1 (state BROKEN)" in message
+    assert "/nonexistent/seawall-test.conf" in message
+
+
+def test_lab_up_rewrites_a_broken_container_config(lab_topology: Topology) -> None:
+    config = lab_config(lab_topology)
+    config_file = hosts.container_dir(config.host("app-2")) / "config"
+    faults.crash(config, "app-2")
+    config_file.write_text(config_file.read_text() + "lxc.include = /nonexistent/x.conf\n")
+    assert hosts.state(config.host("app-2")) == "BROKEN"
+    report = lab.up(lab_topology, log=lambda _: None)
+    assert report.ok, report.to_text()
+    assert "/nonexistent" not in config_file.read_text()
+
+
+def test_a_host_whose_init_dies_is_named_at_once(lab_topology: Topology) -> None:
+    failing_init = "#!/bin/sh\necho 'seawall test: this init gives up' >&2\nexit 1\n"
+    with _broken_while_stopped(lab_topology, "ops-1", "delta/usr/sbin/init", failing_init):
+        message, elapsed = _restore_error(lab_topology)
+    assert elapsed < 20, elapsed
+    assert "ops-1: container STOPPED while booting" in message
+
+
+def test_a_host_without_sshd_names_the_stage_it_reached(lab_topology: Topology) -> None:
+    drop_in = "delta/etc/ssh/sshd_config.d/zz-seawall-test.conf"
+    with _broken_while_stopped(lab_topology, "ops-1", drop_in, "NoSuchOption yes\n"):
+        message, elapsed = _restore_error(lab_topology)
+    assert elapsed < 60, elapsed
+    assert "ops-1: booted, ssh.service failed, nothing listening on port 22" in message
 
 
 @pytest.mark.teardown_last

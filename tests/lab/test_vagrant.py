@@ -1,13 +1,15 @@
-"""The Vagrantfile on the lab bridge: two lxc machines from the lab's box, deployed via @vagrant.
+"""`vagrant up --provider=lxc` ends with the whole site deployed and verified.
 
-The machines have an inventory of their own (two hosts at addresses no lab host
-uses, in the `lab` group so its group data applies), so they run beside the lab
-and never touch its hosts. They are destroyed at the end, whatever happened.
+The machines are those of inventories/vagrant.py: the production topology at
+addresses of their own on the lab's bridge, so they never touch a lab host. To
+spare the machine's two cores, the lab's hosts are stopped meanwhile (bridge,
+guard and apt proxy stay) and started again after. The machines are destroyed
+at the end, whatever happened. This module runs after every other lab test but
+`lab down` (conftest orders it).
 """
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,33 +18,27 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from seawall.inventory import Topology, load
+from seawall.lab import faults, hosts
 from seawall.lab.config import lab_config
 from seawall.lab.vagrant import CONTAINER_PREFIX, build_box, hosts_json
+from tests.lab.conftest import ROOT, changed_operations
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.late
 
-# Free addresses on the lab's own network (its hosts use .11 to .41), from its inventory.
-_NETWORK = lab_config(load(REPO / "inventories" / "lab.py")).network
-MACHINES = {
-    "vagrant-1": str(_NETWORK.network_address + 51),
-    "vagrant-2": str(_NETWORK.network_address + 52),
-}
-
+VAGRANT_INVENTORY = ROOT / "inventories" / "vagrant.py"
+BIN = Path(sys.executable).parent
 LXC_PATH = Path("/var/lib/lxc")
 
 
 @dataclass
-class VagrantLab:
+class VagrantRun:
     topology: Topology
     env: dict[str, str]
-    deploy_inventory: Path
-    known_hosts: Path
-    box: Path
+    up: subprocess.CompletedProcess[str]
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -51,7 +47,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         command,
-        cwd=REPO,
+        cwd=ROOT,
         env=env,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
@@ -61,180 +57,122 @@ def run(
     if check and result.returncode != 0:
         pytest.fail(
             f"{' '.join(command)} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result
 
 
-def write_inventory(directory: Path, group_data: Path, hosts: dict[str, dict[str, Any]]) -> Path:
-    """Write an inventory of `lab` hosts whose group data is the lab inventory's own."""
-    directory.mkdir(parents=True)
-    # pyinfra and seawall.inventory read the inventory's own group_data/.
-    (directory / "group_data").symlink_to(group_data)
-    lines = ['"""Vagrant machines of tests/lab/test_vagrant.py."""', "", "lab = ["]
-    lines += [f"    ({name!r}, {data!r})," for name, data in hosts.items()]
-    lines += ["]", ""]
-    path = directory / "vagrant_lab.py"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def remove_stale_containers(env: dict[str, str]) -> None:
-    """Remove this test's own containers left by an interrupted run (exact names only)."""
-    for name in MACHINES:
-        container = CONTAINER_PREFIX + name
+def remove_stale_containers(topology: Topology, env: dict[str, str]) -> None:
+    """Remove this inventory's machines left by an interrupted run (exact names only)."""
+    for host in topology:
+        container = CONTAINER_PREFIX + host.name
         if (LXC_PATH / container / "config").exists():
             run(["lxc-stop", "-k", "-n", container], env, timeout=60, check=False)
             run(["lxc-destroy", "-n", container], env, timeout=120)
 
 
-def vagrant_ssh(lab: VagrantLab, name: str, command: str) -> str:
-    return run(["vagrant", "ssh", name, "-c", command], lab.env, timeout=60).stdout
-
-
 @pytest.fixture(scope="module")
-def vagrant_lab(
+def vagrant_site(
     lab_topology: Topology, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VagrantLab]:
+) -> Iterator[VagrantRun]:
+    topology = load(VAGRANT_INVENTORY)
     lab_addresses = {host.address for host in lab_topology}
-    assert not lab_addresses & set(MACHINES.values()), "test addresses collide with the lab's"
+    assert not lab_addresses & {host.address for host in topology}, "collides with the lab"
     work = tmp_path_factory.mktemp("vagrant")
-    group_data = lab_topology.path.resolve().parent / "group_data"
-
-    # What the Vagrantfile reads: hosts reached at their own address, as in the lab.
-    inventory = write_inventory(
-        work / "inventory",
-        group_data,
-        {name: {"private_address": ip, "ssh_hostname": ip} for name, ip in MACHINES.items()},
-    )
-    # What pyinfra deploys to: the same hosts through the @vagrant connector (which
-    # supplies user, key and port). Host data overrides the lab's known_hosts: these
-    # machines draw new host keys at every creation.
-    known_hosts = work / "known_hosts"
-    reach = {"ssh_known_hosts_file": str(known_hosts), "ssh_strict_host_key_checking": "accept-new"}
-    deploy_inventory = write_inventory(
-        work / "deploy",
-        group_data,
-        {f"@vagrant/{name}": {"private_address": ip, **reach} for name, ip in MACHINES.items()},
-    )
-
-    bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
     env.update(
-        PATH=f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}",
-        SEAWALL_INVENTORY=str(inventory),
+        PATH=f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
         SEAWALL_PYTHON=sys.executable,
-        VAGRANT_CWD=str(REPO),
+        VAGRANT_CWD=str(ROOT),
         # Machine state and boxes of this run stay in its temporary directory.
         VAGRANT_DOTFILE_PATH=str(work / "dotfile"),
         VAGRANT_HOME=str(work / "vagrant.d"),
         VAGRANT_DEFAULT_PROVIDER="lxc",
         VAGRANT_CHECKPOINT_DISABLE="1",
     )
-    topology = load(inventory)
-    assert [host["address"] for host in hosts_json(topology)["hosts"]] == list(MACHINES.values())
+    config = lab_config(lab_topology)
+    timings: dict[str, float] = {}
     started = time.monotonic()
-    box = build_box(topology)
-    timings = {"box": time.monotonic() - started}
-    lab = VagrantLab(topology, env, deploy_inventory, known_hosts, box, timings)
-
-    remove_stale_containers(env)
+    build_box(topology)
+    timings["box"] = time.monotonic() - started
+    remove_stale_containers(topology, env)
+    # The lab's hosts rest meanwhile: fourteen hosts on two cores would only be slower.
+    for host in config.hosts:
+        hosts.stop(host)
     try:
         started = time.monotonic()
-        run(["vagrant", "up", "--provider=lxc"], env, timeout=600)
-        lab.timings["vagrant up"] = time.monotonic() - started
-        yield lab
+        up = run(["vagrant", "up", "--provider=lxc"], env, timeout=1800, check=False)
+        timings["vagrant up (machines, site deploy, verify)"] = time.monotonic() - started
+        yield VagrantRun(topology, env, up, timings)
     finally:
         started = time.monotonic()
         try:
             destroyed = run(["vagrant", "destroy", "-f"], env, timeout=300, check=False)
         finally:
-            # Whatever vagrant did, this run's containers go (by their exact names).
-            remove_stale_containers(env)
-            # The added box is a ~100 MB copy; pytest keeps its last temporary directories.
+            remove_stale_containers(topology, env)
             shutil.rmtree(work / "vagrant.d", ignore_errors=True)
-        lab.timings["vagrant destroy"] = time.monotonic() - started
-        print(f"\nvagrant timings (s): { {k: round(v, 1) for k, v in lab.timings.items()} }")
+            faults.restore(config, wait=180)
+        timings["vagrant destroy"] = time.monotonic() - started
+        print(f"\nvagrant timings (s): { {k: round(v, 1) for k, v in timings.items()} }")
         assert destroyed.returncode == 0, destroyed.stderr
+        for host in topology:
+            assert not (LXC_PATH / (CONTAINER_PREFIX + host.name)).exists(), host.name
+        known_hosts = Path(hosts_json(topology)["known_hosts"])
+        if known_hosts.exists():
+            for host in topology:
+                lookup = ["ssh-keygen", "-F", host.address, "-f", str(known_hosts)]
+                assert subprocess.run(lookup, capture_output=True).returncode == 1, (
+                    f"vagrant destroy left {host.name}'s host key in {known_hosts}"
+                )
 
 
-def test_box_is_a_vagrant_lxc_box_and_the_base_is_untouched(vagrant_lab: VagrantLab):
-    with tarfile.open(vagrant_lab.box) as box:
-        assert sorted(box.getnames()) == ["lxc-config", "metadata.json", "rootfs.tar.gz"]
-        metadata = box.extractfile("metadata.json")
+def test_vagrant_up_deploys_the_site_and_verifies_it(vagrant_site: VagrantRun) -> None:
+    up = vagrant_site.up
+    assert up.returncode == 0, up.stdout[-6000:] + up.stderr[-3000:]
+    # The trigger ran the site deploy, then verify, which ends with its summary.
+    assert "deploys/site.py" in up.stdout
+    assert "checks hold" in up.stdout, up.stdout[-3000:]
+
+
+def test_machines_are_the_inventorys_hosts_at_their_addresses(vagrant_site: VagrantRun) -> None:
+    for host in vagrant_site.topology:
+        out = run(
+            ["vagrant", "ssh", host.name, "-c", "hostname; ip -4 -o addr show dev eth0"],
+            vagrant_site.env,
+            timeout=60,
+        ).stdout
+        hostname, addresses = out.split("\n", 1)
+        assert hostname.strip() == host.name
+        assert f"inet {host.address}/24 " in addresses
+
+
+def test_a_second_deploy_changes_nothing_and_verify_holds(vagrant_site: VagrantRun) -> None:
+    deploy = [str(BIN / "pyinfra"), "-y", "--json", str(VAGRANT_INVENTORY), "deploys/site.py"]
+    started = time.monotonic()
+    again = run(deploy, vagrant_site.env, timeout=900, check=False)
+    vagrant_site.timings["second deploy"] = time.monotonic() - started
+    assert changed_operations(again) == {}
+    started = time.monotonic()
+    verify = run(
+        [str(BIN / "seawall"), "verify", "-i", str(VAGRANT_INVENTORY), "--json"],
+        vagrant_site.env,
+        timeout=300,
+        check=False,
+    )
+    vagrant_site.timings["verify"] = time.monotonic() - started
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
+    report = json.loads(verify.stdout)
+    assert report["ok"] is True
+    assert sorted(report["hosts"]) == sorted(host.name for host in vagrant_site.topology)
+
+
+def test_box_is_a_vagrant_lxc_box_and_the_base_is_untouched(vagrant_site: VagrantRun) -> None:
+    box = Path(hosts_json(vagrant_site.topology)["box_file"])
+    with tarfile.open(box) as packed:
+        assert sorted(packed.getnames()) == ["lxc-config", "metadata.json", "rootfs.tar.gz"]
+        metadata = packed.extractfile("metadata.json")
         assert metadata is not None
         assert json.load(metadata)["provider"] == "lxc"
-        rootfs = box.extractfile("rootfs.tar.gz")
-        assert rootfs is not None
-        with tarfile.open(fileobj=rootfs, mode="r|gz") as tree:
-            # vagrant-lxc unpacks with --strip-components=2.
-            modes = {
-                member.name: member.mode
-                for member in tree
-                if member.name.startswith(("./rootfs/home/vagrant/", "./rootfs/etc/sudoers.d/"))
-            }
-    assert modes["./rootfs/home/vagrant/.ssh/authorized_keys"] == 0o600
-    assert modes["./rootfs/etc/sudoers.d/vagrant"] == 0o440
-    base = Path(str(vagrant_lab.topology.value("lab_state_dir"))) / "base" / "rootfs"
+    base = Path(str(vagrant_site.topology.value("lab_state_dir"))) / "base" / "rootfs"
     assert not (base / "home" / "vagrant").exists()
     assert not (base / "etc" / "sudoers.d" / "vagrant").exists()
-
-
-def test_machines_sit_on_the_lab_bridge_at_their_inventory_address(vagrant_lab: VagrantLab):
-    for name, address in MACHINES.items():
-        out = vagrant_ssh(vagrant_lab, name, "hostname; ip -4 -o addr show dev eth0")
-        hostname, addresses = out.split("\n", 1)
-        assert hostname.strip() == name
-        assert f"inet {address}/24 " in addresses
-
-
-def _grand_total(output: str) -> dict[str, str]:
-    match = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    assert match, output[-2000:]
-    return dict(zip(("hosts", "success", "error", "no change"), match.groups(), strict=True))
-
-
-def test_common_deploy_through_the_vagrant_connector(vagrant_lab: VagrantLab):
-    pyinfra = [
-        str(Path(sys.executable).parent / "pyinfra"),
-        "-y",
-        # The connector logs in as vagrant; the deploy needs root.
-        "--sudo",
-        str(vagrant_lab.deploy_inventory),
-        "deploys/common.py",
-    ]
-    started = time.monotonic()
-    run(pyinfra, vagrant_lab.env, timeout=600)
-    vagrant_lab.timings["deploy"] = time.monotonic() - started
-    again = run(pyinfra, vagrant_lab.env, timeout=600)
-    # pyinfra prints its results table on stderr.
-    second = _grand_total(again.stdout + again.stderr)
-    assert second["success"] == "-" and second["error"] == "-", f"second run changed: {second}"
-
-    apt_proxy = vagrant_lab.topology.value("apt_proxy")
-    admin = str(vagrant_lab.topology.value("admin_user"))
-    for name, address in MACHINES.items():
-        # The lab group's data reached the deploy: its apt proxy ...
-        proxy = vagrant_ssh(vagrant_lab, name, "cat /etc/apt/apt.conf.d/01seawall-proxy")
-        assert f'"{apt_proxy}"' in proxy
-        # ... and its admin key: the admin logs in with the lab's key and has sudo.
-        login = run(
-            [
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                f"UserKnownHostsFile={vagrant_lab.known_hosts}",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-i",
-                str(vagrant_lab.topology.value("ssh_key")),
-                f"{admin}@{address}",
-                "sudo -n id -un",
-            ],
-            vagrant_lab.env,
-            timeout=60,
-        )
-        assert login.stdout.strip() == "root"

@@ -110,3 +110,23 @@ def test_module_prints_json_and_exits_2_on_a_bad_inventory(capsys, tmp_path: Pat
     assert all(ipaddress.ip_address(host["address"]) for host in printed["hosts"])
     assert main([str(tmp_path / "missing.py")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_vagrant_inventory_is_the_labs_topology_at_addresses_of_its_own():
+    lab = load(LAB_INVENTORY)
+    machines = load(REPO / "inventories" / "vagrant.py")
+    assert {h.name: h.roles for h in machines} == {h.name: h.roles for h in lab}
+    assert not {h.address for h in machines} & {h.address for h in lab}
+    network = lab_config(lab).network
+    assert all(ipaddress.IPv4Address(h.address) in network for h in machines)
+    # Host keys of its own: a machine recreated at an address gets a new one.
+    data = hosts_json(machines)
+    assert data["known_hosts"] != str(lab.value("ssh_known_hosts_file"))
+
+
+def test_vagrant_up_ends_with_the_site_deploy_and_verify():
+    # The lab test (tests/lab/test_vagrant.py) runs it; this pins the trigger's commands.
+    text = (REPO / "Vagrantfile").read_text()
+    assert '"deploys/site.py"' in text
+    assert '"verify", "-i", inventory' in text
+    assert 'inventories", "vagrant.py"' in text
