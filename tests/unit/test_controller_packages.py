@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from seawall.errors import SeawallError
-from seawall.lab import controller, hosts
+from seawall.lab import controller, hosts, vagrant
 from seawall.lab.config import LabHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def commands_run() -> dict[str, set[str]]:
 
 
 def lxc_includes() -> list[str]:
-    """Every file the lab's container config includes, following includes of includes."""
+    """Every file the lab's (and the Vagrant box's) LXC config includes, and theirs."""
     # Only the fields lxc_config reads; the includes do not depend on them.
     config = SimpleNamespace(
         base_rootfs=Path("/base"),
@@ -136,7 +136,8 @@ def lxc_includes() -> list[str]:
         network=SimpleNamespace(broadcast_address="10.0.0.255"),
     )
     host = LabHost("h", "10.0.0.2", "seawall-h", "swh0", "00:16:3e:00:00:02")
-    text = hosts.lxc_config(config, host)  # type: ignore[arg-type]
+    # The lab's hosts and the Vagrant box's machines include the same files.
+    text = hosts.lxc_config(config, host) + vagrant._LXC_CONFIG  # type: ignore[arg-type]
     todo = re.findall(r"^lxc\.include\s*=\s*(\S+)", text, re.M)
     seen: list[str] = []
     while todo:
