@@ -93,6 +93,10 @@ def ssh_keypair(user: str, home: str):
     )
 
 
+# The host key types OpenSSH's server offers, in the order it prefers them.
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
 def _content(lines: list[str]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
@@ -124,12 +128,19 @@ def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
     for name, peer_home, address in peers:
         peer = inventory.get_host(name)
         public = peer.get_fact(FileContents, path=f"{peer_home}/.ssh/id_ed25519.pub") or []
-        host_key = peer.get_fact(FileContents, path="/etc/ssh/ssh_host_ed25519_key.pub") or []
-        if not public or not host_key:
+        # Every host key the peer offers: ssh's UpdateHostKeys would otherwise add
+        # the others to known_hosts at the first login, and the next deploy would
+        # see that as drift (a host with RSA and ECDSA keys too, as Vagrant's are).
+        host_keys = [
+            line
+            for kind in HOST_KEY_TYPES
+            for line in peer.get_fact(FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
+        ]
+        if not public or not host_keys:
             host.log(f"{name} has no SSH key yet: trust it at the next deploy")
             continue
         authorized.append(public[0].strip())
-        known.append(f"{address} {' '.join(host_key[0].split()[:2])}")
+        known += [f"{address} {' '.join(key.split()[:2])}" for key in host_keys]
     changed = False
     for path, lines in (
         (f"{home}/.ssh/authorized_keys", authorized),
