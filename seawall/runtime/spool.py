@@ -203,6 +203,10 @@ class DiskSpool:
         self._active = 0
         self._size = 0  # bytes written to the active segment
         self._durable = 0  # bytes of it known to be on disk
+        # The same two, counted over all segments and never reset: what group
+        # commit waits on, so a roll-over cannot strand a waiter.
+        self._written_total = 0
+        self._synced_total = 0
         self._syncing = False
         self._epoch = 0  # bumped whenever unsynced bytes are cut off after an error
         self._skip: set[tuple[int, int]] = set()  # quarantined (generation, offset)
@@ -378,6 +382,8 @@ class DiskSpool:
         with self._cv:
             if self._fd < 0:
                 raise SpoolError(f"disk spool {self.directory} is closed")
+            while self._size >= self.segment_bytes:
+                self._roll_over()  # may wait: before the number, so numbers follow file order
             if seq is None:
                 seq = self.next_seq()
             record = {"id": event_id, "stream": stream, "fields": fields, "maxlen": maxlen}
@@ -387,8 +393,6 @@ class DiskSpool:
                     f"disk spool {self.directory} is full ({self.max_bytes} bytes): "
                     f"event {event_id} was not stored"
                 )
-            if self._size >= self.segment_bytes:
-                self._roll_over()
             start = self._size
             try:
                 written = 0
@@ -399,8 +403,9 @@ class DiskSpool:
                 raise self._failure(error, event_id) from error
             self._size = start + len(line)
             self._sizes[self._active] = self._size
+            self._written_total += len(line)
             stored = SpooledEvent(event_id, stream, fields, maxlen, self._size, seq, self._active)
-            self._wait_durable(self._size, self._epoch, event_id)
+            self._wait_durable(self._written_total, self._epoch, event_id)
             return stored
 
     def _failure(self, error: OSError, event_id: str) -> Exception:
@@ -417,20 +422,22 @@ class DiskSpool:
             os.ftruncate(self._fd, size)
         except OSError as error:  # the next start-up drops the tail as torn instead
             log.error("spool %s: cannot truncate after a failed write: %s", self.directory, error)
+        self._written_total -= max(0, self._size - size)
         self._size = size
         self._sizes[self._active] = size
 
     def _wait_durable(self, end: int, epoch: int, event_id: str) -> None:
         # Group commit: one thread syncs for everyone who wrote before it
         # started; the others wait. Holds ``_cv`` on entry and exit.
-        while self._durable < end:
+        while self._synced_total < end:
             if self._epoch != epoch:
                 raise OSError(errno.EIO, f"event {event_id}: a sync of the spool failed")
             if self._syncing:
                 self._cv.wait()
                 continue
             self._syncing = True
-            target, fd = self._size, self._fd
+            # No roll-over while this runs: ``_roll_over`` waits for it.
+            target, total, fd = self._size, self._written_total, self._fd
             self._cv.release()
             try:
                 os.fdatasync(fd)
@@ -448,15 +455,19 @@ class DiskSpool:
                 self._epoch += 1
                 raise self._failure(error, event_id) from error
             self._durable = max(self._durable, target)
+            self._synced_total = max(self._synced_total, total)
 
     def _roll_over(self) -> None:
         # The active segment is big enough: later records go to a new one, so
         # a long outage's replayed segments can be deleted while it goes on.
         while self._syncing:
             self._cv.wait()
+        if self._size < self.segment_bytes:
+            return  # another append rolled it over while this one waited
         if self._durable < self._size:
             os.fdatasync(self._fd)
             self._durable = self._size
+        self._synced_total = self._written_total
         self._start_segment(self._active + 1)
 
     # -- replaying -----------------------------------------------------------
