@@ -13,6 +13,7 @@ import pyinfra_cli.inventory  # noqa: F401
 import pytest
 
 from seawall import defaults
+from seawall.errors import SeawallError
 from seawall.health_report import UNREACHABLE, HealthSummary, ServiceHealth
 from seawall.inventory import Topology
 from seawall.postgres.status import EtcdMember, Member, PostgresStatus
@@ -599,3 +600,23 @@ def test_a_collector_that_fails_is_a_finding_on_its_hosts(
         assert not check.ok and "ConnectionError: sentinels unreachable" in check.detail
     app = next(h for h in report.hosts if h.host == "app-1")
     assert "redis replication" not in [c.name for c in app.checks]
+
+
+def test_an_unreachable_or_silent_host_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, lab: Topology
+) -> None:
+    import seawall.verify as verify_module
+
+    def refused(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 255, "", "Connection refused")
+
+    def silent(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        raise subprocess.TimeoutExpired(args, kwargs["timeout"])
+
+    host = lab.host("data-2")
+    monkeypatch.setattr(verify_module.subprocess, "run", refused)
+    with pytest.raises(SeawallError, match="data-2: unreachable over SSH: Connection refused"):
+        verify_module._probe(lab, host)
+    monkeypatch.setattr(verify_module.subprocess, "run", silent)
+    with pytest.raises(SeawallError, match="data-2: no answer over SSH within 30 s"):
+        verify_module._admin(lab, host)
