@@ -52,6 +52,15 @@ def on_every_host(topology: inventory.Topology, task: Callable[[inventory.Host],
         list(pool.map(task, topology.hosts))
 
 
+def sessions(topology: inventory.Topology) -> None:
+    """Every host's probe session and admin login, all at once, as verify() runs them."""
+    with ThreadPoolExecutor(max_workers=2 * len(topology.hosts)) as pool:
+        probes = [pool.submit(_probe, topology, h) for h in topology.hosts]
+        admins = [pool.submit(_admin, topology, h) for h in topology.hosts]
+        for probe, admin in zip(probes, admins, strict=True):
+            probe.result(), admin.result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="rounds (default 5)")
@@ -68,8 +77,8 @@ def main() -> None:
         on_every_host(topology, lambda h: ssh.run(topology, h.name, "true", check=True))
 
     parts: dict[str, Callable[[], object]] = {
-        "host sessions (probe + admin login, 7 hosts in parallel)": lambda: on_every_host(
-            topology, lambda h: (_probe(topology, h), _admin(topology, h))
+        "host sessions (probe and admin login, 14 sessions in parallel)": lambda: sessions(
+            topology
         ),
         "Redis + Sentinels (redis_status)": lambda: redis_status(topology),
         "Patroni + etcd (postgres_status)": lambda: postgres_status(topology),
