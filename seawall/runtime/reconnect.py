@@ -24,6 +24,7 @@ Services import this. It needs only redis-py (4.3, as in Debian 12, or newer).
 
 import hashlib
 import itertools
+import json
 import logging
 import random
 import threading
@@ -45,29 +46,53 @@ from seawall.runtime.spool import DiskSpool, SpooledEvent
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# Idempotent XADD. KEYS: the stream, the producers hash. ARGV: producer, seq,
-# prev (the producer's previous event, 0 if unknown), maxlen, event id, then
-# field/value pairs. The entry and the producer's high-water mark change in
-# one atomic step and replicate together, so on any master the mark matches
-# the stream. A number at or under the mark is already stored: the mark is
-# written again all the same, so WAIT on this connection covers the original.
-# An event whose predecessor is missing is refused (SEAWALLGAP): storing it
-# would raise the mark over the gap and turn the missing one away for good.
+# Idempotent, ordered XADD of a batch. KEYS: the producers hash. ARGV: the
+# producer, prev (its event before the batch, 0 if unknown), and the batch as
+# JSON: [[seq, stream, maxlen, event id, [field, value, ...]], ...]. One call
+# per batch: packing one command per event cost the client more than Redis
+# spent storing them.
+# - A number at or under the producer's mark is stored already: skipped.
+# - An event whose predecessor is missing is refused (SEAWALLGAP): storing it
+#   would raise the mark over the gap and turn the missing one away for good.
+# - A refused XADD (OOM, READONLY, WRONGTYPE...) stops the batch there.
+# The mark is written last, always, in the same atomic script as the entries:
+# they replicate together, so on any master the mark matches the stream, and
+# even an all-duplicate batch propagates a write that WAIT then waits for.
+# Returns {events done, their stream ids ('' for a duplicate) joined by
+# spaces, the error that stopped the batch or ''}.
 _PUBLISH_LUA = """
-local mark = redis.call('HGET', KEYS[2], ARGV[1])
+local mark = redis.call('HGET', KEYS[1], ARGV[1])
 local hwm = tonumber(mark or '0')
-if tonumber(ARGV[2]) <= hwm then
-  redis.call('HSET', KEYS[2], ARGV[1], mark)
-  return {0, mark}
+local prev = tonumber(ARGV[2])
+local events = cjson.decode(ARGV[3])
+local ids = {}
+local failure = ''
+for i, e in ipairs(events) do
+  local seq = e[1]
+  if seq > hwm then
+    if prev > hwm then
+      failure = 'SEAWALLGAP producer ' .. ARGV[1] .. ' is at ' .. string.format('%.0f', hwm)
+      break
+    end
+    local args = {'XADD', e[2], 'MAXLEN', '~', e[3], '*', 'event_id', e[4]}
+    for _, v in ipairs(e[5]) do args[#args + 1] = v end
+    local id = redis.pcall(unpack(args))
+    if type(id) == 'table' and id.err then
+      failure = id.err
+      break
+    end
+    hwm = seq
+    ids[#ids + 1] = id
+  else
+    ids[#ids + 1] = ''
+  end
+  prev = seq
 end
-if tonumber(ARGV[3]) > hwm then
-  return redis.error_reply('SEAWALLGAP producer ' .. ARGV[1] .. ' is at ' .. hwm)
+local written = redis.pcall('HSET', KEYS[1], ARGV[1], string.format('%.0f', hwm))
+if type(written) == 'table' and written.err and #ids == 0 then
+  failure = written.err
 end
-local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'event_id', ARGV[5]}
-for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
-local id = redis.call(unpack(args))
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return {1, id}
+return {#ids, table.concat(ids, ' '), failure}
 """
 # Sent by hash: the body is loaded once per connection, not sent with every event.
 _PUBLISH_SHA = hashlib.sha1(_PUBLISH_LUA.encode()).hexdigest()
@@ -529,7 +554,10 @@ class EventPublisher:
         self.spool.append(event.event_id, event.stream, event.fields, event.maxlen, event.seq)
         self.stats.spooled += 1
         with self._cv:
-            self._cv.notify_all()
+            if not self._open:
+                # Replay now. While Redis is away the drainer keeps its own
+                # timer: waking it per event only costs a thread switch.
+                self._cv.notify_all()
 
     def _catch_up(self, event: _Event) -> PublishResult:
         give_up = time.monotonic() + self.publish_deadline
@@ -582,25 +610,28 @@ class EventPublisher:
         return outcome
 
     def _pipeline(self, conn: redis.Redis, events: list[_Event], prev: int) -> _Outcome:
+        batch = [
+            [event.seq, event.stream, str(event.maxlen), event.event_id, _flatten(event.fields)]
+            for event in events
+        ]
         pipe = conn.pipeline(transaction=False)
-        for event in events:
-            args: list[Any] = [self.producer_id, event.seq, prev, event.maxlen, event.event_id]
-            for key, value in event.fields.items():
-                args += [key, value]
-            pipe.evalsha(_PUBLISH_SHA, 2, event.stream, self.producers_key, *args)
-            prev = event.seq
+        pipe.evalsha(
+            _PUBLISH_SHA,
+            1,
+            self.producers_key,
+            self.producer_id,
+            prev,
+            json.dumps(batch, separators=(",", ":")),
+        )
         replicas = self._replicas_to_wait(conn) if self.safe else 0
         if replicas:
             pipe.execute_command("WAIT", replicas, self.wait_timeout_ms)
         results = pipe.execute(raise_on_error=False)
-        stored: list[str | None] = []
-        error: Exception | None = None
-        for result in results[: len(events)]:
-            if isinstance(result, Exception):
-                error = result
-                break
-            created, value = result
-            stored.append(_text(value) if int(created) else None)
+        if isinstance(results[0], Exception):
+            return _Outcome(0, [], results[0])  # the script did not run (NOSCRIPT, BUSY...)
+        done, joined, failure = int(results[0][0]), _text(results[0][1]), _text(results[0][2])
+        stored: list[str | None] = [i or None for i in joined.split(" ")[:done]] if done else []
+        error = rex.ResponseError(failure) if failure else None
         if stored and replicas and isinstance(results[-1], Exception):
             raise WriteNotAcknowledgedError(f"WAIT failed: {results[-1]}")
         if stored and replicas and int(results[-1]) < replicas:
@@ -827,6 +858,21 @@ class EventPublisher:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _flatten(fields: dict[str, Any]) -> list[str]:
+    """Field/value pairs as strings, the way redis-py would have sent them."""
+    flat: list[str] = []
+    for key, value in fields.items():
+        for item in (key, value):
+            if isinstance(item, bytes):
+                item = item.decode()
+            elif isinstance(item, float):
+                item = repr(item)
+            elif not isinstance(item, str | int):
+                raise TypeError(f"field {key!r}: {type(item).__name__} is not str, int or float")
+            flat.append(str(item))
+    return flat
 
 
 def _text(value: Any) -> str:
