@@ -210,7 +210,8 @@ def stop(host: LabHost) -> None:
     current = state(host)
     if current == "FROZEN":
         run(["lxc-unfreeze", "-n", host.container])
-    if current != "ABSENT" and current != "STOPPED":
+    # A BROKEN container cannot be loaded, so not started either: nothing to stop.
+    if current not in ("ABSENT", "STOPPED", "BROKEN"):
         run(["lxc-stop", "-n", host.container, "-k"], timeout=60)
 
 
