@@ -200,6 +200,7 @@ class MajorityClient:
     # Bumped at every new master connection: a publisher checks the master it
     # lands on still holds what it acknowledged (see EventPublisher).
     connections: int = field(default=0, init=False)
+    closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -337,6 +338,7 @@ class MajorityClient:
             time.sleep(pause)
 
     def close(self) -> None:
+        self.closed = True
         self._reset()
         for sentinel in self._sentinels:
             sentinel.close()
@@ -796,7 +798,8 @@ class EventPublisher:
                 self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        # A publisher whose client was closed under it (a drill's end) stops too.
+        while not self._stop.is_set() and not self.client.closed:
             try:
                 self._tick()
             except Exception:  # the thread must outlive any one failure

@@ -405,3 +405,15 @@ def test_a_flushed_script_cache_is_reloaded(
     master.client().script_flush()
     assert publisher.publish(STREAM, {"n": 1}, event_id="e1").status == "acked"
     assert entries(master) == ["e0", "e1"]
+
+
+def test_the_background_thread_ends_with_its_client(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    publisher = publisher_for(publishers, servers.sentinel(master), DiskSpool(tmp_path))
+    publisher.publish(STREAM, {"n": 0}, event_id="e0")
+    thread = publisher._thread
+    assert thread is not None and thread.is_alive()
+    publisher.client.close()
+    until(lambda: not thread.is_alive(), 5, "the drainer stopped")
