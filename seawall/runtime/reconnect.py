@@ -494,19 +494,30 @@ class EventPublisher:
         fields: dict[str, Any],
         event_id: str | None = None,
         maxlen: int = 10000,
+        seq: int | None = None,
     ) -> PublishResult:
         """Publish one event; return whether it is acknowledged or safely spooled.
 
+        ``seq`` is the caller's own number for the event, for a caller that
+        numbers its events durably (an outbox): re-published after a crash
+        with the same number, the event is turned away as stored. Numbers must
+        grow from call to call. Only without a spool, whose numbers it would
+        collide with.
+
         Raises:
+            ValueError: ``seq`` given to a publisher with a spool.
             RedisAuthError: the password is wrong (the event is not stored).
             RedisUnavailableError: Redis did not take it and there is no spool.
             EventRejectedError: Redis refused this event for good (WRONGTYPE).
             SpoolFullError: Redis did not take it and the spool or disk is full.
         """
+        if seq is not None and self.spool is not None:
+            raise ValueError("seq= is for a publisher without a spool")
         event_id = event_id or uuid.uuid4().hex
         self._start_thread()
         with self._order:
-            event = _Event(self._next_seq(), event_id, stream, fields, maxlen)
+            number = self._next_seq() if seq is None else seq
+            event = _Event(number, event_id, stream, fields, maxlen)
             if self.spool is not None and (self._open or not self.spool.is_empty()):
                 # Order matters: new events wait behind the spooled ones.
                 backlog = self.spool.pending_bytes()
