@@ -63,7 +63,8 @@ class RedisServer:
         if not config.exists():
             config.write_text(
                 f"sentinel monitor seawall 127.0.0.1 {self.sentinel_of} 1\n"
-                "sentinel down-after-milliseconds seawall 60000\n"
+                # Never a failover of its own: tests and benches stage their own.
+                "sentinel down-after-milliseconds seawall 86400000\n"
             )
         return [BINARY, str(config), "--sentinel", *common[:-2]]
 
