@@ -2,9 +2,12 @@
 
 - ``GET /health``: the contract of ``seawall.runtime.health`` (200 OK/DEGRADED, 503 DOWN);
 - ``GET /items/{item_id}``: idempotent, touches nothing, names the host that answered;
-- ``POST /orders``: commits a row in Postgres, then XADDs ``quantum:stream:order_created``
-  (MAXLEN) through the reconnect helper (spooled to disk while Redis is away);
-  ``?delay=`` holds the request first, for drills that fail an upstream mid-request;
+- ``POST /orders``: commits the order and its event in one transaction (``outbox``):
+  201 with the order id; the same ``X-Request-ID`` again answers 200 with the same
+  order and stores nothing (409 if the body differs). The outbox relay publishes
+  the event to ``quantum:stream:order_created`` exactly once; ``event.status`` is
+  ``acked`` if it was out within ``EVENT_WAIT_S``, else ``spooled`` (committed, on its
+  way). ``?delay=`` holds the request first, for drills that fail an upstream mid-request;
 - ``GET /slow?seconds=``: answers after a delay, for drain and timeout tests.
 
 Every response carries ``X-Request-ID`` (the caller's, or a new one) and every
@@ -24,6 +27,7 @@ from fastapi.responses import JSONResponse
 
 from seawall.refservice.backends import Postgres, Redis
 from seawall.refservice.config import ServiceConfig
+from seawall.refservice.outbox import OutboxRelay, RequestConflictError
 from seawall.runtime import jsonlog
 from seawall.runtime.health import Dependency, HealthChecker, Probe, http_probe
 
@@ -35,7 +39,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Drill and test knobs are bounded, so no request can hold a worker for long.
 MAX_DELAY_S = 30.0
-ORDER_STREAM = "quantum:stream:order_created"
+# How long POST /orders waits to tell the caller its event is out (it is committed either way).
+EVENT_WAIT_S = 0.5
 
 access_log = logging.getLogger("access")
 log = logging.getLogger("refservice")
@@ -102,7 +107,20 @@ def create_app(config: ServiceConfig) -> ASGIApp:
     redis = Redis(config) if config.needs("redis") else None
     postgres = Postgres(config) if config.needs("postgres") else None
     hostname = socket.gethostname()
-    counters = {"requests": 0, "orders": 0, "events_spooled": 0}
+    counters = {"requests": 0, "orders": 0, "order_retries": 0, "events_spooled": 0}
+    relay: OutboxRelay | None = None
+    if postgres is not None and redis is not None:
+        relay = OutboxRelay(
+            postgres.connect,
+            redis.outbox_publisher,
+            config.service,
+            maxlen=config.stream_maxlen,
+            housekeeping=redis.drain_legacy_spool,
+        )
+        relay.start()
+
+    def metrics() -> dict[str, Any]:
+        return {**counters, **(relay.metrics() if relay is not None else {})}
 
     dependencies = []
     for spec in config.dependencies:
@@ -116,7 +134,7 @@ def create_app(config: ServiceConfig) -> ASGIApp:
         else:
             continue
         dependencies.append(Dependency(spec.name, spec.kind, probe, spec.critical))
-    checker = HealthChecker(config.service, config.version, dependencies, lambda: dict(counters))
+    checker = HealthChecker(config.service, config.version, dependencies, metrics)
 
     api = FastAPI(title=config.service, version=config.version, docs_url=None, redoc_url=None)
 
@@ -158,36 +176,61 @@ def create_app(config: ServiceConfig) -> ASGIApp:
         if postgres is None:
             return _error(503, "this service has no Postgres dependency")
         try:
-            row_id = await asyncio.to_thread(
-                postgres.insert_order, config.service, request_id, json.dumps(body)
+            placed = await asyncio.to_thread(
+                postgres.place_order,
+                config.service,
+                request_id,
+                json.dumps(body),
+                relay is not None,
             )
+        except RequestConflictError as error:
+            return _error(409, str(error))
         except Exception as error:
             log.warning("order not stored: %s", error)
             return _error(503, "postgres unavailable")
-        counters["orders"] += 1
         event: dict[str, Any] = {"status": "not published"}
-        if redis is not None:
-            fields = {"service": config.service, "order_id": row_id, "request_id": request_id}
-            try:
-                published = await asyncio.to_thread(
-                    redis.publish, ORDER_STREAM, fields, f"{config.service}:{row_id}"
-                )
-                event = {"status": published.status, "stream_id": published.stream_id}
-                if published.status == "spooled":
-                    counters["events_spooled"] += 1
-            except Exception as error:
-                # The row is committed: the caller must know the event is not out.
-                log.warning("order %s event not published: %s", row_id, error)
-        log.info("order stored", extra={"order_id": row_id, "event": event["status"]})
-        return {
-            "service": config.service,
-            "host": hostname,
-            "order_id": row_id,
-            "event": event,
-            "request_id": request_id,
-        }
+        if not placed.created:
+            counters["order_retries"] += 1
+            log.info("order retried", extra={"order_id": placed.order_id})
+            if relay is not None:
+                event = {"status": "spooled"}  # committed with the order, the first time
+        elif relay is not None and placed.outbox_id is not None:
+            counters["orders"] += 1
+            relay.wake()
+            out, stream_id = await _wait_published(relay, placed.outbox_id)
+            if out:
+                event = {"status": "acked", "stream_id": stream_id}
+            else:
+                event = {"status": "spooled"}
+                counters["events_spooled"] += 1
+        else:
+            counters["orders"] += 1
+        log.info(
+            "order stored" if placed.created else "order found",
+            extra={"order_id": placed.order_id, "event": event["status"]},
+        )
+        return JSONResponse(
+            {
+                "service": config.service,
+                "host": hostname,
+                "order_id": placed.order_id,
+                "created": placed.created,
+                "event": event,
+                "request_id": request_id,
+            },
+            201 if placed.created else 200,
+        )
 
     return RequestContext(api, counters)
+
+
+async def _wait_published(relay: OutboxRelay, outbox_id: int) -> tuple[bool, str | None]:
+    give_up = time.monotonic() + EVENT_WAIT_S
+    while True:
+        out, stream_id = relay.published(outbox_id)
+        if out or time.monotonic() >= give_up:
+            return out, stream_id
+        await asyncio.sleep(0.01)
 
 
 def _threaded(call: Callable[[], None]) -> Callable[[], Awaitable[None]]:

@@ -4,32 +4,26 @@ Neither is needed to start: each connects lazily, and a failure is reported to
 the caller (and so to /health) instead of stopping the service.
 """
 
+import logging
 import threading
 from typing import Any
 
 import psycopg
 
+from seawall.refservice import outbox
 from seawall.refservice.config import ServiceConfig
-from seawall.runtime.reconnect import EventPublisher, MajorityClient, PublishResult, RedisSettings
+from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings
 from seawall.runtime.spool import DiskSpool
+
+log = logging.getLogger("refservice")
 
 # A health probe must answer well within the health checker's timeout.
 PROBE_DEADLINE_S = 1.0
 CONNECT_TIMEOUT_S = 2
 
-_ORDERS_TABLE = """
-CREATE TABLE IF NOT EXISTS refservice_orders (
-    id bigserial PRIMARY KEY,
-    service text NOT NULL,
-    request_id text NOT NULL,
-    body jsonb NOT NULL DEFAULT '{}',
-    created timestamptz NOT NULL DEFAULT now()
-)
-"""
-
 
 class Redis:
-    """A Redis master found through the Sentinels' majority; events go through a disk spool."""
+    """A Redis master found through the Sentinels' majority, and the outbox's publisher."""
 
     def __init__(self, config: ServiceConfig) -> None:
         settings = RedisSettings(
@@ -38,22 +32,40 @@ class Redis:
             password=config.redis_password,
             sentinel_password=config.sentinel_password,
         )
-        # One client for probes, one for writes: a slow publish never delays /health.
+        # One client for probes, one for events: a slow publish never delays /health.
         self._probe = MajorityClient(settings)
         self._probe_lock = threading.Lock()
-        self._writer = MajorityClient(settings)
-        self._write_lock = threading.Lock()
-        spool = DiskSpool(config.spool_dir) if config.spool_dir else None
-        self._publisher = EventPublisher(self._writer, spool)
+        # Orders' events come from the outbox, which is their durable buffer:
+        # no spool, and one producer per service whichever host relays them.
+        self.outbox_publisher = EventPublisher(
+            MajorityClient(settings), None, producer_id=outbox.producer(config.service)
+        )
+        # Events spooled by an earlier version are still replayed (then the spool is idle).
+        self._legacy: EventPublisher | None = None
+        if config.spool_dir:
+            try:
+                spool = DiskSpool(config.spool_dir)
+            except Exception as error:  # a broken old spool must not stop the service
+                log.error("the earlier spool cannot be opened: %s", error)
+            else:
+                if spool.is_empty():
+                    spool.close()
+                else:
+                    self._legacy = EventPublisher(MajorityClient(settings), spool)
         self.maxlen = config.stream_maxlen
 
     def ping(self) -> None:
         with self._probe_lock:
             self._probe.call(lambda conn: conn.ping(), deadline=PROBE_DEADLINE_S)
 
-    def publish(self, stream: str, fields: dict[str, Any], event_id: str) -> PublishResult:
-        with self._write_lock:
-            return self._publisher.publish(stream, fields, event_id=event_id, maxlen=self.maxlen)
+    def drain_legacy_spool(self) -> None:
+        """Replay what an earlier version left in the spool, if anything."""
+        if self._legacy is not None and self._legacy.spool is not None:
+            if self._legacy.spool.is_empty():
+                return
+            replayed = self._legacy.drain(budget_seconds=1.0)
+            if replayed:
+                log.info("replayed %d events an earlier version spooled", replayed)
 
 
 class Postgres:
@@ -93,23 +105,27 @@ class Postgres:
                 self._drop("probe")
                 raise
 
-    def insert_order(self, service: str, request_id: str, body: str) -> int:
-        """Commit one row; return its id."""
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection (the outbox relay keeps its own)."""
+        return psycopg.connect(**self._params, prepare_threshold=None)
+
+    def place_order(
+        self, service: str, request_id: str, body: str, event: bool = True
+    ) -> outbox.PlacedOrder:
+        """Store an order and its event in one transaction (see ``outbox.place_order``).
+
+        Raises:
+            outbox.RequestConflictError: the request id is taken by another body.
+        """
         with self._locks["write"]:
             try:
                 conn = self._conn("write")
                 if not self._table_ready:
-                    conn.execute(_ORDERS_TABLE)
-                    conn.commit()
+                    outbox.migrate(conn, service)
                     self._table_ready = True
-                row = conn.execute(
-                    "INSERT INTO refservice_orders (service, request_id, body) "
-                    "VALUES (%s, %s, %s::jsonb) RETURNING id",
-                    (service, request_id, body),
-                ).fetchone()
-                conn.commit()
+                return outbox.place_order(conn, service, request_id, body, event)
+            except outbox.RequestConflictError:
+                raise
             except Exception:
                 self._drop("write")
                 raise
-        assert row is not None
-        return int(row[0])
