@@ -292,13 +292,23 @@ def check_inventory(
 
 @app.command("verify")
 def verify_hosts(
-    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    as_json: JsonOpt = False,
+    settle: Annotated[
+        float,
+        typer.Option(
+            "--settle",
+            help="While checks fail, ask again every 5 s for up to this many seconds "
+            "(right after a deploy, restarted services may still be starting).",
+            min=0,
+        ),
+    ] = 0,
 ) -> None:
     """Ask every host whether each promise of the deploys holds."""
-    from seawall.verify import verify
+    from seawall.verify import verify_settled
 
     with _errors():
-        report = verify(_load(inventory_path))
+        report = verify_settled(_load(inventory_path), within=settle, log=progress)
     _finish(report, as_json)
 
 

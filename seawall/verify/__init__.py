@@ -12,6 +12,7 @@ host it is about.
 """
 
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -157,3 +158,27 @@ def verify(topology: Topology) -> VerifyReport:
                 checks += found.get(host.name, [])
             reports.append(HostReport(host.name, tuple(checks)))
     return VerifyReport(tuple(reports))
+
+
+def verify_settled(
+    topology: Topology,
+    within: float,
+    every: float = 5.0,
+    log: Callable[[str], None] = lambda _: None,
+) -> VerifyReport:
+    """Verify, and while something fails ask again every ``every`` s for up to ``within`` s.
+
+    Right after a deploy, services restarted a moment ago may still report DOWN:
+    this waits for the site to settle, bounded, and returns the last answer.
+
+    Raises:
+        SeawallError: as :func:`verify`.
+    """
+    give_up = time.monotonic() + within
+    while True:
+        report = verify(topology)
+        if report.ok or time.monotonic() + every > give_up:
+            return report
+        failing = ", ".join(f"{host} {check}" for host, check in report.failures()[:5])
+        log(f"not settled yet ({failing}); asking again in {every:.0f} s")
+        time.sleep(every)

@@ -128,5 +128,5 @@ def test_vagrant_up_ends_with_the_site_deploy_and_verify():
     # The lab test (tests/lab/test_vagrant.py) runs it; this pins the trigger's commands.
     text = (REPO / "Vagrantfile").read_text()
     assert '"deploys/site.py"' in text
-    assert '"verify", "-i", inventory' in text
+    assert '"verify", "-i", inventory, "--settle"' in text
     assert 'inventories", "vagrant.py"' in text

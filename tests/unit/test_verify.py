@@ -620,3 +620,44 @@ def test_an_unreachable_or_silent_host_is_an_error_naming_it(
     monkeypatch.setattr(verify_module.subprocess, "run", silent)
     with pytest.raises(SeawallError, match="data-2: no answer over SSH within 30 s"):
         verify_module._admin(lab, host)
+
+
+def _report(ok: bool) -> Any:
+    from seawall.verify.report import Check, HostReport, VerifyReport
+
+    check = Check("service risk-safety", ok, "OK" if ok else "DOWN")
+    return VerifyReport((HostReport("app-1", (check,)),))
+
+
+def test_verify_settled_asks_again_until_the_site_settles(monkeypatch: pytest.MonkeyPatch) -> None:
+    import seawall.verify as verify_module
+
+    answers = [_report(False), _report(False), _report(True)]
+    monkeypatch.setattr(verify_module, "verify", lambda topology: answers.pop(0))
+    monkeypatch.setattr(verify_module.time, "sleep", lambda seconds: None)
+    said: list[str] = []
+    report = verify_module.verify_settled(None, within=60, every=5, log=said.append)  # type: ignore[arg-type]
+    assert report.ok
+    assert answers == []
+    assert len(said) == 2 and "app-1 service risk-safety" in said[0]
+
+
+def test_verify_settled_gives_up_at_its_bound_with_the_last_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import seawall.verify as verify_module
+
+    calls: list[float] = []
+    clock = [0.0]
+    monkeypatch.setattr(
+        verify_module, "verify", lambda topology: calls.append(clock[0]) or _report(False)
+    )
+    monkeypatch.setattr(verify_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(verify_module.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    report = verify_module.verify_settled(None, within=12, every=5)  # type: ignore[arg-type]
+    assert not report.ok
+    assert calls == [0.0, 5.0, 10.0]
+    # Without --settle: one answer, no wait.
+    calls.clear()
+    verify_module.verify_settled(None, within=0)  # type: ignore[arg-type]
+    assert len(calls) == 1
