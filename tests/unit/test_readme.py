@@ -85,7 +85,7 @@ def test_set_up_has_exactly_two_commands_and_ci_runs_the_second() -> None:
     assert "\n" not in install and "\n" not in tests
     assert install.startswith("./bootstrap.sh && ")
     assert "seawall lab up" in install and "deploys/site.py" in install
-    assert install.endswith("seawall verify -i inventories/lab.py")
+    assert install.endswith("seawall verify -i inventories/lab.py --settle 120")
     assert tests.endswith(".venv/bin/pytest")
     assert tests in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
