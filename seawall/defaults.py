@@ -166,6 +166,18 @@ SENTINEL: dict[str, Any] = {
     # margin (the idle check in bench/redis_failover.py counts false failovers).
     "sentinel_down_after_ms": 800,
     "sentinel_failover_timeout_ms": 5000,
+    # Longest client write outage (s) each Redis drill scenario may cause
+    # before it counts as failed. A kill, crash or isolation costs down-after
+    # + Sentinel's random start delay (up to 1 s) + election and promotion; a
+    # master cut from its peers only also waits for min-replicas-max-lag to
+    # stop it taking writes. Scenarios not named here have no outage limit
+    # (a cut of every data host is an outage as long as the cut).
+    "sentinel_drill_outage_limits_s": {
+        "master-process-kill": 3.0,
+        "master-host-crash": 3.0,
+        "master-isolated": 3.0,
+        "master-partitioned-from-peers": 5.0,
+    },
     # Replicas resyncing with the new master at once: one, so the other keeps serving.
     "sentinel_parallel_syncs": 1,
 }

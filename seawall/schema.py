@@ -262,12 +262,28 @@ class Redis(_Model):
     redis_restart_sec: NonNegative
 
 
+RedisDrillScenario = Literal[
+    "master-process-kill",
+    "master-host-crash",
+    "master-isolated",
+    "master-partitioned-from-peers",
+    "sentinel-down",
+    "replica-down",
+    "switchover",
+    "lagging-replica-then-cut",
+    "cut-heals-5s",
+    "cut-heals-9s",
+    "cut-heals-20s",
+]
+
+
 class Sentinel(_Model):
     sentinel_port: Port
     sentinel_master_name: SafeName
     sentinel_quorum: Count
     sentinel_down_after_ms: Annotated[int, Field(ge=100)]
     sentinel_failover_timeout_ms: Annotated[int, Field(ge=1000)]
+    sentinel_drill_outage_limits_s: dict[RedisDrillScenario, Seconds]
     sentinel_parallel_syncs: Count
 
 

@@ -5,15 +5,29 @@ The writer publishes numbered events through the runtime's EventPublisher
 Sentinel's own events (+odown, +switch-master) give the detection and
 failover times. Afterwards the stream is read back from the new master: every
 acknowledged event must be there, every spooled one too once replayed, and
-none twice.
+none twice. Afterwards the Sentinels' journals give the number of
+``+switch-master`` per fault: more than one is a failover storm, and fails the
+run, as does a client write outage over the scenario's limit
+(``sentinel_drill_outage_limits_s``).
+
+Every run holds the lab's data-fault lock (``faults.DATA_FAULT_LOCK``), so it
+never overlaps another session's drill or test, and undoes every fault in
+``finally``.
+
+Issue 15 scenarios cut every data host off the bridge at once:
+``cut-heals-<N>s`` for N seconds, ``lagging-replica-then-cut`` after pausing
+one replica's redis-server for 4 s so that it lags when the cut starts (the
+LAB-NOTES sequence that lost acknowledged events).
 """
 
+import random
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,13 +38,15 @@ from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import LabConfig, lab_config
 from seawall.lab.network import require_lab_network
+from seawall.lab.run import run as run_local
 from seawall.lab.ssh import run as ssh
 from seawall.redis_ha.client import redis_settings
+from seawall.redis_ha.sentinel_log import count_switches
 from seawall.redis_ha.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings, connect
 from seawall.runtime.spool import DiskSpool
 
-SCENARIOS = (
+SINGLE_FAULTS = (
     "master-process-kill",
     "master-host-crash",
     "master-isolated",
@@ -39,6 +55,15 @@ SCENARIOS = (
     "replica-down",
     "switchover",
 )
+# Issue 15: every data host cut off at once, for this many seconds.
+CUTS = {"cut-heals-5s": 5.0, "cut-heals-9s": 9.0, "cut-heals-20s": 20.0}
+LAGGING = "lagging-replica-then-cut"
+SCENARIOS = SINGLE_FAULTS + (LAGGING, *CUTS)
+# lagging-replica-then-cut: replica paused this long, then every data host cut this long.
+LAG_PAUSE_S = 4.0
+LAG_CUT_S = 9.0
+# After the last heal the writer goes on this long (failover, replay, re-publish).
+AFTER_HEAL_S = 8.0
 
 Log = Callable[[str], None]
 
@@ -60,6 +85,18 @@ class DrillResult:
     old_master_rejoined: bool | None  # None where the master is not touched
     healthy_after: bool
     notes: list[str] = field(default_factory=list)
+    outage_limit_s: float | None = None  # sentinel_drill_outage_limits_s; None: no limit
+    switch_masters: int | None = None  # +switch-master for this fault; None: logs unread
+    republished: int = 0  # acked events the publisher re-sent to a new master
+
+    @property
+    def storm(self) -> bool:
+        """More than one master switch for one fault (or no way to tell)."""
+        return self.switch_masters is None or self.switch_masters > 1
+
+    @property
+    def within_limit(self) -> bool:
+        return self.outage_limit_s is None or self.outage_s <= self.outage_limit_s
 
     @property
     def ok(self) -> bool:
@@ -69,6 +106,8 @@ class DrillResult:
             and self.duplicated == 0
             and self.old_master_rejoined is not False
             and self.healthy_after
+            and self.within_limit
+            and not self.storm
         )
 
     def to_json(self) -> dict:
@@ -216,11 +255,66 @@ def _host_of(topology: Topology, address: str) -> str:
     raise SeawallError(f"{address} is not a Redis host of {topology.path}")
 
 
-def _fault(
-    topology: Topology, config: LabConfig, scenario: str, master: str, replica: str
-) -> tuple[Callable[[], object], Callable[[], object]]:
-    """Return (inject, heal) for a scenario."""
-    peers = [h.name for h in topology.group("redis") if h.name != master]
+# One flock per process: a bench holding the lock around several runs (and a
+# Sentinel setting it changes) calls run_drill, which takes it again.
+_lock_depth = 0
+_lock_guard = threading.Lock()
+
+
+@contextmanager
+def data_fault_lock(log: Log = lambda _: None) -> Iterator[None]:
+    """Hold the lab-wide data-fault lock (re-entrant within this process)."""
+    global _lock_depth
+    with _lock_guard:
+        outer = _lock_depth == 0
+        _lock_depth += 1
+    try:
+        if outer:
+            with faults.exclusive_lock(
+                faults.DATA_FAULT_LOCK,
+                on_wait=lambda: log(f"waiting for {faults.DATA_FAULT_LOCK} (another drill)"),
+            ):
+                yield
+        else:
+            yield
+    finally:
+        with _lock_guard:
+            _lock_depth -= 1
+
+
+def _signal_redis(config: LabConfig, host: str, signal: str) -> None:
+    # Through lxc-attach, not SSH: the host may be cut off the bridge.
+    run_local(
+        [
+            "lxc-attach",
+            "-n",
+            config.host(host).container,
+            "--",
+            "systemctl",
+            "kill",
+            "-s",
+            signal,
+            "redis-server",
+        ],
+        timeout=20,
+    )
+
+
+Step = tuple[float, str, Callable[[], object]]  # (seconds after start, what, action)
+
+
+def _plan(
+    topology: Topology,
+    config: LabConfig,
+    scenario: str,
+    master: str,
+    replica: str,
+    fault_at: float,
+    heal_after: float,
+) -> list[Step]:
+    """Return the scenario's timed steps, the last one its heal."""
+    data_hosts = [h.name for h in topology.group("redis")]
+    peers = [name for name in data_hosts if name != master]
 
     def on(host: str, command: str) -> Callable[[], object]:
         return lambda: ssh(topology, host, command, check=True)
@@ -229,6 +323,10 @@ def _fault(
         for peer in peers:
             faults.partition(config, master, peer)
 
+    def cut_all() -> None:
+        for name in data_hosts:
+            faults.cut(config, name)
+
     def restore() -> None:
         faults.restore(config)
 
@@ -236,6 +334,27 @@ def _fault(
         # systemd restarts a killed Redis (redis_restart_sec); a switchover needs no heal.
         return None
 
+    if scenario in CUTS:
+        return [
+            (fault_at, "cut every data host", cut_all),
+            (fault_at + CUTS[scenario], "heal", restore),
+        ]
+    if scenario == LAGGING:
+        cut_at = fault_at + LAG_PAUSE_S
+        return [
+            (
+                fault_at,
+                f"SIGSTOP {replica}'s redis-server",
+                lambda: _signal_redis(config, replica, "STOP"),
+            ),
+            (cut_at, "cut every data host", cut_all),
+            (
+                cut_at + 1,
+                f"SIGCONT {replica}'s redis-server",
+                lambda: _signal_redis(config, replica, "CONT"),
+            ),
+            (cut_at + LAG_CUT_S, "heal", restore),
+        ]
     options: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         "master-process-kill": (on(master, "systemctl kill -s KILL redis-server"), nothing),
         "master-host-crash": (lambda: faults.crash(config, master), restore),
@@ -251,19 +370,59 @@ def _fault(
         ),
         "switchover": (lambda: switchover(topology), nothing),
     }
-    return options[scenario]
+    inject, heal = options[scenario]
+    return [(fault_at, "fault", inject), (fault_at + heal_after, "heal", heal)]
 
 
-def _in_background(action: Callable[[], object], errors: list[str]) -> threading.Thread:
-    def wrapped() -> None:
+def _run_steps(
+    steps: list[Step], started: float, errors: list[str], log: Log, done: threading.Event
+) -> threading.Thread:
+    """Run the steps in order, each at its time after ``started``, in one background thread."""
+
+    def run() -> None:
         try:
-            action()
-        except Exception as error:  # reported in the result, never silently
-            errors.append(f"{type(error).__name__}: {error}")
+            for at, what, action in steps:
+                pause = started + at - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                log(f"  +{time.monotonic() - started:.1f} s: {what}")
+                try:
+                    action()
+                except Exception as error:  # reported in the result, never silently
+                    errors.append(f"{what}: {type(error).__name__}: {error}")
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=wrapped, daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def sentinel_switches(
+    topology: Topology, since: float
+) -> tuple[int | None, dict[str, int], list[str]]:
+    """Count ``+switch-master`` in every Sentinel's journal since ``since`` (wall clock).
+
+    Returns (switches over all Sentinels or None if a journal was unreadable,
+    per-Sentinel counts, problems).
+    """
+    logs: dict[str, str] = {}
+    problems = []
+    for host in topology.group("sentinel"):
+        try:
+            result = ssh(
+                topology,
+                host.name,
+                f"journalctl -u redis-sentinel --since @{int(since)} -o cat --no-pager",
+                check=True,
+            )
+            logs[host.name] = result.stdout
+        except Exception as error:  # one unreadable journal makes the count unknown
+            problems.append(f"{host.name}: Sentinel journal unreadable: {error}")
+    per = {name: count_switches({name: text}) for name, text in logs.items()}
+    if problems:
+        return None, per, problems
+    return count_switches(logs), per, problems
 
 
 def run_drill(
@@ -276,7 +435,10 @@ def run_drill(
     heal_after: float = 8,
     log: Log = lambda _: None,
 ) -> DrillResult:
-    """Run one scenario on the lab and measure it.
+    """Run one scenario on the lab and measure it, holding the data-fault lock.
+
+    Issue 15 scenarios lengthen ``duration`` so the writer runs ``AFTER_HEAL_S``
+    past the heal.
 
     Raises:
         SeawallError: the lab is not up, or Redis is unhealthy before the drill.
@@ -285,76 +447,111 @@ def run_drill(
         raise SeawallError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     require_lab_network(topology)
     config = lab_config(topology)
+    with data_fault_lock(log):
+        try:
+            return _run_drill(topology, config, scenario, rate, duration, fault_at, heal_after, log)
+        finally:
+            # Whatever happened, leave no fault behind (a paused Redis included).
+            for host in topology.group("redis") if scenario == LAGGING else []:
+                # A host whose Redis is not running has nothing to resume.
+                with suppress(SeawallError):
+                    _signal_redis(config, host.name, "CONT")
+            faults.restore(config)
+
+
+def _run_drill(
+    topology: Topology,
+    config: LabConfig,
+    scenario: str,
+    rate: float,
+    duration: float,
+    fault_at: float,
+    heal_after: float,
+    log: Log,
+) -> DrillResult:
     before = wait_healthy(topology)
     assert before.master is not None
     old_master = _host_of(topology, before.master)
-    replica = next(n.host for n in before.nodes if n.role == "replica")
-    inject, heal = _fault(topology, config, scenario, old_master, replica)
+    replicas = [n.host for n in before.nodes if n.role == "replica"]
+    replica = random.choice(replicas) if scenario == LAGGING else replicas[0]
+    steps = _plan(topology, config, scenario, old_master, replica, fault_at, heal_after)
+    if scenario in CUTS or scenario == LAGGING:
+        duration = max(duration, steps[-1][0] + AFTER_HEAL_S)
+    limits = topology.value("sentinel_drill_outage_limits_s") or {}
 
     settings = redis_settings(topology)
     run_id = uuid.uuid4().hex[:8]
     stream = f"seawall:drill:{run_id}"
     client = MajorityClient(settings)
     spool_dir = tempfile.mkdtemp(prefix="seawall-drill-")
-    publisher = EventPublisher(client, DiskSpool(spool_dir), dedup_ttl_seconds=3600)
+    publisher = EventPublisher(client, DiskSpool(spool_dir))
+    since = time.time() - 1  # the Sentinels' journals are read from here
     events = _SentinelEvents(settings)
     errors: list[str] = []
-    threads: list[threading.Thread] = []
     acked_at: list[float] = []
     acked, spooled = set(), set()
     total = int(rate * duration)
     log(f"{scenario}: master {old_master}; writing {total} events over {duration:.0f} s")
     started = time.monotonic()
-    fault_time = heal_time = None
-    for number in range(total):
-        now = time.monotonic() - started
-        if fault_time is None and now >= fault_at:
-            fault_time = time.monotonic()
-            threads.append(_in_background(inject, errors))
-        if heal_time is None and fault_time and now >= fault_at + heal_after:
-            heal_time = time.monotonic()
-            threads.append(_in_background(heal, errors))
-        if now > duration * 3:  # bounded in time as well as in count
-            errors.append(f"writer stopped after {now:.0f} s at event {number}")
-            break
-        event_id = f"{run_id}-{number}"
-        result = publisher.publish(stream, {"n": number}, event_id=event_id, maxlen=10_000_000)
-        if result.status == "acked":
-            acked.add(event_id)
-            acked_at.append(time.monotonic())
-        else:
-            spooled.add(event_id)
-        pause = started + (number + 1) / rate - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-    if heal_time is None:
-        threads.append(_in_background(heal, errors))
-    for thread in threads:
-        thread.join(timeout=180)
-    # Replay what the spool holds, bounded.
-    drain_deadline = time.monotonic() + 60
-    while not publisher.spool.is_empty() and time.monotonic() < drain_deadline:  # type: ignore[union-attr]
-        publisher.drain(budget_seconds=5)
-        time.sleep(0.2)
-    events.stop()
-
-    after_ok = True
+    steps_done = threading.Event()
+    runner = _run_steps(steps, started, errors, log, steps_done)
+    fault_time = started + steps[0][0]
     try:
-        after = wait_healthy(topology, timeout=90)
-    except SeawallError as error:
-        errors.append(str(error))
-        after_ok = False
-        after = redis_status(topology)
+        for number in range(total):
+            now = time.monotonic() - started
+            if now > duration * 3:  # bounded in time as well as in count
+                errors.append(f"writer stopped after {now:.0f} s at event {number}")
+                break
+            event_id = f"{run_id}-{number}"
+            result = publisher.publish(stream, {"n": number}, event_id=event_id, maxlen=10_000_000)
+            if result.status == "acked":
+                acked.add(event_id)
+                acked_at.append(time.monotonic())
+            else:
+                spooled.add(event_id)
+            pause = started + (number + 1) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        runner.join(timeout=180)
+        if not steps_done.is_set():
+            errors.append("the fault steps did not finish within 180 s")
+
+        # Settle (bounded), then replay what the spool holds (bounded).
+        after_ok = True
+        try:
+            after = wait_healthy(topology, timeout=90)
+        except SeawallError as error:
+            errors.append(str(error))
+            after_ok = False
+            after = redis_status(topology)
+        drain_deadline = time.monotonic() + 60
+        while not publisher.spool.is_empty() and time.monotonic() < drain_deadline:  # type: ignore[union-attr]
+            publisher.drain(budget_seconds=5)
+            time.sleep(0.2)
+        if not publisher.spool.is_empty():  # type: ignore[union-attr]
+            errors.append("the spool was not drained within 60 s")
+        # One more event, as a service would send: on a new master this is
+        # where the publisher checks the master's mark and re-publishes.
+        publisher.publish(stream, {"n": -1}, event_id=f"{run_id}-end", maxlen=10_000_000)
+    finally:
+        events.stop()
+        publisher.close()
     rejoined: bool | None = None
     if scenario.startswith("master") or scenario == "switchover":
         node = next(n for n in after.nodes if n.host == old_master)
         rejoined = node.role == "replica" and node.link == "connected"
+    switches, per_sentinel, problems = sentinel_switches(topology, since)
+    errors += problems
+    if switches is not None and switches > 1:
+        errors.append(f"failover storm: {switches} +switch-master for one fault {per_sentinel}")
 
     entries: Any = client.call(lambda m: m.xrange(stream), deadline=30)
     seen = Counter(fields[b"event_id"].decode() for _, fields in entries)
     client.call(lambda m: m.delete(stream), deadline=30)
     client.close()
     gaps = [b - a for a, b in zip(acked_at, acked_at[1:], strict=False)]
+    if publisher.stats.lost_beyond_window:
+        errors.append(f"publisher: {publisher.stats.lost_beyond_window} lost beyond its window")
     return DrillResult(
         scenario=scenario,
         old_master=old_master,
@@ -371,6 +568,9 @@ def run_drill(
         old_master_rejoined=rejoined,
         healthy_after=after_ok,
         notes=errors,
+        outage_limit_s=limits.get(scenario),
+        switch_masters=switches,
+        republished=publisher.stats.republished,
     )
 
 
@@ -407,6 +607,8 @@ class DrillReport:
                 seconds(r.detect_s),
                 seconds(r.new_master_s),
                 seconds(r.outage_s),
+                seconds(r.outage_limit_s),
+                "?" if r.switch_masters is None else r.switch_masters,
                 r.acked,
                 r.spooled,
                 r.lost_acked + r.lost_spooled,
@@ -422,6 +624,8 @@ class DrillReport:
             "detect s",
             "new master s",
             "outage s",
+            "limit s",
+            "switches",
             "acked",
             "spooled",
             "lost",
