@@ -1,16 +1,28 @@
-"""Benchmark Redis failover on the lab: every drill scenario N times, medians in docs/benchmarks.md.
+"""Benchmark Redis failover on the lab: drill scenarios N times, per Sentinel down-after.
 
     .venv/bin/python bench/redis_failover.py --runs 5
+    .venv/bin/python bench/redis_failover.py --runs 20 --scenario master-process-kill \\
+        --down-after 800 --down-after 1000 --down-after 1500 --section redis-storms
+    .venv/bin/python bench/redis_failover.py --runs 20 --scenario lagging-replica-then-cut \\
+        --scenario cut-heals-9s --section redis-issue15
 
 Needs the lab up and deployed (README's first command). Each run is one
-`seawall drill redis` scenario: a bounded writer (100 events/s, 20 s) through
-the runtime's EventPublisher, a real fault at 3 s, healed 8 s later.
+`seawall drill redis` scenario: a bounded writer (100 events/s) through the
+runtime's EventPublisher (WAIT 1, disk spool), a real fault, the heal. Every
+run's result is appended as one JSON line to ``--jsonl`` as it finishes.
+
+``--down-after MS`` sets Sentinel's down-after-milliseconds live on every
+Sentinel (SENTINEL SET) for the runs that follow; the inventory's value is put
+back at the end. The whole bench holds the data-fault lock.
 """
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,20 +31,32 @@ sys.path.insert(0, str(ROOT))
 from report import write_section  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
+from seawall.inventory import Topology  # noqa: E402
+from seawall.redis_ha.client import redis_settings  # noqa: E402
 from seawall.redis_ha.drill import (  # noqa: E402
     SCENARIOS,
+    SINGLE_FAULTS,
     DrillResult,
+    data_fault_lock,
     false_failovers,
     run_drill,
+    wait_healthy,
 )
+from seawall.runtime.reconnect import connect  # noqa: E402
 
-# Acceptance targets for the median client write outage, in seconds.
-TARGETS = {
-    "master-process-kill": 3.0,
-    "master-host-crash": 3.0,
-    "master-isolated": 3.0,
-    "master-partitioned-from-peers": 5.0,
-}
+
+def set_down_after(topology: Topology, milliseconds: int) -> None:
+    """Set down-after-milliseconds on every Sentinel, live (the deploy sets it the same way)."""
+    settings = redis_settings(topology)
+    wait_healthy(topology)
+    for host, port in settings.sentinels:
+        conn = connect(host, port, settings.sentinel_password, 2)
+        try:
+            conn.execute_command(
+                "SENTINEL", "SET", settings.master_name, "down-after-milliseconds", milliseconds
+            )
+        finally:
+            conn.close()
 
 
 def median(values: list[float | None]) -> str:
@@ -44,61 +68,106 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.2f}–{max(values):.2f}"
 
 
+def switch_counts(runs: list[DrillResult]) -> str:
+    counts = Counter("?" if r.switch_masters is None else str(r.switch_masters) for r in runs)
+    return ", ".join(f"{n}×{key}" for key, n in sorted(counts.items()))
+
+
+def table(results: dict[tuple[int, str], list[DrillResult]]) -> list[str]:
+    lines = [
+        "| down-after ms | scenario | runs | +switch-master per fault (runs×count) | storms | "
+        "detect | new master | client write outage | limit | acked lost | spooled lost | "
+        "duplicated | re-published | all runs ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (down_after, scenario), runs in results.items():
+        outages = [r.outage_s for r in runs]
+        limit = runs[0].outage_limit_s
+        lines.append(
+            f"| {down_after} | {scenario} | {len(runs)} | {switch_counts(runs)} | "
+            f"{sum(r.storm for r in runs)} | {median([r.detect_s for r in runs])} | "
+            f"{median([r.new_master_s for r in runs])} | "
+            f"{statistics.median(outages):.2f} ({spread(outages)}) | "
+            f"{f'<= {limit:.0f}' if limit else '-'} | {sum(r.lost_acked for r in runs)} | "
+            f"{sum(r.lost_spooled for r in runs)} | {sum(r.duplicated for r in runs)} | "
+            f"{sum(r.republished for r in runs)} | {sum(r.ok for r in runs)}/{len(runs)} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
-    parser.add_argument("--idle", type=float, default=60, help="idle check seconds")
+    parser.add_argument("--down-after", type=int, action="append", help="ms; repeatable")
+    parser.add_argument("--duration", type=float, default=20, help="writer seconds")
+    parser.add_argument("--fault-at", type=float, default=3, help="seconds into the run")
+    parser.add_argument("--idle", type=float, default=60, help="idle check seconds (0: none)")
+    parser.add_argument("--section", default="redis", help="docs/benchmarks.md section")
+    parser.add_argument("--jsonl", default="/tmp/seawall-redis-failover.jsonl")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     topology = inventory.load(ROOT / "inventories" / "lab.py")
-    results: dict[str, list[DrillResult]] = {}
-    for scenario in args.scenario or SCENARIOS:
-        for run in range(args.runs):
-            result = run_drill(topology, scenario)
-            results.setdefault(scenario, []).append(result)
-            print(
-                f"{scenario} #{run + 1}: outage {result.outage_s:.2f} s, "
-                f"lost {result.lost_acked}, dup {result.duplicated}, ok {result.ok}",
-                file=sys.stderr,
-                flush=True,
-            )
+    configured = int(topology.value("sentinel_down_after_ms"))
+    values = args.down_after or [configured]
+    load_before = os.getloadavg()[0]
+    results: dict[tuple[int, str], list[DrillResult]] = {}
+    idle: dict[str, int] = {}
+    with data_fault_lock(lambda message: print(message, file=sys.stderr, flush=True)):
+        try:
+            for down_after in values:
+                set_down_after(topology, down_after)
+                for scenario in args.scenario or SINGLE_FAULTS:
+                    for run in range(args.runs):
+                        result = run_drill(
+                            topology, scenario, duration=args.duration, fault_at=args.fault_at
+                        )
+                        results.setdefault((down_after, scenario), []).append(result)
+                        with open(args.jsonl, "a") as out:
+                            record = {"down_after_ms": down_after, **result.to_json()}
+                            out.write(json.dumps(record) + "\n")
+                        print(
+                            f"{down_after} ms {scenario} #{run + 1}: outage "
+                            f"{result.outage_s:.2f} s, switches {result.switch_masters}, "
+                            f"lost {result.lost_acked}+{result.lost_spooled}, "
+                            f"dup {result.duplicated}, ok {result.ok} {result.notes}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                if args.idle:
+                    idle = false_failovers(topology, args.idle)
+        finally:
+            set_down_after(topology, configured)
 
-    idle = false_failovers(topology, args.idle)
     lines = [
         f"Redis drills, {time.strftime('%Y-%m-%d', time.gmtime())}: {args.runs} runs per "
-        "scenario, writer 100 events/s for 20 s through EventPublisher (WAIT 1, disk spool), "
-        f"fault at 3 s; Sentinel down-after {topology.value('sentinel_down_after_ms')} ms, "
-        f"failover-timeout {topology.value('sentinel_failover_timeout_ms')} ms. Medians, "
-        "seconds (outage min–max in brackets).",
+        f"scenario and down-after, writer 100 events/s for {args.duration:.0f} s (fault at "
+        f"{args.fault_at:.0f} s; issue 15 scenarios run on to 8 s past the heal) through "
+        "EventPublisher (WAIT 1, disk "
+        "spool); Sentinel failover-timeout "
+        f"{topology.value('sentinel_failover_timeout_ms')} ms. Medians in seconds (outage "
+        "min–max in brackets); a storm is more than one +switch-master for one fault "
+        "(counted in the Sentinels' journals).",
         "",
-        "| scenario | detect | new master | client write outage | target | acked lost | "
-        "spooled lost | duplicated | old master rejoined | all runs ok |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table(results),
     ]
-    for scenario, runs in results.items():
-        outages = [r.outage_s for r in runs]
-        target = TARGETS.get(scenario)
-        rejoined = [r.old_master_rejoined for r in runs]
-        lines.append(
-            f"| {scenario} | {median([r.detect_s for r in runs])} | "
-            f"{median([r.new_master_s for r in runs])} | "
-            f"{statistics.median(outages):.2f} ({spread(outages)}) | "
-            f"{f'<= {target:.0f}' if target else ''} | {sum(r.lost_acked for r in runs)} | "
-            f"{sum(r.lost_spooled for r in runs)} | {sum(r.duplicated for r in runs)} | "
-            f"{'-' if None in rejoined else f'{sum(map(bool, rejoined))}/{len(runs)}'} | "
-            f"{sum(r.ok for r in runs)}/{len(runs)} |"
-        )
+    if idle:
+        lines += [
+            "",
+            f"Idle check at {values[-1]} ms, {args.idle:.0f} s with no fault: Sentinel events "
+            "about the master: "
+            + ", ".join(f"{channel} {count}" for channel, count in idle.items())
+            + " (any non-zero count would be a false alarm).",
+        ]
     lines += [
         "",
-        f"Idle check, {args.idle:.0f} s with no fault: Sentinel events about the master: "
-        + ", ".join(f"{channel} {count}" for channel, count in idle.items())
-        + " (any non-zero count would be a false alarm).",
+        f"Load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        "the end; other sessions' work shares the 2 cores.",
     ]
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        write_section("redis", report)
+        write_section(args.section, report)
 
 
 if __name__ == "__main__":

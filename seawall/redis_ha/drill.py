@@ -62,6 +62,8 @@ SCENARIOS = SINGLE_FAULTS + (LAGGING, *CUTS)
 # lagging-replica-then-cut: replica paused this long, then every data host cut this long.
 LAG_PAUSE_S = 4.0
 LAG_CUT_S = 9.0
+# Longest wait for another session's drill or test to let go of the data-fault lock.
+LOCK_WAIT_S = 3600.0
 # After the last heal the writer goes on this long (failover, replay, re-publish).
 AFTER_HEAL_S = 8.0
 
@@ -270,8 +272,11 @@ def data_fault_lock(log: Log = lambda _: None) -> Iterator[None]:
         _lock_depth += 1
     try:
         if outer:
+            # Polled, never a blocking flock: under pyinfra's gevent patching (the
+            # lab tests) a blocking flock would stall the whole process.
             with faults.exclusive_lock(
                 faults.DATA_FAULT_LOCK,
+                timeout=LOCK_WAIT_S,
                 on_wait=lambda: log(f"waiting for {faults.DATA_FAULT_LOCK} (another drill)"),
             ):
                 yield
