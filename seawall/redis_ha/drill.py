@@ -541,6 +541,7 @@ def _run_drill(
     finally:
         events.stop()
         publisher.close()
+        publisher.spool.close()  # type: ignore[union-attr]  # its lock and files
     rejoined: bool | None = None
     if scenario.startswith("master") or scenario == "switchover":
         node = next(n for n in after.nodes if n.host == old_master)
