@@ -40,53 +40,72 @@ log = logging.getLogger("refservice.outbox")
 
 ORDER_STREAM = "quantum:stream:order_created"
 
-# Every statement is idempotent; run under an advisory lock, because
-# CREATE ... IF NOT EXISTS from two hosts at once can still collide.
+# (object, statement creating it). A statement runs only when its object is
+# missing: CREATE INDEX takes its table lock before it looks, so even IF NOT
+# EXISTS would queue behind open order transactions and block new ones. Run
+# under an advisory lock, because two hosts creating at once can collide.
 SCHEMA_LOCK = 0x5EA3A110
 SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS refservice_orders (
-        id bigserial PRIMARY KEY,
-        service text NOT NULL,
-        request_id text NOT NULL,
-        body jsonb NOT NULL DEFAULT '{}',
-        created timestamptz NOT NULL DEFAULT now()
-    )
-    """,
+    (
+        "refservice_orders",
+        """
+        CREATE TABLE refservice_orders (
+            id bigserial PRIMARY KEY,
+            service text NOT NULL,
+            request_id text NOT NULL,
+            body jsonb NOT NULL DEFAULT '{}',
+            created timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+    ),
     # One order per request id: a retry finds the first. (A table from before
     # this index with duplicate request ids stops the migration, naming them.)
-    """
-    CREATE UNIQUE INDEX IF NOT EXISTS refservice_orders_request
-        ON refservice_orders (service, request_id)
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS refservice_outbox (
-        id bigserial PRIMARY KEY,
-        service text NOT NULL,
-        stream text NOT NULL,
-        event_id text NOT NULL UNIQUE,
-        fields jsonb NOT NULL,
-        seq bigint UNIQUE,
-        published timestamptz,
-        stream_id text,
-        created timestamptz NOT NULL DEFAULT now()
-    )
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS refservice_outbox_unpublished
-        ON refservice_outbox (service, id) WHERE published IS NULL
-    """,
-    "CREATE SEQUENCE IF NOT EXISTS refservice_outbox_seq",
-    "CREATE TABLE IF NOT EXISTS refservice_outbox_relay (service text PRIMARY KEY)",
+    (
+        "refservice_orders_request",
+        "CREATE UNIQUE INDEX refservice_orders_request ON refservice_orders (service, request_id)",
+    ),
+    (
+        "refservice_outbox",
+        """
+        CREATE TABLE refservice_outbox (
+            id bigserial PRIMARY KEY,
+            service text NOT NULL,
+            stream text NOT NULL,
+            event_id text NOT NULL UNIQUE,
+            fields jsonb NOT NULL,
+            seq bigint UNIQUE,
+            published timestamptz,
+            stream_id text,
+            created timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+    ),
+    (
+        "refservice_outbox_unpublished",
+        "CREATE INDEX refservice_outbox_unpublished "
+        "ON refservice_outbox (service, id) WHERE published IS NULL",
+    ),
+    ("refservice_outbox_seq", "CREATE SEQUENCE refservice_outbox_seq"),
+    (
+        "refservice_outbox_relay",
+        "CREATE TABLE refservice_outbox_relay (service text PRIMARY KEY)",
+    ),
 )
 
 
 def migrate(conn: psycopg.Connection[Any], service: str) -> None:
     """Create or upgrade the order and outbox tables, and the service's relay row."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        for statement in SCHEMA:
-            conn.execute(statement)
+        missing = [
+            statement
+            for name, statement in SCHEMA
+            if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() == (None,)
+        ]
+        if missing:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for name, statement in SCHEMA:
+                if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() == (None,):
+                    conn.execute(statement)
         conn.execute(
             "INSERT INTO refservice_outbox_relay (service) VALUES (%s) ON CONFLICT DO NOTHING",
             (service,),
