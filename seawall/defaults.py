@@ -160,11 +160,13 @@ SENTINEL: dict[str, Any] = {
     # Sentinels that must agree the master is down before a failover: a
     # majority of 3, so one partitioned Sentinel can never start one alone.
     "sentinel_quorum": 2,
-    # Fast failover. Sentinel's default 30 s gives a ~31 s write outage; 1 s
-    # gave 2.5-3.1 s here (an isolated master: 3.1 s, over the 3 s target).
-    # 800 ms still leaves a Redis that answers PING in microseconds a wide
-    # margin (the idle check in bench/redis_failover.py counts false failovers).
-    "sentinel_down_after_ms": 800,
+    # Fast failover without storms. Sentinel's default 30 s gives a ~31 s write
+    # outage. Shorter values storm: a Sentinel declares the master it has just
+    # promoted down before its new link has a PING reply, and fails over again
+    # (bench/redis_failover.py, master-process-kill: 800 ms stormed in 2 of 10
+    # runs, 1000 ms in 1 of 10, 1500 ms in none; docs/benchmarks.md). The cost:
+    # the kill outage median rises from 2.3 s to 3.1 s, over the 3 s limit in 7 of 10.
+    "sentinel_down_after_ms": 1500,
     "sentinel_failover_timeout_ms": 5000,
     # Longest client write outage (s) each Redis drill scenario may cause
     # before it counts as failed. A kill, crash or isolation costs down-after
