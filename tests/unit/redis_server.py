@@ -50,15 +50,7 @@ class RedisServer:
         # Replicas sync at once (the default waits 5 s for more replicas to join).
         common += ["--repl-diskless-sync-delay", "0"]
         if self.sentinel_of is None:
-            return [
-                BINARY,
-                *common,
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                *self.options,
-            ]
+            return [BINARY, *common, "--appendonly", "no", *self.options]
         config = self.directory / "sentinel.conf"
         if not config.exists():
             config.write_text(
