@@ -88,7 +88,7 @@ class DrillResult:
     healthy_after: bool
     notes: list[str] = field(default_factory=list)
     outage_limit_s: float | None = None  # sentinel_drill_outage_limits_s; None: no limit
-    switch_masters: int | None = None  # +switch-master for this fault; None: logs unread
+    switch_masters: int | None = 0  # +switch-master for this fault; None: logs unread
     republished: int = 0  # acked events the publisher re-sent to a new master
 
     @property
