@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -223,3 +224,162 @@ def test_the_on_failure_hook_records_a_unit_that_gave_up(deployed_lab: Topology)
     assert f'"unit":"{unit}"' in recorded.stdout
     log = defaults.SERVICES["services_failure_log"]
     assert unit in ssh(deployed_lab, "app-2", f"tail -5 {log}").stdout
+
+
+# -- orders: idempotent by request id, events through the outbox (issue 10 item 4) --
+
+ORDERS_SERVICE = "execution"
+ORDER_STREAM = "quantum:stream:order_created"
+
+
+def post_order(
+    topology: Topology, host: str, request_id: str, body: bytes = b'{"qty": 1}'
+) -> tuple[int, dict[str, Any]]:
+    address = topology.host(host).address
+    request = urllib.request.Request(
+        f"http://{address}:{CATALOGUE[ORDERS_SERVICE]['port']}/orders",
+        data=body,
+        headers={"X-Request-ID": request_id, "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def order_event_counts(topology: Topology, event_ids: set[str]) -> dict[str, int]:
+    """How often each of ``event_ids`` is in the order stream's latest entries."""
+    from seawall.redis_ha.client import redis_settings
+    from seawall.runtime.reconnect import MajorityClient
+
+    client = MajorityClient(redis_settings(topology))
+    try:
+        entries: Any = client.call(lambda conn: conn.xrevrange(ORDER_STREAM, count=5000))
+    finally:
+        client.close()
+    counts = dict.fromkeys(event_ids, 0)
+    for _, fields in entries:
+        found = fields[b"event_id"].decode()
+        if found in counts:
+            counts[found] += 1
+    return counts
+
+
+def orders_with_request_id(topology: Topology, request_id: str, within: float = 30) -> int:
+    """Count the order rows of ``request_id`` (retried for ``within`` s: a switchover is not it)."""
+    import psycopg
+
+    give_up = time.monotonic() + within
+    while True:
+        try:
+            return _count_orders(topology, request_id)
+        except psycopg.OperationalError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(1)
+
+
+def _count_orders(topology: Topology, request_id: str) -> int:
+    import psycopg
+
+    from seawall.postgres import drill
+    from seawall.postgres.tunnel import tunnel
+
+    app = topology.host("app-1")
+    role = CATALOGUE[ORDERS_SERVICE]["postgres_role"]
+    with (
+        tunnel(topology, app.name, app.data["pgbouncer_port"]) as port,
+        psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            dbname="trading",
+            user=role,
+            password=drill.role_password(topology, role),
+            prepare_threshold=None,
+            connect_timeout=5,
+        ) as conn,
+    ):
+        row = conn.execute(
+            "SELECT count(*) FROM refservice_orders WHERE service = %s AND request_id = %s",
+            (ORDERS_SERVICE, request_id),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_order_retried_with_its_request_id_is_placed_once(deployed_lab: Topology) -> None:
+    request_id = f"order-{uuid.uuid4().hex}"
+    first = post_order(deployed_lab, "app-1", request_id)
+    assert first[0] == 201, first
+    # The acknowledgement was lost: the client retries, through either app host.
+    again = post_order(deployed_lab, "app-1", request_id)
+    elsewhere = post_order(deployed_lab, "app-2", request_id)
+    assert again[0] == elsewhere[0] == 200, (again, elsewhere)
+    assert first[1]["order_id"] == again[1]["order_id"] == elsewhere[1]["order_id"]
+    assert first[1]["created"] and not again[1]["created"]
+    assert orders_with_request_id(deployed_lab, request_id) == 1
+    conflict = post_order(deployed_lab, "app-2", request_id, b'{"qty": 2}')
+    assert conflict[0] == 409, conflict
+
+
+def test_an_orders_event_is_in_the_stream_exactly_once(deployed_lab: Topology) -> None:
+    request_id = f"order-{uuid.uuid4().hex}"
+    status, body = post_order(deployed_lab, "app-2", request_id)
+    assert status == 201, body
+    post_order(deployed_lab, "app-1", request_id)  # a retry adds no event
+    event_id = f"{ORDERS_SERVICE}:{body['order_id']}"
+    wait_until(
+        lambda: order_event_counts(deployed_lab, {event_id})[event_id] >= 1,
+        10,
+        step=0.5,
+        what="the order's event in the stream",
+    )
+    time.sleep(2)  # both hosts' relays poll each second: a second copy would be there now
+    assert order_event_counts(deployed_lab, {event_id}) == {event_id: 1}
+
+
+def test_orders_accepted_before_a_kill_9_have_their_events_once(deployed_lab: Topology) -> None:
+    unit = f"{PREFIX}{ORDERS_SERVICE}.service"
+    urls = {h: health_url(deployed_lab, h, ORDERS_SERVICE) for h in ("app-1", "app-2")}
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def place(n: int) -> None:
+        status, body = post_order(deployed_lab, "app-1", f"order-{uuid.uuid4().hex}")
+        if status == 201:
+            with lock:
+                accepted.append(int(body["order_id"]))
+
+    with app_faults():
+        before = {h: main_pid(deployed_lab, h, ORDERS_SERVICE) for h in urls}
+        workers = [threading.Thread(target=place, args=(n,)) for n in range(30)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        # Right after the acknowledgements, both relays die (publishing or not yet).
+        for host in urls:
+            ssh(deployed_lab, host, f"systemctl kill -s KILL {unit}", check=True)
+        for host, url in urls.items():
+            wait_until(
+                lambda h=host, u=url: (
+                    main_pid(deployed_lab, h, ORDERS_SERVICE)  # type: ignore[misc]
+                    not in (0, before[h])
+                    and answers(u)
+                ),
+                20,
+                what=f"{ORDERS_SERVICE} on {host} back after kill -9",
+            )
+    assert len(accepted) >= 25, accepted  # some may meet the trading rate limit or a hiccup
+    wanted = {f"{ORDERS_SERVICE}:{order_id}" for order_id in accepted}
+    wait_until(
+        lambda: min(order_event_counts(deployed_lab, wanted).values()) >= 1,
+        30,
+        step=0.5,
+        what="every accepted order's event in the stream",
+    )
+    time.sleep(2)
+    counts = order_event_counts(deployed_lab, wanted)
+    assert set(counts.values()) == {1}, {e: c for e, c in counts.items() if c != 1}
