@@ -4,6 +4,7 @@ Each server gets a free port and its own directory, is started by the test and
 stopped by its pid: Debian's own redis-server service is never touched.
 """
 
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,11 @@ BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
 needs_redis = pytest.mark.skipif(
     not os.path.exists(BINARY), reason="redis-server is not installed (bootstrap.sh installs it)"
 )
+
+
+def _die_with_parent() -> None:
+    # A test run killed by a timeout must not leave servers behind (PR_SET_PDEATHSIG).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -61,7 +67,9 @@ class RedisServer:
         return [BINARY, str(config), "--sentinel", *common[:-2]]
 
     def start(self) -> "RedisServer":
-        self.process = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self._command(), stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
