@@ -235,7 +235,9 @@ def test_publisher_seq_turns_a_republish_away(lab: Lab, tmp_path: Any) -> None:
     stored = first.publish("seawall:test:seq", {"n": 1}, event_id="e1", seq=10)
     again = second.publish("seawall:test:seq", {"n": 1}, event_id="e1", seq=10)
     assert stored.status == again.status == "acked"
-    assert stored.stream_id is not None and again.stream_id is None
+    # Stored once. (The first may report no stream id either: on a loaded machine a
+    # slow WAIT makes it retry, and the retry is itself turned away.)
+    assert again.stream_id is None
     assert lab.master.client().xlen("seawall:test:seq") == 1
     spool = DiskSpool(tmp_path / "spool")
     try:
