@@ -46,6 +46,8 @@ COMMANDS: dict[str, str] = {
 FILES: dict[str, str] = {
     "/usr/share/lxc/config/debian.common.conf": "lxc-templates",
     "/usr/share/vagrant-plugins/plugins.d/vagrant-lxc.json": "vagrant-lxc",
+    # initdb is off PATH; the unit tests' loopback Postgres runs it.
+    "/usr/lib/postgresql/15/bin/initdb": "postgresql-15",
 }
 
 

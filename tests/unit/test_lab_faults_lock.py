@@ -1,7 +1,6 @@
 """The lab's fault locks: one holder at a time, a bounded wait, shared with shell `flock`."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +62,6 @@ def test_on_wait_is_not_called_for_a_free_lock(tmp_path: Path) -> None:
     assert calls == []
 
 
-@pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
 def test_the_shell_flock_command_shares_the_lock(tmp_path: Path) -> None:
     lock = tmp_path / "faults.lock"
     with faults.exclusive_lock(lock):

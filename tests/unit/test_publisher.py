@@ -21,12 +21,10 @@ from tests.unit.redis_server import (
     RedisServer,
     Servers,
     majority_client,
-    needs_redis,
     servers,
     wait_for_link,
 )
 
-pytestmark = needs_redis
 __all__ = ["servers"]  # the fixture, imported for pytest
 
 STREAM = "seawall:test:events"

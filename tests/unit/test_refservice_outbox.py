@@ -13,10 +13,9 @@ from seawall.refservice import outbox
 from seawall.refservice.outbox import OutboxRelay, OutboxStalledError, RequestConflictError
 from seawall.runtime.reconnect import EventPublisher
 from seawall.runtime.spool import DiskSpool
-from tests.unit.postgres_server import PostgresServer, needs_postgres, pg, postgres_server
-from tests.unit.redis_server import RedisServer, Servers, majority_client, needs_redis, servers
+from tests.unit.postgres_server import PostgresServer, pg, postgres_server
+from tests.unit.redis_server import RedisServer, Servers, majority_client, servers
 
-pytestmark = [needs_postgres, needs_redis]
 __all__ = ["pg", "postgres_server", "servers"]  # fixtures, imported for pytest
 
 SERVICE = "execution"
