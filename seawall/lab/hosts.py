@@ -5,13 +5,17 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from seawall.errors import SeawallError
 from seawall.lab.config import LabConfig, LabHost
 from seawall.lab.network import require_bridge
 from seawall.lab.run import run
+
+T = TypeVar("T")
 
 LXC_PATH = Path("/var/lib/lxc")
 CONFIG_MARKER = "# managed by seawall lab"
@@ -303,6 +307,12 @@ def _ssh_stage(host: LabHost, deadline: float) -> str | None:
         time.sleep(0.2)
 
 
+def _on_each(hosts: list[LabHost], wait: Callable[[LabHost], T]) -> dict[str, T]:
+    """Run one wait per host, all at once; return {host name: its result}."""
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        return dict(zip((h.name for h in hosts), pool.map(wait, hosts), strict=True))
+
+
 def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) -> dict[str, str]:
     """Wait until each host's systemd has finished booting and sshd answers.
 
@@ -314,14 +324,7 @@ def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) ->
     """
     require_bridge(config)
     deadline = time.monotonic() + timeout
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        states = dict(
-            zip(
-                (h.name for h in hosts),
-                pool.map(lambda host: _booted(host, deadline), hosts),
-                strict=True,
-            )
-        )
+    states = _on_each(hosts, lambda host: _booted(host, deadline))
     problems = []
     for host in hosts:
         booted = states[host.name]
@@ -337,14 +340,7 @@ def wait_ready(config: LabConfig, hosts: list[LabHost], timeout: float = 120) ->
             )
     if problems:
         raise SeawallError("hosts not ready:\n" + "\n".join(f"  {p}" for p in problems))
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        stages = dict(
-            zip(
-                (h.name for h in hosts),
-                pool.map(lambda host: _ssh_stage(host, deadline), hosts),
-                strict=True,
-            )
-        )
+    stages = _on_each(hosts, lambda host: _ssh_stage(host, deadline))
     problems = [f"{name}: {stage}" for name, stage in stages.items() if stage]
     if problems:
         raise SeawallError(
