@@ -144,6 +144,8 @@ def _broken_while_stopped(topology: Topology, name: str, path: str, text: str) -
     faults.crash(config, name)
     planted = hosts.container_dir(config.host(name)) / path
     original = planted.read_bytes() if planted.exists() else None
+    # A host not deployed yet has no such folder in its layer; 0755, as in the base.
+    planted.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     planted.write_text(text)
     planted.chmod(0o755)
     try:
