@@ -24,7 +24,7 @@ from seawall.lab.ssh import run as ssh
 from seawall.redis_ha.client import redis_settings
 from seawall.redis_ha.topology import redis_status
 from seawall.runtime.reconnect import connect
-from seawall.verify import CHECKS, VerifyReport, verify
+from seawall.verify import CHECKS, VerifyReport, verify, verify_settled
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAWALL = str(Path(sys.executable).with_name("seawall"))
@@ -44,15 +44,10 @@ def quiet_lab(deployed_lab: Topology) -> Iterator[Topology]:
 
 
 def wait_for_ok(topology: Topology, within: float, what: str) -> VerifyReport:
-    """Run verify until it passes; fail with the last report after ``within`` seconds."""
-    started = time.monotonic()
-    while True:
-        report = verify(topology)
-        if report.ok:
-            return report
-        if time.monotonic() - started > within:
-            pytest.fail(f"{what}: not within {within} s\n{report.to_text()}")
-        time.sleep(3)
+    """Verify until it passes; fail with the last report after ``within`` seconds."""
+    report = verify_settled(topology, within, every=3)
+    assert report.ok, f"{what}: not within {within} s\n{report.to_text()}"
+    return report
 
 
 def cli_verify() -> tuple[int, dict]:
