@@ -47,7 +47,7 @@ from seawall.components import templates
 from seawall.defaults import COMMON
 from seawall.errors import SeawallError
 
-# Templates mirror the path they render to: templates/common/etc/... -> /etc/...
+# Templates mirror the path they render to: seawall/templates/common/etc/... -> /etc/...
 APT_PROXY = "/etc/apt/apt.conf.d/01seawall-proxy"
 SUDOERS = "/etc/sudoers.d/seawall"
 # sshd keeps the first value it reads: 00- wins over other drop-ins.

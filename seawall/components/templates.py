@@ -1,4 +1,8 @@
-"""Rendering of the templates under templates/<concern>/, which mirror their target paths."""
+"""Rendering of the templates under seawall/templates/<concern>/, which mirror their target paths.
+
+They are package data (pyproject.toml): a wheel of seawall carries them, and they
+are found beside the installed package, never through the repository.
+"""
 
 from collections.abc import Mapping
 from functools import cache
@@ -7,7 +11,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# The package's own folder: seawall/templates, wherever seawall is installed.
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 @cache
@@ -28,5 +33,5 @@ def template_path(concern: str, target: str) -> Path:
 
 
 def render(concern: str, target: str, context: Mapping[str, Any]) -> str:
-    """Render templates/<concern><target>.j2 (``target`` is the path on the host)."""
+    """Render seawall/templates/<concern><target>.j2 (``target`` is the path on the host)."""
     return _environment(concern).get_template(target.lstrip("/") + ".j2").render(context)

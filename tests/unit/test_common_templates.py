@@ -36,7 +36,7 @@ def test_every_template_names_its_target_first(lab: inventory.Topology, target: 
 
 @pytest.mark.parametrize("target", common.TEMPLATES)
 def test_template_file_mirrors_its_target(target: str) -> None:
-    assert (REPO / "templates" / "common" / f"{target.lstrip('/')}.j2").is_file()
+    assert (REPO / "seawall" / "templates" / "common" / f"{target.lstrip('/')}.j2").is_file()
 
 
 def test_apt_proxy_is_the_labs(lab: inventory.Topology) -> None:

@@ -127,7 +127,7 @@ def test_hang_checker_watches_every_service(lab: inventory.Topology) -> None:
 
 @pytest.mark.parametrize("target", services.TEMPLATES)
 def test_every_template_names_its_target(target: str) -> None:
-    path = REPO / "templates" / "services" / f"{target.lstrip('/')}.j2"
+    path = REPO / "seawall" / "templates" / "services" / f"{target.lstrip('/')}.j2"
     lines = path.read_text().splitlines()
     head = lines[1] if lines[0].startswith("#!") else lines[0]
     rendered_target = target.replace("SERVICE", "{{ unit }}").replace(
