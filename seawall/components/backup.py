@@ -22,16 +22,13 @@ What it never does:
 - touch a Patroni member's data directory.
 """
 
-import shlex
 from collections.abc import Mapping, Sequence
 from io import StringIO
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import FactBase, deploy, operation
-from pyinfra.api.command import FileUploadCommand
+from pyinfra.api import deploy
 from pyinfra.api.host import HostData
-from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -39,6 +36,8 @@ from seawall.components.common import group_members, install_packages
 from seawall.components.postgres import data_dir, forbid_main_cluster
 from seawall.components.templates import render
 from seawall.defaults import PGBACKREST, POSTGRES
+from seawall.operations.pgbackrest import stanza
+from seawall.operations.ssh import ssh_keypair, trust_peers
 
 CONCERN = "pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"
@@ -65,146 +64,6 @@ def backup_context(
         data_dir=data_dir(context),
     )
     return context
-
-
-@operation()
-def ssh_keypair(user: str, home: str):
-    """
-    Give ``user`` an ed25519 SSH key of its own, made on the host, if it has none.
-
-    + user: the account
-    + home: its home directory (the key goes to ``<home>/.ssh/id_ed25519``)
-
-    **Example:**
-
-    .. code:: python
-
-        ssh_keypair(name="Give postgres an SSH key", user="postgres", home="/var/lib/postgresql")
-    """
-    key = f"{home}/.ssh/id_ed25519"
-    if host.get_fact(File, path=key):
-        host.noop(f"{user} has an SSH key")
-        return
-    ssh_dir = shlex.quote(f"{home}/.ssh")
-    yield f"install -d -m 700 -o {user} -g {user} {ssh_dir}"
-    yield (
-        f"runuser -u {user} -- ssh-keygen -q -t ed25519 -N '' "
-        f"-C {user}@{host.name} -f {shlex.quote(key)}"
-    )
-
-
-# The host key types OpenSSH's server offers, in the order it prefers them.
-HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
-
-
-def _content(lines: list[str]) -> str:
-    return "".join(f"{line}\n" for line in lines)
-
-
-@operation()
-def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
-    """
-    Make ``user`` accept exactly the peers' SSH keys, and know exactly the peers' host keys.
-
-    + user: the local account
-    + home: its home directory
-    + peers: (inventory host name, peer account's home, address) of every peer
-
-    Read from the peers when the operation runs, so keys made earlier in the
-    same deploy are found.
-
-    **Example:**
-
-    .. code:: python
-
-        trust_peers(
-            name="Trust the repository",
-            user="postgres",
-            home="/var/lib/postgresql",
-            peers=[("ops-1", "/var/lib/pgbackrest", "10.77.0.41")],
-        )
-    """
-    authorized, known = [], []
-    for name, peer_home, address in peers:
-        peer = inventory.get_host(name)
-        public = peer.get_fact(FileContents, path=f"{peer_home}/.ssh/id_ed25519.pub") or []
-        # Every host key the peer offers: ssh's UpdateHostKeys would otherwise add
-        # the others to known_hosts at the first login, and the next deploy would
-        # see that as drift (a host with RSA and ECDSA keys too, as Vagrant's are).
-        host_keys = [
-            line
-            for kind in HOST_KEY_TYPES
-            for line in peer.get_fact(FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
-        ]
-        if not public or not host_keys:
-            host.log(f"{name} has no SSH key yet: trust it at the next deploy")
-            continue
-        authorized.append(public[0].strip())
-        known += [f"{address} {' '.join(key.split()[:2])}" for key in host_keys]
-    changed = False
-    for path, lines in (
-        (f"{home}/.ssh/authorized_keys", authorized),
-        (f"{home}/.ssh/known_hosts", known),
-    ):
-        current = host.get_fact(FileContents, path=path)
-        if current is not None and _content(current) == _content(lines):
-            continue
-        changed = True
-        yield f"install -d -m 700 -o {user} -g {user} {shlex.quote(home + '/.ssh')}"
-        yield FileUploadCommand(
-            StringIO(_content(lines)), path, remote_temp_filename=host.get_temp_filename(path)
-        )
-        yield f"chown {user}:{user} {shlex.quote(path)} && chmod 600 {shlex.quote(path)}"
-    if not changed:
-        host.noop(f"{user} trusts exactly its peers")
-
-
-class PgbackrestStanzaOk(FactBase[bool]):
-    """Returns whether the repository has the stanza, valid (``pgbackrest info`` status 0).
-
-    .. code:: python
-
-        True
-    """
-
-    default = bool
-
-    def command(self, user: str, stanza: str) -> str:
-        info = f"pgbackrest --stanza={shlex.quote(stanza)} --output=json info"
-        return f"cd / && runuser -u {user} -- {info} 2>/dev/null || echo '[]'"
-
-    def requires_command(self, user: str, stanza: str) -> str:
-        return "pgbackrest"
-
-    def process(self, output: list[str]) -> bool:
-        import json
-
-        try:
-            stanzas = json.loads("\n".join(output) or "[]")
-        except ValueError:
-            return False
-        # Code 0: ok; 2: no backup yet (the stanza exists); 1: missing.
-        return bool(stanzas) and stanzas[0].get("status", {}).get("code") in (0, 2)
-
-
-@operation()
-def stanza(user: str, stanza: str):
-    """
-    Create the pgBackRest stanza in the repository unless it is there and valid.
-
-    + user: the repository's account
-    + stanza: the stanza's name
-
-    **Example:**
-
-    .. code:: python
-
-        stanza(name="Create the stanza", user="pgbackrest", stanza="seawall")
-    """
-    if host.get_fact(PgbackrestStanzaOk, user=user, stanza=stanza):
-        host.noop(f"stanza {stanza} exists")
-        return
-    yield f"cd / && runuser -u {user} -- pgbackrest --stanza={shlex.quote(stanza)} stanza-create"
 
 
 def _put(name: str, target: str, context: Mapping[str, Any], mode: str = "644") -> Any:

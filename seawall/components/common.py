@@ -24,8 +24,6 @@ What it never does:
 - edit a file Debian ships: everything it writes is a seawall drop-in.
 """
 
-import hashlib
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
@@ -33,19 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import FactBase, OperationError, deploy, operation
-from pyinfra.api.command import FileUploadCommand
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File, FileContents, Sha1File
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
 from seawall import defaults, secrets
 from seawall.components import templates
 from seawall.defaults import COMMON
 from seawall.errors import SeawallError
+from seawall.facts.server import Container
+from seawall.operations.files import validated_file
 
 # Templates mirror the path they render to: seawall/templates/common/etc/... -> /etc/...
 APT_PROXY = "/etc/apt/apt.conf.d/01seawall-proxy"
@@ -88,87 +87,6 @@ def template_context(data: Mapping[str, Any] | HostData, groups: Sequence[str]) 
     context = {key: data.get(key, default) for key, default in COMMON.items()}
     context["roles"] = [role for role in defaults.ROLES if role in groups]
     return context
-
-
-class Container(FactBase[str | None]):
-    """Returns the container technology the host runs in, or ``None`` on a VM or bare metal.
-
-    .. code:: python
-
-        "lxc"
-    """
-
-    def command(self) -> str:
-        # It prints "none" and exits 1 outside a container.
-        return "systemd-detect-virt --container || true"
-
-    def requires_command(self) -> str:
-        return "systemd-detect-virt"
-
-    def process(self, output: list[str]) -> str | None:
-        value = output[0].strip() if output else ""
-        return None if value in ("", "none") else value
-
-
-@operation()
-def validated_file(
-    src: str,
-    dest: str,
-    validate: str,
-    check_installed: str | None = None,
-    mode: int = 644,
-):
-    """
-    Install a file owned by root only if a validator accepts it.
-
-    + src: the file's content
-    + dest: where it goes; the candidate is uploaded beside it as ``<dest>.seawall-new``
-    + validate: shell command that checks the candidate, ``{path}`` standing for its path
-    + check_installed: shell command that checks the whole system once the file is in
-      place; if it fails the previous file is put back and the operation fails
-    + mode: permissions, as octal digits
-
-    The candidate's name has a dot and no ``.conf`` ending, so neither sudo's
-    ``includedir`` nor sshd's ``Include *.conf`` ever reads it.
-
-    **Example:**
-
-    .. code:: python
-
-        validated_file(
-            name="Grant the admin passwordless sudo",
-            src="seawall ALL=(ALL:ALL) NOPASSWD: ALL\\n",
-            dest="/etc/sudoers.d/seawall",
-            validate="visudo -cf {path}",
-            mode=440,
-        )
-    """
-    remote = host.get_fact(File, path=dest)
-    if remote is False:
-        raise OperationError(f"{dest} exists and is not a file")
-    if (
-        remote
-        and host.get_fact(Sha1File, path=dest) == hashlib.sha1(src.encode()).hexdigest()
-        and remote["mode"] == mode
-        and (remote["user"], remote["group"]) == ("root", "root")
-    ):
-        host.noop(f"file {dest} is already installed")
-        return
-
-    new, old, final = (shlex.quote(dest + end) for end in (".seawall-new", ".seawall-old", ""))
-    yield FileUploadCommand(
-        StringIO(src), f"{dest}.seawall-new", remote_temp_filename=host.get_temp_filename(dest)
-    )
-    yield f"chown root:root {new} && chmod {mode} {new}"
-    yield f"{validate.format(path=new)} || {{ rm -f {new}; exit 1; }}"
-    if check_installed is None:
-        yield f"mv -f {new} {final}"
-        return
-    yield (
-        f"if [ -e {final} ]; then cp -p {final} {old}; fi && mv -f {new} {final} && "
-        f"if {check_installed}; then rm -f {old}; "
-        f"else if [ -e {old} ]; then mv -f {old} {final}; else rm -f {final}; fi; exit 1; fi"
-    )
 
 
 def install_packages(name: str, packages: Sequence[str], no_recommends: bool = True) -> None:

@@ -37,8 +37,9 @@ from pyinfra.operations import server, systemd
 
 from seawall import defaults
 from seawall.components import templates
-from seawall.components.common import group_members, install_packages, validated_file
+from seawall.components.common import group_members, install_packages
 from seawall.defaults import GATEWAY
+from seawall.operations.files import validated_file
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
 TEMPLATES: tuple[str, ...] = (NGINX_CONF,)

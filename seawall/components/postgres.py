@@ -33,25 +33,21 @@ What it never does:
 - put a password on a command line.
 """
 
-import json
-import shlex
 from collections.abc import Mapping, Sequence
 from io import StringIO
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import FactBase, HiddenValue, StringCommand, deploy, operation
-from pyinfra.api.command import FileUploadCommand
-from pyinfra.api.exceptions import DeployError
+from pyinfra.api import HiddenValue, deploy
 from pyinfra.api.host import HostData
-from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
-from seawall.postgres import scram
+from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
+from seawall.operations.postgres import debian_cluster_absent, service_roles
 
 CONCERN = "postgres"
 CREATECLUSTER = "/etc/postgresql-common/createcluster.d/seawall.conf"
@@ -135,23 +131,6 @@ def dynamic_config(data: Mapping[str, Any] | HostData, archive: bool = True) -> 
     }
 
 
-def config_differences(current: Any, desired: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Return the dotted keys of ``desired`` whose value ``current`` lacks or differs in.
-
-    Scalars compare as lower-case text: Patroni stores what YAML gave it
-    (``on``, ``true``, ``5s``), and ``True`` and ``"true"`` mean the same to it.
-    """
-    found: list[str] = []
-    current = current if isinstance(current, Mapping) else {}
-    for key, want in desired.items():
-        have = current.get(key)
-        if isinstance(want, Mapping):
-            found += config_differences(have, want, f"{prefix}{key}.")
-        elif have is None or str(have).lower() != str(want).lower():
-            found.append(f"{prefix}{key}")
-    return found
-
-
 def patroni_context(
     name: str,
     data: Mapping[str, Any] | HostData,
@@ -184,294 +163,6 @@ def patroni_context(
 
 def _addresses(group: str) -> list[str]:
     return [address for _, address in group_members(group)]
-
-
-# --- facts ---------------------------------------------------------------------------------
-
-
-class PatroniCluster(FactBase[list[dict[str, Any]]]):
-    """Returns the members of this host's Patroni cluster, as ``patronictl list`` sees them.
-
-    .. code:: python
-
-        [{"Member": "data-1", "Role": "Leader", "State": "running", "TL": 1}, ...]
-    """
-
-    default = list
-
-    def command(self, config: str) -> str:
-        return f"patronictl -c {shlex.quote(config)} list -f json 2>/dev/null || echo '[]'"
-
-    def requires_command(self, config: str) -> str:
-        return "patronictl"
-
-    def process(self, output: list[str]) -> list[dict[str, Any]]:
-        try:
-            members = json.loads("\n".join(output) or "[]")
-        except ValueError:
-            return []
-        return members if isinstance(members, list) else []
-
-
-class PatroniDynamicConfig(FactBase[dict[str, Any] | None]):
-    """Returns the cluster's dynamic configuration (``patronictl show-config``), or ``None``.
-
-    .. code:: python
-
-        {"ttl": 20, "loop_wait": 2, "postgresql": {"parameters": {...}}}
-    """
-
-    def command(self, config: str) -> str:
-        # The controller need not have PyYAML: the host's Patroni brings it.
-        to_json = "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"
-        return (
-            f"patronictl -c {shlex.quote(config)} show-config 2>/dev/null "
-            f"| python3 -c {shlex.quote(to_json)} || echo null"
-        )
-
-    def requires_command(self, config: str) -> str:
-        return "patronictl"
-
-    def process(self, output: list[str]) -> dict[str, Any] | None:
-        try:
-            value = json.loads("\n".join(output) or "null")
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) and value else None
-
-
-class PostgresRolesAndDatabases(FactBase[dict[str, dict[str, str]]]):
-    """Returns login roles' stored passwords and every database's owner and ACL (leader only).
-
-    .. code:: python
-
-        {"roles": {"execution": "SCRAM-SHA-256$4096:..."},
-         "databases": {"trading": "execution|=Tc/execution execution=CTc/execution"}}
-    """
-
-    default = dict
-
-    def command(self) -> str:
-        sql = (
-            "select 'role', rolname, coalesce(rolpassword, '') from pg_authid "
-            "union all select 'db', datname, pg_get_userbyid(datdba) || '|' || "
-            "coalesce(array_to_string(datacl, ' '), '') from pg_database"
-        )
-        return f"cd / && runuser -u postgres -- psql -XAtq -F '\t' -c {shlex.quote(sql)}"
-
-    def requires_command(self) -> str:
-        return "psql"
-
-    def process(self, output: list[str]) -> dict[str, dict[str, str]]:
-        found: dict[str, dict[str, str]] = {"roles": {}, "databases": {}}
-        for line in output:
-            kind, _, rest = line.partition("\t")
-            name, _, value = rest.partition("\t")
-            found["roles" if kind == "role" else "databases"][name] = value
-        return found
-
-
-# --- operations ----------------------------------------------------------------------------
-
-
-def _leader(members: list[dict[str, Any]]) -> str | None:
-    for member in members:
-        if member.get("Role") == "Leader" and member.get("State") == "running":
-            return str(member.get("Member"))
-    return None
-
-
-@operation()
-def debian_cluster_absent(version: int, cluster: str):
-    """
-    Drop the Debian cluster ``version``/``cluster`` if postgresql-common created one.
-
-    + version: PostgreSQL major version
-    + cluster: cluster name
-
-    Patroni's clusters keep their configuration in the data directory, so a
-    ``postgresql.conf`` under ``/etc/postgresql`` is always Debian's.
-
-    **Example:**
-
-    .. code:: python
-
-        debian_cluster_absent(name="Drop Debian's main cluster", version=15, cluster="main")
-    """
-    conf = f"/etc/postgresql/{version}/{cluster}/postgresql.conf"
-    if not host.get_fact(File, path=conf):
-        host.noop(f"no Debian cluster {version}/{cluster}")
-        return
-    yield f"pg_dropcluster --stop {version} {shlex.quote(cluster)}"
-
-
-@operation()
-def patroni_leader(config: str, timeout: int = 120):
-    """
-    Wait until the Patroni cluster has a running leader.
-
-    + config: Patroni configuration file
-    + timeout: seconds to wait before failing
-
-    **Example:**
-
-    .. code:: python
-
-        patroni_leader(name="Wait for a leader", config="/etc/patroni/15-main.yml")
-    """
-    if _leader(host.get_fact(PatroniCluster, config=config)):
-        host.noop("the cluster has a running leader")
-        return
-    check = (
-        "import json,subprocess,sys,time\n"
-        f"end = time.monotonic() + {int(timeout)}\n"
-        "while time.monotonic() < end:\n"
-        f"    out = subprocess.run(['patronictl', '-c', {config!r}, 'list', '-f', 'json'],"
-        " capture_output=True, text=True).stdout\n"
-        "    try:\n"
-        "        members = json.loads(out or '[]')\n"
-        "    except ValueError:\n"
-        "        members = []\n"
-        "    if any(m.get('Role') == 'Leader' and m.get('State') == 'running'"
-        " for m in members):\n"
-        "        sys.exit(0)\n"
-        "    time.sleep(1)\n"
-        f"sys.exit('no running Patroni leader within {int(timeout)} s')\n"
-    )
-    yield f"python3 -c {shlex.quote(check)}"
-
-
-@operation()
-def patroni_dynamic_config(config: str, desired: dict[str, Any]):
-    """
-    Make Patroni's dynamic configuration hold ``desired``, through ``patronictl edit-config``.
-
-    + config: Patroni configuration file
-    + desired: the settings to hold (nested as in ``patronictl show-config``); others stay
-
-    Settings Postgres applies only at a restart are reported by Patroni as
-    pending; this operation never restarts anything.
-
-    **Example:**
-
-    .. code:: python
-
-        patroni_dynamic_config(
-            name="Keep the cluster's settings",
-            config="/etc/patroni/15-main.yml",
-            desired={"loop_wait": 2},
-        )
-    """
-    current = host.get_fact(PatroniDynamicConfig, config=config)
-    if current is None:
-        raise DeployError(f"{host.name}: Patroni has no dynamic configuration (is etcd up?)")
-    differences = config_differences(current, desired)
-    if not differences:
-        host.noop("Patroni's dynamic configuration already matches")
-        return
-    host.log(f"changing Patroni settings: {', '.join(differences)}")
-    patch = host.get_temp_filename("patroni-patch")
-    yield FileUploadCommand(StringIO(json.dumps(desired)), patch, remote_temp_filename=patch)
-    yield (
-        f"patronictl -c {shlex.quote(config)} edit-config --force --quiet "
-        f"--apply {shlex.quote(patch)}; status=$?; rm -f {shlex.quote(patch)}; exit $status"
-    )
-
-
-def _psql(sql: str, database: str = "postgres") -> StringCommand:
-    return StringCommand(
-        "cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d",
-        shlex.quote(database),
-        "-c",
-        HiddenValue(shlex.quote(sql)),
-    )
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _connect_holders(acl: str) -> set[str]:
-    """Return who may connect, from a ``datacl`` text (``PUBLIC`` for the empty grantee)."""
-    holders = set()
-    for item in acl.split():
-        grantee, _, rest = item.partition("=")
-        privileges = rest.split("/", 1)[0]
-        if "c" in privileges:
-            holders.add(grantee.strip('"') or "PUBLIC")
-    return holders
-
-
-@operation()
-def service_roles(
-    config: str,
-    passwords: dict[str, HiddenValue],
-    databases: dict[str, str],
-    readers: dict[str, list[str]],
-):
-    """
-    On the Patroni leader, give each role its password and each database its owner and readers.
-
-    + config: Patroni configuration file (to find the leader)
-    + passwords: role name -> password; it reaches Postgres as a SCRAM verifier
-    + databases: database name -> owning role
-    + readers: database name -> other roles that may connect to it
-
-    Replicas skip it: they get everything through replication.
-
-    **Example:**
-
-    .. code:: python
-
-        service_roles(
-            name="Create the service roles and databases",
-            config="/etc/patroni/15-main.yml",
-            passwords={"execution": HiddenValue("...")},
-            databases={"trading": "execution"},
-            readers={},
-        )
-    """
-    leader = _leader(host.get_fact(PatroniCluster, config=config))
-    if leader != host.name:
-        host.noop(f"not the leader ({leader} is)")
-        return
-    state = host.get_fact(PostgresRolesAndDatabases)
-    roles, present = state.get("roles", {}), state.get("databases", {})
-    changed = False
-    for role, password in sorted(passwords.items()):
-        if role not in roles:
-            yield _psql(
-                f"CREATE ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
-            )
-            changed = True
-        elif not scram.matches(roles[role], password.unmask()):
-            yield _psql(
-                f"ALTER ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
-            )
-            changed = True
-    for database, owner in sorted(databases.items()):
-        wanted = {owner, *readers.get(database, [])}
-        if database not in present:
-            yield StringCommand(
-                "cd / && runuser -u postgres -- createdb -O",
-                shlex.quote(owner),
-                shlex.quote(database),
-            )
-            acl = ""
-        else:
-            current_owner, _, acl = present[database].partition("|")
-            if current_owner != owner:
-                yield _psql(f"ALTER DATABASE {_ident(database)} OWNER TO {_ident(owner)}")
-        holders = _connect_holders(acl) - {"postgres"}
-        if database not in present or holders != wanted:
-            grantees = ", ".join(_ident(role) for role in sorted(wanted))
-            yield _psql(
-                f"REVOKE CONNECT ON DATABASE {_ident(database)} FROM PUBLIC; "
-                f"GRANT CONNECT ON DATABASE {_ident(database)} TO {grantees}"
-            )
-            changed = True
-    if not changed:
-        host.noop("roles and databases are as the inventory says")
 
 
 # --- the deploy ----------------------------------------------------------------------------

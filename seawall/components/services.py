@@ -27,7 +27,6 @@ What it never does:
   ``seawall/runtime`` and ``seawall/refservice``, run on Debian's Python packages.
 """
 
-import hashlib
 import json
 import shlex
 from collections.abc import Mapping
@@ -36,11 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import deploy, operation
-from pyinfra.api.command import FileUploadCommand
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
-from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -48,6 +45,7 @@ from seawall import defaults
 from seawall.components import templates
 from seawall.components.common import host_secrets, install_packages
 from seawall.defaults import SERVICES
+from seawall.operations.files import secret_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,44 +235,6 @@ def _version() -> str:
         return version("seawall")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-@operation()
-def secret_file(src: str, dest: str):
-    """
-    Install a root-only (0600) file whose content is secret; the content is never printed.
-
-    + src: the file's content
-    + dest: where it goes; its directory is created 0700 root-only, and the upload
-      lands there first, so the content is never readable by anyone else
-
-    **Example:**
-
-    .. code:: python
-
-        secret_file(
-            name="Install the execution service's secrets",
-            src="SEAWALL_REDIS_PASSWORD=...\\n",
-            dest="/etc/seawall/secrets/execution.env",
-        )
-    """
-    remote = host.get_fact(File, path=dest)
-    if (
-        remote
-        and remote["mode"] == 600
-        and (remote["user"], remote["group"]) == ("root", "root")
-        and host.get_fact(Sha1File, path=dest) == hashlib.sha1(src.encode()).hexdigest()
-    ):
-        host.noop(f"secret file {dest} is already installed")
-        return
-    directory = str(Path(dest).parent)
-    new = f"{dest}.seawall-new"
-    yield f"install -d -m 700 -o root -g root {shlex.quote(directory)}"
-    yield FileUploadCommand(StringIO(src), new, remote_temp_filename=f"{new}.upload")
-    yield (
-        f"chown root:root {shlex.quote(new)} && chmod 600 {shlex.quote(new)} && "
-        f"mv -f {shlex.quote(new)} {shlex.quote(dest)}"
-    )
 
 
 def _sentinels() -> list[tuple[str, int]]:

@@ -8,6 +8,8 @@ import yaml
 from seawall import inventory
 from seawall.components import etcd, postgres
 from seawall.components.templates import render, template_path
+from seawall.operations import patroni as patroni_ops
+from seawall.operations import postgres as postgres_ops
 from seawall.postgres import scram
 
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}
@@ -100,7 +102,7 @@ def test_dynamic_config_matches_the_bootstrap_section(lab: inventory.Topology) -
     text = render("postgres", postgres.PATRONI_TEMPLATE, patroni_context(lab, "data-1"))
     bootstrap = yaml.safe_load(text)["bootstrap"]["dcs"]
     desired = postgres.dynamic_config(lab.host("data-1").data)
-    assert postgres.config_differences(bootstrap, desired) == []
+    assert patroni_ops.config_differences(bootstrap, desired) == []
 
 
 def test_config_differences_names_changed_and_missing_keys() -> None:
@@ -110,19 +112,21 @@ def test_config_differences_names_changed_and_missing_keys() -> None:
         "loop_wait": 2,
         "postgresql": {"parameters": {"wal_log_hints": "true", "max_connections": 200}},
     }
-    assert postgres.config_differences(current, desired) == [
+    assert patroni_ops.config_differences(current, desired) == [
         "ttl",
         "postgresql.parameters.max_connections",
     ]
-    assert postgres.config_differences(None, {"ttl": 20}) == ["ttl"]
+    assert patroni_ops.config_differences(None, {"ttl": 20}) == ["ttl"]
 
 
 def test_connect_holders_reads_datacl() -> None:
-    assert postgres._connect_holders("=Tc/execution execution=CTc/execution") == {
+    assert postgres_ops.connect_holders("=Tc/execution execution=CTc/execution") == {
         "PUBLIC",
         "execution",
     }
-    assert postgres._connect_holders("=T/execution execution=CTc/execution risk=c/execution") == {
+    assert postgres_ops.connect_holders(
+        "=T/execution execution=CTc/execution risk=c/execution"
+    ) == {
         "execution",
         "risk",
     }

@@ -1,0 +1,1 @@
+"""pyinfra operations seawall needs and pyinfra does not have."""

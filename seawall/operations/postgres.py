@@ -1,0 +1,131 @@
+"""Shape a PostgreSQL cluster: no stray Debian cluster, the services' roles and databases."""
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import HiddenValue, StringCommand, operation
+from pyinfra.facts.files import File
+
+from seawall.facts.patroni import PatroniCluster, running_leader
+from seawall.facts.postgres import PostgresRolesAndDatabases
+from seawall.postgres import scram
+
+
+@operation()
+def debian_cluster_absent(version: int, cluster: str):
+    """
+    Drop the Debian cluster ``version``/``cluster`` if postgresql-common created one.
+
+    + version: PostgreSQL major version
+    + cluster: cluster name
+
+    Patroni's clusters keep their configuration in the data directory, so a
+    ``postgresql.conf`` under ``/etc/postgresql`` is always Debian's.
+
+    **Example:**
+
+    .. code:: python
+
+        debian_cluster_absent(name="Drop Debian's main cluster", version=15, cluster="main")
+    """
+    conf = f"/etc/postgresql/{version}/{cluster}/postgresql.conf"
+    if not host.get_fact(File, path=conf):
+        host.noop(f"no Debian cluster {version}/{cluster}")
+        return
+    yield f"pg_dropcluster --stop {version} {shlex.quote(cluster)}"
+
+
+def _psql(sql: str, database: str = "postgres") -> StringCommand:
+    return StringCommand(
+        "cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d",
+        shlex.quote(database),
+        "-c",
+        HiddenValue(shlex.quote(sql)),
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect_holders(acl: str) -> set[str]:
+    """Return who may connect, from a ``datacl`` text (``PUBLIC`` for the empty grantee)."""
+    holders = set()
+    for item in acl.split():
+        grantee, _, rest = item.partition("=")
+        privileges = rest.split("/", 1)[0]
+        if "c" in privileges:
+            holders.add(grantee.strip('"') or "PUBLIC")
+    return holders
+
+
+@operation()
+def service_roles(
+    config: str,
+    passwords: dict[str, HiddenValue],
+    databases: dict[str, str],
+    readers: dict[str, list[str]],
+):
+    """
+    On the Patroni leader, give each role its password and each database its owner and readers.
+
+    + config: Patroni configuration file (to find the leader)
+    + passwords: role name -> password; it reaches Postgres as a SCRAM verifier
+    + databases: database name -> owning role
+    + readers: database name -> other roles that may connect to it
+
+    Replicas skip it: they get everything through replication.
+
+    **Example:**
+
+    .. code:: python
+
+        service_roles(
+            name="Create the service roles and databases",
+            config="/etc/patroni/15-main.yml",
+            passwords={"execution": HiddenValue("...")},
+            databases={"trading": "execution"},
+            readers={},
+        )
+    """
+    leader = running_leader(host.get_fact(PatroniCluster, config=config))
+    if leader != host.name:
+        host.noop(f"not the leader ({leader} is)")
+        return
+    state = host.get_fact(PostgresRolesAndDatabases)
+    roles, present = state.get("roles", {}), state.get("databases", {})
+    changed = False
+    for role, password in sorted(passwords.items()):
+        if role not in roles:
+            yield _psql(
+                f"CREATE ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
+            )
+            changed = True
+        elif not scram.matches(roles[role], password.unmask()):
+            yield _psql(
+                f"ALTER ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
+            )
+            changed = True
+    for database, owner in sorted(databases.items()):
+        wanted = {owner, *readers.get(database, [])}
+        if database not in present:
+            yield StringCommand(
+                "cd / && runuser -u postgres -- createdb -O",
+                shlex.quote(owner),
+                shlex.quote(database),
+            )
+            acl = ""
+        else:
+            current_owner, _, acl = present[database].partition("|")
+            if current_owner != owner:
+                yield _psql(f"ALTER DATABASE {_ident(database)} OWNER TO {_ident(owner)}")
+        holders = connect_holders(acl) - {"postgres"}
+        if database not in present or holders != wanted:
+            grantees = ", ".join(_ident(role) for role in sorted(wanted))
+            yield _psql(
+                f"REVOKE CONNECT ON DATABASE {_ident(database)} FROM PUBLIC; "
+                f"GRANT CONNECT ON DATABASE {_ident(database)} TO {grantees}"
+            )
+            changed = True
+    if not changed:
+        host.noop("roles and databases are as the inventory says")

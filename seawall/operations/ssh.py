@@ -1,0 +1,100 @@
+"""SSH trust between inventory hosts: keys made on the hosts, only public halves move."""
+
+import shlex
+from io import StringIO
+
+from pyinfra import host, inventory
+from pyinfra.api import operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.facts.files import File, FileContents
+
+# The host key types OpenSSH's server offers, in the order it prefers them.
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
+@operation()
+def ssh_keypair(user: str, home: str):
+    """
+    Give ``user`` an ed25519 SSH key of its own, made on the host, if it has none.
+
+    + user: the account
+    + home: its home directory (the key goes to ``<home>/.ssh/id_ed25519``)
+
+    **Example:**
+
+    .. code:: python
+
+        ssh_keypair(name="Give postgres an SSH key", user="postgres", home="/var/lib/postgresql")
+    """
+    key = f"{home}/.ssh/id_ed25519"
+    if host.get_fact(File, path=key):
+        host.noop(f"{user} has an SSH key")
+        return
+    ssh_dir = shlex.quote(f"{home}/.ssh")
+    yield f"install -d -m 700 -o {user} -g {user} {ssh_dir}"
+    yield (
+        f"runuser -u {user} -- ssh-keygen -q -t ed25519 -N '' "
+        f"-C {user}@{host.name} -f {shlex.quote(key)}"
+    )
+
+
+def _content(lines: list[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+@operation()
+def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
+    """
+    Make ``user`` accept exactly the peers' SSH keys, and know exactly the peers' host keys.
+
+    + user: the local account
+    + home: its home directory
+    + peers: (inventory host name, peer account's home, address) of every peer
+
+    Read from the peers when the operation runs, so keys made earlier in the
+    same deploy are found.
+
+    **Example:**
+
+    .. code:: python
+
+        trust_peers(
+            name="Trust the repository",
+            user="postgres",
+            home="/var/lib/postgresql",
+            peers=[("ops-1", "/var/lib/pgbackrest", "10.77.0.41")],
+        )
+    """
+    authorized, known = [], []
+    for name, peer_home, address in peers:
+        peer = inventory.get_host(name)
+        public = peer.get_fact(FileContents, path=f"{peer_home}/.ssh/id_ed25519.pub") or []
+        # Every host key the peer offers: ssh's UpdateHostKeys would otherwise add
+        # the others to known_hosts at the first login, and the next deploy would
+        # see that as drift (a host with RSA and ECDSA keys too, as Vagrant's are).
+        host_keys = [
+            line
+            for kind in HOST_KEY_TYPES
+            for line in peer.get_fact(FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
+        ]
+        if not public or not host_keys:
+            host.log(f"{name} has no SSH key yet: trust it at the next deploy")
+            continue
+        authorized.append(public[0].strip())
+        known += [f"{address} {' '.join(key.split()[:2])}" for key in host_keys]
+    changed = False
+    for path, lines in (
+        (f"{home}/.ssh/authorized_keys", authorized),
+        (f"{home}/.ssh/known_hosts", known),
+    ):
+        current = host.get_fact(FileContents, path=path)
+        if current is not None and _content(current) == _content(lines):
+            continue
+        changed = True
+        yield f"install -d -m 700 -o {user} -g {user} {shlex.quote(home + '/.ssh')}"
+        yield FileUploadCommand(
+            StringIO(_content(lines)), path, remote_temp_filename=host.get_temp_filename(path)
+        )
+        yield f"chown {user}:{user} {shlex.quote(path)} && chmod 600 {shlex.quote(path)}"
+    if not changed:
+        host.noop(f"{user} trusts exactly its peers")
