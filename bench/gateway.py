@@ -47,7 +47,7 @@ from seawall.inventory import Topology  # noqa: E402
 from seawall.lab import faults  # noqa: E402
 from seawall.lab.config import LabConfig, lab_config  # noqa: E402
 from seawall.lab.network import require_bridge  # noqa: E402
-from seawall.lab.ssh import run as ssh  # noqa: E402
+from seawall.ssh import run as ssh  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
 SERVICE = next(s for s in defaults.SERVICES["services"] if s["name"] == "ai-engine")

@@ -41,7 +41,7 @@ from seawall.inventory import Topology  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
 from seawall.lab.faults import app_fault_lock  # noqa: E402
 from seawall.lab.network import require_bridge  # noqa: E402
-from seawall.lab.ssh import run as ssh  # noqa: E402
+from seawall.ssh import run as ssh  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
 PORTS = {s["name"]: s["port"] for s in defaults.SERVICES["services"]}

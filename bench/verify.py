@@ -27,11 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
 
-from seawall import inventory  # noqa: E402
+from seawall import inventory, ssh  # noqa: E402
 from seawall.health_report import collect  # noqa: E402
-from seawall.lab import ssh  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
-from seawall.lab.network import require_lab_network  # noqa: E402
+from seawall.netguard import require_lab_network  # noqa: E402
 from seawall.postgres.status import postgres_status  # noqa: E402
 from seawall.redis_ha.topology import redis_status  # noqa: E402
 from seawall.verify import _admin, _probe, cluster, verify  # noqa: E402

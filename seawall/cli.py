@@ -152,7 +152,7 @@ def lab_ssh(
     """Open a shell (or run the extra arguments) on a lab host with the lab's key."""
     from seawall.lab import lab_config
     from seawall.lab.network import require_bridge
-    from seawall.lab.ssh import ssh_args
+    from seawall.ssh import ssh_args
 
     with _errors():
         topology = _load_lab(inventory_path)

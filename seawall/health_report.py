@@ -8,6 +8,7 @@ from typing import Any
 from seawall import defaults
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
+from seawall.netguard import require_lab_bridge
 from seawall.output import table
 from seawall.runtime.health import Status, fetch_health
 
@@ -91,10 +92,7 @@ def collect(topology: Topology, timeout: float = 5.0) -> HealthSummary:
     if not apps:
         raise SeawallError(f"{topology.path}: no host in group app")
     if "lab" in topology.hosts[0].groups:
-        from seawall.lab.config import lab_config
-        from seawall.lab.network import require_bridge
-
-        require_bridge(lab_config(topology))
+        require_lab_bridge(topology)
     targets = []
     for host in apps:
         path = host.data.get("services_health_path") or defaults.SERVICES["services_health_path"]

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from seawall.lab.config import LabConfig
-from seawall.lab.run import run
+from seawall.local import run
 
 SUITE = "bookworm"
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
+from seawall.netguard import lab_network
 
 
 @dataclass(frozen=True)
@@ -87,19 +88,12 @@ def lab_config(topology: Topology) -> LabConfig:
     Raises:
         SeawallError: the inventory lacks lab data or a host is off the lab network.
     """
-    for key in ("lab_bridge", "lab_bridge_address", "lab_prefix_length", "lab_state_dir"):
-        if topology.value(key) is None:
-            raise SeawallError(f"{topology.path}: {key} is missing: not a lab inventory")
+    lab_network(topology)
     bridge_address = str(topology.value("lab_bridge_address"))
     prefix = int(topology.value("lab_prefix_length"))
-    network = ipaddress.IPv4Network(f"{bridge_address}/{prefix}", strict=False)
     prefix_name = str(topology.value("lab_container_prefix"))
     hosts = []
     for host in topology:
-        if ipaddress.ip_address(host.address) not in network:
-            raise SeawallError(
-                f"{host.name}: private_address: {host.address} is not on the lab network {network}"
-            )
         hosts.append(
             LabHost(
                 name=host.name,

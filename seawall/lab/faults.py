@@ -16,7 +16,7 @@ from seawall.errors import SeawallError
 from seawall.lab.config import LabConfig
 from seawall.lab.hosts import start_all, state, stop, wait_ready
 from seawall.lab.network import require_bridge
-from seawall.lab.run import run
+from seawall.local import run
 
 # Held around faults injected on app hosts, and on data hosts (drills); `flock PATH
 # CMD` from a shell takes the same lock.

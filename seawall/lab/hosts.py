@@ -13,7 +13,7 @@ from typing import TypeVar
 from seawall.errors import SeawallError
 from seawall.lab.config import LabConfig, LabHost
 from seawall.lab.network import require_bridge
-from seawall.lab.run import run
+from seawall.local import run
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from seawall import secrets
 from seawall.inventory import Topology
 from seawall.lab import base, controller, faults, hosts, network
 from seawall.lab.config import LabConfig, lab_config
-from seawall.lab.run import run
+from seawall.local import run
 from seawall.output import table
 
 Log = Callable[[str], None]

@@ -11,16 +11,16 @@ import signal
 import time
 from pathlib import Path
 
+from seawall import netguard
 from seawall.errors import SeawallError
-from seawall.inventory import Topology
-from seawall.lab.config import LabConfig, lab_config
-from seawall.lab.run import run
+from seawall.lab.config import LabConfig
+from seawall.local import run
 
 PROXY_BINARY = "/usr/sbin/apt-cacher-ng"
 
 
 def bridge_exists(config: LabConfig) -> bool:
-    return Path(f"/sys/class/net/{config.bridge}/bridge").is_dir()
+    return netguard.bridge_exists(config.bridge)
 
 
 def require_bridge(config: LabConfig) -> None:
@@ -29,21 +29,7 @@ def require_bridge(config: LabConfig) -> None:
     Raises:
         SeawallError: the bridge is missing (the lab is down).
     """
-    if not bridge_exists(config):
-        raise SeawallError(f"lab bridge {config.bridge} does not exist: run `seawall lab up`")
-    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", config.bridge]).stdout
-    if f" {config.bridge_address}/" not in addresses:
-        raise SeawallError(f"lab bridge {config.bridge} lacks its address {config.bridge_address}")
-
-
-def require_lab_network(topology: Topology) -> None:
-    """For a lab inventory, refuse to send anything until the lab's own bridge is up.
-
-    Raises:
-        SeawallError: the bridge is missing or lacks its address.
-    """
-    if any("lab" in host.groups for host in topology):
-        require_bridge(lab_config(topology))
+    netguard.require_bridge(config.bridge, config.bridge_address)
 
 
 def ensure_bridge(config: LabConfig) -> None:

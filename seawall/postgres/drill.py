@@ -13,25 +13,21 @@ Faults go through ``seawall.lab.faults`` and hold the lab's data-fault lock
 (``/tmp/seawall-data-faults.lock``) so two drills never overlap.
 """
 
-import json
-import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from seawall import secrets
-from seawall.components.postgres import data_dir, patroni_config_path, role_secret
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, lab_config
-from seawall.lab.network import require_lab_network
-from seawall.lab.ssh import run as ssh_run
-from seawall.lab.ssh import ssh_args
+from seawall.names import data_dir, patroni_config_path
+from seawall.netguard import require_lab_network
+from seawall.postgres.remote_writer import Writer, writer_settings
+from seawall.postgres.remote_writer import role_password as role_password
 from seawall.postgres.status import cluster, leader_of
+from seawall.ssh import run as ssh_run
 
 Log = Callable[[str], None]
 
@@ -137,71 +133,6 @@ def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, str | None]:
             return True, leader
         time.sleep(POLL)
     return False, leader
-
-
-class Writer:
-    """The bounded writer on an app host, over SSH; its password travels on stdin only."""
-
-    def __init__(self, topology: Topology, host: str, settings: dict[str, Any]) -> None:
-        # Its source runs on the app host; psycopg stays off the controller's import path.
-        program = Path(__file__).with_name("writer.py").read_text()
-        command = f"timeout {int(settings['max_seconds']) + 30} python3 -c {shlex.quote(program)}"
-        self.process = subprocess.Popen(
-            [*ssh_args(topology, host), command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(settings) + "\n")
-        self.process.stdin.flush()
-        self.timeout = settings["max_seconds"] + 40
-
-    def stop(self, early: bool = True) -> dict[str, Any]:
-        """Return the writer's result; ``early`` asks it to stop now rather than at its bounds."""
-        try:
-            assert self.process.stdin is not None
-            if early:
-                self.process.stdin.write("stop\n")
-            self.process.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            out, err = self.process.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise SeawallError("the drill writer did not finish in time") from None
-        if self.process.returncode != 0:
-            raise SeawallError(f"the drill writer failed: {err.strip()[-500:]}")
-        return dict(json.loads(out.strip().splitlines()[-1]))
-
-
-def role_password(topology: Topology, role: str) -> str:
-    """The password of service role ``role``, from the inventory's secrets source.
-
-    Raises:
-        SeawallError: the secret is in neither the secrets file nor the environment.
-    """
-    secret, first = role_secret(role), topology.hosts[0]
-    return secrets.require([secret], first.data.get("secrets_file"), first.name)[secret]
-
-
-def writer_settings(topology: Topology, mode: str, run: str, max_seconds: float) -> dict[str, Any]:
-    data = topology.group("app")[0].data
-    role = str(data["postgres_drill_role"])
-    return {
-        "mode": mode,
-        "run": run,
-        "host": "127.0.0.1",
-        "port": data["pgbouncer_port"],
-        "dbname": data["postgres_drill_database"],
-        "user": role,
-        "password": role_password(topology, role),
-        "interval": 0.01,
-        "max_rows": 50000,
-        "max_seconds": max_seconds,
-    }
 
 
 def _read_present(topology: Topology, host: str, run: str) -> set[int]:

@@ -15,9 +15,9 @@ from typing import Any
 
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
-from seawall.lab.network import require_lab_network
-from seawall.lab.ssh import run as ssh_run
-from seawall.postgres.drill import Writer, writer_settings
+from seawall.netguard import require_lab_network
+from seawall.postgres.remote_writer import Writer, writer_settings
+from seawall.ssh import run as ssh_run
 
 Log = Callable[[str], None]
 MARKER_ROWS = 1000

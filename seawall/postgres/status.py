@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from seawall.inventory import Host, Topology
-from seawall.lab.network import require_lab_network
+from seawall.netguard import require_lab_network
 
 HTTP_TIMEOUT = 2.0
 LEADER_ROLES = ("leader", "master")

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
-from seawall.lab.network import require_lab_network
-from seawall.lab.ssh import ssh_args
+from seawall.netguard import require_lab_network
+from seawall.ssh import ssh_args
 
 
 def _free_port() -> int:

@@ -3,7 +3,7 @@
 from seawall import secrets
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
-from seawall.lab.network import require_lab_network
+from seawall.netguard import require_lab_network
 from seawall.runtime.reconnect import MajorityClient, RedisSettings
 
 

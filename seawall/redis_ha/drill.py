@@ -37,14 +37,14 @@ from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import LabConfig, lab_config
-from seawall.lab.network import require_lab_network
-from seawall.lab.run import run as run_local
-from seawall.lab.ssh import run as ssh
+from seawall.local import run as run_local
+from seawall.netguard import require_lab_network
 from seawall.redis_ha.client import redis_settings
 from seawall.redis_ha.sentinel_log import count_switches
 from seawall.redis_ha.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings, connect
 from seawall.runtime.spool import DiskSpool
+from seawall.ssh import run as ssh
 
 SINGLE_FAULTS = (
     "master-process-kill",

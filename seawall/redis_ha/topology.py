@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass, field
 
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
-from seawall.lab.network import require_lab_network
+from seawall.netguard import require_lab_network
 from seawall.redis_ha.client import redis_settings
 from seawall.runtime.reconnect import MajorityClient, RedisUnavailableError, connect
 

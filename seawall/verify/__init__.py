@@ -17,11 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from seawall import ssh
 from seawall.errors import SeawallError
 from seawall.health_report import collect
 from seawall.inventory import Host, Topology
-from seawall.lab import ssh
-from seawall.lab.network import require_lab_network
+from seawall.netguard import require_lab_network
 from seawall.postgres.status import PostgresStatus, postgres_status
 from seawall.redis_ha.topology import redis_status
 from seawall.verify import cluster, common, roles

@@ -1,9 +1,10 @@
 """What each role promises on a host (units, timers, listeners), judged from one probe session.
 
 The expectations come from the same inventory data and defaults the components
-read (``seawall/components/*.py``), through their own helpers where they export
-one (the service catalogue's unit names, Patroni's unit, the backup timer), so a
-changed port, service or version changes what verify expects with it.
+read (``seawall/components/*.py``), through the helpers they share in
+``seawall/names.py`` (the service catalogue's unit names, Patroni's unit, the
+backup timer), so a changed port, service or version changes what verify expects
+with it. Verify loads no deploy module.
 """
 
 import shlex
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from seawall.components import backup, postgres, services
+from seawall import names
 from seawall.inventory import Host, Topology
 from seawall.verify.common import parse_sshd_t
 from seawall.verify.probe import Probe
@@ -32,7 +33,7 @@ _PACKAGE_UNITS: dict[str, tuple[str, ...]] = {
     "gateway": ("nginx.service",),
 }
 # The hang checker every app host runs beside the services (components/services.py).
-HEALTHWATCH = PurePosixPath(services.HEALTHWATCH_UNIT).name
+HEALTHWATCH = PurePosixPath(names.HEALTHWATCH_UNIT).name
 # Debian's stock Patroni unit reads another file; the postgres deploy stops and disables it.
 STOCK_PATRONI = "patroni.service"
 
@@ -65,7 +66,7 @@ def _tcp(*pairs: tuple[str, Any]) -> set[Listener]:
 
 def service_units(data: Mapping[str, Any]) -> list[str]:
     """Return the unit of every service in the host's catalogue (as deploy_services names it)."""
-    return [services.unit_name(data, service) for service in services.catalogue(data)]
+    return [names.unit_name(data, service) for service in names.catalogue(data)]
 
 
 def service_files(data: Mapping[str, Any], name: str) -> tuple[str, str]:
@@ -76,7 +77,7 @@ def service_files(data: Mapping[str, Any], name: str) -> tuple[str, str]:
 
 def postgres_client_service(data: Mapping[str, Any]) -> str | None:
     """Return the first service of the catalogue that logs in to Postgres, if any."""
-    for service in services.catalogue(data):
+    for service in names.catalogue(data):
         if service.get("postgres_role") and "postgres" in service.get("needs", []):
             return str(service["name"])
     return None
@@ -99,7 +100,7 @@ def expected(topology: Topology, host: Host) -> Expected:
         client, peer = data["etcd_client_port"], data["etcd_peer_port"]
         listeners |= _tcp((address, client), (LOOPBACK, client), (address, peer))
     if "postgres" in roles:
-        units.append(postgres.patroni_unit(data))
+        units.append(names.patroni_unit(data))
         stopped.append(STOCK_PATRONI)
         pg = data["postgres_port"]
         listeners |= _tcp((address, data["patroni_rest_port"]), (address, pg), (LOOPBACK, pg))
@@ -109,7 +110,7 @@ def expected(topology: Topology, host: Host) -> Expected:
             (LOOPBACK, data["haproxy_rw_port"]),
             (LOOPBACK, data["haproxy_ro_port"]),
             (LOOPBACK, data["pgbouncer_port"]),
-            *((address, s["port"]) for s in services.catalogue(data)),
+            *((address, s["port"]) for s in names.catalogue(data)),
         )
     if "gateway" in roles:
         # The edge: HTTP (redirect) and HTTPS on every address, v4 and v6, as
@@ -122,7 +123,7 @@ def expected(topology: Topology, host: Host) -> Expected:
     repos = topology.group("ops")
     if repos and repos[0].name == host.name:
         # deploy_backup puts the nightly full backup's timer on the first ops host.
-        timers.append(PurePosixPath(backup.TIMER).name)
+        timers.append(PurePosixPath(names.BACKUP_TIMER).name)
     return Expected(tuple(units), tuple(stopped), tuple(timers), frozenset(listeners))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from seawall.inventory import Topology
-from seawall.lab.ssh import ssh_args
+from seawall.ssh import ssh_args
 from seawall.verify import CHECKS, verify_settled
 from tests.lab.conftest import changed_operations, run_site_deploy
 

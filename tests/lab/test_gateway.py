@@ -19,7 +19,7 @@ from seawall import defaults
 from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import lab_config
-from seawall.lab.ssh import run as ssh
+from seawall.ssh import run as ssh
 from tests.lab.test_services import (
     CATALOGUE,
     PREFIX,

@@ -15,7 +15,7 @@ from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, hosts, network
 from seawall.lab.config import lab_config
-from seawall.lab.ssh import run as ssh
+from seawall.ssh import run as ssh
 
 
 def test_every_host_runs_systemd_and_answers_ssh(lab_topology: Topology) -> None:

@@ -17,11 +17,11 @@ import pytest
 from seawall.components import postgres
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
-from seawall.lab.ssh import run as ssh_run
 from seawall.postgres import drill, tradestore
 from seawall.postgres.restore import restore_drill
 from seawall.postgres.status import cluster, http_json, leader_of, postgres_status
 from seawall.postgres.tunnel import tunnel
+from seawall.ssh import run as ssh_run
 from tests.lab.conftest import PYINFRA, ROOT, changed_operations
 
 OWN_DEPLOYS = [

@@ -23,7 +23,7 @@ import pytest
 from seawall import defaults
 from seawall.inventory import Topology
 from seawall.lab.faults import app_fault_lock
-from seawall.lab.ssh import run as ssh
+from seawall.ssh import run as ssh
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = {s["name"]: s for s in defaults.SERVICES["services"]}

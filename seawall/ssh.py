@@ -1,10 +1,14 @@
-"""Commands on lab or inventory hosts over SSH, with the inventory's key and known_hosts."""
+"""Commands on inventory hosts over SSH (lab or production), with their key and known_hosts.
+
+Pyinfra-free and outside ``seawall.lab``: verify, restore and the tunnel use it on
+production inventories; a lab inventory passes ``seawall.netguard`` first.
+"""
 
 import subprocess
 
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
-from seawall.lab.network import require_lab_network
+from seawall.netguard import require_lab_network
 
 
 def ssh_args(topology: Topology, host_name: str, user: str | None = None) -> list[str]:

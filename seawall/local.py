@@ -1,4 +1,8 @@
-"""Running commands on the controller for the lab, with bounded time and clear errors."""
+"""Running commands on the controller (this machine), with bounded time and clear errors.
+
+The lab runs its ip, nft and lxc commands through it, and the lab-network guard
+(``seawall.netguard``) its ``ip addr`` check.
+"""
 
 import subprocess
 from collections.abc import Sequence
