@@ -33,17 +33,18 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, install_packages
-from seawall.components.postgres import data_dir, forbid_main_cluster
+from seawall.components.postgres import forbid_main_cluster
 from seawall.components.templates import render
 from seawall.defaults import PGBACKREST, POSTGRES
+from seawall.names import BACKUP_SERVICE as SERVICE
+from seawall.names import BACKUP_TIMER as TIMER
+from seawall.names import data_dir
 from seawall.operations.pgbackrest import stanza
 from seawall.operations.ssh import ssh_keypair, trust_peers
 
 CONCERN = "pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 RESTORE_CONFIG = "/etc/pgbackrest/restore-drill.conf"
-SERVICE = "/etc/systemd/system/seawall-pgbackrest-full.service"
-TIMER = "/etc/systemd/system/seawall-pgbackrest-full.timer"
 TEMPLATES: tuple[str, ...] = (CONFIG, RESTORE_CONFIG, SERVICE, TIMER)
 POSTGRES_HOME = "/var/lib/postgresql"
 DEFAULTS: dict[str, Any] = {**POSTGRES, **PGBACKREST}

@@ -34,9 +34,9 @@ from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, host_secrets, install_packages
-from seawall.components.postgres import role_secret
 from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
+from seawall.names import role_secret
 from seawall.operations.files import validated_file
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"

@@ -46,6 +46,7 @@ from pyinfra.operations import files, systemd
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
+from seawall.names import data_dir, patroni_config_path, patroni_unit, role_secret
 from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
 from seawall.operations.postgres import debian_cluster_absent, service_roles
 
@@ -67,19 +68,6 @@ SECRET_NAMES = (
 DEFAULTS: dict[str, Any] = {**ETCD, **POSTGRES, **PATRONI, **PGBACKREST}
 
 
-def role_secret(role: str) -> str:
-    """Return the secret name holding ``role``'s password."""
-    return f"postgres_role_{role}_password"
-
-
-def patroni_config_path(data: Mapping[str, Any] | HostData) -> str:
-    return f"/etc/patroni/{data.get('postgres_version')}-{data.get('postgres_cluster')}.yml"
-
-
-def data_dir(data: Mapping[str, Any] | HostData) -> str:
-    return f"/var/lib/postgresql/{data.get('postgres_version')}/{data.get('postgres_cluster')}"
-
-
 def forbid_main_cluster() -> None:
     """Stop postgresql-common from creating Debian's main cluster when a server package
     installs (on Postgres members, and on the backup repository that only needs the binaries)."""
@@ -91,10 +79,6 @@ def forbid_main_cluster() -> None:
         group="root",
         mode="644",
     )
-
-
-def patroni_unit(data: Mapping[str, Any] | HostData) -> str:
-    return f"patroni@{data.get('postgres_version')}-{data.get('postgres_cluster')}.service"
 
 
 def archive_parameters(data: Mapping[str, Any] | HostData) -> dict[str, Any]:

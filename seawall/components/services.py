@@ -41,17 +41,17 @@ from pyinfra.api.host import HostData
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from seawall import defaults
 from seawall.components import templates
 from seawall.components.common import host_secrets, install_packages
 from seawall.defaults import SERVICES
+from seawall.names import HEALTHWATCH_UNIT, catalogue, unit_name, user_name
+from seawall.names import setting as _setting
 from seawall.operations.files import secret_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 UNIT_TEMPLATE = "/etc/systemd/system/SERVICE.service"
 FAILED_UNIT = "/etc/systemd/system/seawall-unit-failed@.service"
-HEALTHWATCH_UNIT = "/etc/systemd/system/seawall-healthwatch.service"
 RECORD_FAILURE = "/usr/local/libexec/seawall-record-failure"
 TEMPLATES: tuple[str, ...] = (UNIT_TEMPLATE, FAILED_UNIT, HEALTHWATCH_UNIT, RECORD_FAILURE)
 
@@ -78,24 +78,6 @@ def code_files() -> list[tuple[Path, str]]:
         for path in sorted((PACKAGE_ROOT / package).glob("*.py")):
             out.append((path, f"seawall/{package}/{path.name}"))
     return out
-
-
-def _setting(data: Data, key: str) -> Any:
-    value = data.get(key)
-    return defaults.all_defaults()[key] if value is None else value
-
-
-def catalogue(data: Data) -> list[dict[str, Any]]:
-    """Return the service catalogue from host data (SERVICES ``services`` by default)."""
-    return list(_setting(data, "services"))
-
-
-def unit_name(data: Data, service: Mapping[str, Any]) -> str:
-    return f"{_setting(data, 'services_unit_prefix')}{service['name']}.service"
-
-
-def user_name(data: Data, service: Mapping[str, Any]) -> str:
-    return f"{_setting(data, 'services_unit_prefix')}{service['name']}"
 
 
 def health_url(address: str, service: Mapping[str, Any], health_path: str) -> str:
