@@ -533,6 +533,8 @@ class _Tally:
     spooled: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)  # SpoolFullError: the caller knows
     latencies: list[float] = field(default_factory=list)
+    # A killed writer's outage ends when its replay, resumed, reaches Redis.
+    resumed_at: float | None = None
 
     def add(self, outcome: str, event_id: str, at: float, latency: float) -> None:
         if outcome == "acked":
@@ -611,23 +613,28 @@ def _writer_process(
 
 def _kill_when_replay_starts(
     client: MajorityClient, stream: str, record_path: str, process: Any, errors: list[str]
-) -> None:
-    """SIGKILL the writer process as soon as its replay reaches Redis (bounded: 60 s)."""
+) -> float | None:
+    """SIGKILL the writer process as soon as its replay reaches Redis (bounded: 60 s).
+
+    Returns when the replay was seen reaching Redis: the end of the writer's outage.
+    """
     before_cut = len(_Tally.read(record_path).acked)
     deadline = time.monotonic() + 60
     while process.is_alive() and time.monotonic() < deadline:
         with suppress(Exception):  # mid-failover: ask again
             length = int(client.call(lambda m: m.xlen(stream), deadline=1))
             if length > before_cut:
+                seen = time.monotonic()
                 os.kill(process.pid, signal.SIGKILL)
                 process.join(timeout=10)
                 errors.append(f"writer killed with {length - before_cut} spooled events replayed")
-                return
+                return seen
         time.sleep(0.01)
     errors.append("the writer was not killed mid-replay (replay not seen within 60 s)")
     if process.is_alive():
         os.kill(process.pid, signal.SIGKILL)
         process.join(timeout=10)
+    return None
 
 
 @contextmanager
@@ -709,8 +716,9 @@ def _measure(
             )
             process.start()
             steps_done.wait(timeout=steps[-1][0] + 180)
-            _kill_when_replay_starts(client, stream, record_path, process, errors)
+            replayed_at = _kill_when_replay_starts(client, stream, record_path, process, errors)
             tally = _Tally.read(record_path)
+            tally.resumed_at = replayed_at
             # The second process: this one, on the spool the dead writer held.
             publisher = EventPublisher(MajorityClient(settings), DiskSpool(spool_dir))
         else:
@@ -763,7 +771,7 @@ def _measure(
     seen = Counter(fields[b"event_id"].decode() for _, fields in entries)
     client.call(lambda m: m.delete(stream), deadline=30)
     client.close()
-    acked_at = sorted(tally.acked.values())
+    acked_at = sorted([*tally.acked.values(), *filter(None, [tally.resumed_at])])
     gaps = [b - a for a, b in zip(acked_at, acked_at[1:], strict=False)]
     latencies = sorted(tally.latencies)
     if publisher.stats.lost_beyond_window:
