@@ -77,8 +77,8 @@ def table(results: dict[tuple[int, str], list[DrillResult]]) -> list[str]:
     lines = [
         "| down-after ms | scenario | runs | +switch-master per fault (runs×count) | storms | "
         "detect | new master | client write outage | limit | acked lost | spooled lost | "
-        "duplicated | re-published | all runs ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "duplicated | re-published | refused (spool full) | publish p99 ms (max) | all runs ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (down_after, scenario), runs in results.items():
         outages = [r.outage_s for r in runs]
@@ -90,7 +90,9 @@ def table(results: dict[tuple[int, str], list[DrillResult]]) -> list[str]:
             f"{statistics.median(outages):.2f} ({spread(outages)}) | "
             f"{f'<= {limit:.0f}' if limit else '-'} | {sum(r.lost_acked for r in runs)} | "
             f"{sum(r.lost_spooled for r in runs)} | {sum(r.duplicated for r in runs)} | "
-            f"{sum(r.republished for r in runs)} | {sum(r.ok for r in runs)}/{len(runs)} |"
+            f"{sum(r.republished for r in runs)} | {sum(r.refused for r in runs)} | "
+            f"{max((r.publish_p99_ms or 0.0) for r in runs):.1f} | "
+            f"{sum(r.ok for r in runs)}/{len(runs)} |"
         )
     return lines
 

@@ -274,6 +274,11 @@ RedisDrillScenario = Literal[
     "cut-heals-5s",
     "cut-heals-9s",
     "cut-heals-20s",
+    "long-outage",
+    "disk-full",
+    "writer-killed-mid-replay",
+    "flapping-partition",
+    "second-fault-during-failover",
 ]
 
 

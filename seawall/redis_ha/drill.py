@@ -18,9 +18,24 @@ Issue 15 scenarios cut every data host off the bridge at once:
 ``cut-heals-<N>s`` for N seconds, ``lagging-replica-then-cut`` after pausing
 one replica's redis-server for 4 s so that it lags when the cut starts (the
 LAB-NOTES sequence that lost acknowledged events).
+
+Beyond single faults (issue 10):
+- ``long-outage``: every data host cut for 60 s under load;
+- ``disk-full``: the same cut for 10 s with the spool on a 64 KiB tmpfs, so it
+  fills: publish() raises SpoolFullError (counted as refused: the caller was
+  told), and nothing reported acked or spooled may go;
+- ``writer-killed-mid-replay``: the writer is a separate process, SIGKILLed as
+  soon as its replay reaches Redis after an 8 s cut; a second process opens
+  the same spool and replays the rest;
+- ``flapping-partition``: the current master cut from its peers three times;
+- ``second-fault-during-failover``: the master host crashed, then 2 s later,
+  while Sentinel is failing over, one replica's redis-server killed.
 """
 
+import multiprocessing
+import os
 import random
+import signal
 import tempfile
 import threading
 import time
@@ -43,7 +58,7 @@ from seawall.redis_ha.client import redis_settings
 from seawall.redis_ha.sentinel_log import count_switches
 from seawall.redis_ha.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings, connect
-from seawall.runtime.spool import DiskSpool
+from seawall.runtime.spool import DiskSpool, SpoolFullError
 from seawall.ssh import run as ssh
 
 SINGLE_FAULTS = (
@@ -58,7 +73,24 @@ SINGLE_FAULTS = (
 # Issue 15: every data host cut off at once, for this many seconds.
 CUTS = {"cut-heals-5s": 5.0, "cut-heals-9s": 9.0, "cut-heals-20s": 20.0}
 LAGGING = "lagging-replica-then-cut"
-SCENARIOS = SINGLE_FAULTS + (LAGGING, *CUTS)
+# Issue 10: every data host cut for this long, for each of these.
+OUTAGES = {"long-outage": 60.0, "disk-full": 10.0, "writer-killed-mid-replay": 8.0}
+FLAPPING = "flapping-partition"
+SECOND_FAULT = "second-fault-during-failover"
+SCENARIOS = SINGLE_FAULTS + (LAGGING, *CUTS, *OUTAGES, FLAPPING, SECOND_FAULT)
+# Scenarios whose master is expected to change, so the old one must rejoin.
+FAILOVERS = (*(s for s in SINGLE_FAULTS if s.startswith("master")), "switchover", SECOND_FAULT)
+# flapping-partition: cycles, each a cut of this long, one starting every FLAP_EVERY_S.
+FLAP_CYCLES = 3
+FLAP_CUT_S = 4.0
+FLAP_EVERY_S = 12.0
+# second-fault-during-failover: the replica's kill, this long after the master's crash
+# (down-after 1.5 s + Sentinel's start delay: mid-election).
+SECOND_FAULT_AFTER_S = 2.0
+# disk-full: the spool's filesystem; about 400 spooled events fit.
+DISK_FULL_BYTES = 64 * 1024
+# writer-killed-mid-replay: its writer offers this many events/s (a longer replay).
+WRITER_KILL_RATE = 500.0
 # lagging-replica-then-cut: replica paused this long, then every data host cut this long.
 LAG_PAUSE_S = 4.0
 LAG_CUT_S = 9.0
@@ -90,11 +122,14 @@ class DrillResult:
     outage_limit_s: float | None = None  # sentinel_drill_outage_limits_s; None: no limit
     switch_masters: int | None = 0  # +switch-master for this fault; None: logs unread
     republished: int = 0  # acked events the publisher re-sent to a new master
+    refused: int = 0  # publish() raised SpoolFullError: the caller knows it was not taken
+    publish_p99_ms: float | None = None  # publish() latency, fsync included
+    faults: int = 1  # separate faults, each allowed one master switch
 
     @property
     def storm(self) -> bool:
-        """More than one master switch for one fault (or no way to tell)."""
-        return self.switch_masters is None or self.switch_masters > 1
+        """More master switches than faults (or no way to tell)."""
+        return self.switch_masters is None or self.switch_masters > self.faults
 
     @property
     def within_limit(self) -> bool:
@@ -335,14 +370,40 @@ def _plan(
     def restore() -> None:
         faults.restore(config)
 
+    def partition_current_master() -> None:
+        # The master of the moment: after the first cycle it may have moved.
+        status = redis_status(topology, timeout=0.5)
+        current = _host_of(topology, status.master) if status.master else master
+        for peer in data_hosts:
+            if peer != current:
+                faults.partition(config, current, peer)
+
     def nothing() -> None:
         # systemd restarts a killed Redis (redis_restart_sec); a switchover needs no heal.
         return None
 
-    if scenario in CUTS:
+    cuts = {**CUTS, **OUTAGES}
+    if scenario in cuts:
         return [
             (fault_at, "cut every data host", cut_all),
-            (fault_at + CUTS[scenario], "heal", restore),
+            (fault_at + cuts[scenario], "heal", restore),
+        ]
+    if scenario == FLAPPING:
+        steps: list[Step] = []
+        for cycle in range(FLAP_CYCLES):
+            at = fault_at + cycle * FLAP_EVERY_S
+            what = f"cut the master from its peers ({cycle + 1}/{FLAP_CYCLES})"
+            steps += [(at, what, partition_current_master), (at + FLAP_CUT_S, "heal", restore)]
+        return steps
+    if scenario == SECOND_FAULT:
+        return [
+            (fault_at, f"crash {master}", lambda: faults.crash(config, master)),
+            (
+                fault_at + SECOND_FAULT_AFTER_S,
+                f"SIGKILL {replica}'s redis-server",
+                lambda: _signal_redis(config, replica, "KILL"),
+            ),
+            (fault_at + heal_after, "heal", restore),
         ]
     if scenario == LAGGING:
         cut_at = fault_at + LAG_PAUSE_S
@@ -464,6 +525,134 @@ def run_drill(
             faults.restore(config)
 
 
+@dataclass
+class _Tally:
+    """What the writer was told for each event."""
+
+    acked: dict[str, float] = field(default_factory=dict)  # event -> when (monotonic)
+    spooled: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)  # SpoolFullError: the caller knows
+    latencies: list[float] = field(default_factory=list)
+    # A killed writer's outage ends when its replay, resumed, reaches Redis.
+    resumed_at: float | None = None
+
+    def add(self, outcome: str, event_id: str, at: float, latency: float) -> None:
+        if outcome == "acked":
+            self.acked[event_id] = at
+        elif outcome == "spooled":
+            self.spooled.add(event_id)
+        else:
+            self.refused.add(event_id)
+        self.latencies.append(latency)
+
+    @classmethod
+    def read(cls, path: str) -> "_Tally":
+        """The tally a writer process left in ``path`` (a torn last line is skipped)."""
+        tally = cls()
+        with open(path) as lines:
+            for line in lines:
+                parts = line.split()
+                if len(parts) == 4 and line.endswith("\n"):
+                    tally.add(parts[0], parts[1], float(parts[2]), float(parts[3]))
+        return tally
+
+
+def _write(
+    publisher: EventPublisher,
+    stream: str,
+    run_id: str,
+    rate: float,
+    duration: float,
+    started: float,
+    record: Callable[[str, str, float, float], None],
+) -> str | None:
+    """Offer ``rate`` events/s for ``duration`` s (bounded in time too); report each outcome.
+
+    Returns why the writer stopped early, or None.
+    """
+    for number in range(int(rate * duration)):
+        now = time.monotonic() - started
+        if now > duration * 3:
+            return f"writer stopped after {now:.0f} s at event {number}"
+        event_id = f"{run_id}-{number}"
+        before = time.monotonic()
+        try:
+            result = publisher.publish(stream, {"n": number}, event_id=event_id, maxlen=10_000_000)
+            outcome = result.status
+        except SpoolFullError:
+            outcome = "refused"
+        after = time.monotonic()
+        record(outcome, event_id, after, after - before)
+        pause = started + (number + 1) / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    return None
+
+
+def _writer_process(
+    settings: RedisSettings,
+    spool_dir: str,
+    stream: str,
+    run_id: str,
+    rate: float,
+    duration: float,
+    started: float,
+    record_path: str,
+) -> None:
+    """writer-killed-mid-replay's writer: a process of its own, to be SIGKILLed."""
+    fd = os.open(record_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def record(outcome: str, event_id: str, at: float, latency: float) -> None:
+        # One write per line: whatever the kill interrupts is a whole line or none.
+        os.write(fd, f"{outcome} {event_id} {at:.6f} {latency:.6f}\n".encode())
+
+    publisher = EventPublisher(MajorityClient(settings), DiskSpool(spool_dir))
+    _write(publisher, stream, run_id, rate, duration, started, record)
+    publisher.close()
+
+
+def _kill_when_replay_starts(
+    client: MajorityClient, stream: str, record_path: str, process: Any, errors: list[str]
+) -> float | None:
+    """SIGKILL the writer process as soon as its replay reaches Redis (bounded: 60 s).
+
+    Returns when the replay was seen reaching Redis: the end of the writer's outage.
+    """
+    before_cut = len(_Tally.read(record_path).acked)
+    deadline = time.monotonic() + 60
+    while process.is_alive() and time.monotonic() < deadline:
+        with suppress(Exception):  # mid-failover: ask again
+            length = int(client.call(lambda m: m.xlen(stream), deadline=1))
+            if length > before_cut:
+                seen = time.monotonic()
+                os.kill(process.pid, signal.SIGKILL)
+                process.join(timeout=10)
+                errors.append(f"writer killed with {length - before_cut} spooled events replayed")
+                return seen
+        time.sleep(0.01)
+    errors.append("the writer was not killed mid-replay (replay not seen within 60 s)")
+    if process.is_alive():
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=10)
+    return None
+
+
+@contextmanager
+def _spool_directory(scenario: str) -> Iterator[str]:
+    """A fresh spool directory: on a tmpfs of DISK_FULL_BYTES for disk-full."""
+    directory = tempfile.mkdtemp(prefix="seawall-drill-")
+    if scenario != "disk-full":
+        yield directory
+        return
+    run_local(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_FULL_BYTES},mode=0700", "tmpfs", directory]
+    )
+    try:
+        yield directory
+    finally:
+        run_local(["umount", directory])
+
+
 def _run_drill(
     topology: Topology,
     config: LabConfig,
@@ -478,45 +667,65 @@ def _run_drill(
     assert before.master is not None
     old_master = _host_of(topology, before.master)
     replicas = [n.host for n in before.nodes if n.role == "replica"]
-    replica = random.choice(replicas) if scenario == LAGGING else replicas[0]
+    replica = random.choice(replicas) if scenario in (LAGGING, SECOND_FAULT) else replicas[0]
     steps = _plan(topology, config, scenario, old_master, replica, fault_at, heal_after)
-    if scenario in CUTS or scenario == LAGGING:
+    if scenario not in SINGLE_FAULTS:
         duration = max(duration, steps[-1][0] + AFTER_HEAL_S)
+    if scenario == "writer-killed-mid-replay":
+        rate = max(rate, WRITER_KILL_RATE)
     limits = topology.value("sentinel_drill_outage_limits_s") or {}
+    with _spool_directory(scenario) as spool_dir:
+        return _measure(
+            topology, scenario, old_master, steps, rate, duration, limits, spool_dir, log
+        )
 
+
+def _measure(
+    topology: Topology,
+    scenario: str,
+    old_master: str,
+    steps: list[Step],
+    rate: float,
+    duration: float,
+    limits: dict[str, float],
+    spool_dir: str,
+    log: Log,
+) -> DrillResult:
     settings = redis_settings(topology)
     run_id = uuid.uuid4().hex[:8]
     stream = f"seawall:drill:{run_id}"
     client = MajorityClient(settings)
-    spool_dir = tempfile.mkdtemp(prefix="seawall-drill-")
-    publisher = EventPublisher(client, DiskSpool(spool_dir))
     since = time.time() - 1  # the Sentinels' journals are read from here
     events = _SentinelEvents(settings)
     errors: list[str] = []
-    acked_at: list[float] = []
-    acked, spooled = set(), set()
+    tally = _Tally()
     total = int(rate * duration)
     log(f"{scenario}: master {old_master}; writing {total} events over {duration:.0f} s")
     started = time.monotonic()
     steps_done = threading.Event()
     runner = _run_steps(steps, started, errors, log, steps_done)
     fault_time = started + steps[0][0]
+    publisher: EventPublisher | None = None
     try:
-        for number in range(total):
-            now = time.monotonic() - started
-            if now > duration * 3:  # bounded in time as well as in count
-                errors.append(f"writer stopped after {now:.0f} s at event {number}")
-                break
-            event_id = f"{run_id}-{number}"
-            result = publisher.publish(stream, {"n": number}, event_id=event_id, maxlen=10_000_000)
-            if result.status == "acked":
-                acked.add(event_id)
-                acked_at.append(time.monotonic())
-            else:
-                spooled.add(event_id)
-            pause = started + (number + 1) / rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
+        if scenario == "writer-killed-mid-replay":
+            record_path = os.path.join(tempfile.mkdtemp(prefix="seawall-drill-"), "tally")
+            process = multiprocessing.get_context("spawn").Process(
+                target=_writer_process,
+                args=(settings, spool_dir, stream, run_id, rate, duration, started, record_path),
+                daemon=True,
+            )
+            process.start()
+            steps_done.wait(timeout=steps[-1][0] + 180)
+            replayed_at = _kill_when_replay_starts(client, stream, record_path, process, errors)
+            tally = _Tally.read(record_path)
+            tally.resumed_at = replayed_at
+            # The second process: this one, on the spool the dead writer held.
+            publisher = EventPublisher(MajorityClient(settings), DiskSpool(spool_dir))
+        else:
+            publisher = EventPublisher(MajorityClient(settings), DiskSpool(spool_dir))
+            stopped = _write(publisher, stream, run_id, rate, duration, started, tally.add)
+            if stopped:
+                errors.append(stopped)
         runner.join(timeout=180)
         if not steps_done.is_set():
             errors.append("the fault steps did not finish within 180 s")
@@ -529,33 +738,42 @@ def _run_drill(
             errors.append(str(error))
             after_ok = False
             after = redis_status(topology)
+        spool = publisher.spool
+        assert spool is not None
         drain_deadline = time.monotonic() + 60
-        while not publisher.spool.is_empty() and time.monotonic() < drain_deadline:  # type: ignore[union-attr]
+        while not spool.is_empty() and time.monotonic() < drain_deadline:
             publisher.drain(budget_seconds=5)
             time.sleep(0.2)
-        if not publisher.spool.is_empty():  # type: ignore[union-attr]
+        if not spool.is_empty():
             errors.append("the spool was not drained within 60 s")
         # One more event, as a service would send: on a new master this is
         # where the publisher checks the master's mark and re-publishes.
         publisher.publish(stream, {"n": -1}, event_id=f"{run_id}-end", maxlen=10_000_000)
     finally:
         events.stop()
-        publisher.close()
-        publisher.spool.close()  # type: ignore[union-attr]  # its lock and files
+        if publisher is not None:
+            publisher.close()
+            if publisher.spool is not None:
+                publisher.spool.close()  # its lock and files
     rejoined: bool | None = None
-    if scenario.startswith("master") or scenario == "switchover":
+    if scenario in FAILOVERS:
         node = next(n for n in after.nodes if n.host == old_master)
         rejoined = node.role == "replica" and node.link == "connected"
     switches, per_sentinel, problems = sentinel_switches(topology, since)
     errors += problems
-    if switches is not None and switches > 1:
-        errors.append(f"failover storm: {switches} +switch-master for one fault {per_sentinel}")
+    allowed = FLAP_CYCLES if scenario == FLAPPING else 1
+    if switches is not None and switches > allowed:
+        errors.append(
+            f"failover storm: {switches} +switch-master for {allowed} fault(s) {per_sentinel}"
+        )
 
     entries: Any = client.call(lambda m: m.xrange(stream), deadline=30)
     seen = Counter(fields[b"event_id"].decode() for _, fields in entries)
     client.call(lambda m: m.delete(stream), deadline=30)
     client.close()
+    acked_at = sorted([*tally.acked.values(), *filter(None, [tally.resumed_at])])
     gaps = [b - a for a, b in zip(acked_at, acked_at[1:], strict=False)]
+    latencies = sorted(tally.latencies)
     if publisher.stats.lost_beyond_window:
         errors.append(f"publisher: {publisher.stats.lost_beyond_window} lost beyond its window")
     return DrillResult(
@@ -565,11 +783,11 @@ def _run_drill(
         detect_s=_since(events.first.get("+odown"), fault_time),
         new_master_s=_since(events.first.get("+switch-master"), fault_time),
         outage_s=round(max(gaps, default=0.0), 3),
-        writes=len(acked) + len(spooled),
-        acked=len(acked),
-        spooled=len(spooled),
-        lost_acked=sum(1 for event in acked if event not in seen),
-        lost_spooled=sum(1 for event in spooled if event not in seen),
+        writes=len(tally.acked) + len(tally.spooled) + len(tally.refused),
+        acked=len(tally.acked),
+        spooled=len(tally.spooled),
+        lost_acked=sum(1 for event in tally.acked if event not in seen),
+        lost_spooled=sum(1 for event in tally.spooled if event not in seen),
         duplicated=sum(1 for count in seen.values() if count > 1),
         old_master_rejoined=rejoined,
         healthy_after=after_ok,
@@ -577,6 +795,11 @@ def _run_drill(
         outage_limit_s=limits.get(scenario),
         switch_masters=switches,
         republished=publisher.stats.republished,
+        refused=len(tally.refused),
+        publish_p99_ms=(
+            round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None
+        ),
+        faults=allowed,
     )
 
 
@@ -617,6 +840,7 @@ class DrillReport:
                 "?" if r.switch_masters is None else r.switch_masters,
                 r.acked,
                 r.spooled,
+                r.refused,
                 r.lost_acked + r.lost_spooled,
                 r.duplicated,
                 {True: "yes", False: "NO", None: "-"}[r.old_master_rejoined],
@@ -634,6 +858,7 @@ class DrillReport:
             "switches",
             "acked",
             "spooled",
+            "refused",
             "lost",
             "dup",
             "rejoined",

@@ -8,7 +8,17 @@ import pytest
 
 from seawall.inventory import Topology
 from seawall.redis_ha.client import majority_client, redis_settings
-from seawall.redis_ha.drill import LAGGING, SINGLE_FAULTS, run_drill, switchover, wait_healthy
+from seawall.redis_ha.drill import (
+    FLAP_CYCLES,
+    FLAPPING,
+    LAGGING,
+    SECOND_FAULT,
+    SINGLE_FAULTS,
+    DrillResult,
+    run_drill,
+    switchover,
+    wait_healthy,
+)
 from seawall.redis_ha.topology import redis_status
 from seawall.runtime.reconnect import (
     EventPublisher,
@@ -134,6 +144,57 @@ def test_a_healed_cut_of_every_data_host_loses_no_acknowledged_event(
     assert result.duplicated == 0, summary
     assert result.switch_masters is not None and result.switch_masters <= 1, summary
     assert result.healthy_after, summary
+    assert result.ok, summary
+
+
+def _nothing_reported_was_lost(result: DrillResult) -> dict:
+    summary = result.to_json()
+    assert result.lost_acked == 0, summary
+    assert result.lost_spooled == 0, summary
+    assert result.duplicated == 0, summary
+    assert result.healthy_after, summary
+    assert result.switch_masters is not None and not result.storm, summary
+    return summary
+
+
+def test_a_60_s_outage_of_every_data_host_is_spooled_fast_and_replayed(
+    deployed_lab: Topology,
+) -> None:
+    result = run_drill(deployed_lab, "long-outage", fault_at=2)
+    summary = _nothing_reported_was_lost(result)
+    assert result.spooled > 5000, summary  # ~60 s at 100 events/s went to the spool
+    # The circuit breaker: while Redis is away publish() costs a spool append.
+    assert result.publish_p99_ms is not None and result.publish_p99_ms <= 5, summary
+    assert result.ok, summary
+
+
+def test_a_full_spool_disk_refuses_loudly_and_loses_nothing_it_took(
+    deployed_lab: Topology,
+) -> None:
+    result = run_drill(deployed_lab, "disk-full", fault_at=2)
+    summary = _nothing_reported_was_lost(result)
+    assert result.refused > 0 and result.spooled > 0, summary  # the disk did fill
+    assert result.ok, summary
+
+
+def test_a_writer_killed_mid_replay_is_resumed_by_the_next_process(
+    deployed_lab: Topology,
+) -> None:
+    result = run_drill(deployed_lab, "writer-killed-mid-replay", fault_at=2)
+    summary = _nothing_reported_was_lost(result)
+    assert result.spooled > 0, summary
+    assert any(note.startswith("writer killed with") for note in result.notes), summary
+    assert result.ok, summary
+
+
+@pytest.mark.parametrize("scenario", [FLAPPING, SECOND_FAULT])
+def test_repeated_and_overlapping_faults_lose_nothing(
+    deployed_lab: Topology, scenario: str
+) -> None:
+    result = run_drill(deployed_lab, scenario, fault_at=2)
+    summary = _nothing_reported_was_lost(result)
+    assert result.switch_masters is not None
+    assert result.switch_masters <= (FLAP_CYCLES if scenario == FLAPPING else 1), summary
     assert result.ok, summary
 
 

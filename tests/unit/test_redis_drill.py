@@ -125,14 +125,19 @@ def test_a_scenario_without_a_limit_is_judged_on_the_rest() -> None:
 
 def test_the_outage_limits_are_data_beside_the_sentinel_timing() -> None:
     limits = defaults.SENTINEL["sentinel_drill_outage_limits_s"]
-    # Every single-fault drill has a limit; a cut of every data host has none.
+    # Every fault that moves the master has a limit; a cut of every data host has none.
     assert set(limits) == {
         "master-process-kill",
         "master-host-crash",
         "master-isolated",
         "master-partitioned-from-peers",
+        "flapping-partition",
+        "second-fault-during-failover",
     }
-    assert all(0 < limit <= 5.0 for limit in limits.values())
+    assert all(0 < limit <= 5.0 for name, limit in limits.items() if name != drill.SECOND_FAULT)
+    # A dead chosen replica costs Sentinel 2 x failover-timeout before it tries again.
+    failover_timeout_s = defaults.SENTINEL["sentinel_failover_timeout_ms"] / 1000
+    assert 2 * failover_timeout_s < limits[drill.SECOND_FAULT] <= 2 * failover_timeout_s + 5
     # The schema knows exactly the drill's scenarios.
     assert set(get_args(schema.RedisDrillScenario)) == set(SCENARIOS)
     topology = inventory.load(REPO / "inventories" / "lab.py")
@@ -205,3 +210,50 @@ def test_the_drill_lock_is_the_data_fault_lock_and_reentrant(
             assert other_process_sees(lock) == "busy"
         assert other_process_sees(lock) == "busy"  # the inner exit did not let go
     assert other_process_sees(lock) == "free"
+
+
+def test_flapping_partition_cuts_the_master_of_the_moment_three_times() -> None:
+    steps = plan(drill.FLAPPING)
+    assert [what for _, what in steps] == [
+        "cut the master from its peers (1/3)",
+        "heal",
+        "cut the master from its peers (2/3)",
+        "heal",
+        "cut the master from its peers (3/3)",
+        "heal",
+    ]
+    starts = [at for at, what in steps if what != "heal"]
+    assert starts == [3.0, 3.0 + drill.FLAP_EVERY_S, 3.0 + 2 * drill.FLAP_EVERY_S]
+    assert all(
+        b - a == drill.FLAP_CUT_S for (a, _), (b, _) in zip(steps[::2], steps[1::2], strict=True)
+    )
+
+
+def test_second_fault_kills_a_replica_while_sentinel_fails_over() -> None:
+    assert plan(drill.SECOND_FAULT) == [
+        (3.0, "crash data-1"),
+        (3.0 + drill.SECOND_FAULT_AFTER_S, "SIGKILL data-2's redis-server"),
+        (11.0, "heal"),
+    ]
+
+
+def test_outage_scenarios_cut_every_data_host_for_their_length() -> None:
+    for scenario, seconds in drill.OUTAGES.items():
+        assert plan(scenario) == [(3.0, "cut every data host"), (3.0 + seconds, "heal")]
+
+
+def test_a_killed_writers_tally_skips_its_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "tally"
+    path.write_text(
+        "acked e-1 1.0 0.001\nspooled e-2 2.0 0.002\nrefused e-3 3.0 0.001\nacked e-4 4."
+    )
+    tally = drill._Tally.read(str(path))
+    assert tally.acked == {"e-1": 1.0}
+    assert tally.spooled == {"e-2"}
+    assert tally.refused == {"e-3"}
+
+
+def test_more_switches_than_faults_is_a_storm() -> None:
+    flapping = result(scenario=drill.FLAPPING, switch_masters=3, faults=3)
+    assert not flapping.storm
+    assert replace(flapping, switch_masters=4).storm
