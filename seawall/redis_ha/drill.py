@@ -89,8 +89,10 @@ FLAP_EVERY_S = 12.0
 SECOND_FAULT_AFTER_S = 2.0
 # disk-full: the spool's filesystem; about 400 spooled events fit.
 DISK_FULL_BYTES = 64 * 1024
-# writer-killed-mid-replay: its writer offers this many events/s (a longer replay).
+# writer-killed-mid-replay: its writer offers this many events/s (a longer replay),
+# and is killed once a random 1..KILL_WITHIN_EVENTS of its spooled events reached Redis.
 WRITER_KILL_RATE = 500.0
+KILL_WITHIN_EVENTS = 2000
 # lagging-replica-then-cut: replica paused this long, then every data host cut this long.
 LAG_PAUSE_S = 4.0
 LAG_CUT_S = 9.0
@@ -619,11 +621,13 @@ def _kill_when_replay_starts(
     Returns when the replay was seen reaching Redis: the end of the writer's outage.
     """
     before_cut = len(_Tally.read(record_path).acked)
+    # Anywhere in the first few replay batches, not always after the first event.
+    kill_after = random.randint(1, KILL_WITHIN_EVENTS)
     deadline = time.monotonic() + 60
     while process.is_alive() and time.monotonic() < deadline:
         with suppress(Exception):  # mid-failover: ask again
             length = int(client.call(lambda m: m.xlen(stream), deadline=1))
-            if length > before_cut:
+            if length - before_cut >= kill_after:
                 seen = time.monotonic()
                 os.kill(process.pid, signal.SIGKILL)
                 process.join(timeout=10)
