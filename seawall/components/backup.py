@@ -106,39 +106,62 @@ def deploy_backup() -> None:
     # Phases run in the same order on every host (pyinfra orders operations by
     # where they are called): every key exists before any host trusts its peers.
     if is_repo:
-        # Postgres's binaries serve the restore drill; no cluster may appear.
-        forbid_main_cluster()
-        packages = ["pgbackrest", f"postgresql-{data.get('postgres_version')}"]
         account, home = user, repo_path
         peers = [(name, POSTGRES_HOME, address) for name, address in members]
     else:
-        packages = ["pgbackrest"]
         account, home = "postgres", POSTGRES_HOME
         peers = [(repos[0].name, repo_path, repo_address)]
-    install_packages("Install pgBackRest", packages)
+    _install(data, is_repo)
+    _configure(context, is_repo, account, home, peers)
     if is_repo:
-        server.user(
-            name=f"Create the repository account {user}",
-            user=user,
-            home=repo_path,
-            shell="/bin/bash",
-            system=True,
-            create_home=True,
-        )
-        files.directory(
-            name="Keep the repository private to its account",
-            path=repo_path,
-            user=user,
-            group=user,
-            mode="750",
-        )
-        files.directory(
-            name="Create the repository's log directory",
-            path=f"{repo_path}/log",
-            user=user,
-            group=user,
-            mode="750",
-        )
+        _activate(context)
+
+
+def _install(data: HostData, is_repo: bool) -> None:
+    """Install pgBackRest; on the repository also Postgres's binaries and the repository account."""
+    if is_repo:
+        # Postgres's binaries serve the restore drill; no cluster may appear.
+        forbid_main_cluster()
+        packages = ["pgbackrest", f"postgresql-{data.get('postgres_version')}"]
+    else:
+        packages = ["pgbackrest"]
+    install_packages("Install pgBackRest", packages)
+    if not is_repo:
+        return
+    user, repo_path = str(data.get("pgbackrest_user")), str(data.get("pgbackrest_repo_path"))
+    server.user(
+        name=f"Create the repository account {user}",
+        user=user,
+        home=repo_path,
+        shell="/bin/bash",
+        system=True,
+        create_home=True,
+    )
+    files.directory(
+        name="Keep the repository private to its account",
+        path=repo_path,
+        user=user,
+        group=user,
+        mode="750",
+    )
+    files.directory(
+        name="Create the repository's log directory",
+        path=f"{repo_path}/log",
+        user=user,
+        group=user,
+        mode="750",
+    )
+
+
+def _configure(
+    context: Mapping[str, Any],
+    is_repo: bool,
+    account: str,
+    home: str,
+    peers: Sequence[tuple[str, str, str]],
+) -> None:
+    """Write pgBackRest's files, give ``account`` its key and trust exactly ``peers``."""
+    if is_repo:
         _put("Configure the restore drill's pgBackRest", RESTORE_CONFIG, context)
     ssh_keypair(name="Give the backup account an SSH key of its own", user=account, home=home)
     _put("Configure pgBackRest", CONFIG, context)
@@ -148,8 +171,15 @@ def deploy_backup() -> None:
         home=home,
         peers=peers,
     )
-    if not is_repo:
-        return
+
+
+def _activate(context: Mapping[str, Any]) -> None:
+    """On the repository: create the stanza, then install and schedule the nightly full backup.
+
+    The backup units come after the stanza (the order the lab's no-change rerun
+    was recorded with), so a timer never fires before its stanza exists.
+    """
+    user = str(context["pgbackrest_user"])
     stanza(name="Create the pgBackRest stanza", user=user, stanza=context["pgbackrest_stanza"])
     service = _put("Install the full backup service", SERVICE, context)
     timer = _put("Install the nightly full backup timer", TIMER, context)

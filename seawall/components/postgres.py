@@ -170,9 +170,6 @@ def deploy_postgres() -> None:
     if "postgres" not in host.groups:
         return
     data = host.data
-    version, cluster = data.get("postgres_version"), data.get("postgres_cluster")
-    config_path = patroni_config_path(data)
-    unit = patroni_unit(data)
     roles = list(data.get("postgres_service_roles"))
     passwords = host_secrets([*SECRET_NAMES, *(role_secret(role) for role in roles)])
     # WAL goes to pgBackRest's repository when the inventory has an ops host for it.
@@ -186,9 +183,18 @@ def deploy_postgres() -> None:
         passwords={name: passwords[name] for name in SECRET_NAMES},
         archive=archive,
     )
-    was_running = bool(host.get_fact(SystemdStatus).get(unit))
+    was_running = bool(host.get_fact(SystemdStatus).get(patroni_unit(data)))
 
-    # Install: no Debian cluster, no daemon started with stock configuration.
+    _install(data)
+    patroni_yml = _configure(context, archive)
+    _activate(
+        data, archive, was_running, patroni_yml, {r: passwords[role_secret(r)] for r in roles}
+    )
+
+
+def _install(data: HostData) -> None:
+    """Install Postgres and Patroni: no Debian cluster, no daemon on stock configuration."""
+    version, cluster = data.get("postgres_version"), data.get("postgres_cluster")
     forbid_main_cluster()
     install_packages(
         "Install PostgreSQL and Patroni", [f"postgresql-{version}", "patroni", "python3-psycopg2"]
@@ -199,7 +205,9 @@ def deploy_postgres() -> None:
         cluster=cluster,
     )
 
-    # Configure.
+
+def _configure(context: Mapping[str, Any], archive: bool) -> Any:
+    """Write the WAL callback, the Patroni file and its drop-in; return the file's operation."""
     if archive:
         files.put(
             name="Install the callback that unblocks WAL archiving after a rewind",
@@ -212,7 +220,7 @@ def deploy_postgres() -> None:
     patroni_yml = files.put(
         name="Configure this Patroni member",
         src=StringIO(render(CONCERN, PATRONI_TEMPLATE, context)),
-        dest=config_path,
+        dest=context["config_path"],
         user="postgres",
         group="postgres",
         mode="600",
@@ -223,8 +231,18 @@ def deploy_postgres() -> None:
         UNIT_DROPIN,
         "Patroni",
     )
+    return patroni_yml
 
-    # Activate.
+
+def _activate(
+    data: HostData,
+    archive: bool,
+    was_running: bool,
+    patroni_yml: Any,
+    role_passwords: Mapping[str, str],
+) -> None:
+    """Run Patroni (reloaded on change), wait for a leader, keep the shared settings and roles."""
+    config_path, unit = patroni_config_path(data), patroni_unit(data)
     systemd.service(
         name="Stop and disable Debian's stock patroni.service (it reads another file)",
         service="patroni.service",
@@ -252,7 +270,7 @@ def deploy_postgres() -> None:
     service_roles(
         name="Create the service roles and databases (on the leader)",
         config=config_path,
-        passwords={role: HiddenValue(passwords[role_secret(role)]) for role in roles},
+        passwords={role: HiddenValue(password) for role, password in role_passwords.items()},
         databases=dict(data.get("postgres_databases")),
         readers={k: list(v) for k, v in dict(data.get("postgres_database_readers")).items()},
     )

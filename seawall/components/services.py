@@ -30,6 +30,7 @@ What it never does:
 import json
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -250,14 +251,27 @@ def deploy_services() -> None:
     if "app" not in host.groups:
         return
     data = host.data
-    address = str(data.get("private_address"))
-    code_dir = _setting(data, "services_code_dir")
-    config_dir = _setting(data, "services_config_dir")
-    secrets_dir = _setting(data, "services_secrets_dir")
+    code = _install(data)
+    configured = _configure(data)
+    _activate(data, code, configured)
 
-    # Install.
+
+@dataclass(frozen=True)
+class _Configured:
+    """The configure phase's operations whose changes the activate phase acts on."""
+
+    shared: list[Any]
+    # (service, unit, settings, secrets) for each service of the catalogue.
+    per_service: list[tuple[Mapping[str, Any], Any, Any, Any]]
+    watch: Any
+    watch_unit: Any
+
+
+def _install(data: HostData) -> list[Any]:
+    """Install the Python runtime and the code every service runs; return the code's operations."""
+    code_dir = _setting(data, "services_code_dir")
     install_packages("Install the services' Python runtime", _setting(data, "services_packages"))
-    code = [
+    return [
         files.put(
             name=f"Install {relative}",
             src=str(local),
@@ -269,7 +283,14 @@ def deploy_services() -> None:
         for local, relative in code_files()
     ]
 
-    # Configure.
+
+def _configure(data: HostData) -> _Configured:
+    """Write the failure hook, then each service's user, settings, secrets and unit, then the
+    hang checker's list and unit."""
+    address = str(data.get("private_address"))
+    code_dir = _setting(data, "services_code_dir")
+    config_dir = _setting(data, "services_config_dir")
+    secrets_dir = _setting(data, "services_secrets_dir")
     shared = [
         files.put(
             name="Install the failure recorder",
@@ -341,15 +362,18 @@ def deploy_services() -> None:
         dest=HEALTHWATCH_UNIT,
         mode="644",
     )
+    return _Configured(shared, per_service, watch, watch_unit)
 
-    # Activate.
+
+def _activate(data: HostData, code: list[Any], configured: _Configured) -> None:
+    """Reload systemd, restart what changed (one app host at a time) and run every unit."""
     pause = restart_pause(data)
-    units = [unit for _, unit, _, _ in per_service]
+    units = [unit for _, unit, _, _ in configured.per_service]
     systemd.daemon_reload(
         name="Reload systemd (service units changed)",
-        _if=any_changed(*units, watch_unit, *shared),
+        _if=any_changed(*units, configured.watch_unit, *configured.shared),
     )
-    for service, unit, config, secret in per_service:
+    for service, unit, config, secret in configured.per_service:
         name = unit_name(data, service)
         # One app host at a time, and a running instance's restart is followed by
         # the gateway's fail_timeout: the restart's refused connections mark the
@@ -376,7 +400,7 @@ def deploy_services() -> None:
         name="Restart the hang checker (its unit, list or code changed)",
         service="seawall-healthwatch.service",
         restarted=True,
-        _if=any_changed(watch, watch_unit, *code),
+        _if=any_changed(configured.watch, configured.watch_unit, *code),
     )
     systemd.service(
         name="Run the hang checker now and at boot",

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from pyinfra.api import HiddenValue
-from pyinfra.facts.files import FileContents
 from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import FileContents
 from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, secrets
