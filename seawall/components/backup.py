@@ -158,7 +158,7 @@ def _configure(
     is_repo: bool,
     account: str,
     home: str,
-    peers: Sequence[tuple[str, str, str]],
+    peers: list[tuple[str, str, str]],
 ) -> None:
     """Write pgBackRest's files, give ``account`` its key and trust exactly ``peers``."""
     if is_repo:

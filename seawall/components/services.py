@@ -29,7 +29,7 @@ What it never does:
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -262,7 +262,7 @@ class _Configured:
 
     shared: list[Any]
     # (service, unit, settings, secrets) for each service of the catalogue.
-    per_service: list[tuple[Mapping[str, Any], Any, Any, Any]]
+    per_service: Sequence[tuple[Mapping[str, Any], Any, Any, Any]]
     watch: Any
     watch_unit: Any
 
