@@ -260,6 +260,7 @@ class Redis(_Model):
     redis_tcp_backlog: Annotated[int, Field(ge=1, le=65535)]
     redis_limit_nofile: Annotated[int, Field(ge=1024)]
     redis_restart_sec: NonNegative
+    redis_bootstrap: bool
 
 
 RedisDrillScenario = Literal[

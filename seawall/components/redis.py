@@ -8,10 +8,14 @@ What it guarantees:
   password (replicas and Sentinels use it too), keeps an AOF synced every
   second, caps memory with ``noeviction``, and refuses writes when no replica
   has acknowledged for ``redis_min_replicas_max_lag`` seconds;
-- the settings seawall manages live in /etc/redis/seawall.conf, included last
-  from redis.conf; when they change on a running Redis they are applied with
+- the settings seawall manages live in /etc/redis/seawall.conf, included from
+  redis.conf; when they change on a running Redis they are applied with
   CONFIG SET (no restart, so no failover), settings that need a restart are
   named in the output instead;
+- seawall.conf wins at the next start: when a ``CONFIG REWRITE`` (Sentinel's at a
+  failover, or the deploy's own) left a line after the include that sets one of
+  its settings to another value (an old password), the include moves last;
+  lines it does not set (``replicaof``) stay where Redis put them;
 - Sentinel monitors the master under ``sentinel_master_name`` with quorum
   ``sentinel_quorum``, password-protected; its timing is changed through
   SENTINEL SET when it differs;
@@ -20,9 +24,15 @@ What it guarantees:
 What it never does:
 
 - undo a failover: before touching anything it asks the live Sentinels who
-  the master is. Replication is set only when a host's Redis is installed for
-  the first time, pointing at the master a majority of Sentinels name (or, on
-  a brand-new cluster, the first ``redis`` host);
+  the master is. An unreachable host's Sentinel is a missing vote: two of three
+  still name the master, and the deploy goes on. Replication is set only on a
+  host where Redis was never set up (no marker, AOF or RDB in /var/lib/redis,
+  whatever packages are installed), pointing at the master a majority of
+  Sentinels name;
+- start an empty master beside the data: with no Sentinel naming a master, a
+  fresh host starts (as the first ``redis`` host's replica, or as that master)
+  only with ``redis_bootstrap`` on and every ``redis`` host reachable and
+  holding no Redis data; otherwise the deploy stops and says why;
 - rewrite sentinel.conf or the replication lines of redis.conf after the first
   start: Redis and Sentinel own those files, and their state is not drift;
 - put a password on a command line: redis-cli reads it from 0600 files.
@@ -30,14 +40,14 @@ What it never does:
 
 import shlex
 from collections import Counter
+from dataclasses import dataclass
 from io import StringIO
-from typing import Any
+from typing import Any, TypeVar
 
 from pyinfra import host, inventory
-from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
+from pyinfra.api import FactBase, deploy
+from pyinfra.api.exceptions import ConnectError, DeployError
 from pyinfra.api.host import Host
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FindInFile
 from pyinfra.operations import files, server, systemd
 
@@ -45,13 +55,16 @@ from seawall.components.common import host_secrets, install_packages, unit_dropi
 from seawall.components.templates import render
 from seawall.defaults import REDIS, SENTINEL
 from seawall.facts.redis import (
+    INITIALISED_MARKER,
     REDIS_CLI_AUTH,
     SENTINEL_CLI_AUTH,
+    RedisHasData,
     RedisRole,
     SentinelMaster,
     SentinelMasterSettings,
     cli,
 )
+from seawall.operations.redis import include_last_if_shadowed, managed_include_last
 
 REDIS_CONF = "/etc/redis/redis.conf"
 MANAGED_CONF = "/etc/redis/seawall.conf"
@@ -59,6 +72,8 @@ SENTINEL_CONF = "/etc/redis/sentinel.conf"
 REDIS_DROPIN = "/etc/systemd/system/redis-server.service.d/seawall.conf"
 SENTINEL_DROPIN = "/etc/systemd/system/redis-sentinel.service.d/seawall.conf"
 SENTINEL_MARKER = "initial only, written once by seawall"
+REDIS_DIR = "/var/lib/redis"
+T = TypeVar("T")
 
 # Settings of seawall.conf that a running Redis takes through CONFIG SET.
 # Passwords are left out: changing them live needs a rotation procedure.
@@ -87,8 +102,9 @@ DEFAULTS = {**REDIS, **SENTINEL}
 
 
 def _value(other: Host, key: str) -> Any:
-    value = other.data.get(key)
-    return DEFAULTS[key] if value is None else value
+    from seawall.settings import setting
+
+    return setting(other.data, key)
 
 
 def majority_master(
@@ -103,33 +119,149 @@ def majority_master(
     return None
 
 
-def live_master() -> tuple[str, int] | None:
-    """Ask every Sentinel host's Sentinel who the master is; return the majority's answer.
+def ask(other: Any, fact: type[FactBase[T]], **kwargs: Any) -> T | None:
+    """Return ``fact`` of another inventory host, or None when that host cannot be reached.
+
+    pyinfra drops a host it could not connect to at the start from
+    ``state.active_hosts`` into ``state.failed_hosts``; asking it again would
+    wait for another connect timeout. A host outside ``--limit``/``--exclude``
+    is not connected yet: ``get_fact`` connects, and raises ``ConnectError``
+    when it cannot.
+    """
+    state = getattr(other, "state", None)
+    if not getattr(other, "connected", False) and state is not None and other in state.failed_hosts:
+        return None
+    try:
+        return other.get_fact(fact, **kwargs)
+    except ConnectError:
+        return None
+
+
+def live_master(name: str, answers: dict[str, tuple[str, int] | None]) -> tuple[str, int] | None:
+    """Return the master a majority of the Sentinels (by host) names; None if none answers.
+
+    An unreachable Sentinel, or one that knows no master, is a missing vote:
+    two of three still make a majority.
 
     Raises:
-        DeployError: the Sentinels that answer disagree with no majority.
+        DeployError: Sentinels answer, but no majority of all of them names one master.
     """
-    group = inventory.get_group("sentinel")
-    answers = [
-        other.get_fact(
-            SentinelMaster,
-            port=_value(other, "sentinel_port"),
-            master=_value(other, "sentinel_master_name"),
-        )
-        for other in group
-    ]
-    master = majority_master(answers, len(group))
-    if master is None and any(answers):
+    master = majority_master(list(answers.values()), len(answers))
+    if master is None and any(answers.values()):
         raise DeployError(
-            f"{host.name}: the Sentinels disagree on the master ({answers}) with no majority: "
-            "refusing to touch replication; heal the partition and deploy again"
+            f"{name}: no majority of the {len(answers)} Sentinels names one master ({answers}): "
+            "refusing to touch replication; heal the partition or bring the Sentinels back "
+            "and deploy again"
         )
     return master
 
 
-def _initial_master() -> tuple[str, int]:
-    first = inventory.get_group("redis")[0]
-    return (str(first.data.private_address), int(_value(first, "redis_port")))
+def bootstrap_master(
+    name: str, bootstrap: bool, initial: tuple[str, int], has_data: dict[str, bool | None]
+) -> tuple[str, int]:
+    """Return the master a brand-new cluster starts with: the first ``redis`` host.
+
+    ``has_data`` says, per ``redis`` host, whether Redis was ever set up there
+    (None: unreachable).
+
+    Raises:
+        DeployError: ``redis_bootstrap`` is off, or a host has (or may have) data, so
+            an empty master could stand beside the real one.
+    """
+    if not bootstrap:
+        raise DeployError(
+            f"{name}: no Sentinel names a master and redis_bootstrap is off: refusing to start "
+            "an empty Redis as a master beside one that may hold the data; bring a Sentinel "
+            "back, or set redis_bootstrap: True for the first deploy of a new cluster"
+        )
+    unknown = sorted(host for host, data in has_data.items() if data is None)
+    holding = sorted(host for host, data in has_data.items() if data)
+    if unknown or holding:
+        raise DeployError(
+            f"{name}: redis_bootstrap is on but no Sentinel names a master and "
+            + (f"{', '.join(holding)} already hold Redis data" if holding else "")
+            + (" and " if holding and unknown else "")
+            + (f"{', '.join(unknown)} cannot be reached" if unknown else "")
+            + ": refusing to start a second, empty master; bring the Sentinels back first"
+        )
+    return initial
+
+
+@dataclass(frozen=True)
+class RedisPlan:
+    """What the deploy decided for one host, before anything changed."""
+
+    # The master a majority of Sentinels names (None on a cluster not started yet).
+    master: tuple[str, int] | None
+    # Whether Redis was ever set up on this host (its marker or its data).
+    initialised: bool
+    # The `replicaof` to write before Redis first starts here; None: leave replication alone.
+    replicaof: tuple[str, int] | None
+    # The master to write into sentinel.conf the first time; None: Sentinel owns the file.
+    sentinel_master: tuple[str, int] | None
+
+
+def plan_redis(this: Any, sentinels: list[Any], redis_hosts: list[Any]) -> RedisPlan:
+    """Decide, from facts alone, what the deploy does about replication on host ``this``.
+
+    Raises:
+        DeployError: the Sentinels disagree, or a new master would need a bootstrap
+            that is not allowed (see :func:`bootstrap_master`).
+    """
+    is_redis = any(other.name == this.name for other in redis_hosts)
+    is_sentinel = any(other.name == this.name for other in sentinels)
+    answers = {
+        other.name: ask(
+            other,
+            SentinelMaster,
+            port=_value(other, "sentinel_port"),
+            master=_value(other, "sentinel_master_name"),
+        )
+        for other in sentinels
+    }
+    master = live_master(this.name, answers)
+    initialised = bool(is_redis and this.get_fact(RedisHasData, dir=REDIS_DIR))
+    written = bool(
+        is_sentinel and this.get_fact(FindInFile, path=SENTINEL_CONF, pattern=SENTINEL_MARKER)
+    )
+    needs_master = (is_redis and not initialised) or (is_sentinel and not written)
+    target = master
+    if target is None and needs_master:
+        target = bootstrap_master(
+            this.name,
+            bool(_value(this, "redis_bootstrap")),
+            _initial_master(redis_hosts),
+            {other.name: ask(other, RedisHasData, dir=REDIS_DIR) for other in redis_hosts},
+        )
+    own = (str(this.data.get("private_address")), int(_value(this, "redis_port")))
+    if is_redis and not initialised and master == own:
+        raise DeployError(
+            f"{this.name}: the Sentinels still name this host the master, but its Redis holds "
+            "no data: starting it would hand its replicas an empty data set; wait for the "
+            "failover and deploy again"
+        )
+    replicaof = None
+    if is_redis and not initialised and target is not None and target != own:
+        replicaof = target
+    return RedisPlan(
+        master=master,
+        initialised=initialised,
+        replicaof=replicaof,
+        sentinel_master=target if is_sentinel and not written else None,
+    )
+
+
+def sentinel_updates(live: dict[str, str] | None, context: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return the (setting, value) pairs to SENTINEL SET: those a live Sentinel holds otherwise."""
+    if live is None:
+        return []
+    wanted = [(setting, str(context[key])) for setting, key in SENTINEL_SETTINGS.items()]
+    return [(setting, value) for setting, value in wanted if live.get(setting) != value]
+
+
+def _initial_master(redis_hosts: list[Any]) -> tuple[str, int]:
+    first = redis_hosts[0]
+    return (str(first.data.get("private_address")), int(_value(first, "redis_port")))
 
 
 def _context() -> dict[str, Any]:
@@ -169,20 +301,23 @@ def deploy_redis() -> None:
     if not (is_redis or is_sentinel):
         return
     context = _context()
-    installed = host.get_fact(DebPackages)
-    # Asked before anything changes: the live topology wins over the inventory.
-    master = live_master()
+    # Decided before anything changes: the live topology wins over the inventory.
+    plan = plan_redis(
+        host,
+        inventory.get_group("sentinel", default=[]),
+        inventory.get_group("redis", default=[]),
+    )
     packages = ["redis-tools"]
     packages += ["redis-server"] if is_redis else []
     packages += ["redis-sentinel"] if is_sentinel else []
     install_packages("Install Redis and Sentinel", packages)
     if is_redis:
-        _redis(context, fresh="redis-server" not in installed, master=master)
+        _redis(context, plan)
     if is_sentinel:
-        _sentinel(context, master=master)
+        _sentinel(context, plan)
 
 
-def _redis(context: dict[str, Any], fresh: bool, master: tuple[str, int] | None) -> None:
+def _redis(context: dict[str, Any], plan: RedisPlan) -> None:
     port = context["redis_port"]
     _auth_file(REDIS_CLI_AUTH, context["redis_password"], "Store the Redis password for redis-cli")
     managed = files.put(
@@ -193,20 +328,19 @@ def _redis(context: dict[str, Any], fresh: bool, master: tuple[str, int] | None)
         group="redis",
         mode="640",
     )
-    files.line(
+    managed_include_last(
         name="Include the managed settings last in redis.conf",
-        path=REDIS_CONF,
-        line=f"include {MANAGED_CONF}",
+        config=REDIS_CONF,
+        managed=MANAGED_CONF,
     )
-    if fresh:
-        target = master or _initial_master()
-        if target != (context["private_address"], port):
-            # Only now, before Redis first starts: afterwards Sentinel owns replication.
-            files.line(
-                name=f"Start as a replica of {target[0]}:{target[1]}",
-                path=REDIS_CONF,
-                line=f"replicaof {target[0]} {target[1]}",
-            )
+    if plan.replicaof is not None:
+        target = plan.replicaof
+        # Only now, before Redis first starts: afterwards Sentinel owns replication.
+        files.line(
+            name=f"Start as a replica of {target[0]}:{target[1]}",
+            path=REDIS_CONF,
+            line=f"replicaof {target[0]} {target[1]}",
+        )
     unit_dropin(
         "Restart Redis after a crash", render("redis", REDIS_DROPIN, context), REDIS_DROPIN, "Redis"
     )
@@ -225,23 +359,38 @@ def _redis(context: dict[str, Any], fresh: bool, master: tuple[str, int] | None)
             commands=[script],
             _if=managed.did_change,
         )
+    # Compared with the new managed file (the include's check above saw the old one),
+    # after the CONFIG REWRITE above, which appends after the include too.
+    server.shell(
+        name="Keep the managed settings in force after the include (they changed)",
+        commands=[include_last_if_shadowed(REDIS_CONF, MANAGED_CONF)],
+        _if=managed.did_change,
+    )
     systemd.service(
         name="Start and enable Redis",
         service="redis-server.service",
         running=True,
         enabled=True,
     )
+    if not plan.initialised:
+        files.put(
+            name="Mark Redis as set up here (replication is Redis's and Sentinel's from now on)",
+            src=StringIO("Redis was first configured here by seawall; see components/redis.py\n"),
+            dest=f"{REDIS_DIR}/{INITIALISED_MARKER}",
+            user="redis",
+            group="redis",
+            mode="640",
+        )
 
 
-def _sentinel(context: dict[str, Any], master: tuple[str, int] | None) -> None:
+def _sentinel(context: dict[str, Any], plan: RedisPlan) -> None:
     port = context["sentinel_port"]
     name = context["sentinel_master_name"]
     _auth_file(
         SENTINEL_CLI_AUTH, context["sentinel_password"], "Store the Sentinel password for redis-cli"
     )
-    initialised = host.get_fact(FindInFile, path=SENTINEL_CONF, pattern=SENTINEL_MARKER)
-    if not initialised:
-        master_host, master_port = master or _initial_master()
+    if plan.sentinel_master is not None:
+        master_host, master_port = plan.sentinel_master
         files.put(
             name="Write Sentinel's initial configuration (Sentinel owns it from now on)",
             src=StringIO(
@@ -269,10 +418,8 @@ def _sentinel(context: dict[str, Any], master: tuple[str, int] | None) -> None:
         enabled=True,
     )
     live = host.get_fact(SentinelMasterSettings, port=port, master=name)
-    for setting, key in SENTINEL_SETTINGS.items():
-        wanted = str(context[key])
-        if live is not None and live.get(setting) != wanted:
-            server.shell(
-                name=f"Set Sentinel's {setting} to {wanted} (through Sentinel itself)",
-                commands=[cli(SENTINEL_CLI_AUTH, port, f"SENTINEL SET {name} {setting} {wanted}")],
-            )
+    for setting, wanted in sentinel_updates(live, context):
+        server.shell(
+            name=f"Set Sentinel's {setting} to {wanted} (through Sentinel itself)",
+            commands=[cli(SENTINEL_CLI_AUTH, port, f"SENTINEL SET {name} {setting} {wanted}")],
+        )

@@ -4,6 +4,8 @@ Passwords come from 0600 files on the host through REDISCLI_AUTH, so they never
 appear on a command line or in pyinfra's output.
 """
 
+import shlex
+
 from pyinfra.api import FactBase
 
 REDIS_CLI_AUTH = "/etc/redis/seawall-cli.auth"
@@ -91,3 +93,79 @@ class SentinelMasterSettings(FactBase[dict[str, str] | None]):
         if len(lines) < 2 or len(lines) % 2 or lines[0] != "name":
             return None
         return dict(zip(lines[0::2], lines[1::2], strict=True))
+
+
+# A file seawall writes in Redis's directory once Redis was first configured there.
+INITIALISED_MARKER = "seawall-initialised"
+
+
+class RedisHasData(FactBase[bool]):
+    """Returns whether Redis was ever set up here: seawall's marker, an AOF or an RDB in ``dir``.
+
+    Whether the package is installed says nothing: a rebuilt host reinstalls it.
+
+    .. code:: python
+
+        True
+    """
+
+    def command(self, dir: str) -> str:
+        quoted = shlex.quote(dir.rstrip("/"))
+        found = " -o ".join(
+            f"-e {quoted}/{name}"
+            for name in (INITIALISED_MARKER, "dump.rdb", "appendonlydir", "appendonly.aof")
+        )
+        return f"if [ {found} ]; then echo yes; else echo no; fi"
+
+    def process(self, output: list[str]) -> bool:
+        return [line.strip() for line in output] == ["yes"]
+
+
+# awk reading the managed file's settings, then the lines of ``config`` after
+# its last ``include`` of it: prints ``no-include`` when there is none, then
+# every setting of the managed file a later line sets to another value.
+_SHADOWED_AWK = r"""
+function value(line) { sub(/^[ \t]*[^ \t]+[ \t]*/, "", line); sub(/[ \t]+$/, "", line);
+  if (line ~ /^".*"$/) line = substr(line, 2, length(line) - 2); return line }
+BEGIN { while ((getline line < managed) > 0) if (line !~ /^[ \t]*(#|$)/) {
+  split(line, f); want[f[1]] = value(line) } }
+$0 == include { found = 1; split("", after); next }
+found && $0 !~ /^[ \t]*(#|$)/ { key = $1; after[key] = value($0) }
+END { if (!found) { print "no-include"; exit }
+  for (key in after) if ((key in want) && after[key] != want[key]) print key }
+"""
+
+
+def shadowed_command(config: str, managed: str) -> str:
+    """Return the shell command behind :class:`ShadowedSettings` (no value is printed)."""
+    include = f"include {managed}"
+    return (
+        f"if [ -f {shlex.quote(config)} ]; then "
+        f"awk -v managed={shlex.quote(managed)} -v include={shlex.quote(include)} "
+        f"{shlex.quote(_SHADOWED_AWK.strip())} {shlex.quote(config)}; "
+        "else echo no-include; fi"
+    )
+
+
+class ShadowedSettings(FactBase[list[str] | None]):
+    """Returns the settings of ``managed`` that lines after its ``include`` in ``config`` override.
+
+    Redis reads its configuration top to bottom and the last line wins, and its
+    ``CONFIG REWRITE`` (Sentinel runs one at every failover) appends settings at
+    the end of ``config``, after the include. ``[]``: the managed file wins;
+    ``None``: ``config`` does not include it (or does not exist). Only names
+    are returned, never values (passwords are among them).
+
+    .. code:: python
+
+        ["requirepass", "maxmemory"]
+    """
+
+    def command(self, config: str, managed: str) -> str:
+        return shadowed_command(config, managed)
+
+    def process(self, output: list[str]) -> list[str] | None:
+        lines = [line.strip() for line in output if line.strip()]
+        if "no-include" in lines:
+            return None
+        return sorted(lines)
