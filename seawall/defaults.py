@@ -93,28 +93,14 @@ SECRETS: dict[str, Any] = {
             "postgres_rewind_password",
             # Patroni's REST API asks for it on every write (switchover, restart, config).
             "patroni_restapi_password",
-            # One login per service role (POSTGRES postgres_service_roles); the
-            # leader gets their SCRAM verifiers, never the passwords.
-            "postgres_role_backend_password",
-            "postgres_role_execution_password",
-            "postgres_role_risk_password",
-            "postgres_role_portfolio_password",
-            "postgres_role_rl_password",
-            "postgres_role_probe_password",
+            # Plus one login per service role, postgres_role_<role>_password,
+            # derived from the catalogue (see role_secrets below); the leader
+            # gets their SCRAM verifiers, never the passwords.
         ],
         "etcd": [],
-        # PgBouncer on every app host logs in to Postgres as each service role;
-        # the services reach Redis and the Sentinels (services_*_secret).
-        "app": [
-            "redis_password",
-            "sentinel_password",
-            "postgres_role_backend_password",
-            "postgres_role_execution_password",
-            "postgres_role_risk_password",
-            "postgres_role_portfolio_password",
-            "postgres_role_rl_password",
-            "postgres_role_probe_password",
-        ],
+        # The services reach Redis and the Sentinels (services_*_secret); PgBouncer
+        # on every app host logs in to Postgres as each service role (derived too).
+        "app": ["redis_password", "sentinel_password"],
         "gateway": [],
         "ops": [],
     },
@@ -230,23 +216,9 @@ POSTGRES: dict[str, Any] = {
     # /etc/patroni/<version>-<cluster>.yml, its unit patroni@<version>-<cluster>.
     "postgres_version": 15,
     "postgres_cluster": "main",
-    # Platform roles, one per service that keeps state in Postgres (DESIGN.md),
-    # plus `probe` for drills and checks. Each logs in with the secret
-    # postgres_role_<name>_password (SECRETS) and may only reach its databases.
-    "postgres_service_roles": ["backend", "execution", "risk", "portfolio", "rl", "probe"],
-    # Databases and their owning role. The trade store lives in `trading`.
-    "postgres_databases": {
-        "trading": "execution",
-        "backend": "backend",
-        "risk": "risk",
-        "portfolio": "portfolio",
-        "rl": "rl",
-        "probe": "probe",
-    },
-    # Extra roles that may connect to each database besides its owner.
-    "postgres_database_readers": {
-        "trading": ["backend", "risk", "portfolio", "rl"],
-    },
+    # postgres_service_roles, postgres_databases and postgres_database_readers
+    # are added below SERVICES: they are derived from the service catalogue
+    # (postgres_logins), never stated. Read them with seawall.settings.setting.
 }
 
 PATRONI: dict[str, Any] = {
@@ -348,14 +320,28 @@ HAPROXY: dict[str, Any] = {
 # - needs: critical dependencies (DOWN makes the service DOWN): "redis",
 #   "postgres", "exchange" or another service's name.
 # - optional: dependencies whose loss only DEGRADES the service.
-# - postgres_role: the service's role in POSTGRES postgres_service_roles; it
-#   connects through the local PgBouncer to the database that role owns.
+# - postgres_role: the service's Postgres login role; it connects through the
+#   local PgBouncer to the database that role owns. The roles, the databases'
+#   owners and the role secrets are all derived from these fields
+#   (postgres_logins, role_secrets), so adding a service is this one entry.
+# - postgres_database (optional): the database its role owns, if not named
+#   after the role (execution owns the trade store, `trading`).
+# - postgres_reads (optional): other databases its role may connect to.
 # - route: the gateway path; ending in "/" it is a prefix stripped before
 #   proxying, otherwise one exact path proxied to `upstream_path`.
 # - command / environment (optional): how to run a real service; without them
 #   the reference service runs (the lab deploys it under every name).
 # - timeout_stop_sec (optional): this service's drain time, where its gateway
 #   read timeout is longer than services_timeout_stop_sec.
+# Postgres access beyond a database named after the role (postgres_database, postgres_reads).
+_POSTGRES_ACCESS: dict[str, dict[str, Any]] = {
+    "backend": {"postgres_reads": ["trading"]},
+    "execution": {"postgres_database": "trading"},
+    "risk-safety": {"postgres_reads": ["trading"]},
+    "portfolio-intelligence": {"postgres_reads": ["trading"]},
+    "rl-training": {"postgres_reads": ["trading"]},
+}
+
 _PLATFORM = [
     ("backend", 8000, "/", ["redis", "postgres"], "backend"),
     ("ai-engine", 8001, "/api/ai/", ["redis", "risk-safety"], None),
@@ -380,6 +366,7 @@ _STOP_TIMEOUTS = {"ai-engine": 65, "rl-training": 125}
 SERVICES: dict[str, Any] = {
     "services": [
         {"name": name, "port": port, "route": route, "needs": needs, "postgres_role": role}
+        | _POSTGRES_ACCESS.get(name, {})
         | ({"timeout_stop_sec": _STOP_TIMEOUTS[name]} if name in _STOP_TIMEOUTS else {})
         for name, port, route, needs, role in _PLATFORM
     ]
@@ -562,6 +549,65 @@ PGBACKREST: dict[str, Any] = {
     # The restore drill fails if backup + restore + recovery take longer (s).
     "pgbackrest_restore_drill_limit_s": 300,
 }
+
+
+def role_secret(role: str) -> str:
+    """Return the secret name holding Postgres role ``role``'s password."""
+    return f"postgres_role_{role}_password"
+
+
+def postgres_logins(
+    services: list[dict[str, Any]], drill_role: str, drill_database: str
+) -> dict[str, Any]:
+    """Return the Postgres roles, databases (with their owners) and readers a catalogue implies.
+
+    Each service's ``postgres_role`` is a login role owning ``postgres_database``
+    (else a database named after the role) and reaching ``postgres_reads`` too;
+    the drill role owns the drill database. Roles keep the catalogue's order.
+    """
+    roles: list[str] = []
+    databases: dict[str, str] = {}
+    readers: dict[str, list[str]] = {}
+    for service in services:
+        role = service.get("postgres_role")
+        if role is None:
+            continue
+        if role not in roles:
+            roles.append(role)
+        databases.setdefault(service.get("postgres_database") or role, role)
+        for database in service.get("postgres_reads") or []:
+            readers.setdefault(database, []).append(role)
+    if drill_role not in roles:
+        roles.append(drill_role)
+    databases.setdefault(drill_database, drill_role)
+    return {
+        "postgres_service_roles": roles,
+        "postgres_databases": databases,
+        "postgres_database_readers": readers,
+    }
+
+
+# The groups whose hosts log in as every service role: Patroni's leader sets
+# their passwords, PgBouncer on each app host logs in with them.
+ROLE_SECRET_GROUPS: tuple[str, ...] = ("postgres", "app")
+
+
+def role_secrets(required: dict[str, list[str]], roles: list[str]) -> dict[str, list[str]]:
+    """Return ``required`` (SECRETS required_secrets) plus each role's secret where needed."""
+    out = {group: list(names) for group, names in required.items()}
+    for group in ROLE_SECRET_GROUPS:
+        names = out.setdefault(group, [])
+        names += [role_secret(role) for role in roles if role_secret(role) not in names]
+    return out
+
+
+# Derived from the catalogue above, for pyinfra's data_defaults: a deploy that
+# reads them as host data sees what seawall.settings.setting derives.
+POSTGRES.update(
+    postgres_logins(
+        SERVICES["services"], PATRONI["postgres_drill_role"], PATRONI["postgres_drill_database"]
+    )
+)
 
 
 def all_defaults() -> dict[str, Any]:

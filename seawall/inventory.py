@@ -25,7 +25,7 @@ from pyinfra.api import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.util import exec_file
 
-from seawall import defaults, schema, secrets
+from seawall import defaults, schema, secrets, settings
 from seawall.errors import SeawallError
 
 # Set while seawall itself loads an inventory file, so the file's own
@@ -59,8 +59,8 @@ class Host:
 
     @property
     def required_secrets(self) -> list[str]:
-        """The secrets this host's roles need (defaults.SECRETS)."""
-        wanted = self.data["required_secrets"]
+        """The secrets this host's roles need (defaults.SECRETS, plus the service roles')."""
+        wanted = settings.setting(self.data, "required_secrets")
         return sorted({name for role in self.roles for name in wanted.get(role, [])})
 
 
@@ -204,6 +204,11 @@ def load(path: str | Path) -> Topology:
     for pyinfra_host in inventory:
         data = dict(base)
         data.update(pyinfra_host.data.dict())
+        # What the catalogue implies, unless the inventory states it (validation refuses that).
+        own = pyinfra_host.data.dict()
+        data.update(
+            {key: settings.setting(data, key) for key in settings.DERIVED if key not in own}
+        )
         groups = tuple(sorted(set(pyinfra_host.groups)))
         origins = _origins(path, inventory, pyinfra_host, folders)
         hosts.append(Host(name=pyinfra_host.name, groups=groups, data=data, origins=origins))

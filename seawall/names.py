@@ -7,41 +7,29 @@ cluster or unit prefix changes what they expect with it.
 """
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from seawall import defaults
-
-
-class Data(Protocol):
-    """Host data: pyinfra's ``HostData`` in a deploy, a plain mapping in tests and the CLI."""
-
-    def get(self, key: str, /) -> Any: ...
-
-
-def setting(data: Data, key: str) -> Any:
-    """Return ``key`` from host data, else its default from ``seawall.defaults``."""
-    value = data.get(key)
-    return defaults.all_defaults()[key] if value is None else value
-
+# role_secret is defined beside the catalogue it derives from; deploys and drills import it here.
+from seawall.defaults import role_secret as role_secret
+from seawall.settings import Data, setting
 
 # --- Postgres and Patroni (components/postgres.py) ----------------------------
 
 
-def role_secret(role: str) -> str:
-    """Return the secret name holding ``role``'s password."""
-    return f"postgres_role_{role}_password"
+def _version_cluster(data: Data) -> tuple[Any, Any]:
+    return setting(data, "postgres_version"), setting(data, "postgres_cluster")
 
 
 def patroni_config_path(data: Data) -> str:
-    return f"/etc/patroni/{data.get('postgres_version')}-{data.get('postgres_cluster')}.yml"
+    return "/etc/patroni/{}-{}.yml".format(*_version_cluster(data))
 
 
 def data_dir(data: Data) -> str:
-    return f"/var/lib/postgresql/{data.get('postgres_version')}/{data.get('postgres_cluster')}"
+    return "/var/lib/postgresql/{}/{}".format(*_version_cluster(data))
 
 
 def patroni_unit(data: Data) -> str:
-    return f"patroni@{data.get('postgres_version')}-{data.get('postgres_cluster')}.service"
+    return "patroni@{}-{}.service".format(*_version_cluster(data))
 
 
 # --- pgBackRest's full backup (components/backup.py) --------------------------

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from seawall import defaults
+from seawall import defaults, settings
 
 
 def _matching(regex: str, what: str) -> Callable[[str], str]:
@@ -367,6 +367,8 @@ class Service(_Nested):
     needs: list[ServiceName] = []
     optional: list[ServiceName] = []
     postgres_role: PgName | None = None
+    postgres_database: PgName | None = None
+    postgres_reads: list[PgName] = []
     command: Command | None = None
     environment: dict[EnvName, EnvValue] = {}
     type: Literal["simple", "exec", "notify", "forking", "oneshot"] | None = None
@@ -640,17 +642,15 @@ def seconds(value: str) -> float:
 # The keys each relation reads besides the one it reports: a contradiction is
 # reported on one key, but the file to edit may be the one that set another.
 RELATED: dict[str, tuple[str, ...]] = {
-    "services": ("postgres_service_roles", "postgres_databases", "services_unit_prefix"),
+    "services": ("services_unit_prefix",),
     "services_timeout_stop_sec": ("gateway_route_timeouts", "gateway_timeouts", "services"),
     "gateway_route_timeouts": ("services",),
     "gateway_route_zones": ("gateway_rate_zones", "services"),
     "gateway_trading_paths": ("services",),
     "gateway_tls_certificate_key": ("gateway_tls_certificate",),
-    "postgres_databases": ("postgres_service_roles",),
-    "postgres_database_readers": ("postgres_databases", "postgres_service_roles"),
-    "postgres_drill_role": ("postgres_service_roles",),
-    "postgres_drill_database": ("postgres_databases",),
-    "required_secrets": ("postgres_service_roles",),
+    "postgres_service_roles": ("services", "postgres_drill_role"),
+    "postgres_databases": ("services", "postgres_drill_database"),
+    "postgres_database_readers": ("services",),
     "services_redis_password_secret": ("required_secrets",),
     "services_sentinel_password_secret": ("required_secrets",),
     "patroni_ttl": ("patroni_loop_wait", "patroni_retry_timeout"),
@@ -672,9 +672,12 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     services = data["services"]
     names = [s["name"] for s in services]
     by_name = {s["name"]: s for s in services}
-    roles = set(data["postgres_service_roles"])
-    databases = data["postgres_databases"]
-    wanted = data["required_secrets"]
+    # Derived from the catalogue (seawall.settings): stated nowhere else.
+    databases = settings.setting(data, "postgres_databases")
+    wanted = settings.setting(data, "required_secrets")
+    for derived in settings.DERIVED:
+        if derived in data and data[derived] != settings.setting(data, derived):
+            yield derived, "is derived from the services catalogue: set postgres_role there"
     for field in ("name", "port", "route"):
         seen: dict[Any, str] = {}
         for service in services:
@@ -700,11 +703,17 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
                         f"{dependency!r} is neither redis, postgres, exchange nor a service",
                     )
         role = service.get("postgres_role")
-        if role is not None:
-            if role not in roles:
-                yield f"{where}.postgres_role", f"{role!r} is not in postgres_service_roles"
-            if role not in databases.values():
-                yield f"{where}.postgres_role", f"{role!r} owns no database in postgres_databases"
+        if role is None and (service.get("postgres_database") or service.get("postgres_reads")):
+            yield f"{where}.postgres_role", "unset, but the service names Postgres databases"
+        owned = service.get("postgres_database") or role
+        if role is not None and databases.get(owned) != role:
+            yield (
+                f"{where}.postgres_database",
+                f"{owned!r} is already owned by {databases.get(owned)!r}",
+            )
+        for database in service.get("postgres_reads", []):
+            if database not in databases:
+                yield f"{where}.postgres_reads", f"{database!r} is no service's database"
         user = data["services_unit_prefix"] + name
         if len(user) > 32:
             yield f"{where}.name", f"the unit's user {user} is over 32 characters"
@@ -737,24 +746,10 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield "gateway_trading_paths", f"{path} is under no service's prefix route"
     if (data["gateway_tls_certificate"] is None) != (data["gateway_tls_certificate_key"] is None):
         yield "gateway_tls_certificate_key", "set both the certificate and its key, or neither"
-    for database, owner in databases.items():
-        if owner not in roles:
-            yield f"postgres_databases.{database}", f"owner {owner!r} is not a service role"
-    for database, readers in data["postgres_database_readers"].items():
-        if database not in databases:
-            yield f"postgres_database_readers.{database}", "no such database"
-        for reader in readers:
-            if reader not in roles:
-                yield f"postgres_database_readers.{database}", f"{reader!r} is not a service role"
-    if data["postgres_drill_role"] not in roles:
-        yield "postgres_drill_role", "not in postgres_service_roles"
-    if data["postgres_drill_database"] not in databases:
-        yield "postgres_drill_database", "not in postgres_databases"
-    for role in sorted(roles):
-        secret = f"postgres_role_{role}_password"
-        for group in ("postgres", "app"):
-            if secret not in wanted.get(group, []):
-                yield f"required_secrets.{group}", f"lacks {secret} for service role {role}"
+    drill_role, drill_database = data["postgres_drill_role"], data["postgres_drill_database"]
+    if databases.get(drill_database) != drill_role:
+        owner = databases.get(drill_database)
+        yield "postgres_drill_database", f"{drill_database!r} is owned by {owner!r}"
     for key in ("services_redis_password_secret", "services_sentinel_password_secret"):
         if data[key] not in wanted.get("app", []):
             yield key, f"{data[key]} is not in required_secrets.app"

@@ -41,6 +41,7 @@ from seawall.names import BACKUP_TIMER as TIMER
 from seawall.names import data_dir
 from seawall.operations.pgbackrest import stanza
 from seawall.operations.ssh import ssh_keypair, trust_peers
+from seawall.settings import setting
 
 CONCERN = "pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"
@@ -57,7 +58,7 @@ def backup_context(
     repo_address: str,
 ) -> dict[str, Any]:
     """Return what the pgBackRest templates see on a repository (``repo``) or Postgres host."""
-    context = {key: data.get(key, default) for key, default in DEFAULTS.items()}
+    context = {key: setting(data, key) for key in DEFAULTS}
     context.update(
         repo=repo,
         members=[{"name": name, "address": address} for name, address in members],
@@ -98,7 +99,10 @@ def deploy_backup() -> None:
     if not repos or not (is_repo or "postgres" in host.groups):
         return
     data = host.data
-    user, repo_path = str(data.get("pgbackrest_user")), str(data.get("pgbackrest_repo_path"))
+    user, repo_path = (
+        str(setting(data, "pgbackrest_user")),
+        str(setting(data, "pgbackrest_repo_path")),
+    )
     members = group_members("postgres")
     repo_address = str(repos[0].data.get("private_address"))
     context = backup_context(data, is_repo, members, repo_address)
@@ -122,13 +126,16 @@ def _install(data: HostData, is_repo: bool) -> None:
     if is_repo:
         # Postgres's binaries serve the restore drill; no cluster may appear.
         forbid_main_cluster()
-        packages = ["pgbackrest", f"postgresql-{data.get('postgres_version')}"]
+        packages = ["pgbackrest", f"postgresql-{setting(data, 'postgres_version')}"]
     else:
         packages = ["pgbackrest"]
     install_packages("Install pgBackRest", packages)
     if not is_repo:
         return
-    user, repo_path = str(data.get("pgbackrest_user")), str(data.get("pgbackrest_repo_path"))
+    user, repo_path = (
+        str(setting(data, "pgbackrest_user")),
+        str(setting(data, "pgbackrest_repo_path")),
+    )
     server.user(
         name=f"Create the repository account {user}",
         user=user,

@@ -45,6 +45,7 @@ from seawall.defaults import COMMON
 from seawall.errors import SeawallError
 from seawall.facts.server import Container
 from seawall.operations.files import validated_file
+from seawall.settings import setting
 
 # Templates mirror the path they render to: seawall/templates/common/etc/... -> /etc/...
 APT_PROXY = "/etc/apt/apt.conf.d/01seawall-proxy"
@@ -84,7 +85,7 @@ def render(target: str, context: Mapping[str, Any]) -> str:
 
 def template_context(data: Mapping[str, Any] | HostData, groups: Sequence[str]) -> dict[str, Any]:
     """Return what the templates see: the COMMON keys of a host's data, and its roles."""
-    context = {key: data.get(key, default) for key, default in COMMON.items()}
+    context = {key: setting(data, key) for key in COMMON}
     context["roles"] = [role for role in defaults.ROLES if role in groups]
     return context
 
@@ -148,7 +149,7 @@ def host_secrets(names: Sequence[str], purpose: str = "") -> dict[str, str]:
         DeployError: one is missing, naming the host, the secret and where it was looked for.
     """
     try:
-        return secrets.require(names, host.data.get("secrets_file"), host.name, purpose)
+        return secrets.require(names, setting(host.data, "secrets_file"), host.name, purpose)
     except SeawallError as error:
         raise DeployError(str(error)) from None
 

@@ -35,11 +35,11 @@ from pyinfra.api.host import HostData
 from pyinfra.facts.files import File
 from pyinfra.operations import server, systemd
 
-from seawall import defaults
 from seawall.components import templates
 from seawall.components.common import group_members, install_packages
 from seawall.defaults import GATEWAY
 from seawall.operations.files import validated_file
+from seawall.settings import setting
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
 TEMPLATES: tuple[str, ...] = (NGINX_CONF,)
@@ -70,14 +70,12 @@ def render(target: str, context: Mapping[str, Any]) -> str:
     return templates.render("gateway", target, context)
 
 
-def _setting(data: Data, key: str) -> Any:
-    value = data.get(key)
-    return defaults.all_defaults()[key] if value is None else value
-
-
 def tls_paths(data: Data) -> tuple[str, str, bool]:
     """Return (certificate, key, self_signed)."""
-    cert, key = data.get("gateway_tls_certificate"), data.get("gateway_tls_certificate_key")
+    cert, key = (
+        setting(data, "gateway_tls_certificate"),
+        setting(data, "gateway_tls_certificate_key"),
+    )
     if cert and key:
         return str(cert), str(key), False
     return f"{SELF_SIGNED_DIR}/gateway.crt", f"{SELF_SIGNED_DIR}/gateway.key", True
@@ -85,16 +83,16 @@ def tls_paths(data: Data) -> tuple[str, str, bool]:
 
 def routes(data: Data) -> list[dict[str, Any]]:
     """Return every service's route: upstream name, locations and their zones, timeouts."""
-    zones = _setting(data, "gateway_rate_zones")
-    route_zones = _setting(data, "gateway_route_zones")
-    trading_paths = _setting(data, "gateway_trading_paths")
-    base_timeouts = _setting(data, "gateway_timeouts")
-    route_timeouts = _setting(data, "gateway_route_timeouts")
+    zones = setting(data, "gateway_rate_zones")
+    route_zones = setting(data, "gateway_route_zones")
+    trading_paths = setting(data, "gateway_trading_paths")
+    base_timeouts = setting(data, "gateway_timeouts")
+    route_timeouts = setting(data, "gateway_route_timeouts")
 
     def zone(name: str) -> dict[str, Any]:
         return {"name": name, "burst": zones[name]["burst"]}
 
-    services = _setting(data, "services")
+    services = setting(data, "services")
     prefixes = [s["route"] for s in services if s["route"].endswith("/")]
 
     def owner(path: str) -> str:
@@ -143,31 +141,31 @@ def routes(data: Data) -> list[dict[str, Any]]:
 def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
     """Return what nginx.conf.j2 sees."""
     cert, key, _ = tls_paths(data)
-    zones = _setting(data, "gateway_rate_zones")
+    zones = setting(data, "gateway_rate_zones")
     return {
-        "client_max_body_size": _setting(data, "gateway_client_max_body_size"),
-        "worker_processes": _setting(data, "gateway_worker_processes"),
-        "worker_connections": _setting(data, "gateway_worker_connections"),
-        "worker_rlimit_nofile": _setting(data, "gateway_worker_rlimit_nofile"),
-        "access_log": _setting(data, "gateway_access_log"),
-        "rate_limit_exempt": list(_setting(data, "gateway_rate_limit_exempt")),
+        "client_max_body_size": setting(data, "gateway_client_max_body_size"),
+        "worker_processes": setting(data, "gateway_worker_processes"),
+        "worker_connections": setting(data, "gateway_worker_connections"),
+        "worker_rlimit_nofile": setting(data, "gateway_worker_rlimit_nofile"),
+        "access_log": setting(data, "gateway_access_log"),
+        "rate_limit_exempt": list(setting(data, "gateway_rate_limit_exempt")),
         "zones": [{"name": n, "rate": z["rate"]} for n, z in zones.items()],
-        "limit_conn": _setting(data, "gateway_limit_conn"),
+        "limit_conn": setting(data, "gateway_limit_conn"),
         "routes": routes(data),
         "app_addresses": app_addresses,
-        "max_fails": _setting(data, "gateway_max_fails"),
-        "fail_timeout": _setting(data, "gateway_fail_timeout"),
-        "upstream_keepalive": _setting(data, "gateway_upstream_keepalive"),
-        "next_upstream_timeout": _setting(data, "gateway_next_upstream_timeout"),
-        "http_port": _setting(data, "gateway_http_port"),
-        "https_port": _setting(data, "gateway_https_port"),
-        "status_port": _setting(data, "gateway_status_port"),
-        "internal_http_port": data.get("gateway_internal_http_port"),
+        "max_fails": setting(data, "gateway_max_fails"),
+        "fail_timeout": setting(data, "gateway_fail_timeout"),
+        "upstream_keepalive": setting(data, "gateway_upstream_keepalive"),
+        "next_upstream_timeout": setting(data, "gateway_next_upstream_timeout"),
+        "http_port": setting(data, "gateway_http_port"),
+        "https_port": setting(data, "gateway_https_port"),
+        "status_port": setting(data, "gateway_status_port"),
+        "internal_http_port": setting(data, "gateway_internal_http_port"),
         "private_address": data.get("private_address"),
         "tls_certificate": cert,
         "tls_certificate_key": key,
-        "tls_protocols": _setting(data, "gateway_tls_protocols"),
-        "hsts_max_age": _setting(data, "gateway_hsts_max_age"),
+        "tls_protocols": setting(data, "gateway_tls_protocols"),
+        "hsts_max_age": setting(data, "gateway_hsts_max_age"),
         "errors": ERRORS,
     }
 
@@ -190,7 +188,7 @@ def deploy_gateway() -> None:
     if "gateway" not in host.groups:
         return
     data = host.data
-    apps = list(data.get("gateway_upstream_addresses") or []) or [
+    apps = list(setting(data, "gateway_upstream_addresses") or []) or [
         address for _, address in group_members("app")
     ]
 

@@ -49,6 +49,7 @@ from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.names import data_dir, patroni_config_path, patroni_unit, role_secret
 from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
 from seawall.operations.postgres import debian_cluster_absent, service_roles
+from seawall.settings import setting
 
 CONCERN = "postgres"
 CREATECLUSTER = "/etc/postgresql-common/createcluster.d/seawall.conf"
@@ -83,16 +84,17 @@ def forbid_main_cluster() -> None:
 
 def archive_parameters(data: Mapping[str, Any] | HostData) -> dict[str, Any]:
     """Return the WAL archiving settings that ship WAL to pgBackRest's repository."""
+    stanza = setting(data, "pgbackrest_stanza")
     return {
         "archive_mode": "on",
-        "archive_command": f"pgbackrest --stanza={data.get('pgbackrest_stanza')} archive-push %p",
-        "archive_timeout": data.get("pgbackrest_archive_timeout"),
+        "archive_command": f"pgbackrest --stanza={stanza} archive-push %p",
+        "archive_timeout": setting(data, "pgbackrest_archive_timeout"),
     }
 
 
 def postgres_parameters(data: Mapping[str, Any] | HostData, archive: bool) -> dict[str, Any]:
     """Return every Postgres parameter Patroni applies: inventory's, plus archiving if on."""
-    parameters = dict(data.get("postgres_parameters") or {})
+    parameters = dict(setting(data, "postgres_parameters") or {})
     if archive:
         parameters.update(archive_parameters(data))
     return parameters
@@ -101,12 +103,12 @@ def postgres_parameters(data: Mapping[str, Any] | HostData, archive: bool) -> di
 def dynamic_config(data: Mapping[str, Any] | HostData, archive: bool = True) -> dict[str, Any]:
     """Return the cluster-wide settings the deploy keeps in Patroni's dynamic configuration."""
     return {
-        "ttl": data.get("patroni_ttl"),
-        "loop_wait": data.get("patroni_loop_wait"),
-        "retry_timeout": data.get("patroni_retry_timeout"),
-        "maximum_lag_on_failover": data.get("patroni_maximum_lag_on_failover"),
-        "synchronous_mode": data.get("patroni_synchronous_mode"),
-        "synchronous_mode_strict": data.get("patroni_synchronous_mode_strict"),
+        "ttl": setting(data, "patroni_ttl"),
+        "loop_wait": setting(data, "patroni_loop_wait"),
+        "retry_timeout": setting(data, "patroni_retry_timeout"),
+        "maximum_lag_on_failover": setting(data, "patroni_maximum_lag_on_failover"),
+        "synchronous_mode": setting(data, "patroni_synchronous_mode"),
+        "synchronous_mode_strict": setting(data, "patroni_synchronous_mode_strict"),
         "postgresql": {
             "use_pg_rewind": True,
             "use_slots": True,
@@ -125,7 +127,7 @@ def patroni_context(
     archive: bool = True,
 ) -> dict[str, Any]:
     """Return what the Patroni template sees for member ``name``."""
-    context = {key: data.get(key, default) for key, default in DEFAULTS.items()}
+    context = {key: setting(data, key) for key in DEFAULTS}
     context["postgres_parameters"] = postgres_parameters(data, archive)
     version, cluster = context["postgres_version"], context["postgres_cluster"]
     context.update(passwords)
@@ -133,7 +135,7 @@ def patroni_context(
         name=name,
         address=str(data.get("private_address")),
         config_path=patroni_config_path(data),
-        etcd_hosts=[f"{member}:{data.get('etcd_client_port')}" for member in etcd_members],
+        etcd_hosts=[f"{member}:{setting(data, 'etcd_client_port')}" for member in etcd_members],
         postgres_peers=list(postgres_peers),
         client_addresses=list(clients),
         data_dir=data_dir(context),
@@ -170,7 +172,7 @@ def deploy_postgres() -> None:
     if "postgres" not in host.groups:
         return
     data = host.data
-    roles = list(data.get("postgres_service_roles"))
+    roles = list(setting(data, "postgres_service_roles"))
     passwords = host_secrets([*SECRET_NAMES, *(role_secret(role) for role in roles)])
     # WAL goes to pgBackRest's repository when the inventory has an ops host for it.
     archive = bool(_addresses("ops"))
@@ -194,7 +196,7 @@ def deploy_postgres() -> None:
 
 def _install(data: HostData) -> None:
     """Install Postgres and Patroni: no Debian cluster, no daemon on stock configuration."""
-    version, cluster = data.get("postgres_version"), data.get("postgres_cluster")
+    version, cluster = setting(data, "postgres_version"), setting(data, "postgres_cluster")
     forbid_main_cluster()
     install_packages(
         "Install PostgreSQL and Patroni", [f"postgresql-{version}", "patroni", "python3-psycopg2"]
@@ -271,6 +273,6 @@ def _activate(
         name="Create the service roles and databases (on the leader)",
         config=config_path,
         passwords={role: HiddenValue(password) for role, password in role_passwords.items()},
-        databases=dict(data.get("postgres_databases")),
-        readers={k: list(v) for k, v in dict(data.get("postgres_database_readers")).items()},
+        databases=dict(setting(data, "postgres_databases")),
+        readers={k: list(v) for k, v in dict(setting(data, "postgres_database_readers")).items()},
     )

@@ -46,8 +46,8 @@ from seawall.components import templates
 from seawall.components.common import host_secrets, install_packages
 from seawall.defaults import SERVICES
 from seawall.names import HEALTHWATCH_UNIT, catalogue, unit_name, user_name
-from seawall.names import setting as _setting
 from seawall.operations.files import secret_file
+from seawall.settings import setting
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def health_url(address: str, service: Mapping[str, Any], health_path: str) -> st
 
 def postgres_database(data: Data, role: str) -> str:
     """Return the database ``role`` owns (POSTGRES postgres_databases), else one named after it."""
-    for database, owner in _setting(data, "postgres_databases").items():
+    for database, owner in setting(data, "postgres_databases").items():
         if owner == role:
             return str(database)
     return role
@@ -101,7 +101,7 @@ def service_config(
 ) -> dict[str, Any]:
     """Return the non-secret settings file of one service (JSON, read by the service)."""
     by_name = {s["name"]: s for s in catalogue(data)}
-    health_path = _setting(data, "services_health_path")
+    health_path = setting(data, "services_health_path")
     deps: list[dict[str, Any]] = []
     wanted = [(name, True) for name in service.get("needs", [])]
     wanted += [(name, False) for name in service.get("optional", [])]
@@ -111,7 +111,7 @@ def service_config(
         elif name == "postgres" and service.get("postgres_role"):
             deps.append({"name": "postgres", "kind": "postgres", "critical": critical})
         elif name == "exchange":
-            url = _setting(data, "services_exchange_health_url")
+            url = setting(data, "services_exchange_health_url")
             if url:
                 deps.append({"name": name, "kind": "http", "critical": critical, "url": url})
         elif name in by_name:
@@ -127,16 +127,16 @@ def service_config(
         "dependencies": deps,
         "redis": {
             "sentinels": [list(s) for s in sentinels],
-            "master_name": _setting(data, "sentinel_master_name"),
+            "master_name": setting(data, "sentinel_master_name"),
         },
-        "stream_maxlen": _setting(data, "services_stream_maxlen"),
+        "stream_maxlen": setting(data, "services_stream_maxlen"),
         "spool_dir": f"/var/lib/{user_name(data, service)}/spool",
     }
     role = service.get("postgres_role")
     if role:
         config["postgres"] = {
             "host": "127.0.0.1",
-            "port": _setting(data, "pgbouncer_port"),
+            "port": setting(data, "pgbouncer_port"),
             "dbname": postgres_database(data, role),
             "user": role,
         }
@@ -148,8 +148,8 @@ def secret_names(data: Data, service: Mapping[str, Any]) -> dict[str, str]:
     from seawall.refservice import config as refconfig
 
     names = {
-        refconfig.ENV_REDIS_PASSWORD: _setting(data, "services_redis_password_secret"),
-        refconfig.ENV_SENTINEL_PASSWORD: _setting(data, "services_sentinel_password_secret"),
+        refconfig.ENV_REDIS_PASSWORD: setting(data, "services_redis_password_secret"),
+        refconfig.ENV_SENTINEL_PASSWORD: setting(data, "services_sentinel_password_secret"),
     }
     role = service.get("postgres_role")
     if role:
@@ -170,7 +170,7 @@ def unit_context(
         after += ["pgbouncer.service", "haproxy.service"]
     own_command = service.get("command")
     environment = {
-        "PYTHONPATH": _setting(data, "services_code_dir"),
+        "PYTHONPATH": setting(data, "services_code_dir"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "SEAWALL_SERVICE_CONFIG": config_path,
         **{str(k): str(v) for k, v in (service.get("environment") or {}).items()},
@@ -187,23 +187,23 @@ def unit_context(
         "secrets_file": secrets_path,
         "wants": siblings,
         "after": after,
-        "restart_sec": _setting(data, "services_restart_sec"),
-        "start_limit_burst": _setting(data, "services_start_limit_burst"),
-        "start_limit_interval_sec": _setting(data, "services_start_limit_interval_sec"),
+        "restart_sec": setting(data, "services_restart_sec"),
+        "start_limit_burst": setting(data, "services_start_limit_burst"),
+        "start_limit_interval_sec": setting(data, "services_start_limit_interval_sec"),
         "timeout_stop_sec": service.get("timeout_stop_sec")
-        or _setting(data, "services_timeout_stop_sec"),
-        "memory_max": _setting(data, "services_memory_max"),
-        "tasks_max": _setting(data, "services_tasks_max"),
-        "limit_nofile": _setting(data, "services_limit_nofile"),
+        or setting(data, "services_timeout_stop_sec"),
+        "memory_max": setting(data, "services_memory_max"),
+        "tasks_max": setting(data, "services_tasks_max"),
+        "limit_nofile": setting(data, "services_limit_nofile"),
     }
 
 
 def healthwatch_config(data: Data, address: str) -> dict[str, Any]:
-    health_path = _setting(data, "services_health_path")
+    health_path = setting(data, "services_health_path")
     return {
-        "interval": _setting(data, "services_healthcheck_interval_sec"),
-        "timeout": _setting(data, "services_healthcheck_timeout_sec"),
-        "failures": _setting(data, "services_healthcheck_failures"),
+        "interval": setting(data, "services_healthcheck_interval_sec"),
+        "timeout": setting(data, "services_healthcheck_timeout_sec"),
+        "failures": setting(data, "services_healthcheck_failures"),
         "services": [
             {"unit": unit_name(data, s), "url": health_url(address, s, health_path)}
             for s in catalogue(data)
@@ -222,7 +222,7 @@ def _version() -> str:
 
 def _sentinels() -> list[tuple[str, int]]:
     return [
-        (str(h.data.get("private_address")), int(_setting(h.data, "sentinel_port")))
+        (str(h.data.get("private_address")), int(setting(h.data, "sentinel_port")))
         for h in inventory.get_group("sentinel")
     ]
 
@@ -269,8 +269,8 @@ class _Configured:
 
 def _install(data: HostData) -> list[Any]:
     """Install the Python runtime and the code every service runs; return the code's operations."""
-    code_dir = _setting(data, "services_code_dir")
-    install_packages("Install the services' Python runtime", _setting(data, "services_packages"))
+    code_dir = setting(data, "services_code_dir")
+    install_packages("Install the services' Python runtime", setting(data, "services_packages"))
     return [
         files.put(
             name=f"Install {relative}",
@@ -288,9 +288,9 @@ def _configure(data: HostData) -> _Configured:
     """Write the failure hook, then each service's user, settings, secrets and unit, then the
     hang checker's list and unit."""
     address = str(data.get("private_address"))
-    code_dir = _setting(data, "services_code_dir")
-    config_dir = _setting(data, "services_config_dir")
-    secrets_dir = _setting(data, "services_secrets_dir")
+    code_dir = setting(data, "services_code_dir")
+    config_dir = setting(data, "services_config_dir")
+    secrets_dir = setting(data, "services_secrets_dir")
     shared = [
         files.put(
             name="Install the failure recorder",
@@ -355,7 +355,7 @@ def _configure(data: HostData) -> _Configured:
                 {
                     "config": f"{config_dir}/healthwatch.json",
                     "code_dir": code_dir,
-                    "failures": _setting(data, "services_healthcheck_failures"),
+                    "failures": setting(data, "services_healthcheck_failures"),
                 },
             )
         ),
@@ -412,13 +412,13 @@ def _activate(data: HostData, code: list[Any], configured: _Configured) -> None:
 
 def restart_pause(data: Data) -> int:
     """Seconds to wait after restarting a running instance: the gateway's fail_timeout + 1."""
-    raw = str(_setting(data, "gateway_fail_timeout")).strip()
+    raw = str(setting(data, "gateway_fail_timeout")).strip()
     seconds = int(raw[:-1]) if raw.endswith("s") else int(raw)
     return seconds + 1
 
 
 def _record_context(data: Data) -> dict[str, Any]:
     return {
-        "failure_log": _setting(data, "services_failure_log"),
-        "textfile_dir": _setting(data, "services_textfile_dir"),
+        "failure_log": setting(data, "services_failure_log"),
+        "textfile_dir": setting(data, "services_textfile_dir"),
     }

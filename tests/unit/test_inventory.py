@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from seawall import defaults, inventory
+from seawall import defaults, inventory, settings
 from seawall.errors import SeawallError
 
 HOSTS = {
@@ -19,9 +19,13 @@ HOSTS = {
     "gw-1": "10.9.0.31",
     "ops-1": "10.9.0.41",
 }
-# Every secret any role needs (the deploys' own lists in defaults.SECRETS).
+# Every secret any role needs (defaults.SECRETS, plus the service roles' from the catalogue).
 SECRETS = sorted(
-    {name for names in defaults.SECRETS["required_secrets"].values() for name in names}
+    {
+        name
+        for names in settings.setting(defaults.all_defaults(), "required_secrets").values()
+        for name in names
+    }
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from seawall import defaults, inventory, schema
+from seawall import defaults, inventory, schema, settings
 from seawall.errors import SeawallError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ HOSTS = {
     "gw-1": "10.9.0.31",
     "ops-1": "10.9.0.41",
 }
-SECRETS = sorted({n for names in defaults.SECRETS["required_secrets"].values() for n in names})
+SECRETS = sorted({n for names in settings.setting({}, "required_secrets").values() for n in names})
 GROUPS = {
     "redis": ["data-1", "data-2", "data-3"],
     "sentinel": ["data-1", "data-2", "data-3"],
@@ -169,12 +169,14 @@ CASES = [
     # Relations.
     Case("stop-before-read-timeout", "services_timeout_stop_sec: 30 s stops marketdata",
          setup={"group_data": "gateway_route_timeouts = {'marketdata': {'read': '60s'}}\n"}),
-    Case("service-role-missing", "services[execution].postgres_role: 'ghost' is not in",
-         setup={"group_data": catalogue(execution={"postgres_role": "ghost"})}),
-    Case("role-without-secret", "lacks postgres_role_audit_password",
+    Case("database-owned-twice", "services[rl-training].postgres_database: 'trading' is already",
+         setup={"group_data": catalogue(**{"rl-training": {"postgres_database": "trading"}})}),
+    Case("reads-no-database", "services[backend].postgres_reads: 'ghost' is no service's",
+         setup={"group_data": catalogue(backend={"postgres_reads": ["ghost"]})}),
+    Case("derived-roles-stated", "postgres_service_roles: is derived from the services catalogue",
          setup={"group_data": "postgres_service_roles = "
                 f"{[*defaults.POSTGRES['postgres_service_roles'], 'audit']!r}\n"}),
-    Case("owner-not-a-role", "postgres_databases.audit: owner 'nobody'",
+    Case("derived-owners-stated", "postgres_databases: is derived from the services catalogue",
          setup={"group_data": "postgres_databases = "
                 f"{ {**defaults.POSTGRES['postgres_databases'], 'audit': 'nobody'}!r}\n"}),
     Case("unknown-need", "services[execution].needs: 'risk' is neither",

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "settings",
         (
             "seawall.defaults",
+            "seawall.settings",
             "seawall.output",
             "seawall.secrets",
             "seawall.schema",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from seawall import defaults, inventory
+from seawall import defaults, inventory, settings
 from seawall.components import services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def test_secrets_come_from_role_names_and_are_required(lab: inventory.Topology) 
     execution = next(s for s in CATALOGUE if s["name"] == "execution")
     names = set(services.secret_names(data, execution).values())
     assert names == {"redis_password", "sentinel_password", "postgres_role_execution_password"}
-    assert names <= set(defaults.SECRETS["required_secrets"]["app"])
+    assert names <= set(settings.setting(data, "required_secrets")["app"])
 
 
 def test_hang_checker_watches_every_service(lab: inventory.Topology) -> None:
