@@ -8,13 +8,22 @@ What it guarantees on every host of the ``etcd`` group:
   private address (client also on loopback), all members listed from the
   inventory, the data in ``etcd_data_dir``;
 - etcd runs, is enabled at boot and restarts after any crash;
-- a configuration change restarts one member at a time, so the cluster keeps
-  its quorum (and Patroni its leader) through a redeploy.
+- a configuration change restarts one member at a time, and only while every
+  other member answers healthy, so the cluster keeps its quorum (and Patroni
+  its leader) through a redeploy; otherwise the restart is skipped, saying
+  which member is down, and stays pending (the configuration is newer than the
+  running member) until a deploy finds them all healthy;
+- a rebuilt member (its data directory empty while the others run) rejoins as a
+  new member: its old membership is removed and a new one added through the
+  healthy members before it starts with ``ETCD_INITIAL_CLUSTER_STATE=existing``
+  (docs/postgres.md, "Rebuilding an etcd member").
 
 What it never does:
 
-- remove a member, wipe a data directory or re-bootstrap an existing cluster
-  (``ETCD_INITIAL_*`` are only read when the data directory is empty);
+- wipe a data directory or re-bootstrap an existing cluster
+  (``ETCD_INITIAL_*`` are only read when the data directory is empty); a
+  membership changes only for a member whose data directory is empty, and
+  only while every other member is healthy;
 - restart etcd when nothing changed.
 """
 
@@ -25,12 +34,15 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
+from pyinfra.facts.files import Directory, FindInFile
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
 from seawall.components.common import group_members, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD
+from seawall.facts.etcd import EtcdConfigPending, EtcdHealth
+from seawall.operations.etcd import member_rejoined, member_restarted
 
 CONCERN = "etcd"
 DEFAULTS_FILE = "/etc/default/etcd"
@@ -53,6 +65,21 @@ def etcd_context(
     return context
 
 
+STATE_PATTERN = "^ETCD_INITIAL_CLUSTER_STATE="
+
+
+def initial_cluster_state(has_data: bool, rejoin: bool, current: list[str] | None) -> str:
+    """Return ETCD_INITIAL_CLUSTER_STATE for this member.
+
+    Only an empty data directory reads it: "existing" when the member rejoins a
+    running cluster, "new" when the cluster starts; a member with data keeps
+    what its file says, so a redeploy never changes the file for nothing.
+    """
+    if not has_data:
+        return "existing" if rejoin else "new"
+    return "existing" if any('"existing"' in line for line in current or []) else "new"
+
+
 @deploy("etcd cluster", data_defaults=ETCD)
 def deploy_etcd() -> None:
     """
@@ -70,9 +97,18 @@ def deploy_etcd() -> None:
     """
     if "etcd" not in host.groups:
         return
-    context = etcd_context(host.name, host.data, group_members("etcd"))
-    # Asked before anything changes: was a member already running here?
+    members = group_members("etcd")
+    context = etcd_context(host.name, host.data, members)
+    port = context["etcd_client_port"]
+    peers = [f"{address}:{port}" for name, address in members if name != host.name]
+    # Asked before anything changes: was a member already running here, with its data?
     was_running = bool(host.get_fact(SystemdStatus).get("etcd.service"))
+    has_data = host.get_fact(Directory, path=f"{context['etcd_data_dir']}/member") is not None
+    rejoin = not has_data and any(host.get_fact(EtcdHealth, endpoints=peers).values())
+    context["initial_cluster_state"] = initial_cluster_state(
+        has_data, rejoin, host.get_fact(FindInFile, path=DEFAULTS_FILE, pattern=STATE_PATTERN)
+    )
+    pending = was_running and bool(host.get_fact(EtcdConfigPending, path=DEFAULTS_FILE))
     install_packages("Install etcd (started by nothing until configured)", PACKAGES)
 
     config = files.put(
@@ -86,6 +122,13 @@ def deploy_etcd() -> None:
     unit_dropin(
         "Restart etcd after any crash", render(CONCERN, UNIT_DROPIN, context), UNIT_DROPIN, "etcd"
     )
+    if rejoin:
+        member_rejoined(
+            name="Rejoin the running cluster as a new member (this one has no data)",
+            member=host.name,
+            peer_url=f"http://{context['address']}:{context['etcd_peer_port']}",
+            peers=peers,
+        )
     # Members start together (a new cluster needs a quorum to report ready)...
     systemd.service(
         name="Start and enable etcd", service="etcd.service", running=True, enabled=True
@@ -93,12 +136,7 @@ def deploy_etcd() -> None:
     if not was_running:
         # It just started with this configuration: nothing to restart.
         return
-    # ...but restart one at a time, so the cluster never loses its quorum.
-    systemd.service(
-        name="Restart etcd (its configuration changed)",
-        service="etcd.service",
-        running=True,
-        restarted=True,
-        _if=config.did_change,
-        _serial=True,
-    )
+    # ...but restart one at a time, while the others are healthy, so the
+    # cluster never loses its quorum.
+    if pending or config.will_change:
+        member_restarted(name="Restart etcd (its configuration changed)", peers=peers, _serial=True)

@@ -14,7 +14,10 @@ What it guarantees on every host of the ``app`` group:
   and logs each service role in with its secret (``userlist.txt``, 0640);
 - both run, are enabled at boot, and reload (never restart) when their
   configuration changes; a HAProxy configuration ``haproxy -c`` rejects is never
-  installed.
+  installed;
+- a HAProxy reload keeps every server's state: it is saved through the admin
+  socket just before the reload and loaded by the new process, so new sessions
+  never reach a replica while the new process's first checks run.
 
 What it never does:
 
@@ -33,17 +36,20 @@ from pyinfra.api.host import HostData
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from seawall.components.common import group_members, host_secrets, install_packages
+from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
 from seawall.names import role_secret
 from seawall.operations.files import validated_file
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/seawall.conf"
+HAPROXY_STATE = "/var/lib/haproxy/server-state"
 PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
 PGBOUNCER_USERS = "/etc/pgbouncer/userlist.txt"
 TEMPLATES: tuple[tuple[str, str], ...] = (
     ("haproxy", HAPROXY_CFG),
+    ("haproxy", HAPROXY_DROPIN),
     ("pgbouncer", PGBOUNCER_INI),
     ("pgbouncer", PGBOUNCER_USERS),
 )
@@ -60,6 +66,7 @@ def pgroute_context(
     context["members"] = [{"name": name, "address": address} for name, address in members]
     context["databases"] = sorted(dict(context["postgres_databases"]))
     context["passwords"] = dict(passwords)
+    context["haproxy_state_file"] = HAPROXY_STATE
     return context
 
 
@@ -88,9 +95,17 @@ def deploy_pgroute() -> None:
         host.data, members, {role: values[role_secret(role)] for role in roles}
     )
 
-    # python3-psycopg: the client the reference service, drills and checks use here.
+    # python3-psycopg: the client the reference service, drills and checks use here;
+    # socat: HAProxy's reload saves the servers' state through its admin socket.
     install_packages(
-        "Install PgBouncer, HAProxy and psycopg", ["pgbouncer", "haproxy", "python3-psycopg"]
+        "Install PgBouncer, HAProxy and psycopg",
+        ["pgbouncer", "haproxy", "python3-psycopg", "socat"],
+    )
+    unit_dropin(
+        "Keep HAProxy's server states across reloads",
+        render("haproxy", HAPROXY_DROPIN, context),
+        HAPROXY_DROPIN,
+        "HAProxy",
     )
 
     haproxy_cfg = validated_file(

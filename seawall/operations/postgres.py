@@ -3,24 +3,37 @@
 import shlex
 
 from pyinfra import host
-from pyinfra.api import HiddenValue, StringCommand, operation
-from pyinfra.facts.files import File
+from pyinfra.api import HiddenValue, OperationError, StringCommand, operation
+from pyinfra.facts.files import File, FindInFile
 
 from seawall.facts.patroni import PatroniCluster, running_leader
 from seawall.facts.postgres import PostgresRolesAndDatabases
 from seawall.postgres import scram
 
 
+def _configured_dir(lines: list[str] | None, key: str) -> str | None:
+    """Return the value of ``key`` (``key = 'x'`` or ``key: x``) from grep'ed config lines."""
+    for line in lines or []:
+        name, _, value = line.replace("=", ":", 1).partition(":")
+        if name.strip() == key:
+            return value.split("#", 1)[0].strip().strip("'\"").rstrip("/")
+    return None
+
+
 @operation()
-def debian_cluster_absent(version: int, cluster: str):
+def debian_cluster_absent(version: int, cluster: str, patroni_config: str | None = None):
     """
     Drop the Debian cluster ``version``/``cluster`` if postgresql-common created one.
 
     + version: PostgreSQL major version
     + cluster: cluster name
+    + patroni_config: Patroni's configuration file (``/etc/patroni/<version>-<cluster>.yml``)
 
     Patroni's clusters keep their configuration in the data directory, so a
-    ``postgresql.conf`` under ``/etc/postgresql`` is always Debian's.
+    ``postgresql.conf`` under ``/etc/postgresql`` is always Debian's. Its data
+    directory may still be the one Patroni runs (both default to
+    ``/var/lib/postgresql/<version>/<cluster>``): then nothing is dropped and the
+    operation fails, naming the directory.
 
     **Example:**
 
@@ -32,6 +45,22 @@ def debian_cluster_absent(version: int, cluster: str):
     if not host.get_fact(File, path=conf):
         host.noop(f"no Debian cluster {version}/{cluster}")
         return
+    data = (
+        _configured_dir(
+            host.get_fact(FindInFile, path=conf, pattern="^data_directory"), "data_directory"
+        )
+        or f"/var/lib/postgresql/{version}/{cluster}"
+    )
+    patroni_config = patroni_config or f"/etc/patroni/{version}-{cluster}.yml"
+    patroni_dir = _configured_dir(
+        host.get_fact(FindInFile, path=patroni_config, pattern="data_dir:"), "data_dir"
+    )
+    if patroni_dir == data or host.get_fact(File, path=f"{data}/patroni.dynamic.json"):
+        raise OperationError(
+            f"refusing to drop the Debian cluster {version}/{cluster}: its data directory "
+            f"{data} belongs to Patroni ({patroni_config} or patroni.dynamic.json); "
+            f"remove only {conf} by hand if it is stale"
+        )
     yield f"pg_dropcluster --stop {version} {shlex.quote(cluster)}"
 
 
