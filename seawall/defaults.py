@@ -122,13 +122,6 @@ REDIS: dict[str, Any] = {
     # An isolated master stops taking writes once no replica has acknowledged
     # for this many seconds, so a partitioned old master cannot keep accepting
     # writes that the failover will discard.
-    # Whether a deploy may start a new cluster when no Sentinel names a master:
-    # the first `redis` host as the master, the others as its replicas. Even on,
-    # it does so only while every `redis` host answers and none holds Redis data
-    # (seawall's marker, an AOF or an RDB), so a fresh host never becomes an
-    # empty second master beside the data. Off: set it for the first deploy of a
-    # new cluster (the lab's group data sets it, its clusters start empty).
-    "redis_bootstrap": False,
     "redis_min_replicas_to_write": 1,
     "redis_min_replicas_max_lag": 5,
     # A replica that needs a full resync gets it at once (the default waits 5 s
@@ -143,6 +136,13 @@ REDIS: dict[str, Any] = {
     # Sentinel failover (down-after + election, ~3 s) completes first, so the
     # old master returns as a replica instead of racing the new one.
     "redis_restart_sec": 5,
+    # Whether a deploy may start a new cluster when no Sentinel names a master:
+    # the first `redis` host as the master, the others as its replicas. Even on,
+    # it does so only while every `redis` host answers and none holds Redis data
+    # (seawall's marker, an AOF or an RDB), so a fresh host never becomes an
+    # empty second master beside the data. Off: set it for the first deploy of a
+    # new cluster (the lab's group data sets it, its clusters start empty).
+    "redis_bootstrap": False,
 }
 
 SENTINEL: dict[str, Any] = {
