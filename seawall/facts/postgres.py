@@ -14,7 +14,10 @@ class PostgresRolesAndDatabases(FactBase[dict[str, dict[str, str]]]):
          "databases": {"trading": "execution|=Tc/execution execution=CTc/execution"}}
     """
 
-    default = dict
+    @staticmethod
+    def default() -> dict[str, dict[str, str]]:
+        # Also what pyinfra returns when psql fails or prints nothing.
+        return {"roles": {}, "databases": {}}
 
     def command(self) -> str:
         sql = (

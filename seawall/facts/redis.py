@@ -164,6 +164,12 @@ class ShadowedSettings(FactBase[list[str] | None]):
     def command(self, config: str, managed: str) -> str:
         return shadowed_command(config, managed)
 
+    @staticmethod
+    def default() -> list[str]:
+        # pyinfra gives the default, not process([]), when a command prints
+        # nothing: here that means "nothing overrides", not "no include".
+        return []
+
     def process(self, output: list[str]) -> list[str] | None:
         lines = [line.strip() for line in output if line.strip()]
         if "no-include" in lines:

@@ -31,7 +31,10 @@ def test_fact(case: Path) -> None:
     spec = json.loads(case.read_text())
     if "command" in spec:
         assert fact.command(**spec.get("kwargs", {})) == spec["command"]
-    assert _jsonable(fact.process(spec["output"])) == spec["fact"]
+    # As pyinfra does (api/facts.py): a command that prints nothing gives the
+    # fact's default(), and process() is never called.
+    value = fact.process(spec["output"]) if spec["output"] else fact.default()
+    assert _jsonable(value) == spec["fact"]
 
 
 def facts() -> set[str]:
