@@ -43,6 +43,7 @@ from seawall.components.templates import render
 from seawall.defaults import ETCD
 from seawall.facts.etcd import EtcdConfigPending, EtcdHealth
 from seawall.operations.etcd import member_rejoined, member_restarted
+from seawall.settings import setting
 
 CONCERN = "etcd"
 DEFAULTS_FILE = "/etc/default/etcd"
@@ -55,7 +56,7 @@ def etcd_context(
     name: str, data: Mapping[str, Any] | HostData, members: Sequence[tuple[str, str]]
 ) -> dict[str, Any]:
     """Return what the etcd templates see for member ``name``; ``members`` is (name, address)."""
-    context = {key: data.get(key, default) for key, default in ETCD.items()}
+    context = {key: setting(data, key) for key in ETCD}
     peer_port = context["etcd_peer_port"]
     context["name"] = name
     context["address"] = str(data.get("private_address"))

@@ -41,6 +41,7 @@ from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
 from seawall.names import role_secret
 from seawall.operations.files import validated_file
+from seawall.settings import setting
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/seawall.conf"
@@ -62,7 +63,7 @@ def pgroute_context(
     passwords: Mapping[str, str],
 ) -> dict[str, Any]:
     """Return what the HAProxy and PgBouncer templates see; ``members`` is (name, address)."""
-    context = {key: data.get(key, default) for key, default in DEFAULTS.items()}
+    context = {key: setting(data, key) for key in DEFAULTS}
     context["members"] = [{"name": name, "address": address} for name, address in members]
     context["databases"] = sorted(dict(context["postgres_databases"]))
     context["passwords"] = dict(passwords)
@@ -87,7 +88,7 @@ def deploy_pgroute() -> None:
     """
     if "app" not in host.groups:
         return
-    roles = list(host.data.get("postgres_service_roles"))
+    roles = list(setting(host.data, "postgres_service_roles"))
     names = [role_secret(role) for role in roles]
     values = host_secrets(names)
     members = group_members("postgres")

@@ -47,7 +47,6 @@ from typing import Any, TypeVar
 from pyinfra import host, inventory
 from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import ConnectError, DeployError
-from pyinfra.api.host import Host
 from pyinfra.facts.files import FindInFile
 from pyinfra.operations import files, server, systemd
 
@@ -65,6 +64,7 @@ from seawall.facts.redis import (
     cli,
 )
 from seawall.operations.redis import include_last_if_shadowed, managed_include_last
+from seawall.settings import setting
 
 REDIS_CONF = "/etc/redis/redis.conf"
 MANAGED_CONF = "/etc/redis/seawall.conf"
@@ -99,12 +99,6 @@ SENTINEL_SETTINGS = {
 }
 
 DEFAULTS = {**REDIS, **SENTINEL}
-
-
-def _value(other: Host, key: str) -> Any:
-    from seawall.settings import setting
-
-    return setting(other.data, key)
 
 
 def majority_master(
@@ -214,8 +208,8 @@ def plan_redis(this: Any, sentinels: list[Any], redis_hosts: list[Any]) -> Redis
         other.name: ask(
             other,
             SentinelMaster,
-            port=_value(other, "sentinel_port"),
-            master=_value(other, "sentinel_master_name"),
+            port=setting(other.data, "sentinel_port"),
+            master=setting(other.data, "sentinel_master_name"),
         )
         for other in sentinels
     }
@@ -229,11 +223,11 @@ def plan_redis(this: Any, sentinels: list[Any], redis_hosts: list[Any]) -> Redis
     if target is None and needs_master:
         target = bootstrap_master(
             this.name,
-            bool(_value(this, "redis_bootstrap")),
+            bool(setting(this.data, "redis_bootstrap")),
             _initial_master(redis_hosts),
             {other.name: ask(other, RedisHasData, dir=REDIS_DIR) for other in redis_hosts},
         )
-    own = (str(this.data.get("private_address")), int(_value(this, "redis_port")))
+    own = (str(this.data.get("private_address")), int(setting(this.data, "redis_port")))
     if is_redis and not initialised and master == own:
         raise DeployError(
             f"{this.name}: the Sentinels still name this host the master, but its Redis holds "
@@ -261,12 +255,12 @@ def sentinel_updates(live: dict[str, str] | None, context: dict[str, Any]) -> li
 
 def _initial_master(redis_hosts: list[Any]) -> tuple[str, int]:
     first = redis_hosts[0]
-    return (str(first.data.get("private_address")), int(_value(first, "redis_port")))
+    return (str(first.data.get("private_address")), int(setting(first.data, "redis_port")))
 
 
 def _context() -> dict[str, Any]:
     values = host_secrets(["redis_password", "sentinel_password"])
-    context = {key: host.data.get(key) for key in DEFAULTS}
+    context = {key: setting(host.data, key) for key in DEFAULTS}
     context.update(values)
     context["private_address"] = host.data.private_address
     return context
@@ -418,8 +412,8 @@ def _sentinel(context: dict[str, Any], plan: RedisPlan) -> None:
         enabled=True,
     )
     live = host.get_fact(SentinelMasterSettings, port=port, master=name)
-    for setting, wanted in sentinel_updates(live, context):
+    for option, wanted in sentinel_updates(live, context):
         server.shell(
-            name=f"Set Sentinel's {setting} to {wanted} (through Sentinel itself)",
-            commands=[cli(SENTINEL_CLI_AUTH, port, f"SENTINEL SET {name} {setting} {wanted}")],
+            name=f"Set Sentinel's {option} to {wanted} (through Sentinel itself)",
+            commands=[cli(SENTINEL_CLI_AUTH, port, f"SENTINEL SET {name} {option} {wanted}")],
         )
