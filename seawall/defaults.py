@@ -173,17 +173,21 @@ SENTINEL: dict[str, Any] = {
     # 2.64-3.64 s (10 runs) and an isolation 4.65 s (detected at 2.68 s, new
     # master at 3.85 s). 3 s holds only with a down-after that storms.
     # flapping-partition: each of its three cuts is a peers partition. A
-    # second fault during the failover: if the replica Sentinel picked dies,
-    # Sentinel gives up after failover-timeout (5 s) and may start again only
-    # 2 x failover-timeout after the first attempt: down-after + start delay +
-    # 10 s + promotion + the client's probe; measured 13.1 s.
+    # second fault during the failover (master host crashed, then a replica's
+    # Redis killed) leaves one Redis with no replica, so WAIT 1 cannot be met
+    # and events spool until a replica is back: the killed one restarts after
+    # redis_restart_sec (5 s) still pointing at the dead master, and Sentinel
+    # re-points a replica only at its next INFO of it (every 10 s), then a full
+    # sync and the spool's replay; or the crashed master, healed after 8 s,
+    # boots and resyncs. If the replica Sentinel picked was the killed one,
+    # the failover itself waits 2 x failover-timeout (10 s). Measured: 11-18 s.
     "sentinel_drill_outage_limits_s": {
         "master-process-kill": 5.0,
         "master-host-crash": 5.0,
         "master-isolated": 5.0,
         "master-partitioned-from-peers": 5.0,
         "flapping-partition": 5.0,
-        "second-fault-during-failover": 15.0,
+        "second-fault-during-failover": 25.0,
     },
     # Replicas resyncing with the new master at once: one, so the other keeps serving.
     "sentinel_parallel_syncs": 1,

@@ -102,6 +102,9 @@ LAG_CUT_S = 9.0
 LOCK_WAIT_S = 3600.0
 # After the last heal the writer goes on this long (failover, replay, re-publish).
 AFTER_HEAL_S = 8.0
+# second-fault-during-failover: longer, so that the writer sees writes
+# acknowledged again and its outage is measured, not cut off by its end.
+SECOND_FAULT_AFTER_HEAL_S = 20.0
 
 Log = Callable[[str], None]
 
@@ -507,7 +510,7 @@ def run_drill(
 ) -> DrillResult:
     """Run one scenario on the lab and measure it, holding the data-fault lock.
 
-    Issue 15 scenarios lengthen ``duration`` so the writer runs ``AFTER_HEAL_S``
+    Scenarios beyond single faults lengthen ``duration`` so the writer runs ``AFTER_HEAL_S``
     past the heal.
 
     Raises:
@@ -678,7 +681,8 @@ def _run_drill(
     replica = random.choice(replicas) if scenario in (LAGGING, SECOND_FAULT) else replicas[0]
     steps = _plan(topology, config, scenario, old_master, replica, fault_at, heal_after)
     if scenario not in SINGLE_FAULTS:
-        duration = max(duration, steps[-1][0] + AFTER_HEAL_S)
+        tail = SECOND_FAULT_AFTER_HEAL_S if scenario == SECOND_FAULT else AFTER_HEAL_S
+        duration = max(duration, steps[-1][0] + tail)
     if scenario == "writer-killed-mid-replay":
         rate = max(rate, WRITER_KILL_RATE)
     limits = topology.value("sentinel_drill_outage_limits_s") or {}
