@@ -21,10 +21,21 @@ from seawall.ssh import run as ssh
 def test_every_host_runs_systemd_and_answers_ssh(lab_topology: Topology) -> None:
     config = lab_config(lab_topology)
     for host in config.hosts:
-        result = ssh(lab_topology, host.name, "systemctl is-system-running; hostname")
+        # --wait: a host still booting (a drill's restore) is not yet an answer.
+        result = ssh(
+            lab_topology, host.name, "timeout 60 systemctl is-system-running --wait; hostname"
+        )
         assert result.returncode == 0, result.stderr
         state, name = result.stdout.split()
-        assert state == "running"
+        if state != "running":
+            # Name the unit that failed and why, so the fault is found where it is.
+            failed = ssh(
+                lab_topology,
+                host.name,
+                "systemctl --failed --no-legend --plain; "
+                "journalctl -b --no-pager -n 30 -p warning -o short-iso",
+            )
+            pytest.fail(f"{host.name}: systemd is {state}\n{failed.stdout}")
         assert name == host.name
 
 
