@@ -180,7 +180,8 @@ SENTINEL: dict[str, Any] = {
     # re-points a replica only at its next INFO of it (every 10 s), then a full
     # sync and the spool's replay; or the crashed master, healed after 8 s,
     # boots and resyncs. If the replica Sentinel picked was the killed one,
-    # the failover itself waits 2 x failover-timeout (10 s). Measured: 11-18 s.
+    # the failover itself waits 2 x failover-timeout (10 s). Measured: 12.5-20.0 s
+    # (5 runs, docs/benchmarks.md).
     "sentinel_drill_outage_limits_s": {
         "master-process-kill": 5.0,
         "master-host-crash": 5.0,
