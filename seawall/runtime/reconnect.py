@@ -177,7 +177,16 @@ def _is_auth_error(error: Exception) -> bool:
 
 def _needs_rediscovery(error: Exception) -> bool:
     if isinstance(
-        error, (rex.ConnectionError, rex.TimeoutError, OSError, WriteNotAcknowledgedError)
+        error,
+        # ReadOnlyError first: redis-py strips its READONLY code from the text,
+        # so the text test below never sees it (a write to a demoted master).
+        (
+            rex.ConnectionError,
+            rex.TimeoutError,
+            OSError,
+            WriteNotAcknowledgedError,
+            rex.ReadOnlyError,
+        ),
     ):
         return True
     if isinstance(error, rex.ResponseError):
@@ -185,7 +194,7 @@ def _needs_rediscovery(error: Exception) -> bool:
         return any(
             word in text for word in ("READONLY", "NOREPLICAS", "LOADING", "MASTERDOWN", "NOSCRIPT")
         )
-    return isinstance(error, rex.ReadOnlyError)
+    return False
 
 
 @dataclass

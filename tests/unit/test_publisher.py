@@ -416,3 +416,25 @@ def test_the_background_thread_ends_with_its_client(
     assert thread is not None and thread.is_alive()
     publisher.client.close()
     until(lambda: not thread.is_alive(), 5, "the drainer stopped")
+
+
+def test_a_write_to_a_demoted_master_follows_the_sentinels(servers: Servers) -> None:
+    # A failover demotes the master this client is connected to: its next write
+    # gets READONLY (redis-py's ReadOnlyError, whose text lacks the code) and
+    # must rediscover, not fail (the drill's cleanup DEL did, on the lab).
+    old, new = servers.pair()
+    sentinel = servers.sentinel(old)
+    client = majority_client(sentinel)
+    try:
+        assert client.call(lambda conn: conn.set("k", "1"))
+        new.client().execute_command("REPLICAOF", "NO", "ONE")
+        old.client().execute_command("REPLICAOF", "127.0.0.1", str(new.port))
+        sentinel.client().execute_command("SENTINEL", "REMOVE", "seawall")
+        sentinel.client().execute_command(
+            "SENTINEL", "MONITOR", "seawall", "127.0.0.1", new.port, 1
+        )
+        assert client.call(lambda conn: conn.set("k", "2"), deadline=5)
+        assert new.client().get("k") == b"2"
+        assert client.master_address == ("127.0.0.1", new.port)
+    finally:
+        client.close()
