@@ -169,9 +169,9 @@ SENTINEL: dict[str, Any] = {
     # (a cut of every data host is an outage as long as the cut). 5 s, not 3:
     # at the storm-free 1500 ms down-after the outage is down-after + up to 1 s
     # to the next PING + Sentinel's random failover start (up to 1 s) +
-    # promotion + the client's next probe (up to 1 s): measured, a kill took
-    # 2.64-3.64 s (10 runs) and an isolation 4.65 s (detected at 2.68 s, new
-    # master at 3.85 s). 3 s holds only with a down-after that storms.
+    # promotion + the client's next probe (up to 0.25 s): measured in 5 runs
+    # each, a kill took 2.91-3.11 s, a crash 2.94-3.13 s, an isolation
+    # 3.80-4.00 s (docs/benchmarks.md). 3 s holds only with a down-after that storms.
     # flapping-partition: each of its three cuts is a peers partition. A
     # second fault during the failover (master host crashed, then a replica's
     # Redis killed) leaves one Redis with no replica, so WAIT 1 cannot be met
