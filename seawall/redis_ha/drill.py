@@ -544,6 +544,8 @@ class _Tally:
     resumed_at: float | None = None
     # When the writer stopped: a writer still spooling then was in an outage up to it.
     ended_at: float | None = None
+    # The fault, where the writer may have had nothing acknowledged before it.
+    fault_at: float | None = None
 
     def add(self, outcome: str, event_id: str, at: float, latency: float) -> None:
         if outcome == "acked":
@@ -731,6 +733,9 @@ def _measure(
             replayed_at = _kill_when_replay_starts(client, stream, record_path, process, errors)
             tally = _Tally.read(record_path)
             tally.resumed_at = replayed_at
+            # The process may start writing only after the cut began (its
+            # interpreter starts slowly): the outage runs from the fault at least.
+            tally.fault_at = fault_time
             # The second process: this one, on the spool the dead writer held.
             publisher = EventPublisher(MajorityClient(settings), DiskSpool(spool_dir))
         else:
@@ -784,7 +789,8 @@ def _measure(
     seen = Counter(fields[b"event_id"].decode() for _, fields in entries)
     client.call(lambda m: m.delete(stream), deadline=30)
     client.close()
-    acked_at = sorted([*tally.acked.values(), *filter(None, [tally.resumed_at, tally.ended_at])])
+    points = [tally.resumed_at, tally.ended_at, tally.fault_at]
+    acked_at = sorted([*tally.acked.values(), *filter(None, points)])
     gaps = [b - a for a, b in zip(acked_at, acked_at[1:], strict=False)]
     latencies = sorted(tally.latencies)
     if publisher.stats.lost_beyond_window:
