@@ -622,6 +622,15 @@ def _writer_process(
     publisher.close()
 
 
+def kill_threshold(spooled: int, rng: random.Random | None = None) -> int:
+    """How many replayed events to wait for before the kill: always mid-replay.
+
+    At most half of what is spooled (a writer slow to start spools less), and
+    at most KILL_WITHIN_EVENTS.
+    """
+    return (rng or random).randint(1, max(1, min(KILL_WITHIN_EVENTS, spooled // 2)))
+
+
 def _kill_when_replay_starts(
     client: MajorityClient, stream: str, record_path: str, process: Any, errors: list[str]
 ) -> float | None:
@@ -629,9 +638,10 @@ def _kill_when_replay_starts(
 
     Returns when the replay was seen reaching Redis: the end of the writer's outage.
     """
-    before_cut = len(_Tally.read(record_path).acked)
+    at_heal = _Tally.read(record_path)
+    before_cut = len(at_heal.acked)
     # Anywhere in the first few replay batches, not always after the first event.
-    kill_after = random.randint(1, KILL_WITHIN_EVENTS)
+    kill_after = kill_threshold(len(at_heal.spooled))
     deadline = time.monotonic() + 60
     while process.is_alive() and time.monotonic() < deadline:
         with suppress(Exception):  # mid-failover: ask again

@@ -1,5 +1,6 @@
 """The pure parts of the Redis drill: +switch-master counting, the verdict, the plans, the lock."""
 
+import random
 import subprocess
 import sys
 from dataclasses import replace
@@ -259,3 +260,12 @@ def test_more_switches_than_faults_is_a_storm() -> None:
     flapping = result(scenario=drill.FLAPPING, switch_masters=3, faults=3)
     assert not flapping.storm
     assert replace(flapping, switch_masters=4).storm
+
+
+def test_the_writer_is_killed_mid_replay_however_little_it_spooled() -> None:
+    rng = random.Random(7)
+    for spooled in (0, 1, 3, 150, 4000, 100_000):
+        for _ in range(50):
+            threshold = drill.kill_threshold(spooled, rng)
+            assert 1 <= threshold <= max(1, spooled // 2)
+            assert threshold <= drill.KILL_WITHIN_EVENTS
