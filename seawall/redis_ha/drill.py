@@ -648,14 +648,18 @@ def _kill_when_replay_starts(
             length = int(client.call(lambda m: m.xlen(stream), deadline=1))
             if length - before_cut >= kill_after:
                 seen = time.monotonic()
-                os.kill(process.pid, signal.SIGKILL)
+                try:
+                    os.kill(process.pid, signal.SIGKILL)
+                except ProcessLookupError:  # it had just ended: no kill this run
+                    break
                 process.join(timeout=10)
                 errors.append(f"writer killed with {length - before_cut} spooled events replayed")
                 return seen
         time.sleep(0.01)
     errors.append("the writer was not killed mid-replay (replay not seen within 60 s)")
     if process.is_alive():
-        os.kill(process.pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
         process.join(timeout=10)
     return None
 
