@@ -32,8 +32,8 @@ from report import write_section  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
-from seawall.redis_ha.client import redis_settings  # noqa: E402
-from seawall.redis_ha.drill import (  # noqa: E402
+from seawall.redis.client import redis_settings  # noqa: E402
+from seawall.redis.drill import (  # noqa: E402
     SCENARIOS,
     SINGLE_FAULTS,
     DrillResult,

@@ -32,7 +32,7 @@ from seawall.health_report import collect  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
 from seawall.netguard import require_lab_network  # noqa: E402
 from seawall.postgres.status import postgres_status  # noqa: E402
-from seawall.redis_ha.topology import redis_status  # noqa: E402
+from seawall.redis.topology import redis_status  # noqa: E402
 from seawall.verify import _admin, _probe, cluster, verify  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"

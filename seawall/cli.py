@@ -259,7 +259,7 @@ def drill_redis(
     Scenarios: master-process-kill, master-host-crash, master-isolated,
     master-partitioned-from-peers, sentinel-down, replica-down, switchover.
     """
-    from seawall.redis_ha.drill import SCENARIOS, DrillReport, run_drill
+    from seawall.redis.drill import SCENARIOS, DrillReport, run_drill
 
     chosen = list(SCENARIOS) if scenario == "all" else [scenario]
     _confirm(f"Run {', '.join(chosen)} on the lab ({runs} run(s) each)?", yes)

@@ -32,7 +32,7 @@ def patroni_unit(data: Data) -> str:
     return "patroni@{}-{}.service".format(*_version_cluster(data))
 
 
-# --- pgBackRest's full backup (components/backup.py) --------------------------
+# --- pgBackRest's full backup (components/pgbackrest.py) --------------------------
 
 BACKUP_SERVICE = "/etc/systemd/system/seawall-pgbackrest-full.service"
 BACKUP_TIMER = "/etc/systemd/system/seawall-pgbackrest-full.timer"

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from seawall.inventory import Topology
 from seawall.output import table
 from seawall.postgres.status import PostgresStatus, postgres_status
-from seawall.redis_ha.topology import RedisStatus, redis_status
+from seawall.redis.topology import RedisStatus, redis_status
 
 
 @dataclass

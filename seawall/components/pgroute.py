@@ -48,12 +48,8 @@ HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/seawall.conf"
 HAPROXY_STATE = "/var/lib/haproxy/server-state"
 PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
 PGBOUNCER_USERS = "/etc/pgbouncer/userlist.txt"
-TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("haproxy", HAPROXY_CFG),
-    ("haproxy", HAPROXY_DROPIN),
-    ("pgbouncer", PGBOUNCER_INI),
-    ("pgbouncer", PGBOUNCER_USERS),
-)
+CONCERN = "pgroute"
+TEMPLATES: tuple[str, ...] = (HAPROXY_CFG, HAPROXY_DROPIN, PGBOUNCER_INI, PGBOUNCER_USERS)
 DEFAULTS: dict[str, Any] = {**POSTGRES, **PGBOUNCER, **HAPROXY}
 
 
@@ -104,21 +100,21 @@ def deploy_pgroute() -> None:
     )
     unit_dropin(
         "Keep HAProxy's server states across reloads",
-        render("haproxy", HAPROXY_DROPIN, context),
+        render(CONCERN, HAPROXY_DROPIN, context),
         HAPROXY_DROPIN,
         "HAProxy",
     )
 
     haproxy_cfg = validated_file(
         name="Route loopback ports to the Patroni leader and replica",
-        src=render("haproxy", HAPROXY_CFG, context),
+        src=render(CONCERN, HAPROXY_CFG, context),
         dest=HAPROXY_CFG,
         validate="haproxy -c -q -f {path}",
         mode=644,
     )
     ini = files.put(
         name="Configure PgBouncer (loopback, transaction pooling)",
-        src=StringIO(render("pgbouncer", PGBOUNCER_INI, context)),
+        src=StringIO(render(CONCERN, PGBOUNCER_INI, context)),
         dest=PGBOUNCER_INI,
         user="root",
         group="postgres",
@@ -126,7 +122,7 @@ def deploy_pgroute() -> None:
     )
     users = files.put(
         name="Give PgBouncer the service roles' logins",
-        src=StringIO(render("pgbouncer", PGBOUNCER_USERS, context)),
+        src=StringIO(render(CONCERN, PGBOUNCER_USERS, context)),
         dest=PGBOUNCER_USERS,
         user="root",
         group="postgres",

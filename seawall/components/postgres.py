@@ -55,7 +55,8 @@ CONCERN = "postgres"
 CREATECLUSTER = "/etc/postgresql-common/createcluster.d/seawall.conf"
 UNIT_DROPIN = "/etc/systemd/system/patroni@.service.d/seawall.conf"
 # The Patroni template; it renders to /etc/patroni/<version>-<cluster>.yml.
-PATRONI_TEMPLATE = "/etc/patroni/15-main.yml"
+# CLUSTER stands for <version>-<cluster>: the file is /etc/patroni/15-main.yml on PostgreSQL 15.
+PATRONI_TEMPLATE = "/etc/patroni/CLUSTER.yml"
 # Patroni's callback that unblocks WAL archiving after a rewind (archive on only).
 WAL_MARKERS = "/usr/local/libexec/seawall-wal-markers"
 TEMPLATES: tuple[str, ...] = (CREATECLUSTER, UNIT_DROPIN, PATRONI_TEMPLATE)

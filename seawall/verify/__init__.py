@@ -23,7 +23,7 @@ from seawall.health_report import collect
 from seawall.inventory import Host, Topology
 from seawall.netguard import require_lab_network
 from seawall.postgres.status import PostgresStatus, postgres_status
-from seawall.redis_ha.topology import redis_status
+from seawall.redis.topology import redis_status
 from seawall.verify import cluster, common, roles
 from seawall.verify.common import CHECKS, judge, parse_sshd_t
 from seawall.verify.probe import Probe, parse_probes, probe_of, probe_script

@@ -18,7 +18,7 @@ from typing import Any
 from seawall.health_report import HealthSummary
 from seawall.inventory import Host, Topology
 from seawall.postgres.status import LEADER_ROLES, PostgresStatus
-from seawall.redis_ha.topology import RedisStatus
+from seawall.redis.topology import RedisStatus
 from seawall.verify.report import Check
 
 # Seconds one gateway request may take.

@@ -122,7 +122,7 @@ def expected(topology: Topology, host: Host) -> Expected:
             listeners |= _tcp((address, data["gateway_internal_http_port"]))
     repos = topology.group("ops")
     if repos and repos[0].name == host.name:
-        # deploy_backup puts the nightly full backup's timer on the first ops host.
+        # deploy_pgbackrest puts the nightly full backup's timer on the first ops host.
         timers.append(PurePosixPath(names.BACKUP_TIMER).name)
     return Expected(tuple(units), tuple(stopped), tuple(timers), frozenset(listeners))
 

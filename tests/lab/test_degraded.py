@@ -15,8 +15,8 @@ from seawall.lab import faults
 from seawall.lab.config import lab_config
 from seawall.postgres import drill as pg_drill
 from seawall.postgres.status import cluster, leader_of
-from seawall.redis_ha.drill import wait_healthy
-from seawall.redis_ha.topology import RedisStatus, redis_status
+from seawall.redis.drill import wait_healthy
+from seawall.redis.topology import RedisStatus, redis_status
 from seawall.ssh import run as ssh_run
 from tests.lab.conftest import PYINFRA, ROOT, changed_operations, run_site_deploy
 

@@ -28,7 +28,7 @@ OWN_DEPLOYS = [
     "deploys/etcd.py",
     "deploys/postgres.py",
     "deploys/pgroute.py",
-    "deploys/backup.py",
+    "deploys/pgbackrest.py",
 ]
 
 

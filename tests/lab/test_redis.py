@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from seawall.inventory import Topology
-from seawall.redis_ha.client import majority_client, redis_settings
-from seawall.redis_ha.drill import (
+from seawall.redis.client import majority_client, redis_settings
+from seawall.redis.drill import (
     FLAP_CYCLES,
     FLAPPING,
     LAGGING,
@@ -19,7 +19,7 @@ from seawall.redis_ha.drill import (
     switchover,
     wait_healthy,
 )
-from seawall.redis_ha.topology import redis_status
+from seawall.redis.topology import redis_status
 from seawall.runtime.reconnect import (
     EventPublisher,
     MajorityClient,

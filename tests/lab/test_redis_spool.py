@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from seawall.inventory import Topology
-from seawall.redis_ha.client import redis_settings
-from seawall.redis_ha.drill import wait_healthy
+from seawall.redis.client import redis_settings
+from seawall.redis.drill import wait_healthy
 from seawall.runtime.reconnect import EventPublisher, MajorityClient
 from seawall.runtime.spool import DiskSpool
 
@@ -65,7 +65,7 @@ def test_a_crash_mid_replay_loses_and_duplicates_nothing(
             textwrap.dedent(
                 f"""
                 from seawall import inventory
-                from seawall.redis_ha.client import majority_client
+                from seawall.redis.client import majority_client
                 from seawall.runtime.reconnect import EventPublisher
                 from seawall.runtime.spool import DiskSpool
                 topology = inventory.load({str(ROOT / "inventories" / "lab.py")!r})

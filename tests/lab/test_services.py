@@ -251,7 +251,7 @@ def post_order(
 
 def order_event_counts(topology: Topology, event_ids: set[str]) -> dict[str, int]:
     """How often each of ``event_ids`` is in the order stream's latest entries."""
-    from seawall.redis_ha.client import redis_settings
+    from seawall.redis.client import redis_settings
     from seawall.runtime.reconnect import MajorityClient
 
     client = MajorityClient(redis_settings(topology))

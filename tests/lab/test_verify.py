@@ -20,8 +20,8 @@ import pytest
 from seawall import defaults
 from seawall.inventory import Topology
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock
-from seawall.redis_ha.client import redis_settings
-from seawall.redis_ha.topology import redis_status
+from seawall.redis.client import redis_settings
+from seawall.redis.topology import redis_status
 from seawall.runtime.reconnect import connect
 from seawall.ssh import run as ssh
 from seawall.verify import CHECKS, VerifyReport, verify, verify_settled

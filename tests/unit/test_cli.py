@@ -152,7 +152,7 @@ DESTRUCTIVE = [
         "seawall.lab.faults.inject",
         "partition data-1 from data-2?",
     ),
-    (["drill", "redis", "switchover"], "seawall.redis_ha.drill.run_drill", "Run switchover"),
+    (["drill", "redis", "switchover"], "seawall.redis.drill.run_drill", "Run switchover"),
     (["drill", "postgres", "switchover"], "seawall.postgres.drill.drill_postgres", "Run switch"),
     (["drill", "pg-restore"], "seawall.postgres.restore.restore_drill", "take a backup"),
 ]
@@ -280,13 +280,13 @@ def test_reporting_commands_render_through_one_function(
 
 
 def test_redis_drill_json_has_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from seawall.redis_ha.drill import DrillResult
+    from seawall.redis.drill import DrillResult
 
     def run_drill(topology: object, name: str, **kwargs: object) -> DrillResult:
         return DrillResult(name, "data-1", "data-2", 1.0, 2.0, 3.0, 100, 99, 1, 0, 0, 0, True, True)
 
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("seawall.redis_ha.drill.run_drill", run_drill)
+    monkeypatch.setattr("seawall.redis.drill.run_drill", run_drill)
     result = runner.invoke(app, ["drill", "redis", "switchover", "--runs", "2", "-y", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

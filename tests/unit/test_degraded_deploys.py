@@ -30,10 +30,10 @@ def test_a_member_with_data_keeps_its_file_so_a_redeploy_changes_nothing(state: 
 
 def test_haproxy_loads_the_server_states_saved_before_a_reload(lab: inventory.Topology) -> None:
     context = pgroute_context(lab)
-    cfg = render("haproxy", pgroute.HAPROXY_CFG, context)
+    cfg = render(pgroute.CONCERN, pgroute.HAPROXY_CFG, context)
     assert f"server-state-file {pgroute.HAPROXY_STATE}" in cfg
     assert "load-server-state-from-file global" in cfg
-    dropin = render("haproxy", pgroute.HAPROXY_DROPIN, context).splitlines()
+    dropin = render(pgroute.CONCERN, pgroute.HAPROXY_DROPIN, context).splitlines()
     reloads = [line for line in dropin if line.startswith("ExecReload=")]
     # Debian's reload is replaced, in order: check, save the states, then SIGUSR2.
     assert reloads[0] == "ExecReload="

@@ -26,7 +26,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, secrets
-from seawall.components import backup, common, postgres, services
+from seawall.components import common, pgbackrest, postgres, services
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def record(
     calls: list[Call] = []
     fake_inventory = _fake_inventory(lab)
     seawall_ops = Recorder("seawall", calls)
-    for target in (common, postgres, backup, services):
+    for target in (common, postgres, pgbackrest, services):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
         for ops in ("apt", "files", "server", "systemd"):
@@ -118,7 +118,11 @@ def record(
         ):
             if hasattr(target, op):
                 monkeypatch.setattr(target, op, getattr(seawall_ops, op))
-    deploy = {postgres: "deploy_postgres", backup: "deploy_backup", services: "deploy_services"}
+    deploy = {
+        postgres: "deploy_postgres",
+        pgbackrest: "deploy_pgbackrest",
+        services: "deploy_services",
+    }
     getattr(module, deploy[module])._inner()
     return [{"op": call.op, **_normal(call.kwargs)} for call in calls]
 
@@ -130,9 +134,9 @@ CASES: dict[str, tuple[Any, str, bool]] = {
     "postgres data-1 (first member, fresh)": (postgres, "data-1", False),
     "postgres data-2 (running)": (postgres, "data-2", True),
     "postgres app-1 (not a member)": (postgres, "app-1", True),
-    "backup ops-1 (repository)": (backup, "ops-1", True),
-    "backup data-1 (Postgres host)": (backup, "data-1", True),
-    "backup app-1 (neither)": (backup, "app-1", True),
+    "backup ops-1 (repository)": (pgbackrest, "ops-1", True),
+    "backup data-1 (Postgres host)": (pgbackrest, "data-1", True),
+    "backup app-1 (neither)": (pgbackrest, "app-1", True),
 }
 
 

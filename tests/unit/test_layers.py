@@ -42,10 +42,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("facts and operations", ("seawall.facts", "seawall.operations")),
     ("deploys", ("seawall.components",)),
-    ("libraries", ("seawall.redis_ha", "seawall.postgres", "seawall.health_report")),
+    ("libraries", ("seawall.redis", "seawall.postgres", "seawall.health_report")),
     ("reports", ("seawall.verify", "seawall.status")),
     ("lab", ("seawall.lab",)),
-    ("drills", ("seawall.redis_ha.drill", "seawall.postgres.drill")),
+    ("drills", ("seawall.redis.drill", "seawall.postgres.drill")),
     ("cli", ("seawall.cli",)),
 ]
 
@@ -66,8 +66,8 @@ PRODUCTION = (
     "seawall.postgres.remote_writer",
     "seawall.postgres.tunnel",
     "seawall.postgres.tradestore",
-    "seawall.redis_ha.client",
-    "seawall.redis_ha.topology",
+    "seawall.redis.client",
+    "seawall.redis.topology",
     "seawall.ssh",
     "seawall.netguard",
     "seawall.names",
@@ -76,7 +76,7 @@ PRODUCTION = (
     "seawall.operations",
 )
 # The only modules that may import the lab: the lab itself, its drills, the CLI.
-LAB_USERS = ("seawall.lab", "seawall.redis_ha.drill", "seawall.postgres.drill", "seawall.cli")
+LAB_USERS = ("seawall.lab", "seawall.redis.drill", "seawall.postgres.drill", "seawall.cli")
 
 
 def _matches(module: str, entry: str) -> bool:

@@ -17,9 +17,9 @@ from seawall.postgres.drill import DrillResult as PostgresDrillResult
 from seawall.postgres.restore import RestoreReport
 from seawall.postgres.status import EtcdMember, Member, PostgresStatus
 from seawall.postgres.tradestore import MigrationReport, TableResult
-from seawall.redis_ha.drill import DrillReport as RedisDrillReport
-from seawall.redis_ha.drill import DrillResult as RedisDrillResult
-from seawall.redis_ha.topology import NodeState, RedisStatus, SentinelView
+from seawall.redis.drill import DrillReport as RedisDrillReport
+from seawall.redis.drill import DrillResult as RedisDrillResult
+from seawall.redis.topology import NodeState, RedisStatus, SentinelView
 from seawall.status import PlatformStatus
 from seawall.verify import Check, HostReport, VerifyReport
 from tests.unit.test_inventory import write_inventory

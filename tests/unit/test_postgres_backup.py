@@ -3,7 +3,7 @@
 import pytest
 
 from seawall import inventory
-from seawall.components import backup, postgres
+from seawall.components import pgbackrest, postgres
 from seawall.components.templates import render, template_path
 from seawall.postgres.restore import RestoreReport
 
@@ -11,10 +11,10 @@ from seawall.postgres.restore import RestoreReport
 def context(lab: inventory.Topology, name: str) -> dict:
     members = [(host.name, host.address) for host in lab.group("postgres")]
     repo = lab.group("ops")[0]
-    return backup.backup_context(lab.host(name).data, name == repo.name, members, repo.address)
+    return pgbackrest.backup_context(lab.host(name).data, name == repo.name, members, repo.address)
 
 
-@pytest.mark.parametrize("target", backup.TEMPLATES)
+@pytest.mark.parametrize("target", pgbackrest.TEMPLATES)
 def test_templates_name_their_target(lab: inventory.Topology, target: str) -> None:
     assert template_path("pgbackrest", target).is_file()
     first = render("pgbackrest", target, context(lab, "ops-1")).splitlines()[0]
@@ -22,7 +22,7 @@ def test_templates_name_their_target(lab: inventory.Topology, target: str) -> No
 
 
 def test_repository_pulls_from_every_postgres_host(lab: inventory.Topology) -> None:
-    text = render("pgbackrest", backup.CONFIG, context(lab, "ops-1"))
+    text = render("pgbackrest", pgbackrest.CONFIG, context(lab, "ops-1"))
     assert "repo1-path=/var/lib/pgbackrest" in text
     assert "repo1-retention-full-type=time" in text
     assert "repo1-retention-full=7" in text
@@ -34,7 +34,7 @@ def test_repository_pulls_from_every_postgres_host(lab: inventory.Topology) -> N
 
 
 def test_postgres_hosts_push_to_the_repository(lab: inventory.Topology) -> None:
-    text = render("pgbackrest", backup.CONFIG, context(lab, "data-2"))
+    text = render("pgbackrest", pgbackrest.CONFIG, context(lab, "data-2"))
     assert f"repo1-host={lab.group('ops')[0].address}" in text
     assert "repo1-host-user=pgbackrest" in text
     assert "pg1-path=/var/lib/postgresql/15/main" in text
@@ -42,10 +42,10 @@ def test_postgres_hosts_push_to_the_repository(lab: inventory.Topology) -> None:
 
 
 def test_timer_runs_nightly_and_catches_up(lab: inventory.Topology) -> None:
-    timer = render("pgbackrest", backup.TIMER, context(lab, "ops-1"))
+    timer = render("pgbackrest", pgbackrest.TIMER, context(lab, "ops-1"))
     assert "OnCalendar=*-*-* 01:00:00 UTC" in timer
     assert "Persistent=true" in timer
-    service = render("pgbackrest", backup.SERVICE, context(lab, "ops-1"))
+    service = render("pgbackrest", pgbackrest.SERVICE, context(lab, "ops-1"))
     assert "User=pgbackrest" in service
     assert "--type=full backup" in service
 

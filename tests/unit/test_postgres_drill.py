@@ -119,17 +119,15 @@ def pgroute_context(lab: inventory.Topology) -> dict:
     return pgroute.pgroute_context(lab.host("app-1").data, members, {"execution": "pw-e"})
 
 
-@pytest.mark.parametrize(("concern", "target"), pgroute.TEMPLATES)
-def test_routing_templates_name_their_target(
-    lab: inventory.Topology, concern: str, target: str
-) -> None:
-    assert template_path(concern, target).is_file()
-    first = render(concern, target, pgroute_context(lab)).splitlines()[0]
+@pytest.mark.parametrize("target", pgroute.TEMPLATES)
+def test_routing_templates_name_their_target(lab: inventory.Topology, target: str) -> None:
+    assert template_path(pgroute.CONCERN, target).is_file()
+    first = render(pgroute.CONCERN, target, pgroute_context(lab)).splitlines()[0]
     assert first.lstrip("#; ") == f"{target} - managed by seawall"
 
 
 def test_haproxy_routes_loopback_ports_by_patroni_health(lab: inventory.Topology) -> None:
-    text = render("haproxy", pgroute.HAPROXY_CFG, pgroute_context(lab))
+    text = render(pgroute.CONCERN, pgroute.HAPROXY_CFG, pgroute_context(lab))
     app = lab.host("app-1").data
     assert f"bind 127.0.0.1:{app['haproxy_rw_port']}" in text
     assert f"bind 127.0.0.1:{app['haproxy_ro_port']}" in text
@@ -148,11 +146,11 @@ def test_haproxy_routes_loopback_ports_by_patroni_health(lab: inventory.Topology
 
 
 def test_pgbouncer_pools_transactions_on_loopback(lab: inventory.Topology) -> None:
-    text = render("pgbouncer", pgroute.PGBOUNCER_INI, pgroute_context(lab))
+    text = render(pgroute.CONCERN, pgroute.PGBOUNCER_INI, pgroute_context(lab))
     assert "listen_addr = 127.0.0.1" in text
     assert "pool_mode = transaction" in text
     assert "auth_type = scram-sha-256" in text
     assert "trading = host=127.0.0.1 port=5000 dbname=trading" in text
     assert "trading_ro = host=127.0.0.1 port=5001 dbname=trading" in text
-    users = render("pgbouncer", pgroute.PGBOUNCER_USERS, pgroute_context(lab))
+    users = render(pgroute.CONCERN, pgroute.PGBOUNCER_USERS, pgroute_context(lab))
     assert '"execution" "pw-e"' in users.splitlines()

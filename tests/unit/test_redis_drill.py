@@ -13,9 +13,9 @@ from seawall import defaults, inventory, schema
 from seawall.errors import SeawallError
 from seawall.lab import faults
 from seawall.lab.config import lab_config
-from seawall.redis_ha import drill
-from seawall.redis_ha.drill import CUTS, LAGGING, SCENARIOS, DrillResult
-from seawall.redis_ha.sentinel_log import count_switches, parse_switches
+from seawall.redis import drill
+from seawall.redis.drill import CUTS, LAGGING, SCENARIOS, DrillResult
+from seawall.redis.sentinel_log import count_switches, parse_switches
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from seawall.errors import SeawallError
 from seawall.health_report import UNREACHABLE, HealthSummary, ServiceHealth
 from seawall.inventory import Topology
 from seawall.postgres.status import EtcdMember, Member, PostgresStatus
-from seawall.redis_ha.topology import NodeState, RedisStatus, SentinelView
+from seawall.redis.topology import NodeState, RedisStatus, SentinelView
 from seawall.verify import (
     CHECKS,
     Check,

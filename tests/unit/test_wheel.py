@@ -100,8 +100,7 @@ def template_contexts(lab: Any) -> dict[str, dict[str, Any]]:
         "etcd": etcd_context(lab, "data-1"),
         "postgres": patroni_context(lab, "data-1"),
         "pgbackrest": backup_context(lab, "ops-1"),
-        "haproxy": pgroute_context(lab),
-        "pgbouncer": pgroute_context(lab),
+        "pgroute": pgroute_context(lab),
         "gateway": gateway.context(lab.host("gw-1").data, apps),
     }
 

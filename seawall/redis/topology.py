@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.netguard import require_lab_network
-from seawall.redis_ha.client import redis_settings
+from seawall.redis.client import redis_settings
 from seawall.runtime.reconnect import MajorityClient, RedisUnavailableError, connect
 
 

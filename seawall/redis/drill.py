@@ -54,9 +54,9 @@ from seawall.lab import faults
 from seawall.lab.config import LabConfig, lab_config
 from seawall.local import run as run_local
 from seawall.netguard import require_lab_network
-from seawall.redis_ha.client import redis_settings
-from seawall.redis_ha.sentinel_log import count_switches
-from seawall.redis_ha.topology import RedisStatus, redis_status
+from seawall.redis.client import redis_settings
+from seawall.redis.sentinel_log import count_switches
+from seawall.redis.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings, connect
 from seawall.runtime.spool import DiskSpool, SpoolFullError
 from seawall.ssh import run as ssh

@@ -1,6 +1,6 @@
 """pgBackRest: WAL archive and nightly full backups in a repository on the ops host.
 
-``deploy_backup()`` guarantees:
+``deploy_pgbackrest()`` guarantees:
 
 - on every ``postgres`` host: ``pgbackrest`` installed, configured to push WAL
   to the repository (Patroni's ``archive_command``, set by the postgres deploy),
@@ -80,7 +80,7 @@ def _put(name: str, target: str, context: Mapping[str, Any], mode: str = "644") 
 
 
 @deploy("pgBackRest backups", data_defaults=DEFAULTS)
-def deploy_backup() -> None:
+def deploy_pgbackrest() -> None:
     """
     Set up WAL archiving and nightly backups: Postgres hosts push, the ops host keeps.
 
@@ -90,9 +90,9 @@ def deploy_backup() -> None:
 
     .. code:: python
 
-        from seawall.components.backup import deploy_backup
+        from seawall.components.pgbackrest import deploy_pgbackrest
 
-        deploy_backup()
+        deploy_pgbackrest()
     """
     repos = inventory.get_group("ops", default=[])
     is_repo = bool(repos) and host.name == repos[0].name
