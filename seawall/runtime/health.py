@@ -12,7 +12,8 @@ times every probe concurrently and returns a ``HealthReport``:
 HTTP status: 200 for OK and DEGRADED (the service still serves), 503 for DOWN, so
 a load balancer takes a DOWN instance out and keeps a slow one.
 
-Only the standard library: services import this whatever framework they use.
+Only the standard library (and jsonlog, for the request id): services import this
+whatever framework they use.
 """
 
 import asyncio
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from seawall.runtime import jsonlog
 
 
 class Status(StrEnum):
@@ -203,10 +206,16 @@ class HealthChecker:
 
 
 def http_probe(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Probe:
-    """Return a probe that GETs ``url``; any answer but 2xx or a timeout is a failure."""
+    """Return a probe that GETs ``url``; any answer but 2xx or a timeout is a failure.
+
+    The request id being served, if any, goes along as ``X-Request-ID``.
+    """
 
     def fetch() -> None:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+        # Run in the caller's context (to_thread copies it): a probe made while
+        # serving a request carries its id to the next service.
+        request = urllib.request.Request(url, headers=jsonlog.outgoing_headers())
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             response.read()
 
     async def run() -> None:

@@ -1,11 +1,13 @@
 """The /health contract: status rules, thresholds, the report's shape, real probes."""
 
 import asyncio
+import http.server
 import json
+import threading
 
 import pytest
 
-from seawall.runtime import health
+from seawall.runtime import health, jsonlog
 from seawall.runtime.health import Dependency, DependencyHealth, HealthChecker, Status
 
 
@@ -104,3 +106,42 @@ def test_report_round_trips_through_json() -> None:
 def test_a_body_outside_the_contract_is_refused(body: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         health.HealthReport.from_dict(body)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        self.seen.append(self.headers.get("X-Request-ID"))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_an_http_probe_passes_the_request_id_on() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Recorder.seen = []
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    probe = checker(Dependency("risk-safety", "http", health.http_probe(url)))
+
+    async def serve_request(request_id: str | None) -> Status:
+        # As the service does: the id is bound for the request, then the checker runs.
+        token = jsonlog.bind_request_id(request_id)
+        try:
+            return (await probe.report()).status
+        finally:
+            jsonlog.reset_request_id(token)
+
+    try:
+        assert asyncio.run(serve_request("req-health-1")) is Status.OK
+        assert asyncio.run(serve_request(None)) is Status.OK
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Recorder.seen == ["req-health-1", None]
