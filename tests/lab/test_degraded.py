@@ -5,19 +5,25 @@ data hosts meanwhile) and restores every fault in ``finally``.
 """
 
 import json
+import shlex
 import subprocess
 import time
 
 import pytest
 
+from seawall.components.redis import MANAGED_CONF, REDIS_CONF, REDIS_DIR
 from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import lab_config
 from seawall.postgres import drill as pg_drill
+from seawall.postgres.remote_writer import role_password
 from seawall.postgres.status import cluster, leader_of
-from seawall.redis.drill import wait_healthy
+from seawall.redis.client import redis_settings
+from seawall.redis.drill import switchover, wait_healthy
 from seawall.redis.topology import RedisStatus, redis_status
+from seawall.runtime.reconnect import RedisUnavailableError, connect
 from seawall.ssh import run as ssh_run
+from seawall.ssh import ssh_args
 from tests.lab.conftest import PYINFRA, ROOT, changed_operations, run_site_deploy
 
 CRASHED = "data-3"
@@ -86,14 +92,19 @@ def _etcd(topology: Topology, host: str, command: str) -> subprocess.CompletedPr
     return ssh_run(topology, host, f"ETCDCTL_API=3 etcdctl {command}")
 
 
-def _run_etcd_deploy() -> subprocess.CompletedProcess[str]:
+def _run_deploy(concern: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``deploys/<concern>.py`` alone against the lab, with ``--json``."""
     return subprocess.run(
-        [PYINFRA, "-y", "--json", "inventories/lab.py", "deploys/etcd.py"],
+        [PYINFRA, "-y", "--json", *extra, "inventories/lab.py", f"deploys/{concern}.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def _run_etcd_deploy() -> subprocess.CompletedProcess[str]:
+    return _run_deploy("etcd")
 
 
 def test_a_rebuilt_etcd_member_rejoins_as_a_new_member(deployed_lab: Topology) -> None:
@@ -122,6 +133,187 @@ def test_a_rebuilt_etcd_member_rejoins_as_a_new_member(deployed_lab: Topology) -
     assert rejoined[0].split(",")[0] not in old_ids
     assert leader_of(cluster(deployed_lab).members) == leader
     assert changed_operations(_run_etcd_deploy()) == {}
+
+
+def _redis_roles(topology: Topology) -> dict[str, str]:
+    """Each Redis host's role, asked of Redis itself (no Sentinel); "down": no answer."""
+    password = redis_settings(topology).password
+    roles = {}
+    for host in topology.group("redis"):
+        try:
+            conn = connect(host.address, int(host.data["redis_port"]), password, 2)
+            roles[host.name] = str(conn.info("replication")["role"])
+            conn.close()
+        except RedisUnavailableError:
+            roles[host.name] = "down"
+    return roles
+
+
+def _sentinels(topology: Topology, action: str) -> None:
+    for host in topology.group("sentinel"):
+        done = ssh_run(topology, host.name, f"systemctl {action} redis-sentinel")
+        assert done.returncode == 0, done.stderr
+
+
+def test_no_sentinel_answering_never_starts_an_empty_master(deployed_lab: Topology) -> None:
+    master = wait_healthy(deployed_lab).master_host
+    assert master is not None
+    fresh = next(h.name for h in reversed(deployed_lab.group("redis")) if h.name != master)
+    with faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=LOCK_WAIT_S):
+        try:
+            # A rebuilt replica: Redis installed, its data and marker gone.
+            wiped = ssh_run(
+                deployed_lab, fresh, f"systemctl stop redis-server && rm -rf {REDIS_DIR}/*"
+            )
+            assert wiped.returncode == 0, wiped.stderr
+            for bootstrap, reason in (
+                ("False", "no Sentinel names a master and redis_bootstrap is off"),
+                # On, as in the lab's group data: the other hosts hold data, so still no.
+                ("True", "already hold Redis data"),
+            ):
+                _sentinels(deployed_lab, "stop")
+                refused = _run_deploy("redis", "--data", f"redis_bootstrap={bootstrap}")
+                assert refused.returncode != 0
+                assert reason in refused.stdout + refused.stderr, refused.stderr[-3000:]
+                roles = _redis_roles(deployed_lab)
+                assert roles[fresh] == "down", roles
+                assert roles[master] == "master", roles
+                assert list(roles.values()).count("master") == 1, roles
+        finally:
+            _sentinels(deployed_lab, "start")
+            faults.restore(config=lab_config(deployed_lab))
+
+    # With the Sentinels back, the rebuilt host joins the master they name.
+    changed = changed_operations(_run_deploy("redis"))
+    assert changed, "the rebuilt host was not set up"
+    status = wait_healthy(deployed_lab, 120)
+    assert status.master_host == master
+    assert _redis_roles(deployed_lab)[fresh] == "slave"
+    assert changed_operations(_run_deploy("redis")) == {}
+
+
+def _last_directive(topology: Topology, host: str) -> str:
+    text = ssh_run(topology, host, f"grep -v '^#' {REDIS_CONF} | grep -v '^$' | tail -1")
+    return text.stdout.strip()
+
+
+def test_the_managed_redis_file_wins_after_a_real_failover(deployed_lab: Topology) -> None:
+    before = wait_healthy(deployed_lab).master
+    with faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=LOCK_WAIT_S):
+        new_master = switchover(deployed_lab)
+        assert new_master != before
+        status = wait_healthy(deployed_lab, 120)
+        replica = next(node.host for node in status.nodes if node.role == "replica")
+        host = deployed_lab.host(replica)
+        managed = str(host.data["redis_repl_diskless_sync_delay"])
+        password = redis_settings(deployed_lab).password
+        # What Sentinel's CONFIG REWRITE does at a failover, with a value that
+        # differs from seawall.conf (an old password after a rotation, say).
+        conn = connect(host.address, int(host.data["redis_port"]), password, 2)
+        conn.config_set("repl-diskless-sync-delay", int(managed) + 3)
+        conn.config_rewrite()
+        conn.close()
+        assert _last_directive(deployed_lab, replica).startswith("repl-diskless-sync-delay")
+
+        changed = changed_operations(_run_deploy("redis"))
+        assert list(changed.values()).count([replica]) >= 1, changed
+        for node in deployed_lab.group("redis"):
+            assert _last_directive(deployed_lab, node.name) == f"include {MANAGED_CONF}"
+        # At its next start, the replica runs what seawall.conf says.
+        restarted = ssh_run(deployed_lab, replica, "systemctl restart redis-server")
+        assert restarted.returncode == 0, restarted.stderr
+        assert wait_healthy(deployed_lab, 120).master == new_master
+        conn = connect(host.address, int(host.data["redis_port"]), password, 2)
+        assert conn.config_get("repl-diskless-sync-delay")["repl-diskless-sync-delay"] == managed
+        conn.close()
+    assert changed_operations(_run_deploy("redis")) == {}
+    assert redis_status(deployed_lab).master == new_master
+
+
+def test_a_debian_cluster_over_patroni_data_is_refused_not_dropped(
+    deployed_lab: Topology,
+) -> None:
+    leader = _patroni_leader(deployed_lab)
+    replica = next(h.name for h in deployed_lab.group("postgres") if h.name != leader)
+    data = deployed_lab.host(replica).data
+    version, name = data["postgres_version"], data["postgres_cluster"]
+    conf_dir = f"/etc/postgresql/{version}/{name}"
+    data_dir = f"/var/lib/postgresql/{version}/{name}"
+    with faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=LOCK_WAIT_S):
+        try:
+            # A Debian cluster registration over Patroni's directory (a postgresql-common
+            # reinstall, or an admin's pg_createcluster): what pg_dropcluster would delete.
+            planted = ssh_run(
+                deployed_lab,
+                replica,
+                f"mkdir -p {conf_dir} && echo \"data_directory = '{data_dir}'\" "
+                f"> {conf_dir}/postgresql.conf",
+            )
+            assert planted.returncode == 0, planted.stderr
+            refused = _run_deploy("postgres")
+            assert refused.returncode == 1, refused.stderr[-3000:]
+            results = json.loads(refused.stdout)["results"]
+            assert results["failed_hosts"] == [replica]
+            assert "refusing to drop the Debian cluster" in refused.stderr + refused.stdout
+            kept = ssh_run(deployed_lab, replica, f"test -s {data_dir}/PG_VERSION")
+            assert kept.returncode == 0, "the data directory was touched"
+        finally:
+            ssh_run(deployed_lab, replica, f"rm -rf {conf_dir}")
+    healthy, after = pg_drill.wait_healthy(deployed_lab, 120)
+    assert healthy and after == leader
+    assert changed_operations(_run_deploy("postgres")) == {}
+
+
+# Runs on an app host: reloads HAProxy and, for a window after each reload, opens
+# new connections to the read-write port and asks each server whether it is a replica.
+_RELOAD_PROBE = r"""
+import json, subprocess, sys, time
+import psycopg
+s = json.loads(sys.stdin.readline())
+hits = {"leader": 0, "replica": 0, "refused": 0}
+for _ in range(s["reloads"]):
+    subprocess.run(["systemctl", "reload", "haproxy"], check=True)
+    end = time.monotonic() + s["window"]
+    while time.monotonic() < end:
+        try:
+            with psycopg.connect(host="127.0.0.1", port=s["port"], dbname=s["dbname"],
+                                 user=s["user"], password=s["password"], connect_timeout=2) as c:
+                recovery = c.execute("select pg_is_in_recovery()").fetchone()[0]
+            hits["replica" if recovery else "leader"] += 1
+        except psycopg.OperationalError:
+            hits["refused"] += 1
+            time.sleep(0.01)
+    time.sleep(s["pause"])
+print(json.dumps(hits))
+"""
+
+
+def test_haproxy_reloads_never_send_a_new_session_to_the_replica(deployed_lab: Topology) -> None:
+    healthy, _ = pg_drill.wait_healthy(deployed_lab, 120)
+    assert healthy
+    app = deployed_lab.group("app")[0]
+    role = str(app.data["postgres_drill_role"])
+    settings = {
+        "reloads": 5,
+        "window": 1.0,
+        "pause": 2.0,
+        "port": app.data["haproxy_rw_port"],
+        "dbname": app.data["postgres_drill_database"],
+        "user": role,
+        "password": role_password(deployed_lab, role),
+    }
+    probe = subprocess.run(
+        [*ssh_args(deployed_lab, app.name), f"timeout 60 python3 -c {shlex.quote(_RELOAD_PROBE)}"],
+        input=json.dumps(settings) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    hits = json.loads(probe.stdout.strip().splitlines()[-1])
+    print(f"new sessions in the 1 s after each of 5 reloads: {hits}")
+    assert hits["replica"] == 0, hits
+    assert hits["leader"] >= 5 * 10, hits
 
 
 @pytest.fixture(autouse=True)
