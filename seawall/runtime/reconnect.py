@@ -41,6 +41,7 @@ from redis import exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from seawall.runtime import jsonlog
 from seawall.runtime.spool import DiskSpool, SpooledEvent
 
 T = TypeVar("T")
@@ -511,6 +512,10 @@ class EventPublisher:
     ) -> PublishResult:
         """Publish one event; return whether it is acknowledged or safely spooled.
 
+        Published while a request is served, the event carries its id
+        (``request_id``, unless ``fields`` has one already): spooled, replayed
+        and re-published copies alike, since it is part of the event.
+
         ``seq`` is the caller's own number for the event, for a caller that
         numbers its events durably (an outbox): re-published after a crash
         with the same number, the event is turned away as stored. Numbers must
@@ -527,6 +532,7 @@ class EventPublisher:
         if seq is not None and self.spool is not None:
             raise ValueError("seq= is for a publisher without a spool")
         event_id = event_id or uuid.uuid4().hex
+        fields = with_request_id(fields)
         self._start_thread()
         with self._order:
             number = self._next_seq() if seq is None else seq
@@ -885,6 +891,14 @@ class EventPublisher:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def with_request_id(fields: dict[str, Any]) -> dict[str, Any]:
+    """Return ``fields`` plus ``request_id`` of the request being served, if any and unset."""
+    current = jsonlog.request_id()
+    if not current or "request_id" in fields:
+        return fields
+    return {**fields, "request_id": current}
 
 
 def _flatten(fields: dict[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from seawall.runtime import jsonlog
 from seawall.runtime.reconnect import (
     _PUBLISH_LUA,
     EventPublisher,
@@ -438,3 +439,40 @@ def test_a_write_to_a_demoted_master_follows_the_sentinels(servers: Servers) -> 
         assert client.master_address == ("127.0.0.1", new.port)
     finally:
         client.close()
+
+
+def fields_of(server: RedisServer, stream: str = STREAM) -> dict[str, dict[str, str]]:
+    return {
+        f[b"event_id"].decode(): {k.decode(): v.decode() for k, v in f.items()}
+        for _, f in server.client().xrange(stream)
+    }
+
+
+def test_events_published_while_serving_a_request_carry_its_id(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    master, _ = servers.pair()
+    publisher = publisher_for(
+        publishers, servers.sentinel(master), DiskSpool(tmp_path), background=False
+    )
+    given = {"n": 1}
+    token = jsonlog.bind_request_id("req-events-1")
+    try:
+        assert publisher.publish(STREAM, given, event_id="acked").status == "acked"
+        # The caller's own request_id is kept.
+        publisher.publish(STREAM, {"n": 2, "request_id": "mine"}, event_id="own")
+        # Spooled while Redis refuses writes: the id is in the spool, and so in the replay.
+        master.client().config_set("maxmemory", "1")
+        assert publisher.publish(STREAM, {"n": 3}, event_id="spooled").status == "spooled"
+    finally:
+        jsonlog.reset_request_id(token)
+    master.client().config_set("maxmemory", "0")
+    assert publisher.drain(budget_seconds=5) == 1
+    publisher.publish(STREAM, {"n": 4}, event_id="outside")
+    stored = fields_of(master)
+    assert stored["acked"]["request_id"] == "req-events-1"
+    assert stored["own"]["request_id"] == "mine"
+    assert stored["spooled"]["request_id"] == "req-events-1"
+    assert "request_id" not in stored["outside"]
+    assert list(stored) == ["acked", "own", "spooled", "outside"]
+    assert given == {"n": 1}  # the caller's dict is left alone
