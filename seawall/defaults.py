@@ -500,6 +500,11 @@ GATEWAY: dict[str, Any] = {
     "gateway_upstream_keepalive": 32,
     # A .log name so Debian's logrotate rule for /var/log/nginx/*.log rotates it.
     "gateway_access_log": "/var/log/nginx/access-json.log",
+    # The same JSON access line also goes to the journal (through /dev/log) with
+    # this SYSLOG_IDENTIFIER, so the central journal holds a request's gateway
+    # line beside its services' lines. NGINX takes letters, digits and _ only.
+    # "" (None means the default): the file only.
+    "gateway_journal_tag": "nginx_access",
     # HSTS lifetime in seconds (one year).
     "gateway_hsts_max_age": 31536000,
 }

@@ -455,6 +455,9 @@ class Gateway(_Model):
     gateway_next_upstream_timeout: NginxTime
     gateway_upstream_keepalive: NonNegative
     gateway_access_log: HostPath
+    gateway_journal_tag: Annotated[
+        str, AfterValidator(_matching(r"[A-Za-z0-9_]{0,32}", "an NGINX syslog tag, or empty"))
+    ]
     gateway_hsts_max_age: NonNegative
 
 

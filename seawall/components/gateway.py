@@ -12,8 +12,9 @@ What it guarantees on every host of the ``gateway`` group:
   execution routes in ``execution`` too, order paths in ``trading`` too) answering
   429 with a JSON body; a cap on concurrent connections per client;
 - ``X-Request-ID`` from the client (if well-formed) or generated, sent upstream,
-  returned and logged; a JSON access log with upstream timings; JSON bodies for
-  the errors NGINX itself answers; security headers; a body size limit;
+  returned and logged; a JSON access log with upstream timings, to a file and
+  (``gateway_journal_tag``) to the journal; JSON bodies for the errors NGINX
+  itself answers; security headers; a body size limit;
 - the same routes and limits over plain HTTP on the private address only, at
   ``gateway_internal_http_port`` (unless None), for callers inside the private network;
 - stub_status on 127.0.0.1:``gateway_status_port`` only.
@@ -23,7 +24,8 @@ What it never does:
 - install a configuration ``nginx -t`` rejects (the previous one stays);
 - restart NGINX: a changed configuration is reloaded, so no connection drops;
 - send a POST to a second app host once the first one received it;
-- regenerate an existing certificate.
+- regenerate an existing certificate;
+- log a query string (it may carry a token): the access log has the path only.
 """
 
 from collections.abc import Mapping
@@ -148,6 +150,7 @@ def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
         "worker_connections": setting(data, "gateway_worker_connections"),
         "worker_rlimit_nofile": setting(data, "gateway_worker_rlimit_nofile"),
         "access_log": setting(data, "gateway_access_log"),
+        "journal_tag": setting(data, "gateway_journal_tag"),
         "rate_limit_exempt": list(setting(data, "gateway_rate_limit_exempt")),
         "zones": [{"name": n, "rate": z["rate"]} for n, z in zones.items()],
         "limit_conn": setting(data, "gateway_limit_conn"),

@@ -91,6 +91,40 @@ def test_json_access_log_with_upstream_timings(conf: str) -> None:
     assert f"access_log {defaults.GATEWAY['gateway_access_log']} seawall_json" in conf
 
 
+def log_format(conf: str) -> str:
+    start = conf.index("log_format seawall_json")
+    return conf[start : conf.index("';\n", start)]
+
+
+def test_the_access_log_has_the_path_never_the_query_string(conf: str) -> None:
+    # $request_uri carries ?token=...; $uri is the path alone.
+    assert '"uri":"$uri"' in log_format(conf)
+    assert "$request_uri" not in log_format(conf) and "$args" not in log_format(conf)
+    assert "$query_string" not in log_format(conf)
+
+
+def test_the_access_line_also_goes_to_the_journal(conf: str, lab: inventory.Topology) -> None:
+    tag = lab.host("gw-1").data["gateway_journal_tag"]
+    assert tag == defaults.GATEWAY["gateway_journal_tag"]
+    assert f"access_log syslog:server=unix:/dev/log,tag={tag},nohostname seawall_json;" in conf
+    # Beside the file log, not instead of it; and both at http level, so every
+    # server logs to both (the stub_status server turns both off).
+    http = conf[conf.index("http {") : conf.index("    server {")]
+    assert (
+        "access_log syslog:" in http
+        and f"access_log {defaults.GATEWAY['gateway_access_log']}" in http
+    )
+    assert conf.count("access_log syslog:") == 1
+
+
+def test_without_a_journal_tag_the_file_log_only(lab: inventory.Topology) -> None:
+    data = {**lab.host("gw-1").data, "gateway_journal_tag": ""}
+    apps = [h.address for h in lab.group("app")]
+    conf = gateway.render(gateway.NGINX_CONF, gateway.context(data, apps))
+    assert "syslog:" not in conf
+    assert f"access_log {defaults.GATEWAY['gateway_access_log']} seawall_json" in conf
+
+
 @pytest.mark.parametrize("code", [429, 502, 504, 413])
 def test_errors_answer_json(conf: str, code: int) -> None:
     assert f"error_page {code} @error_{code};" in conf

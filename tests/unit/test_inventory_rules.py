@@ -131,6 +131,8 @@ CASES = [
          setup={"group_data": "services_memory_max = 'lots'\n"}),
     Case("fail-timeout-format", "gateway_fail_timeout: must be whole seconds",
          setup={"group_data": "gateway_fail_timeout = '5 seconds'\n"}),
+    Case("journal-tag-format", "gateway_journal_tag: must be an NGINX syslog tag",
+         setup={"group_data": "gateway_journal_tag = 'nginx-access'\n"}),
     Case("patroni-ttl-range", "patroni_ttl: Input should be greater than or equal to 20",
          setup={"group_data": "patroni_ttl = 10\n"}),
     Case("service-port-range", "services[execution].port: Input should be less than",
