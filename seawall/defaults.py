@@ -509,6 +509,41 @@ GATEWAY: dict[str, Any] = {
     "gateway_hsts_max_age": 31536000,
 }
 
+METRICS: dict[str, Any] = {
+    # Exporter ports, each on its host's private address only: the upstream
+    # projects' registered defaults (and Debian's), so runbooks and habits carry over.
+    # node_exporter runs on every host.
+    "node_exporter_port": 9100,
+    # redis_exporter on each redis host (its local Redis).
+    "redis_exporter_port": 9121,
+    # postgres_exporter on each postgres host (its local Postgres, over the socket).
+    "postgres_exporter_port": 9187,
+    # The NGINX exporter (stub_status) and mtail (the JSON access log) on each gateway host.
+    "nginx_exporter_port": 9113,
+    "mtail_port": 3903,
+    # The blackbox exporter (the /health probes) and Prometheus on the ops host.
+    "blackbox_exporter_port": 9115,
+    "prometheus_port": 9090,
+    # How often Prometheus scrapes every target and evaluates the alert rules.
+    # 15 s: an alert's `for: 1m` sees four samples, a dead target shows within
+    # half a minute, and seven hosts' series cost the ops host little.
+    "prometheus_scrape_interval": "15s",
+    "prometheus_evaluation_interval": "15s",
+    # A scrape that takes longer fails (the target reads down); below the interval,
+    # as Prometheus requires.
+    "prometheus_scrape_timeout": "10s",
+    # How long samples are kept: Prometheus's own default, two weeks to look
+    # back on an incident, on a small ops disk beside the backups.
+    "prometheus_retention_time": "15d",
+    # One /health probe fails after this long: a service answers DEGRADED when a
+    # dependency is slow (500 ms at most), so 5 s means hung. Below the scrape timeout.
+    "blackbox_probe_timeout": "5s",
+    # Paths the blackbox exporter probes on each gateway host, through its
+    # internal plain-HTTP listener (gateway_internal_http_port; none when that is
+    # None): monitoring-health's view of every service, the way clients reach it.
+    "metrics_gateway_probe_paths": ["/api/health"],
+}
+
 LAB: dict[str, Any] = {
     # Container names are the host name with this prefix, so the lab never
     # touches an LXC container it did not create.
@@ -636,6 +671,7 @@ def all_defaults() -> dict[str, Any]:
         PGBACKREST,
         SERVICES,
         GATEWAY,
+        METRICS,
         LAB,
     ):
         merged.update(concern)

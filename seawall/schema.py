@@ -461,6 +461,32 @@ class Gateway(_Model):
     gateway_hsts_max_age: NonNegative
 
 
+# Prometheus durations: 15s, 1m30s, 500ms (the intervals and timeouts compare as seconds).
+PromDuration = Annotated[
+    str, AfterValidator(_matching(r"([0-9]+(ms|s|m|h))+", "a duration like 15s or 1m30s"))
+]
+# Retention: 15d, 2w, 1y.
+PromRetention = Annotated[
+    str, AfterValidator(_matching(r"([0-9]+(s|m|h|d|w|y))+", "a duration like 15d or 2w"))
+]
+
+
+class Metrics(_Model):
+    node_exporter_port: Port
+    redis_exporter_port: Port
+    postgres_exporter_port: Port
+    nginx_exporter_port: Port
+    mtail_port: Port
+    blackbox_exporter_port: Port
+    prometheus_port: Port
+    prometheus_scrape_interval: PromDuration
+    prometheus_evaluation_interval: PromDuration
+    prometheus_scrape_timeout: PromDuration
+    prometheus_retention_time: PromRetention
+    blackbox_probe_timeout: PromDuration
+    metrics_gateway_probe_paths: list[UrlPath]
+
+
 class Lab(_Model):
     lab_container_prefix: SafeName
     lab_debian_mirror: Url
@@ -517,6 +543,7 @@ CONCERNS: dict[str, type[_Model]] = {
     "HAPROXY": Haproxy,
     "SERVICES": Services,
     "GATEWAY": Gateway,
+    "METRICS": Metrics,
     "LAB": Lab,
     "PGBACKREST": Pgbackrest,
 }
@@ -534,6 +561,7 @@ class HostData(
     Haproxy,
     Services,
     Gateway,
+    Metrics,
     Lab,
     Pgbackrest,
     InventoryOnly,
@@ -658,6 +686,8 @@ RELATED: dict[str, tuple[str, ...]] = {
     "services_sentinel_password_secret": ("required_secrets",),
     "patroni_ttl": ("patroni_loop_wait", "patroni_retry_timeout"),
     "etcd_election_timeout": ("etcd_heartbeat_interval",),
+    "prometheus_scrape_timeout": ("prometheus_scrape_interval",),
+    "blackbox_probe_timeout": ("prometheus_scrape_timeout",),
 }
 
 
@@ -763,6 +793,13 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     if data["etcd_election_timeout"] < 5 * data["etcd_heartbeat_interval"]:
         # etcd refuses to start otherwise.
         yield "etcd_election_timeout", "must be at least 5 x etcd_heartbeat_interval"
+    interval, timeout = data["prometheus_scrape_interval"], data["prometheus_scrape_timeout"]
+    if seconds(timeout) > seconds(interval):
+        # Prometheus refuses the configuration otherwise.
+        yield "prometheus_scrape_timeout", f"{timeout} is longer than the scrape interval"
+    if seconds(data["blackbox_probe_timeout"]) >= seconds(timeout):
+        # The exporter must answer a failed probe before Prometheus gives up on it.
+        yield "blackbox_probe_timeout", f"must be shorter than the scrape timeout {timeout}"
 
 
 def defaults_keys() -> dict[str, set[str]]:
