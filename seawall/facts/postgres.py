@@ -1,6 +1,7 @@
 """Facts that ask a running PostgreSQL (through ``psql``) what it holds."""
 
 import shlex
+from typing import Any
 
 from pyinfra.api import FactBase
 
@@ -37,3 +38,38 @@ class PostgresRolesAndDatabases(FactBase[dict[str, dict[str, str]]]):
             name, _, value = rest.partition("\t")
             found["roles" if kind == "role" else "databases"][name] = value
         return found
+
+
+def role_query(role: str) -> str:
+    """Return the SQL ``PostgresRole`` runs: one row (can log in, member of) or none."""
+    literal = "'" + role.replace("'", "''") + "'"
+    return (
+        "select r.rolcanlogin, coalesce((select string_agg(g.rolname, ',' order by g.rolname) "
+        "from pg_auth_members m join pg_roles g on g.oid = m.roleid "
+        f"where m.member = r.oid), '') from pg_roles r where r.rolname = {literal}"
+    )
+
+
+class PostgresRole(FactBase[dict[str, Any] | None]):
+    """Returns whether role ``role`` may log in and the roles it is a member of, or None if absent.
+
+    .. code:: python
+
+        {"login": True, "member_of": ["pg_monitor"]}
+    """
+
+    @staticmethod
+    def default() -> None:
+        # No such role (psql printed nothing).
+        return None
+
+    def command(self, role: str) -> str:
+        sql = shlex.quote(role_query(role))
+        return f"cd / && runuser -u postgres -- psql -XAtq -F '\t' -c {sql}"
+
+    def requires_command(self, role: str) -> str:
+        return "psql"
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        login, _, members = output[0].partition("\t")
+        return {"login": login == "t", "member_of": [m for m in members.split(",") if m]}

@@ -1,13 +1,14 @@
-"""Shape a PostgreSQL cluster: no stray Debian cluster, the services' roles and databases."""
+"""Shape a PostgreSQL cluster: no stray Debian cluster; service roles, databases, monitoring."""
 
 import shlex
+from typing import Any
 
 from pyinfra import host
 from pyinfra.api import HiddenValue, OperationError, StringCommand, operation
 from pyinfra.facts.files import File, FindInFile
 
 from seawall.facts.patroni import PatroniCluster, running_leader
-from seawall.facts.postgres import PostgresRolesAndDatabases
+from seawall.facts.postgres import PostgresRole, PostgresRolesAndDatabases
 from seawall.postgres import scram
 
 
@@ -158,3 +159,49 @@ def service_roles(
             changed = True
     if not changed:
         host.noop("roles and databases are as the inventory says")
+
+
+def monitoring_role_sql(role: str, group: str, state: dict[str, Any] | None) -> list[str]:
+    """Return the statements that make ``role`` a login member of ``group`` (none if it is one)."""
+    if state is None:
+        # No password: the role logs in through the socket with peer authentication only.
+        return [f"CREATE ROLE {_ident(role)} LOGIN IN ROLE {_ident(group)}"]
+    sql = []
+    if not state["login"]:
+        sql.append(f"ALTER ROLE {_ident(role)} LOGIN")
+    if group not in state["member_of"]:
+        sql.append(f"GRANT {_ident(group)} TO {_ident(role)}")
+    return sql
+
+
+@operation()
+def monitoring_role(config: str, role: str, group: str = "pg_monitor"):
+    """
+    On the Patroni leader, make ``role`` a passwordless login role in ``group``.
+
+    + config: Patroni configuration file (to find the leader)
+    + role: the role, named after the OS user that logs in with it over the socket (peer)
+    + group: the predefined role it needs (``pg_monitor``: read every statistics view)
+
+    Replicas skip it: they get the role through replication.
+
+    **Example:**
+
+    .. code:: python
+
+        monitoring_role(
+            name="Let the postgres exporter read the statistics",
+            config="/etc/patroni/15-main.yml",
+            role="prometheus",
+        )
+    """
+    leader = running_leader(host.get_fact(PatroniCluster, config=config))
+    if leader != host.name:
+        host.noop(f"not the leader ({leader} is)")
+        return
+    statements = monitoring_role_sql(role, group, host.get_fact(PostgresRole, role=role))
+    if not statements:
+        host.noop(f"{role} is a login member of {group}")
+        return
+    for sql in statements:
+        yield _psql(sql)

@@ -1,0 +1,392 @@
+"""Exporters on every host, Prometheus and the /health probes on the ops host: ``deploy_metrics()``.
+
+What it guarantees (each daemon is Debian's package, run by Debian's own unit,
+enabled at boot, listening on the host's private address only):
+
+- every host: ``prometheus-node-exporter`` on ``node_exporter_port``, its textfile
+  directory ``services_textfile_dir``, so the failure recorder's
+  ``seawall_unit_failures_total`` is scraped, and its systemd collector on (unit states);
+- ``redis`` hosts: ``prometheus-redis-exporter`` on ``redis_exporter_port`` over the
+  local Redis; the password reaches it as ``REDIS_PASSWORD`` from a 0600 root-only
+  file a unit drop-in names, never through ``ARGS`` (Debian's unit puts ``ARGS`` on
+  the command line, which every user can read);
+- ``postgres`` hosts: ``prometheus-postgres-exporter`` on ``postgres_exporter_port``
+  over the Unix socket, peer-authenticated as the role ``prometheus`` (the user
+  Debian's unit runs as), a passwordless login member of ``pg_monitor`` created on
+  the Patroni leader; no password exists for it anywhere;
+- ``gateway`` hosts: ``prometheus-nginx-exporter`` on ``nginx_exporter_port`` over
+  stub_status (127.0.0.1:``gateway_status_port``), and ``mtail`` on ``mtail_port``
+  running ``files/metrics/gateway.mtail`` over the JSON access log
+  (``gateway_access_log``), for the status counts stub_status has not;
+- ``ops`` hosts: ``prometheus-blackbox-exporter`` on ``blackbox_exporter_port``
+  probing every service's /health on every app host and
+  ``metrics_gateway_probe_paths`` through each gateway's internal listener; and
+  ``prometheus`` on ``prometheus_port``, its targets taken from the inventory's
+  groups (``scrape_jobs``), its rules ``files/metrics/alerts.yml``;
+- a daemon restarts only when its ``/etc/default`` file (or drop-in, or secret)
+  changed; Prometheus and the blackbox exporter reload (SIGHUP, their units'
+  ExecReload) when only their configuration or rules changed.
+
+What it never does:
+
+- install a Prometheus configuration or rule file ``promtool`` rejects, a blackbox
+  configuration the exporter rejects or an mtail program mtail cannot compile:
+  the running one stays;
+- put a password in ``ARGS``, on a command line or in pyinfra's output;
+- restart or reload anything when nothing changed.
+"""
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from io import StringIO
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.host import HostData
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.systemd import SystemdStatus
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
+
+from seawall.components import templates
+from seawall.components.common import host_secrets, install_packages, unit_dropin
+from seawall.components.postgres import patroni_config_path
+from seawall.defaults import METRICS
+from seawall.operations.files import secret_file, validated_file
+from seawall.operations.postgres import monitoring_role
+from seawall.settings import setting
+
+CONCERN = "metrics"
+Data = Mapping[str, Any] | HostData
+
+# The static files another part of seawall writes (package data, like the templates).
+FILES = Path(__file__).resolve().parents[1] / "files" / "metrics"
+ALERTS_SOURCE = "alerts.yml"
+MTAIL_SOURCE = "gateway.mtail"
+
+NODE = "prometheus-node-exporter"
+REDIS = "prometheus-redis-exporter"
+POSTGRES = "prometheus-postgres-exporter"
+NGINX = "prometheus-nginx-exporter"
+MTAIL = "mtail"
+BLACKBOX = "prometheus-blackbox-exporter"
+PROMETHEUS = "prometheus"
+
+# The packages of each group; every host gets node_exporter.
+PACKAGES: dict[str | None, tuple[str, ...]] = {
+    None: (NODE,),
+    "redis": (REDIS,),
+    "postgres": (POSTGRES,),
+    "gateway": (NGINX, MTAIL),
+    "ops": (BLACKBOX, PROMETHEUS),
+}
+
+
+def defaults_file(package: str) -> str:
+    """Return the file Debian's unit of ``package`` reads its settings from."""
+    return f"/etc/default/{package}"
+
+
+REDIS_DROPIN = f"/etc/systemd/system/{REDIS}.service.d/seawall.conf"
+PROMETHEUS_YML = "/etc/prometheus/prometheus.yml"
+ALERTS_YML = "/etc/prometheus/alerts.yml"
+# Debian's own default path (its /etc/default file names it).
+BLACKBOX_YML = "/etc/prometheus/blackbox.yml"
+# Debian's unit runs mtail with --progs /etc/mtail.
+MTAIL_PROGRAM = "/etc/mtail/gateway.mtail"
+# Where Patroni puts the socket (unix_socket_directories in its template).
+POSTGRES_SOCKET_DIR = "/var/run/postgresql"
+# Debian's postgres exporter unit runs as User=prometheus; the socket's peer
+# authentication (Patroni's `local all all peer`) maps that OS user to the role
+# of the same name. A setting could only break that match, so it is not one.
+EXPORTER_ROLE = "prometheus"
+MONITOR_GROUP = "pg_monitor"
+# The blackbox module every /health probe uses.
+PROBE_MODULE = "http_health"
+
+TEMPLATES: tuple[str, ...] = (
+    *(defaults_file(p) for p in (NODE, REDIS, POSTGRES, NGINX, MTAIL, BLACKBOX, PROMETHEUS)),
+    REDIS_DROPIN,
+    BLACKBOX_YML,
+    PROMETHEUS_YML,
+)
+
+# mtail compiles only files named *.mtail, so the candidate is checked as a copy
+# under that name in a scratch directory (a subshell, so `exit` ends only it).
+MTAIL_CHECK = (
+    '(d=$(mktemp -d) && cp {path} "$d/gateway.mtail" && mtail --compile_only --progs "$d"; '
+    'rc=$?; rm -rf "$d"; exit $rc)'
+)
+
+
+class InventoryHost(Protocol):
+    """A host as pyinfra's inventory and ``seawall.inventory.Topology`` both give it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def groups(self) -> Any: ...
+
+    @property
+    def data(self) -> Any: ...
+
+
+# Each scrape job: its name, the group whose hosts it scrapes (None: every
+# host), the port key (read from each target host's own data) and the path.
+SCRAPE_JOBS: tuple[tuple[str, str | None, str, str], ...] = (
+    ("node", None, "node_exporter_port", "/metrics"),
+    ("redis", "redis", "redis_exporter_port", "/metrics"),
+    ("postgres", "postgres", "postgres_exporter_port", "/metrics"),
+    # Patroni's and etcd's own metrics, on their REST and client ports.
+    ("patroni", "postgres", "patroni_rest_port", "/metrics"),
+    ("etcd", "etcd", "etcd_client_port", "/metrics"),
+    ("nginx", "gateway", "nginx_exporter_port", "/metrics"),
+    ("mtail", "gateway", "mtail_port", "/metrics"),
+    ("prometheus", "ops", "prometheus_port", "/metrics"),
+)
+
+
+def _address(member: InventoryHost) -> str:
+    return str(member.data.get("private_address"))
+
+
+def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
+    """Return Prometheus's jobs: name, path and targets (``address:port`` and host name)."""
+    members = list(hosts)
+    jobs = []
+    for job, group, port_key, path in SCRAPE_JOBS:
+        targets = [
+            {"address": f"{_address(m)}:{setting(m.data, port_key)}", "host": m.name}
+            for m in members
+            if group is None or group in m.groups
+        ]
+        if targets:
+            jobs.append({"name": job, "metrics_path": path, "targets": targets})
+    return jobs
+
+
+def probe_targets(hosts: Iterable[InventoryHost]) -> list[dict[str, str]]:
+    """Return the blackbox probes: every service's /health on every app host, and the gateways'."""
+    probes = []
+    members = list(hosts)
+    for member in members:
+        if "app" not in member.groups:
+            continue
+        health_path = setting(member.data, "services_health_path")
+        for service in setting(member.data, "services"):
+            url = f"http://{_address(member)}:{service['port']}{health_path}"
+            probes.append({"url": url, "host": member.name, "service": service["name"]})
+    for member in members:
+        port = setting(member.data, "gateway_internal_http_port")
+        if "gateway" not in member.groups or port is None:
+            # No plain-HTTP listener on the private address: nothing to probe there.
+            continue
+        for path in setting(member.data, "metrics_gateway_probe_paths"):
+            url = f"http://{_address(member)}:{port}{path}"
+            probes.append({"url": url, "host": member.name, "service": "gateway"})
+    return probes
+
+
+def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
+    """Return what the metrics templates see for a host; ``hosts`` is the inventory (ops only)."""
+    out = {key: setting(data, key) for key in METRICS}
+    members = list(hosts)
+    out |= {
+        "address": str(data.get("private_address")),
+        "textfile_dir": setting(data, "services_textfile_dir"),
+        "redis_port": setting(data, "redis_port"),
+        "redis_secret_file": redis_secret_file(data),
+        "postgres_port": setting(data, "postgres_port"),
+        "postgres_socket_dir": POSTGRES_SOCKET_DIR,
+        "exporter_role": EXPORTER_ROLE,
+        "status_port": setting(data, "gateway_status_port"),
+        "access_log": setting(data, "gateway_access_log"),
+        "blackbox_config": BLACKBOX_YML,
+        "probe_module": PROBE_MODULE,
+        "prometheus_config": PROMETHEUS_YML,
+        "alerts_file": ALERTS_YML,
+        "jobs": scrape_jobs(members),
+        "probes": probe_targets(members),
+    }
+    return out
+
+
+def redis_secret_file(data: Data) -> str:
+    """Return where the redis exporter's environment file (its password) goes."""
+    return f"{setting(data, 'services_secrets_dir')}/{REDIS}.env"
+
+
+def render(target: str, values: Mapping[str, Any]) -> str:
+    """Render the template of ``target`` (a path on the host) with ``values``."""
+    return templates.render(CONCERN, target, values)
+
+
+def static_file(name: str) -> str:
+    """Return the content of ``files/metrics/<name>``.
+
+    Raises:
+        DeployError: the package carries no such file.
+    """
+    path = FILES / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DeployError(f"{path} is missing: the metrics deploy installs it") from None
+
+
+def host_packages(groups: Sequence[str]) -> list[str]:
+    """Return the metrics packages a host of ``groups`` runs."""
+    return [
+        p for group, names in PACKAGES.items() if group is None or group in groups for p in names
+    ]
+
+
+@deploy("Metrics", data_defaults=METRICS)
+def deploy_metrics() -> None:
+    """
+    Install, configure and activate this host's exporters (and, on ops hosts, Prometheus).
+
+    **Example:**
+
+    .. code:: python
+
+        from seawall.components.metrics import deploy_metrics
+
+        deploy_metrics()
+    """
+    groups = list(host.groups)
+    data = host.data
+    values = context(data, list(inventory) if "ops" in groups else ())
+    # Asked before anything changes: which daemons ran before this deploy.
+    running = host.get_fact(SystemdStatus)
+    install_packages(
+        "Install the exporters (started by nothing until configured)", host_packages(groups)
+    )
+    changed = _configure(data, groups, values)
+    _activate(changed, running)
+
+
+def _defaults(package: str, values: Mapping[str, Any]) -> OperationMeta:
+    return files.put(
+        name=f"Configure {package}",
+        src=StringIO(render(defaults_file(package), values)),
+        dest=defaults_file(package),
+        user="root",
+        group="root",
+        mode="644",
+    )
+
+
+def _configure(
+    data: Data, groups: Sequence[str], values: Mapping[str, Any]
+) -> list[tuple[str, list[OperationMeta], list[OperationMeta]]]:
+    """Write every file; return (unit, what restarts it, what reloads it) per daemon."""
+    files.directory(
+        name="Keep node_exporter's textfile directory (the failure recorder writes there)",
+        path=str(values["textfile_dir"]),
+        present=True,
+    )
+    changed: list[tuple[str, list[OperationMeta], list[OperationMeta]]] = [
+        (NODE, [_defaults(NODE, values)], [])
+    ]
+    if "redis" in groups:
+        password = host_secrets(["redis_password"], " (for the redis exporter)")["redis_password"]
+        secret = secret_file(
+            name="Install the redis exporter's password (REDIS_PASSWORD)",
+            src=f"REDIS_PASSWORD={password}\n",
+            dest=str(values["redis_secret_file"]),
+        )
+        dropin = unit_dropin(
+            "Give the redis exporter its password from the root-only file",
+            render(REDIS_DROPIN, values),
+            REDIS_DROPIN,
+            REDIS,
+        )
+        changed.append((REDIS, [_defaults(REDIS, values), secret, dropin], []))
+    if "postgres" in groups:
+        monitoring_role(
+            name=f"Let the postgres exporter read the statistics ({MONITOR_GROUP}, on the leader)",
+            config=patroni_config_path(data),
+            role=EXPORTER_ROLE,
+            group=MONITOR_GROUP,
+        )
+        changed.append((POSTGRES, [_defaults(POSTGRES, values)], []))
+    if "gateway" in groups:
+        changed.append((NGINX, [_defaults(NGINX, values)], []))
+        program = validated_file(
+            name="Install the gateway's mtail program (compiled by mtail first)",
+            src=static_file(MTAIL_SOURCE),
+            dest=MTAIL_PROGRAM,
+            validate=MTAIL_CHECK,
+            mode=644,
+        )
+        # A restart, not a reload: mtail rereads its programs on SIGHUP only in
+        # some releases, and it starts at the end of the log, counting nothing twice.
+        changed.append((MTAIL, [_defaults(MTAIL, values), program], []))
+    if "ops" in groups:
+        blackbox = validated_file(
+            name="Configure the /health probes (checked by the blackbox exporter first)",
+            src=render(BLACKBOX_YML, values),
+            dest=BLACKBOX_YML,
+            validate=f"{BLACKBOX} --config.check --config.file={{path}}",
+            mode=644,
+        )
+        changed.append((BLACKBOX, [_defaults(BLACKBOX, values)], [blackbox]))
+        # The rules first: promtool's check of the configuration reads them.
+        rules = validated_file(
+            name="Install the alert rules (checked by promtool first)",
+            src=static_file(ALERTS_SOURCE),
+            dest=ALERTS_YML,
+            validate="promtool check rules {path}",
+            mode=644,
+        )
+        config = validated_file(
+            name="Configure Prometheus's targets (checked by promtool first)",
+            src=render(PROMETHEUS_YML, values),
+            dest=PROMETHEUS_YML,
+            validate="promtool check config {path}",
+            mode=644,
+        )
+        changed.append((PROMETHEUS, [_defaults(PROMETHEUS, values)], [rules, config]))
+    return changed
+
+
+def _unchanged(*operations: OperationMeta) -> Callable[[], bool]:
+    """Return a check that none of ``operations`` changed anything (for ``_if``)."""
+    return lambda: not any(op.did_change() for op in operations)
+
+
+def _activate(
+    changed: list[tuple[str, list[OperationMeta], list[OperationMeta]]], running: Mapping[str, bool]
+) -> None:
+    """Restart a daemon whose settings changed, else reload one whose configuration did; run all.
+
+    Only a daemon that ran before this deploy is restarted or reloaded: one that
+    did not starts once, with everything in place. A SIGHUP right after a start
+    could reach the daemon before it handles the signal, and kill it for good
+    (systemd counts a SIGHUP death as clean, so Restart=on-failure would not act).
+    """
+    for package, restart_on, reload_on in changed:
+        unit = f"{package}.service"
+        if running.get(unit):
+            systemd.service(
+                name=f"Restart {package} (its settings changed)",
+                service=unit,
+                running=True,
+                restarted=True,
+                _if=any_changed(*restart_on),
+            )
+            if reload_on:
+                systemd.service(
+                    name=f"Reload {package} (its configuration changed)",
+                    service=unit,
+                    running=True,
+                    reloaded=True,
+                    _if=[any_changed(*reload_on), _unchanged(*restart_on)],
+                )
+        systemd.service(
+            name=f"Run {package} now and at boot", service=unit, running=True, enabled=True
+        )

@@ -1,0 +1,252 @@
+"""The metrics deploy: templates rendered with lab data, Prometheus's targets, checks, secrets."""
+
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from seawall import defaults, inventory
+from seawall.components import metrics
+from seawall.components.templates import template_path
+from seawall.facts.postgres import PostgresRole, role_query
+from seawall.operations.postgres import monitoring_role_sql
+from tests.unit.postgres_server import PostgresServer, pg, postgres_server  # noqa: F401
+from tests.unit.test_inventory import problems, write_inventory
+
+HOSTS = ("data-1", "data-2", "data-3", "app-1", "app-2", "gw-1", "ops-1")
+# A rule file as small as promtool accepts; the real one is another module's static file.
+PLACEHOLDER_RULES = "groups: []\n"
+PLACEHOLDER_MTAIL = (
+    'counter seawall_placeholder_lines_total\n/"status":/ {\n'
+    "  seawall_placeholder_lines_total++\n}\n"
+)
+
+
+def args_of(text: str) -> list[str]:
+    """Return the words of an /etc/default file's ARGS, as systemd splits ``$ARGS``."""
+    (line,) = [line for line in text.splitlines() if line.startswith("ARGS=")]
+    return shlex.split(line.removeprefix("ARGS="))[0].split()
+
+
+def context_of(lab: inventory.Topology, name: str) -> dict[str, Any]:
+    return metrics.context(lab.host(name).data, list(lab))
+
+
+@pytest.mark.parametrize("target", metrics.TEMPLATES)
+def test_every_template_names_its_target_first(lab: inventory.Topology, target: str) -> None:
+    assert template_path(metrics.CONCERN, target).is_file()
+    first = metrics.render(target, context_of(lab, "ops-1")).splitlines()[0]
+    assert first == f"# {target} - managed by seawall"
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_every_daemon_listens_on_the_private_address_only(
+    lab: inventory.Topology, name: str
+) -> None:
+    context = context_of(lab, name)
+    address = lab.host(name).address
+    for package in (metrics.NODE, metrics.REDIS, metrics.POSTGRES, metrics.NGINX):
+        text = metrics.render(metrics.defaults_file(package), context)
+        listen = [w for w in args_of(text) if w.startswith("--web.listen-address=")]
+        assert len(listen) == 1 and listen[0].split("=", 1)[1].startswith(f"{address}:"), package
+    for package in (metrics.BLACKBOX, metrics.PROMETHEUS):
+        text = metrics.render(metrics.defaults_file(package), context)
+        assert f"--web.listen-address={address}:" in text
+    mtail = metrics.render(metrics.defaults_file(metrics.MTAIL), context)
+    assert f"HOST={address}\n" in mtail and f"PORT={context['mtail_port']}\n" in mtail
+
+
+def test_node_exporter_reads_the_failure_recorders_directory(lab: inventory.Topology) -> None:
+    text = metrics.render(metrics.defaults_file(metrics.NODE), context_of(lab, "app-1"))
+    directory = defaults.SERVICES["services_textfile_dir"]
+    assert f"--collector.textfile.directory={directory} " in text
+
+
+def test_exporters_reach_their_local_servers(lab: inventory.Topology) -> None:
+    context = context_of(lab, "data-1")
+    redis = metrics.render(metrics.defaults_file(metrics.REDIS), context)
+    assert f"--redis.addr=redis://127.0.0.1:{defaults.REDIS['redis_port']}" in redis
+    postgres = metrics.render(metrics.defaults_file(metrics.POSTGRES), context)
+    # The socket, as the exporter's unit user, no password (peer authentication).
+    assert (
+        'DATA_SOURCE_NAME="host=/var/run/postgresql port=5432 user=prometheus '
+        'dbname=postgres sslmode=disable"'
+    ) in postgres
+    assert "password" not in postgres.split("DATA_SOURCE_NAME=")[1].lower()
+    nginx = metrics.render(metrics.defaults_file(metrics.NGINX), context_of(lab, "gw-1"))
+    status = defaults.GATEWAY["gateway_status_port"]
+    assert f"--nginx.scrape-uri=http://127.0.0.1:{status}/stub_status" in nginx
+    mtail = metrics.render(metrics.defaults_file(metrics.MTAIL), context_of(lab, "gw-1"))
+    assert f"LOGS={defaults.GATEWAY['gateway_access_log']}\n" in mtail
+
+
+def test_redis_password_comes_from_the_root_only_file(lab: inventory.Topology) -> None:
+    context = context_of(lab, "data-1")
+    dropin = metrics.render(metrics.REDIS_DROPIN, context)
+    assert f"EnvironmentFile={metrics.redis_secret_file(lab.host('data-1').data)}\n" in dropin
+    args = args_of(metrics.render(metrics.defaults_file(metrics.REDIS), context))
+    assert args and not [a for a in args if "password" in a.lower()]
+
+
+def scrape_config(lab: inventory.Topology) -> dict[str, Any]:
+    return yaml.safe_load(metrics.render(metrics.PROMETHEUS_YML, context_of(lab, "ops-1")))
+
+
+def targets_of(config: dict[str, Any], job: str) -> set[tuple[str, str]]:
+    (found,) = [j for j in config["scrape_configs"] if j["job_name"] == job]
+    return {(t, s["labels"]["host"]) for s in found["static_configs"] for t in s["targets"]}
+
+
+@pytest.mark.parametrize(
+    ("job", "group", "port_key"),
+    [
+        ("node", None, "node_exporter_port"),
+        ("redis", "redis", "redis_exporter_port"),
+        ("postgres", "postgres", "postgres_exporter_port"),
+        ("patroni", "postgres", "patroni_rest_port"),
+        ("etcd", "etcd", "etcd_client_port"),
+        ("nginx", "gateway", "nginx_exporter_port"),
+        ("mtail", "gateway", "mtail_port"),
+        ("prometheus", "ops", "prometheus_port"),
+    ],
+)
+def test_prometheus_scrapes_what_the_inventory_groups_say(
+    lab: inventory.Topology, job: str, group: str | None, port_key: str
+) -> None:
+    hosts = [h.name for h in lab] if group is None else [h.name for h in lab.group(group)]
+    port = defaults.all_defaults()[port_key]
+    want = {(f"{lab.host(h).address}:{port}", h) for h in hosts}
+    assert want and targets_of(scrape_config(lab), job) == want
+
+
+def test_every_health_endpoint_is_probed_through_the_blackbox_exporter(
+    lab: inventory.Topology,
+) -> None:
+    config = scrape_config(lab)
+    (health,) = [j for j in config["scrape_configs"] if j["job_name"] == "health"]
+    got = {
+        (t, s["labels"]["host"], s["labels"]["service"])
+        for s in health["static_configs"]
+        for t in s["targets"]
+    }
+    want = {
+        (f"http://{app.address}:{service['port']}/health", app.name, service["name"])
+        for app in lab.group("app")
+        for service in defaults.SERVICES["services"]
+    }
+    gateway = lab.host("gw-1")
+    port = defaults.GATEWAY["gateway_internal_http_port"]
+    want.add((f"http://{gateway.address}:{port}/api/health", "gw-1", "gateway"))
+    assert got == want and len(want) == 2 * 8 + 1
+    ops = lab.host("ops-1")
+    assert health["params"] == {"module": [metrics.PROBE_MODULE]}
+    assert {"target_label": "__address__", "replacement": f"{ops.address}:9115"} in health[
+        "relabel_configs"
+    ]
+    blackbox = yaml.safe_load(metrics.render(metrics.BLACKBOX_YML, context_of(lab, "ops-1")))
+    module = blackbox["modules"][metrics.PROBE_MODULE]
+    assert module["http"]["valid_status_codes"] == [200] and module["timeout"] == "5s"
+
+
+def test_rules_and_intervals_are_the_settings(lab: inventory.Topology) -> None:
+    config = scrape_config(lab)
+    assert config["rule_files"] == [metrics.ALERTS_YML]
+    assert config["global"] == {
+        "scrape_interval": "15s",
+        "scrape_timeout": "10s",
+        "evaluation_interval": "15s",
+    }
+
+
+def render_for_promtool(lab: inventory.Topology, tmp_path: Path, **override: Any) -> Path:
+    """Render prometheus.yml into ``tmp_path``, its rule file a placeholder beside it."""
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(PLACEHOLDER_RULES)
+    context = context_of(lab, "ops-1") | {"alerts_file": str(rules)} | override
+    config = tmp_path / "prometheus.yml.seawall-new"
+    config.write_text(metrics.render(metrics.PROMETHEUS_YML, context))
+    return config
+
+
+def run_check(command: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """Run a validated_file check as the deploy does (``{path}`` is the candidate)."""
+    return subprocess.run(
+        ["sh", "-c", command.format(path=path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_promtool_accepts_the_rendered_configuration(
+    lab: inventory.Topology, tmp_path: Path
+) -> None:
+    config = render_for_promtool(lab, tmp_path)
+    result = run_check("promtool check config {path}", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_rejects_a_broken_configuration(lab: inventory.Topology, tmp_path: Path) -> None:
+    # The check is what keeps a bad file out: it must fail on one.
+    config = render_for_promtool(lab, tmp_path, prometheus_scrape_timeout="30s")
+    assert run_check("promtool check config {path}", config).returncode != 0
+    (tmp_path / "alerts.yml").write_text("groups: [{name: x, rules: [{alert: X}]}]\n")
+    assert run_check("promtool check rules {path}", tmp_path / "alerts.yml").returncode != 0
+
+
+def test_mtail_check_compiles_the_candidate_under_its_real_name(tmp_path: Path) -> None:
+    good = tmp_path / "gateway.mtail.seawall-new"
+    good.write_text(PLACEHOLDER_MTAIL)
+    result = run_check(metrics.MTAIL_CHECK, good)
+    assert result.returncode == 0, result.stderr
+    bad = tmp_path / "bad.seawall-new"
+    bad.write_text("counter x\n/GET/ {\n  y++\n}\n")
+    assert run_check(metrics.MTAIL_CHECK, bad).returncode != 0
+    # The scratch directory is gone either way.
+    assert not list(Path("/tmp").glob("tmp*/gateway.mtail"))
+
+
+def test_monitoring_role_sql_makes_a_login_member_of_pg_monitor(pg: PostgresServer) -> None:  # noqa: F811
+    def state() -> dict[str, Any] | None:
+        with pg.connect(autocommit=True) as conn:
+            rows = conn.execute(role_query("seawall_monitor")).fetchall()
+        lines = [f"{'t' if login else 'f'}\t{members}" for login, members in rows]
+        return PostgresRole().process(lines) if lines else None
+
+    def apply() -> None:
+        with pg.connect(autocommit=True) as conn:
+            for sql in monitoring_role_sql("seawall_monitor", "pg_monitor", state()):
+                conn.execute(sql)
+
+    try:
+        assert state() is None
+        apply()
+        assert state() == {"login": True, "member_of": ["pg_monitor"]}
+        assert monitoring_role_sql("seawall_monitor", "pg_monitor", state()) == []
+        with pg.connect(autocommit=True) as conn:
+            conn.execute("ALTER ROLE seawall_monitor NOLOGIN")
+            conn.execute("REVOKE pg_monitor FROM seawall_monitor")
+        apply()
+        assert state() == {"login": True, "member_of": ["pg_monitor"]}
+    finally:
+        with pg.connect(autocommit=True) as conn:
+            conn.execute("DROP ROLE IF EXISTS seawall_monitor")
+
+
+def test_scrape_timeout_over_the_interval_is_refused(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path, group_data='prometheus_scrape_timeout = "20s"\n')
+    assert any("prometheus_scrape_timeout: 20s is longer" in p for p in problems(path))
+
+
+def test_probe_timeout_must_be_under_the_scrape_timeout(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path, group_data='blackbox_probe_timeout = "10s"\n')
+    assert any("blackbox_probe_timeout: must be shorter" in p for p in problems(path))
+
+
+def test_an_exporter_port_clash_is_refused(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path, group_data="mtail_port = 6379\n")
+    assert any("mtail_port" in p and "6379" in p for p in problems(path))
+
+
+def test_metrics_ports_are_free_on_the_lab(lab: inventory.Topology) -> None:
+    assert not [p for p in inventory.validate(lab, check_secrets=False) if "port" in p.message]

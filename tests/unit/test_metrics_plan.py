@@ -1,0 +1,205 @@
+"""The metrics deploy's operations on a fake host for each kind of lab host (no lab needed).
+
+The fake host answers only the facts given and raises on any other; every
+operation call is recorded with its arguments, ``_if`` as the names of the
+operations it waits on.
+"""
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import FileContents
+from pyinfra.facts.systemd import SystemdStatus
+
+from seawall import inventory, secrets
+from seawall.components import common, metrics
+from tests.unit.test_common_templates import Call, FakeHost, Recorder
+
+SECRET = "redis-s3cret-never-printed"
+UNITS = {
+    f"{p}.service"
+    for p in (
+        metrics.NODE,
+        metrics.REDIS,
+        metrics.POSTGRES,
+        metrics.NGINX,
+        metrics.MTAIL,
+        metrics.BLACKBOX,
+        metrics.PROMETHEUS,
+    )
+}
+
+
+class Changed:
+    """Stands in for ``any_changed`` / ``_unchanged``: remembers which operations it reads."""
+
+    def __init__(self, kind: str, *calls: Call) -> None:
+        self.kind = kind
+        self.calls = calls
+
+    def names(self) -> list[str]:
+        return [call.name for call in self.calls]
+
+
+def plan(
+    monkeypatch: pytest.MonkeyPatch,
+    lab: inventory.Topology,
+    tmp_path: Path,
+    name: str,
+    running: bool,
+) -> list[Call]:
+    """Run deploy_metrics for lab host ``name``; ``running``: its daemons ran before."""
+    (tmp_path / metrics.ALERTS_SOURCE).write_text("groups: []\n")
+    (tmp_path / metrics.MTAIL_SOURCE).write_text("counter lines\n/./ {\n  lines++\n}\n")
+    monkeypatch.setattr(metrics, "FILES", tmp_path)
+    monkeypatch.setenv(secrets.env_name("redis_password"), SECRET)
+    lab_host = lab.host(name)
+    facts = {
+        (DebPackages,): {},
+        (FileContents, ("path", common.POLICY_RC_D)): None,
+        (SystemdStatus,): dict.fromkeys(UNITS, True) if running else {},
+    }
+    data = dict(lab_host.data) | {"secrets_file": None}
+    fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
+    calls: list[Call] = []
+    for target in (common, metrics):
+        monkeypatch.setattr(target, "host", fake)
+        for ops in ("apt", "files", "server", "systemd"):
+            monkeypatch.setattr(target, ops, Recorder(ops, calls), raising=False)
+    seawall_ops = Recorder("seawall", calls)
+    for op in ("validated_file", "secret_file", "monitoring_role"):
+        monkeypatch.setattr(metrics, op, getattr(seawall_ops, op))
+    monkeypatch.setattr(metrics, "inventory", list(lab))
+    monkeypatch.setattr(metrics, "any_changed", lambda *c: Changed("any", *c))
+    monkeypatch.setattr(metrics, "_unchanged", lambda *c: Changed("none", *c))
+    metrics.deploy_metrics._inner()
+    return calls
+
+
+def by_name(calls: list[Call]) -> dict[str, Call]:
+    return {call.name: call for call in calls}
+
+
+def content(call: Call) -> str:
+    src = call.kwargs["src"]
+    return src.getvalue() if isinstance(src, StringIO) else str(src)
+
+
+def test_every_host_gets_node_exporter_and_only_its_roles_packages(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    want = {
+        "data-1": ["prometheus-node-exporter", metrics.REDIS, metrics.POSTGRES],
+        "data-3": ["prometheus-node-exporter", metrics.REDIS],
+        "app-1": ["prometheus-node-exporter"],
+        "gw-1": ["prometheus-node-exporter", metrics.NGINX, metrics.MTAIL],
+        "ops-1": ["prometheus-node-exporter", metrics.BLACKBOX, metrics.PROMETHEUS],
+    }
+    for name, packages in want.items():
+        with monkeypatch.context() as patch:
+            calls = plan(patch, lab, tmp_path, name, running=True)
+        (install,) = [c for c in calls if c.op == "apt.packages"]
+        assert install.kwargs["packages"] == packages, name
+        started = {c.kwargs["service"] for c in calls if c.name.startswith("Run ")}
+        assert started == {f"{p}.service" for p in packages}, name
+        assert all(c.kwargs.get("enabled") for c in calls if c.name.startswith("Run "))
+
+
+def test_the_redis_password_reaches_only_the_secret_file(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, "data-1", running=True)
+    holding = [c for c in calls if SECRET in repr(c.kwargs) or SECRET in content_or_empty(c)]
+    assert [c.op for c in holding] == ["seawall.secret_file"]
+    (secret,) = holding
+    assert secret.kwargs["src"] == f"REDIS_PASSWORD={SECRET}\n"
+    assert secret.kwargs["dest"] == metrics.redis_secret_file(lab.host("data-1").data)
+    dropin = by_name(calls)["Give the redis exporter its password from the root-only file"]
+    assert f"EnvironmentFile={secret.kwargs['dest']}" in content(dropin)
+
+
+def content_or_empty(call: Call) -> str:
+    return content(call) if "src" in call.kwargs else ""
+
+
+def test_postgres_role_is_made_on_the_leader_for_the_exporters_user(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, "data-2", running=True)
+    (role,) = [c for c in calls if c.op == "seawall.monitoring_role"]
+    assert role.kwargs["role"] == "prometheus" and role.kwargs["group"] == "pg_monitor"
+    assert role.kwargs["config"] == "/etc/patroni/15-main.yml"
+    # Its exporter starts after the role exists.
+    names = [c.name for c in calls]
+    assert names.index(role.name) < names.index(f"Run {metrics.POSTGRES} now and at boot")
+
+
+def test_running_daemons_restart_on_settings_and_reload_on_configuration(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = by_name(plan(monkeypatch, lab, tmp_path, "ops-1", running=True))
+    restart = calls["Restart prometheus (its settings changed)"]
+    assert restart.kwargs["restarted"] and restart.kwargs["_if"].names() == ["Configure prometheus"]
+    reload = calls["Reload prometheus (its configuration changed)"]
+    changed, unchanged = reload.kwargs["_if"]
+    assert changed.kind == "any" and changed.names() == [
+        "Install the alert rules (checked by promtool first)",
+        "Configure Prometheus's targets (checked by promtool first)",
+    ]
+    # Not both: a restart already reads the new configuration.
+    assert unchanged.kind == "none" and unchanged.names() == ["Configure prometheus"]
+    checks = {
+        c.kwargs["dest"]: c.kwargs["validate"] for c in calls.values() if "validate" in c.kwargs
+    }
+    assert checks == {
+        metrics.BLACKBOX_YML: f"{metrics.BLACKBOX} --config.check --config.file={{path}}",
+        metrics.ALERTS_YML: "promtool check rules {path}",
+        metrics.PROMETHEUS_YML: "promtool check config {path}",
+    }
+    assert calls["Install the alert rules (checked by promtool first)"].kwargs["src"] == (
+        "groups: []\n"
+    )
+
+
+def test_rules_are_installed_before_the_configuration_that_reads_them(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    names = [c.name for c in plan(monkeypatch, lab, tmp_path, "ops-1", running=True)]
+    rules = names.index("Install the alert rules (checked by promtool first)")
+    assert rules < names.index("Configure Prometheus's targets (checked by promtool first)")
+
+
+def test_mtail_restarts_on_a_new_program(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = by_name(plan(monkeypatch, lab, tmp_path, "gw-1", running=True))
+    program = calls["Install the gateway's mtail program (compiled by mtail first)"]
+    assert program.kwargs["dest"] == "/etc/mtail/gateway.mtail"
+    assert program.kwargs["validate"] == metrics.MTAIL_CHECK
+    assert calls["Restart mtail (its settings changed)"].kwargs["_if"].names() == [
+        "Configure mtail",
+        program.name,
+    ]
+
+
+def test_a_fresh_host_starts_each_daemon_once_and_restarts_nothing(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, "ops-1", running=False)
+    assert not [c for c in calls if c.name.startswith(("Restart ", "Reload "))]
+    assert [c.name for c in calls if c.op == "systemd.service"] == [
+        "Run prometheus-node-exporter now and at boot",
+        "Run prometheus-blackbox-exporter now and at boot",
+        "Run prometheus now and at boot",
+    ]
+
+
+def test_a_missing_static_file_is_named(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(metrics, "FILES", tmp_path / "nowhere")
+    with pytest.raises(DeployError, match="nowhere/alerts.yml is missing"):
+        metrics.static_file(metrics.ALERTS_SOURCE)
