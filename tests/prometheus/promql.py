@@ -60,6 +60,12 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def documented_jobs() -> set[str]:
+    """The job names the header of alerts.yml promises the scrape configuration uses."""
+    header = ALERTS.read_text().split("\ngroups:", 1)[0]
+    return set(re.findall(r"^#     (\w+) {2,}", header, re.M))
+
+
 def alert_rules() -> list[dict[str, Any]]:
     """Every rule of alerts.yml."""
     data = yaml.safe_load(ALERTS.read_text())

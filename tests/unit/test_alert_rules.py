@@ -110,14 +110,8 @@ def test_every_rule_has_a_severity_a_summary_and_a_description() -> None:
         assert rule["annotations"]["description"].strip(), name
 
 
-def _documented_jobs() -> set[str]:
-    """The job names the header of alerts.yml promises the scrape configuration uses."""
-    header = promql.ALERTS.read_text().split("\ngroups:", 1)[0]
-    return set(re.findall(r"^#     (\w+) {2,}", header, re.M))
-
-
 def test_rules_select_only_the_documented_job_names() -> None:
-    jobs = _documented_jobs()
+    jobs = promql.documented_jobs()
     assert jobs == {
         "node",
         "redis",
