@@ -234,6 +234,31 @@ def fault_restore(
     _finish(report, as_json)
 
 
+@app.command("logs")
+def logs(
+    request_id: Annotated[
+        str, typer.Option("--request-id", help="The X-Request-ID the gateway logged.")
+    ],
+    since: Annotated[
+        str, typer.Option("--since", help="How far back to look: 30m, 1h, 2d.")
+    ] = "1h",
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one request's lines on every host, from the central journal on the ops host.
+
+    Exit codes: 0 lines found, 1 none, 2 error (malformed id, checked before any
+    connection; the ops host unreachable, named).
+    """
+    from seawall.logs import check_request_id, check_since, find_request
+
+    with _errors():
+        check_request_id(request_id)
+        check_since(since)
+        report = find_request(_load(inventory_path), request_id, since)
+    _finish(report, as_json)
+
+
 @app.command("status")
 def status(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
     """Show the live topology: Redis master, replicas with lag, Sentinels' agreement, Postgres."""

@@ -64,6 +64,10 @@ COMMON: dict[str, Any] = {
     "journald_system_keep_free": "2G",
     "journald_max_retention": "1month",
     "journald_rate_limit_burst": 10000,
+    # ... per this interval (journald's own default, stated so the pair is read
+    # together): a service may log 10000 lines in 30 s before journald drops
+    # its lines; a burst of request logs fits, a logging loop does not.
+    "journald_rate_limit_interval": "30s",
     # Kernel settings Redis and Postgres want (overcommit for Redis's fork-based
     # saves, a deep accept backlog that matches Redis's tcp-backlog 511).
     # Containers share the host kernel and cannot set them: the deploy skips
@@ -596,6 +600,30 @@ PGBACKREST: dict[str, Any] = {
 }
 
 
+LOGGING: dict[str, Any] = {
+    # systemd-journal-remote's HTTPS port on the ops host (Debian's socket unit's
+    # own port): every host's systemd-journal-upload sends its journal there.
+    "journal_remote_port": 19532,
+    # The central journal (journal-remote writes one file per sending host) is
+    # vacuumed to this size: systemd 252's journal-remote has no size limit of
+    # its own. 8G is the ops disk's share for logs, beside the backups (each
+    # host's own journal keeps 1G, journald_system_max_use). Active files (one
+    # per host, rotated by journal-remote at its file size limit) come on top.
+    "journal_remote_max_use": "8G",
+    # ... and archived files older than this go, whatever the size: the same
+    # month each host's own journal keeps (journald_max_retention).
+    "journal_remote_max_retention": "1month",
+    # How often the vacuum runs (systemd OnCalendar): hourly bounds the
+    # overshoot to one hour of logs.
+    "journal_remote_vacuum_calendar": "hourly",
+    # Certificates from the ops host's CA live this many days; a deploy renews
+    # one with fewer than journal_tls_renew_days left (so a deploy at least
+    # monthly never lets one expire).
+    "journal_tls_days": 397,
+    "journal_tls_renew_days": 30,
+}
+
+
 def role_secret(role: str) -> str:
     """Return the secret name holding Postgres role ``role``'s password."""
     return f"postgres_role_{role}_password"
@@ -673,6 +701,7 @@ def all_defaults() -> dict[str, Any]:
         GATEWAY,
         METRICS,
         LAB,
+        LOGGING,
     ):
         merged.update(concern)
     return merged

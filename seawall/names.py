@@ -55,3 +55,10 @@ def unit_name(data: Data, service: Mapping[str, Any]) -> str:
 
 def user_name(data: Data, service: Mapping[str, Any]) -> str:
     return f"{setting(data, 'services_unit_prefix')}{service['name']}"
+
+
+# --- The central journal (components/logging.py) ---------------------------------
+
+# Where systemd-journal-remote writes on the ops host (Debian's unit:
+# LogsDirectory=journal/remote); `seawall logs` reads it with `journalctl -D`.
+CENTRAL_JOURNAL = "/var/log/journal/remote"

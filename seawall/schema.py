@@ -226,6 +226,7 @@ class Common(_Model):
     journald_system_keep_free: Size
     journald_max_retention: TimeSpan
     journald_rate_limit_burst: NonNegative
+    journald_rate_limit_interval: TimeSpan
     sysctl: dict[SettingName, Scalar]
     transparent_hugepages: Literal["always", "madvise", "never"]
     role_marker_path: HostPath
@@ -507,6 +508,17 @@ class Pgbackrest(_Model):
     pgbackrest_restore_drill_limit_s: Count
 
 
+class Logging(_Model):
+    journal_remote_port: Port
+    journal_remote_max_use: Size
+    journal_remote_max_retention: TimeSpan
+    journal_remote_vacuum_calendar: Calendar
+    # The ranges keep the renewal window shorter than any lifetime, so a
+    # certificate is renewed while it still works.
+    journal_tls_days: Annotated[int, Field(ge=366, le=3650)]
+    journal_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
+
+
 class InventoryOnly(_Model):
     """Keys with no default: addresses and the lab's bridge live in inventory data only."""
 
@@ -546,6 +558,7 @@ CONCERNS: dict[str, type[_Model]] = {
     "METRICS": Metrics,
     "LAB": Lab,
     "PGBACKREST": Pgbackrest,
+    "LOGGING": Logging,
 }
 
 
@@ -564,6 +577,7 @@ class HostData(
     Metrics,
     Lab,
     Pgbackrest,
+    Logging,
     InventoryOnly,
     Pyinfra,
 ):

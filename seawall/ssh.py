@@ -22,6 +22,8 @@ def ssh_args(topology: Topology, host_name: str, user: str | None = None) -> lis
         args += ["-o", "GlobalKnownHostsFile=/dev/null"]
     if data.get("ssh_strict_host_key_checking"):
         args += ["-o", f"StrictHostKeyChecking={data['ssh_strict_host_key_checking']}"]
+    if data.get("ssh_port"):
+        args += ["-p", str(data["ssh_port"])]
     login = user or data.get("ssh_user") or "root"
     hostname = data.get("ssh_hostname") or host_name
     return [*args, "-l", str(login), str(hostname)]

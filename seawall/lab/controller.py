@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "apt-cacher-ng": "apt-cacher-ng",
     "debootstrap": "debootstrap",
     "ip": "iproute2",
+    "journalctl": "systemd",
     "ss": "iproute2",
     "lxc-attach": "lxc",
     "lxc-destroy": "lxc",

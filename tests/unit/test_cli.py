@@ -65,6 +65,7 @@ def test_the_command_list_is_what_these_tests_know() -> None:
         "drill redis",
         "drill postgres",
         "drill pg-restore",
+        "logs",
         "status",
         "check",
         "verify",

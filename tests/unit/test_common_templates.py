@@ -78,6 +78,7 @@ def test_journald_is_persistent_and_bounded(lab: inventory.Topology) -> None:
         "SystemMaxUse=1G",
         "SystemKeepFree=2G",
         "MaxRetentionSec=1month",
+        "RateLimitIntervalSec=30s",
         "RateLimitBurst=10000",
     ]
 

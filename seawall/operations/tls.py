@@ -1,0 +1,236 @@
+"""A private CA on one host: keys made where they are used, only requests and certificates move."""
+
+import shlex
+from io import StringIO
+
+from pyinfra import host, inventory
+from pyinfra.api import OperationError, operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.facts.files import File, FileContents
+
+from seawall.facts.tls import TlsCertificate, TlsRequest
+
+# RSA: every TLS stack the journal tools link (libmicrohttpd's GnuTLS, curl's
+# OpenSSL) reads it, in every key format openssl writes.
+_GENKEY = "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out"
+KEY, REQUEST, CERTIFICATE, CA_CERTIFICATE = "host.key", "host.csr", "host.pem", "ca.pem"
+
+
+def _text(lines: list[str] | None) -> str:
+    return "".join(f"{line.strip()}\n" for line in lines or [] if line.strip())
+
+
+def _upload(content: str, dest: str):
+    return FileUploadCommand(
+        StringIO(content), dest, remote_temp_filename=host.get_temp_filename(dest)
+    )
+
+
+@operation()
+def tls_ca(directory: str, common_name: str, days: int):
+    """
+    Make a CA (key and self-signed certificate) in ``directory`` if it has none.
+
+    + directory: the CA's directory, root-only (0700): ``ca.key``, ``ca.pem``, ``certs/``
+    + common_name: the CA certificate's subject CN
+    + days: the CA certificate's lifetime
+
+    The key is made here and never leaves the host. A CA certificate without
+    its key is refused, never replaced: every host trusts that certificate.
+
+    **Example:**
+
+    .. code:: python
+
+        tls_ca(
+            name="Make the journal CA",
+            directory="/etc/seawall/journal-ca",
+            common_name="seawall journal CA",
+            days=3650,
+        )
+    """
+    key, cert = f"{directory}/ca.key", f"{directory}/{CA_CERTIFICATE}"
+    has_key, has_cert = bool(host.get_fact(File, path=key)), bool(host.get_fact(File, path=cert))
+    if has_key and has_cert:
+        host.noop(f"the CA in {directory} exists")
+        return
+    if has_cert:
+        raise OperationError(f"{cert} exists without its key {key}: restore the key")
+    quoted = shlex.quote(directory)
+    yield f"install -d -m 700 -o root -g root {quoted} {quoted}/certs {quoted}/requests"
+    if not has_key:
+        yield f"umask 077 && {_GENKEY} {shlex.quote(key)}"
+    yield (
+        f"openssl req -x509 -new -key {shlex.quote(key)} -subj {shlex.quote('/CN=' + common_name)} "
+        f"-days {int(days)} -addext basicConstraints=critical,CA:TRUE "
+        f"-addext keyUsage=critical,keyCertSign,cRLSign -out {shlex.quote(cert)}"
+    )
+
+
+@operation()
+def tls_key(directory: str, common_name: str, group: str):
+    """
+    Give the host a private key of its own (made here, never copied) and a request for it.
+
+    + directory: where ``host.key`` (root:``group`` 0640) and ``host.csr`` go
+    + common_name: the request's subject CN (the CA sets the certificate's own)
+    + group: the group whose services may read the key
+
+    **Example:**
+
+    .. code:: python
+
+        tls_key(
+            name="Give this host a journal TLS key",
+            directory="/etc/seawall/journal-tls",
+            common_name="app-1",
+            group="seawall-journal-tls",
+        )
+    """
+    key, request = f"{directory}/{KEY}", f"{directory}/{REQUEST}"
+    current = host.get_fact(File, path=key)
+    has_request = bool(host.get_fact(File, path=request))
+    quoted_key = shlex.quote(key)
+    owned = bool(current and current["group"] == group and current["mode"] == 640)
+    if current and owned and has_request:
+        host.noop(f"{common_name} has a TLS key and its request")
+        return
+    if current is False:
+        raise OperationError(f"{key} exists and is not a file")
+    if not current:
+        yield f"install -d -m 755 -o root -g root {shlex.quote(directory)}"
+        yield f"umask 077 && {_GENKEY} {quoted_key}"
+    if not current or not owned:
+        yield f"chown root:{group} {quoted_key} && chmod 640 {quoted_key}"
+    if not current or not has_request:
+        yield (
+            f"openssl req -new -key {quoted_key} -subj {shlex.quote('/CN=' + common_name)} "
+            f"-out {shlex.quote(request)}"
+        )
+
+
+def _extensions(name: str, address: str) -> str:
+    # The CA states every extension itself: nothing a request asks for is copied.
+    return (
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        f"subjectAltName=DNS:{name},IP:{address}\n"
+    )
+
+
+@operation()
+def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, renew_days: int):
+    """
+    Sign each peer's request with the CA in ``directory``, unless its certificate is current.
+
+    + directory: the CA's directory (``tls_ca``); certificates go to ``certs/<name>.pem``
+    + peers: (inventory host name, path of its request there, its address) of every peer
+    + days: a new certificate's lifetime
+    + renew_days: a certificate with fewer days left, for another key or another
+      name or address, is signed again
+
+    Requests are read from the peers when the operation runs, so a request
+    made earlier in the same deploy is signed in it. The certificate's name and
+    address come from the inventory, never from the request.
+
+    **Example:**
+
+    .. code:: python
+
+        tls_signed(
+            name="Sign every host's journal certificate",
+            directory="/etc/seawall/journal-ca",
+            peers=[("app-1", "/etc/seawall/journal-tls/host.csr", "10.77.0.21")],
+            days=397,
+            renew_days=30,
+        )
+    """
+    ca_key, ca_cert = shlex.quote(f"{directory}/ca.key"), shlex.quote(f"{directory}/ca.pem")
+    signed = False
+    for name, request_path, address in peers:
+        request = inventory.get_host(name).get_fact(TlsRequest, path=request_path)
+        if request is None:
+            host.log(f"{name} has no certificate request yet: sign it at the next deploy")
+            continue
+        cert_path = f"{directory}/certs/{name}.pem"
+        current = host.get_fact(
+            TlsCertificate, path=cert_path, ca=f"{directory}/ca.pem", valid_days=renew_days
+        )
+        if (
+            current is not None
+            and current["valid"]
+            and current["key_sha256"] == request["key_sha256"]
+            and current["san"] == f"DNS:{name},IPAddress:{address}"
+        ):
+            continue
+        signed = True
+        staged = f"{directory}/requests/{name}"
+        yield f"install -d -m 700 -o root -g root {shlex.quote(directory + '/requests')}"
+        yield _upload(request["pem"], f"{staged}.csr")
+        yield _upload(_extensions(name, address), f"{staged}.ext")
+        new = shlex.quote(f"{cert_path}.seawall-new")
+        # The request's own signature is checked (it proves the key); its
+        # subject is replaced by the inventory name.
+        yield (
+            f"openssl x509 -req -in {shlex.quote(staged + '.csr')} -CA {ca_cert} -CAkey {ca_key} "
+            f"-subj {shlex.quote('/CN=' + name)} -days {int(days)} "
+            f"-extfile {shlex.quote(staged + '.ext')} -out {new} && "
+            f"chmod 644 {new} && mv -f {new} {shlex.quote(cert_path)}"
+        )
+    if not signed:
+        host.noop("every peer's certificate is signed and current")
+
+
+@operation()
+def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days: int):
+    """
+    Install this host's certificate and the CA's certificate, as signed on ``ca_host``.
+
+    + directory: this host's TLS directory (``tls_key``): ``host.pem`` and ``ca.pem`` go there
+    + ca_host: the inventory name of the CA's host
+    + ca_directory: the CA's directory there (``tls_signed`` wrote ``certs/<name>.pem``)
+    + renew_days: passed to the CA host's certificate check (see ``tls_signed``)
+
+    A certificate for another key than this host's own is never installed.
+    Read from the CA's host when the operation runs.
+
+    **Example:**
+
+    .. code:: python
+
+        tls_certificate(
+            name="Install this host's journal certificate",
+            directory="/etc/seawall/journal-tls",
+            ca_host="ops-1",
+            ca_directory="/etc/seawall/journal-ca",
+            renew_days=30,
+        )
+    """
+    ca = inventory.get_host(ca_host)
+    signed = ca.get_fact(
+        TlsCertificate,
+        path=f"{ca_directory}/certs/{host.name}.pem",
+        ca=f"{ca_directory}/{CA_CERTIFICATE}",
+        valid_days=renew_days,
+    )
+    ca_pem = _text(ca.get_fact(FileContents, path=f"{ca_directory}/{CA_CERTIFICATE}"))
+    request = host.get_fact(TlsRequest, path=f"{directory}/{REQUEST}")
+    if signed is None or not ca_pem:
+        host.log(f"{ca_host} has not signed a certificate for {host.name} yet: at the next deploy")
+        host.noop(f"{host.name} waits for its certificate")
+        return
+    if request is None or signed["key_sha256"] != request["key_sha256"]:
+        host.log(f"{ca_host} holds a certificate for another key: it signs this one next deploy")
+        host.noop(f"{host.name} waits for its certificate")
+        return
+    changed = False
+    for target, content in ((CERTIFICATE, signed["pem"]), (CA_CERTIFICATE, ca_pem)):
+        path = f"{directory}/{target}"
+        if _text(host.get_fact(FileContents, path=path)) == content:
+            continue
+        changed = True
+        yield _upload(content, path)
+        yield f"chown root:root {shlex.quote(path)} && chmod 644 {shlex.quote(path)}"
+    if not changed:
+        host.noop(f"{host.name} has its current certificate and the CA's")
