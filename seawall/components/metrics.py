@@ -7,9 +7,11 @@ enabled at boot, listening on the host's private address only):
   directory ``services_textfile_dir``, so the failure recorder's
   ``seawall_unit_failures_total`` is scraped, and its systemd collector on (unit states);
 - ``redis`` hosts: ``prometheus-redis-exporter`` on ``redis_exporter_port`` over the
-  local Redis; the password reaches it as ``REDIS_PASSWORD`` from a 0600 root-only
-  file a unit drop-in names, never through ``ARGS`` (Debian's unit puts ``ARGS`` on
-  the command line, which every user can read);
+  local Redis, and over the local Sentinel through its ``/scrape`` endpoint (job
+  ``sentinel``); the passwords reach it in a password file (a redis URI ->
+  password map) kept 0600 root-only and copied at each start into the unit's own
+  runtime directory, never through ``ARGS`` (Debian's unit puts ``ARGS`` on the
+  command line, which every user can read) nor the environment;
 - ``postgres`` hosts: ``prometheus-postgres-exporter`` on ``postgres_exporter_port``
   over the Unix socket, peer-authenticated as the role ``prometheus`` (the user
   Debian's unit runs as), a passwordless login member of ``pg_monitor`` created on
@@ -36,6 +38,7 @@ What it never does:
 - restart or reload anything when nothing changed.
 """
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from io import StringIO
 from pathlib import Path
@@ -90,8 +93,20 @@ def defaults_file(package: str) -> str:
 
 
 REDIS_DROPIN = f"/etc/systemd/system/{REDIS}.service.d/seawall.conf"
+# Where the drop-in's root ExecStartPre copies the password map for the exporter.
+# Why a file: redis_exporter 1.45 (bookworm) takes one password from
+# REDIS_PASSWORD (each flag's default comes from the environment) for its own
+# target only; its /scrape endpoint, which reaches Sentinel, finds a password
+# only in --redis.password-file (REDIS_PASSWORD_FILE), a JSON map from redis URI
+# to password, which it also uses for its own target when REDIS_PASSWORD is
+# unset. Checked by running the bookworm binary (apt-get download, dpkg -x)
+# against a local redis-server and Sentinel with requirepass.
+REDIS_RUNTIME_DIR = f"/run/{REDIS}"
+REDIS_PASSWORD_FILE = f"{REDIS_RUNTIME_DIR}/passwords.json"
 PROMETHEUS_YML = "/etc/prometheus/prometheus.yml"
-ALERTS_YML = "/etc/prometheus/alerts.yml"
+# The path alerts.yml names in its first line.
+ALERTS_DIR = "/etc/prometheus/rules"
+ALERTS_YML = f"{ALERTS_DIR}/seawall.yml"
 # Debian's own default path (its /etc/default file names it).
 BLACKBOX_YML = "/etc/prometheus/blackbox.yml"
 # Debian's unit runs mtail with --progs /etc/mtail.
@@ -134,6 +149,21 @@ class InventoryHost(Protocol):
     def data(self) -> Any: ...
 
 
+def redis_uri(address: str, port: int) -> str:
+    """Return the URI the redis exporter is given for a server (its password map's key)."""
+    return f"redis://{address}:{port}"
+
+
+def redis_passwords(data: Data, groups: Sequence[str], values: Mapping[str, str]) -> str:
+    """Return the redis exporter's password map (JSON): its local Redis and, on a Sentinel host,
+    its Sentinel; ``values`` holds the ``redis_password`` and ``sentinel_password`` secrets."""
+    passwords = {redis_uri("127.0.0.1", setting(data, "redis_port")): values["redis_password"]}
+    if "sentinel" in groups:
+        uri = redis_uri(str(data.get("private_address")), setting(data, "sentinel_port"))
+        passwords[uri] = values["sentinel_password"]
+    return json.dumps(passwords, indent=2, sort_keys=True) + "\n"
+
+
 # Each scrape job: its name, the group whose hosts it scrapes (None: every
 # host), the port key (read from each target host's own data) and the path.
 SCRAPE_JOBS: tuple[tuple[str, str | None, str, str], ...] = (
@@ -165,6 +195,20 @@ def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
         ]
         if targets:
             jobs.append({"name": job, "metrics_path": path, "targets": targets})
+    # Each Sentinel through the redis exporter on its own host: a job of its own,
+    # so Sentinels never count as Redis servers (redis_up, roles).
+    sentinels = [
+        {
+            "address": f"{_address(m)}:{setting(m.data, 'redis_exporter_port')}",
+            "host": m.name,
+            "target": redis_uri(_address(m), setting(m.data, "sentinel_port")),
+            "instance": f"{_address(m)}:{setting(m.data, 'sentinel_port')}",
+        }
+        for m in members
+        if "redis" in m.groups and "sentinel" in m.groups
+    ]
+    if sentinels:
+        jobs.append({"name": "sentinel", "metrics_path": "/scrape", "targets": sentinels})
     return jobs
 
 
@@ -197,8 +241,10 @@ def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
     out |= {
         "address": str(data.get("private_address")),
         "textfile_dir": setting(data, "services_textfile_dir"),
-        "redis_port": setting(data, "redis_port"),
+        "redis_addr": redis_uri("127.0.0.1", setting(data, "redis_port")),
         "redis_secret_file": redis_secret_file(data),
+        "redis_runtime_dir": REDIS_RUNTIME_DIR,
+        "redis_password_file": REDIS_PASSWORD_FILE,
         "postgres_port": setting(data, "postgres_port"),
         "postgres_socket_dir": POSTGRES_SOCKET_DIR,
         "exporter_role": EXPORTER_ROLE,
@@ -216,7 +262,7 @@ def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
 
 def redis_secret_file(data: Data) -> str:
     """Return where the redis exporter's environment file (its password) goes."""
-    return f"{setting(data, 'services_secrets_dir')}/{REDIS}.env"
+    return f"{setting(data, 'services_secrets_dir')}/{REDIS}.json"
 
 
 def render(target: str, values: Mapping[str, Any]) -> str:
@@ -293,14 +339,14 @@ def _configure(
         (NODE, [_defaults(NODE, values)], [])
     ]
     if "redis" in groups:
-        password = host_secrets(["redis_password"], " (for the redis exporter)")["redis_password"]
+        names = ["redis_password", *(["sentinel_password"] if "sentinel" in groups else [])]
         secret = secret_file(
-            name="Install the redis exporter's password (REDIS_PASSWORD)",
-            src=f"REDIS_PASSWORD={password}\n",
+            name="Install the redis exporter's passwords (root-only)",
+            src=redis_passwords(data, groups, host_secrets(names, " (for the redis exporter)")),
             dest=str(values["redis_secret_file"]),
         )
         dropin = unit_dropin(
-            "Give the redis exporter its password from the root-only file",
+            "Give the redis exporter its passwords from the root-only file",
             render(REDIS_DROPIN, values),
             REDIS_DROPIN,
             REDIS,
@@ -336,6 +382,14 @@ def _configure(
         )
         changed.append((BLACKBOX, [_defaults(BLACKBOX, values)], [blackbox]))
         # The rules first: promtool's check of the configuration reads them.
+        files.directory(
+            name="Make the alert rules' directory",
+            path=ALERTS_DIR,
+            present=True,
+            user="root",
+            group="root",
+            mode="755",
+        )
         rules = validated_file(
             name="Install the alert rules (checked by promtool first)",
             src=static_file(ALERTS_SOURCE),

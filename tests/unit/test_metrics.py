@@ -1,5 +1,7 @@
 """The metrics deploy: templates rendered with lab data, Prometheus's targets, checks, secrets."""
 
+import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -83,21 +85,48 @@ def test_exporters_reach_their_local_servers(lab: inventory.Topology) -> None:
     assert f"LOGS={defaults.GATEWAY['gateway_access_log']}\n" in mtail
 
 
-def test_redis_password_comes_from_the_root_only_file(lab: inventory.Topology) -> None:
+def test_redis_passwords_come_from_the_root_only_file(lab: inventory.Topology) -> None:
     context = context_of(lab, "data-1")
-    dropin = metrics.render(metrics.REDIS_DROPIN, context)
-    assert f"EnvironmentFile={metrics.redis_secret_file(lab.host('data-1').data)}\n" in dropin
+    secret = metrics.redis_secret_file(lab.host("data-1").data)
+    dropin = metrics.render(metrics.REDIS_DROPIN, context).splitlines()
+    # Copied by root at each start into the unit's own directory, for its user alone.
+    assert "RuntimeDirectory=prometheus-redis-exporter" in dropin
+    assert "RuntimeDirectoryMode=0700" in dropin
+    copy = "/usr/bin/install -m 0400 -o prometheus -g prometheus"
+    assert f"ExecStartPre=+{copy} {secret} {metrics.REDIS_PASSWORD_FILE}" in dropin
+    assert f"Environment=REDIS_PASSWORD_FILE={metrics.REDIS_PASSWORD_FILE}" in dropin
+    assert metrics.REDIS_PASSWORD_FILE.startswith(metrics.REDIS_RUNTIME_DIR + "/")
     args = args_of(metrics.render(metrics.defaults_file(metrics.REDIS), context))
     assert args and not [a for a in args if "password" in a.lower()]
+
+
+def test_the_password_map_keys_are_the_uris_the_exporter_is_given(
+    lab: inventory.Topology,
+) -> None:
+    member = lab.host("data-2")
+    values = {"redis_password": 'r"1', "sentinel_password": "s 2"}
+    passwords = json.loads(metrics.redis_passwords(member.data, member.groups, values))
+    args = args_of(metrics.render(metrics.defaults_file(metrics.REDIS), context_of(lab, "data-2")))
+    (addr,) = [a.split("=", 1)[1] for a in args if a.startswith("--redis.addr=")]
+    sentinel = targets_of(scrape_config(lab), "sentinel", label="__param_target")
+    (target,) = [t for t, host in sentinel if host == "data-2"]
+    assert passwords == {addr: 'r"1', target: "s 2"}
+    # A Redis host that runs no Sentinel gets no Sentinel password.
+    assert list(json.loads(metrics.redis_passwords(member.data, ["redis"], values))) == [addr]
 
 
 def scrape_config(lab: inventory.Topology) -> dict[str, Any]:
     return yaml.safe_load(metrics.render(metrics.PROMETHEUS_YML, context_of(lab, "ops-1")))
 
 
-def targets_of(config: dict[str, Any], job: str) -> set[tuple[str, str]]:
+def targets_of(config: dict[str, Any], job: str, label: str | None = None) -> set[tuple[str, str]]:
+    """Return (target, host) of a job; with ``label``, that label's value instead of the target."""
     (found,) = [j for j in config["scrape_configs"] if j["job_name"] == job]
-    return {(t, s["labels"]["host"]) for s in found["static_configs"] for t in s["targets"]}
+    return {
+        (s["labels"][label] if label else t, s["labels"]["host"])
+        for s in found["static_configs"]
+        for t in s["targets"]
+    }
 
 
 @pytest.mark.parametrize(
@@ -122,11 +151,30 @@ def test_prometheus_scrapes_what_the_inventory_groups_say(
     assert want and targets_of(scrape_config(lab), job) == want
 
 
+def test_each_sentinel_is_scraped_through_the_exporter_on_its_host(
+    lab: inventory.Topology,
+) -> None:
+    config = scrape_config(lab)
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "sentinel"]
+    assert job["metrics_path"] == "/scrape"
+    sentinels = [h for h in lab.group("sentinel") if "redis" in h.groups]
+    want = {
+        (f"{h.address}:9121", h.name, f"redis://{h.address}:26379", f"{h.address}:26379")
+        for h in sentinels
+    }
+    got = {
+        (t, s["labels"]["host"], s["labels"]["__param_target"], s["labels"]["instance"])
+        for s in job["static_configs"]
+        for t in s["targets"]
+    }
+    assert len(want) == 3 and got == want
+
+
 def test_every_health_endpoint_is_probed_through_the_blackbox_exporter(
     lab: inventory.Topology,
 ) -> None:
     config = scrape_config(lab)
-    (health,) = [j for j in config["scrape_configs"] if j["job_name"] == "health"]
+    (health,) = [j for j in config["scrape_configs"] if j["job_name"] == "blackbox"]
     got = {
         (t, s["labels"]["host"], s["labels"]["service"])
         for s in health["static_configs"]
@@ -250,3 +298,31 @@ def test_an_exporter_port_clash_is_refused(tmp_path: Path) -> None:
 
 def test_metrics_ports_are_free_on_the_lab(lab: inventory.Topology) -> None:
     assert not [p for p in inventory.validate(lab, check_secrets=False) if "port" in p.message]
+
+
+def test_the_rules_go_where_their_first_line_says() -> None:
+    first = metrics.static_file(metrics.ALERTS_SOURCE).splitlines()[0]
+    assert first == f"# {metrics.ALERTS_YML} - managed by seawall"
+
+
+def test_every_job_the_rules_name_is_scraped(lab: inventory.Topology) -> None:
+    rules = metrics.static_file(metrics.ALERTS_SOURCE)
+    named = set(re.findall(r'job="([a-z]+)"', rules))
+    jobs = {j["job_name"] for j in scrape_config(lab)["scrape_configs"]}
+    assert named and named <= jobs
+
+
+def test_promtool_accepts_the_configuration_with_the_real_rules(
+    lab: inventory.Topology, tmp_path: Path
+) -> None:
+    config = render_for_promtool(lab, tmp_path)
+    (tmp_path / "alerts.yml").write_text(metrics.static_file(metrics.ALERTS_SOURCE))
+    result = run_check("promtool check config {path}", config)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
+def test_mtail_check_accepts_the_real_program(tmp_path: Path) -> None:
+    candidate = tmp_path / "gateway.mtail.seawall-new"
+    candidate.write_text(metrics.static_file(metrics.MTAIL_SOURCE))
+    result = run_check(metrics.MTAIL_CHECK, candidate)
+    assert result.returncode == 0, result.stderr

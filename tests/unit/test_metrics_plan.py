@@ -5,6 +5,7 @@ operation call is recorded with its arguments, ``_if`` as the names of the
 operations it waits on.
 """
 
+import json
 from io import StringIO
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from seawall.components import common, metrics
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 SECRET = "redis-s3cret-never-printed"
+SENTINEL_SECRET = "sentinel-s3cret-never-printed"
 UNITS = {
     f"{p}.service"
     for p in (
@@ -56,6 +58,7 @@ def plan(
     (tmp_path / metrics.MTAIL_SOURCE).write_text("counter lines\n/./ {\n  lines++\n}\n")
     monkeypatch.setattr(metrics, "FILES", tmp_path)
     monkeypatch.setenv(secrets.env_name("redis_password"), SECRET)
+    monkeypatch.setenv(secrets.env_name("sentinel_password"), SENTINEL_SECRET)
     lab_host = lab.host(name)
     facts = {
         (DebPackages,): {},
@@ -112,13 +115,24 @@ def test_the_redis_password_reaches_only_the_secret_file(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
 ) -> None:
     calls = plan(monkeypatch, lab, tmp_path, "data-1", running=True)
-    holding = [c for c in calls if SECRET in repr(c.kwargs) or SECRET in content_or_empty(c)]
-    assert [c.op for c in holding] == ["seawall.secret_file"]
+    for value in (SECRET, SENTINEL_SECRET):
+        holding = [c for c in calls if value in repr(c.kwargs) or value in content_or_empty(c)]
+        assert [c.op for c in holding] == ["seawall.secret_file"]
     (secret,) = holding
-    assert secret.kwargs["src"] == f"REDIS_PASSWORD={SECRET}\n"
+    address = lab.host("data-1").address
+    assert json.loads(secret.kwargs["src"]) == {
+        "redis://127.0.0.1:6379": SECRET,
+        f"redis://{address}:26379": SENTINEL_SECRET,
+    }
     assert secret.kwargs["dest"] == metrics.redis_secret_file(lab.host("data-1").data)
-    dropin = by_name(calls)["Give the redis exporter its password from the root-only file"]
-    assert f"EnvironmentFile={secret.kwargs['dest']}" in content(dropin)
+    dropin = by_name(calls)["Give the redis exporter its passwords from the root-only file"]
+    assert f" {secret.kwargs['dest']} " in content(dropin)
+    restart = by_name(calls)["Restart prometheus-redis-exporter (its settings changed)"]
+    assert restart.kwargs["_if"].names() == [
+        "Configure prometheus-redis-exporter",
+        secret.name,
+        dropin.name,
+    ]
 
 
 def content_or_empty(call: Call) -> str:
