@@ -1,0 +1,157 @@
+"""Metrics on the lab: every Prometheus target up after the site deploy, no secret shown, no drift.
+
+Prometheus is asked itself (its HTTP API on ops-1's private address, from the
+controller, once the lab's bridge is checked), not its files. Every wait is bounded.
+"""
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pytest
+
+from seawall import secrets
+from seawall.components import metrics
+from seawall.inventory import Topology
+from seawall.netguard import require_lab_bridge
+from seawall.settings import setting
+from seawall.ssh import run as ssh
+from tests.lab.conftest import PYINFRA, ROOT, changed_operations
+
+# A first scrape of every target needs one interval (15 s); the nginx exporter
+# may be retrying NGINX, Patroni's replica may still be catching up.
+TARGETS_WITHIN_S = 120
+
+
+def prometheus_url(topology: Topology, path: str) -> str:
+    require_lab_bridge(topology)
+    ops = topology.group("ops")[0]
+    return f"http://{ops.address}:{setting(ops.data, 'prometheus_port')}{path}"
+
+
+def api(topology: Topology, path: str) -> Any:
+    with urllib.request.urlopen(prometheus_url(topology, path), timeout=5) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def query(topology: Topology, promql: str) -> list[dict[str, Any]]:
+    return list(api(topology, "/api/v1/query?query=" + urllib.parse.quote(promql))["result"])
+
+
+def wanted_targets(topology: Topology) -> set[tuple[str, str]]:
+    """(job, scrape address or probed URL) of every target the inventory implies."""
+    want = {
+        (job["name"], target["address"])
+        for job in metrics.scrape_jobs(topology)
+        for target in job["targets"]
+    }
+    return want | {("blackbox", probe["url"]) for probe in metrics.probe_targets(topology)}
+
+
+def active_targets(topology: Topology) -> list[dict[str, Any]]:
+    return list(api(topology, "/api/v1/targets?state=active")["activeTargets"])
+
+
+def key(target: dict[str, Any]) -> tuple[str, str]:
+    labels = target["labels"]
+    if labels["job"] == "blackbox":
+        return ("blackbox", labels["instance"])
+    return (labels["job"], target["discoveredLabels"]["__address__"])
+
+
+def test_every_prometheus_target_is_up(deployed_lab: Topology) -> None:
+    want = wanted_targets(deployed_lab)
+    deadline = time.monotonic() + TARGETS_WITHIN_S
+    while True:
+        targets = active_targets(deployed_lab)
+        down = {key(t): t.get("lastError") or t["health"] for t in targets if t["health"] != "up"}
+        if {key(t) for t in targets} == want and not down:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"not every target up within {TARGETS_WITHIN_S} s: down {down}, "
+                f"missing {sorted(want - {key(t) for t in targets})}, "
+                f"unexpected {sorted({key(t) for t in targets} - want)}"
+            )
+        time.sleep(3)
+    # Up means answered; these say the exporter also got into its server
+    # (passwords, peer authentication, the Sentinel's /scrape).
+    for promql, count in (
+        ('redis_up{job="redis"}', len(deployed_lab.group("redis"))),
+        ('redis_up{job="sentinel"}', len(deployed_lab.group("sentinel"))),
+        ('pg_up{job="postgres"}', len(deployed_lab.group("postgres"))),
+        (
+            'redis_sentinel_master_ckquorum_status{job="sentinel"}',
+            len(deployed_lab.group("sentinel")),
+        ),
+    ):
+        values = [float(r["value"][1]) for r in query(deployed_lab, promql)]
+        assert values == [1.0] * count, (promql, values)
+    # The failure recorder's metric comes through node_exporter's textfile directory.
+    assert query(deployed_lab, 'node_textfile_scrape_error{job="node"} == 0')
+
+
+def test_the_rules_are_loaded(deployed_lab: Topology) -> None:
+    groups = api(deployed_lab, "/api/v1/rules")["groups"]
+    names = {rule["name"] for group in groups for rule in group["rules"]}
+    assert {"InstanceDown", "ServiceUnhealthy", "SentinelQuorumLost"} <= names
+
+
+def test_exporters_listen_on_the_private_address_only(deployed_lab: Topology) -> None:
+    for host, port_keys in (
+        ("data-1", ("node_exporter_port", "redis_exporter_port", "postgres_exporter_port")),
+        ("gw-1", ("node_exporter_port", "nginx_exporter_port", "mtail_port")),
+        ("ops-1", ("node_exporter_port", "blackbox_exporter_port", "prometheus_port")),
+    ):
+        member = deployed_lab.host(host)
+        for port_key in port_keys:
+            port = setting(member.data, port_key)
+            listening = ssh(deployed_lab, host, f"ss -ltnH 'sport = :{port}'", check=True)
+            local = {line.split()[3] for line in listening.stdout.splitlines() if line.strip()}
+            assert local == {f"{member.address}:{port}"}, (host, port_key, local)
+
+
+def test_no_redis_password_on_a_command_line_or_in_the_environment(
+    deployed_lab: Topology,
+) -> None:
+    host = deployed_lab.host("data-1")
+    values, missing = secrets.resolve(
+        ["redis_password", "sentinel_password"], setting(host.data, "secrets_file")
+    )
+    assert not missing and all(len(v) >= 8 for v in values.values())
+    pid = ssh(
+        deployed_lab, host.name, f"systemctl show -p MainPID --value {metrics.REDIS}", check=True
+    ).stdout.strip()
+    # Read on the host, compared on the controller: the secret itself never travels.
+    seen = ssh(
+        deployed_lab,
+        host.name,
+        f"ps -eo args; tr '\\0' '\\n' < /proc/{pid}/environ; cat /etc/default/{metrics.REDIS}",
+        check=True,
+    ).stdout
+    assert f"REDIS_PASSWORD_FILE={metrics.REDIS_PASSWORD_FILE}" in seen
+    for value in values.values():
+        assert value not in seen
+    modes = ssh(
+        deployed_lab,
+        host.name,
+        f"stat -c '%a %U' {metrics.redis_secret_file(host.data)} {metrics.REDIS_PASSWORD_FILE}",
+        check=True,
+    ).stdout.split("\n")
+    assert modes[:2] == ["600 root", "400 prometheus"], modes
+
+
+def test_a_second_metrics_deploy_changes_nothing(deployed_lab: Topology) -> None:
+    result = subprocess.run(
+        [PYINFRA, "-y", "--json", "inventories/lab.py", "deploys/metrics.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert changed_operations(result) == {}
