@@ -22,6 +22,7 @@ PACKAGES_FILE = Path(__file__).resolve().parents[2] / "controller-packages.txt"
 COMMANDS: dict[str, str] = {
     "apt-cacher-ng": "apt-cacher-ng",
     "debootstrap": "debootstrap",
+    "git": "git",
     "ip": "iproute2",
     "journalctl": "systemd",
     "ss": "iproute2",
