@@ -32,6 +32,22 @@ _PACKAGE_UNITS: dict[str, tuple[str, ...]] = {
     "app": ("haproxy.service", "pgbouncer.service"),
     "gateway": ("nginx.service",),
 }
+# The exporters (and Prometheus) components/metrics.py installs, Debian's units
+# too; None: every host. Each listens on its host's private address only, at
+# the port key beside it.
+_METRICS: dict[str | None, tuple[tuple[str, str], ...]] = {
+    None: (("prometheus-node-exporter.service", "node_exporter_port"),),
+    "redis": (("prometheus-redis-exporter.service", "redis_exporter_port"),),
+    "postgres": (("prometheus-postgres-exporter.service", "postgres_exporter_port"),),
+    "gateway": (
+        ("prometheus-nginx-exporter.service", "nginx_exporter_port"),
+        ("mtail.service", "mtail_port"),
+    ),
+    "ops": (
+        ("prometheus-blackbox-exporter.service", "blackbox_exporter_port"),
+        ("prometheus.service", "prometheus_port"),
+    ),
+}
 # The hang checker every app host runs beside the services (components/services.py).
 HEALTHWATCH = PurePosixPath(names.HEALTHWATCH_UNIT).name
 # Debian's stock Patroni unit reads another file; the postgres deploy stops and disables it.
@@ -120,6 +136,10 @@ def expected(topology: Topology, host: Host) -> Expected:
         listeners |= _tcp((LOOPBACK, data["gateway_status_port"]))
         if data.get("gateway_internal_http_port") is not None:
             listeners |= _tcp((address, data["gateway_internal_http_port"]))
+    for role, daemons in _METRICS.items():
+        if role is None or role in roles:
+            units += [unit for unit, _ in daemons]
+            listeners |= _tcp(*((address, data[port_key]) for _, port_key in daemons))
     repos = topology.group("ops")
     if repos and repos[0].name == host.name:
         # deploy_pgbackrest puts the nightly full backup's timer on the first ops host.

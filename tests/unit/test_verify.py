@@ -168,6 +168,9 @@ tcp LISTEN 0 444 127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=5,fd=6))
 tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=6,fd=3))
 tcp LISTEN 0 444 10.77.0.11:5432 0.0.0.0:* users:(("postgres",pid=5,fd=5))
 tcp LISTEN 0 128 [::]:22 [::]:* users:(("sshd",pid=6,fd=4))
+tcp LISTEN 0 4096 10.77.0.11:9100 0.0.0.0:* users:(("prometheus-node",pid=7,fd=3))
+tcp LISTEN 0 4096 10.77.0.11:9121 0.0.0.0:* users:(("prometheus-redi",pid=8,fd=3))
+tcp LISTEN 0 4096 10.77.0.11:9187 0.0.0.0:* users:(("prometheus-post",pid=9,fd=3))
 """
 SSHD_LISTEN = SSHD_T + "listenaddress [::]:22\nlistenaddress 0.0.0.0:22\n"
 
@@ -196,6 +199,9 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
         "redis-sentinel.service",
         "etcd.service",
         "patroni@15-main.service",
+        "prometheus-node-exporter.service",
+        "prometheus-redis-exporter.service",
+        "prometheus-postgres-exporter.service",
     )
     assert data_1.stopped_units == ("patroni.service",)
     assert {str(item) for item in data_1.listeners} == {
@@ -211,6 +217,9 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
             ("10.77.0.11", 8008),
             ("10.77.0.11", 5432),
             ("127.0.0.1", 5432),
+            ("10.77.0.11", 9100),
+            ("10.77.0.11", 9121),
+            ("10.77.0.11", 9187),
         ]
     }
     app = roles.expected(lab, lab.host("app-1"))
@@ -219,11 +228,18 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
     assert app.units[3:] == (
         *(f"quantum-{s['name']}.service" for s in catalogue),
         "seawall-healthwatch.service",
+        "prometheus-node-exporter.service",
     )
     assert roles.Listener("tcp", "127.0.0.1", 6432) in app.listeners
     assert {roles.Listener("tcp", "10.77.0.21", s["port"]) for s in catalogue} <= app.listeners
     gateway = roles.expected(lab, lab.host("gw-1"))
-    assert gateway.units == ("ssh.service", "nginx.service")
+    assert gateway.units == (
+        "ssh.service",
+        "nginx.service",
+        "prometheus-node-exporter.service",
+        "prometheus-nginx-exporter.service",
+        "mtail.service",
+    )
     assert {str(item) for item in gateway.listeners} == {
         "tcp 0.0.0.0:80",
         "tcp [::]:80",
@@ -231,12 +247,20 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
         "tcp [::]:443",
         "tcp 10.77.0.31:8088",
         "tcp 127.0.0.1:8081",
+        "tcp 10.77.0.31:9100",
+        "tcp 10.77.0.31:9113",
+        "tcp 10.77.0.31:3903",
     }
     ops = roles.expected(lab, lab.host("ops-1"))
-    assert (ops.units, ops.timers, ops.listeners) == (
-        ("ssh.service",),
+    assert (ops.units, ops.timers, {str(item) for item in ops.listeners}) == (
+        (
+            "ssh.service",
+            "prometheus-node-exporter.service",
+            "prometheus-blackbox-exporter.service",
+            "prometheus.service",
+        ),
         ("seawall-pgbackrest-full.timer",),
-        frozenset(),
+        {"tcp 10.77.0.41:9100", "tcp 10.77.0.41:9115", "tcp 10.77.0.41:9090"},
     )
 
 
@@ -271,7 +295,7 @@ def test_expectations_follow_the_inventory_data(lab: Topology) -> None:
 def test_listeners_exactly_as_configured_pass(lab: Topology) -> None:
     want = roles.expected(lab, lab.host("data-1"))
     check = roles.judge_listeners(want, Probe(0, SS_DATA_1), Probe(0, SSHD_LISTEN))
-    assert check == Check("listeners", True, "exactly the 12 configured")
+    assert check == Check("listeners", True, "exactly the 15 configured")
 
 
 def test_a_stray_or_missing_listener_fails_naming_it(lab: Topology) -> None:
@@ -661,3 +685,10 @@ def test_verify_settled_gives_up_at_its_bound_with_the_last_answer(
     calls.clear()
     verify_module.verify_settled(None, within=0)  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+def test_metrics_listeners_follow_their_port_keys(lab: Topology) -> None:
+    moved = with_data(lab, "gw-1", node_exporter_port=9200, mtail_port=3904)
+    gateway = roles.expected(moved, moved.host("gw-1"))
+    ports = {item.port for item in gateway.listeners if item.address == "10.77.0.31"}
+    assert {9200, 3904} <= ports and not {9100, 3903} & ports
