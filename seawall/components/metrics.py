@@ -25,8 +25,9 @@ enabled at boot, listening on the host's private address only):
   ``metrics_gateway_probe_paths`` through each gateway's internal listener; and
   ``prometheus`` on ``prometheus_port``, its targets taken from the inventory's
   groups (``scrape_jobs``), its rules ``files/metrics/alerts.yml``;
-- a daemon restarts only when its ``/etc/default`` file (or drop-in, or secret)
-  changed; Prometheus and the blackbox exporter reload (SIGHUP, their units'
+- a daemon restarts only when its ``/etc/default`` file (or drop-in, secret, or
+  mtail's program) changed, and only if it ran before (one that did not starts
+  once, with everything in place); Prometheus and the blackbox exporter reload (SIGHUP, their units'
   ExecReload) when only their configuration or rules changed.
 
 What it never does:

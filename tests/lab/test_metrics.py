@@ -92,6 +92,9 @@ def test_every_prometheus_target_is_up(deployed_lab: Topology) -> None:
     ):
         values = [float(r["value"][1]) for r in query(deployed_lab, promql)]
         assert values == [1.0] * count, (promql, values)
+    # Every /health answered 200 (OK or DEGRADED) through the blackbox exporter.
+    probes = {r["metric"]["instance"]: r["value"][1] for r in query(deployed_lab, "probe_success")}
+    assert probes == {p["url"]: "1" for p in metrics.probe_targets(deployed_lab)}
     # The failure recorder's metric comes through node_exporter's textfile directory.
     assert query(deployed_lab, 'node_textfile_scrape_error{job="node"} == 0')
 
