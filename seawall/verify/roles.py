@@ -144,6 +144,15 @@ def expected(topology: Topology, host: Host) -> Expected:
     if repos and repos[0].name == host.name:
         # deploy_pgbackrest puts the nightly full backup's timer on the first ops host.
         timers.append(PurePosixPath(names.BACKUP_TIMER).name)
+    # deploy_logging: every host uploads its journal; the first ops host keeps
+    # the central journal (its socket on the private address) and vacuums it.
+    units.append("systemd-journal-upload.service")
+    if repos and repos[0].name == host.name:
+        units.append("systemd-journal-remote.socket")
+        timers.append("seawall-journal-vacuum.timer")
+        listeners |= _tcp((address, data["journal_remote_port"]))
+    elif repos:
+        stopped.append("systemd-journal-remote.socket")
     return Expected(tuple(units), tuple(stopped), tuple(timers), frozenset(listeners))
 
 

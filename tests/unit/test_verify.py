@@ -202,8 +202,10 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
         "prometheus-node-exporter.service",
         "prometheus-redis-exporter.service",
         "prometheus-postgres-exporter.service",
+        "systemd-journal-upload.service",
     )
-    assert data_1.stopped_units == ("patroni.service",)
+    # Only the ops host keeps the central journal.
+    assert data_1.stopped_units == ("patroni.service", "systemd-journal-remote.socket")
     assert {str(item) for item in data_1.listeners} == {
         f"tcp {address}:{port}"
         for address, port in [
@@ -229,6 +231,7 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
         *(f"quantum-{s['name']}.service" for s in catalogue),
         "seawall-healthwatch.service",
         "prometheus-node-exporter.service",
+        "systemd-journal-upload.service",
     )
     assert roles.Listener("tcp", "127.0.0.1", 6432) in app.listeners
     assert {roles.Listener("tcp", "10.77.0.21", s["port"]) for s in catalogue} <= app.listeners
@@ -239,6 +242,7 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
         "prometheus-node-exporter.service",
         "prometheus-nginx-exporter.service",
         "mtail.service",
+        "systemd-journal-upload.service",
     )
     assert {str(item) for item in gateway.listeners} == {
         "tcp 0.0.0.0:80",
@@ -258,10 +262,18 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
             "prometheus-node-exporter.service",
             "prometheus-blackbox-exporter.service",
             "prometheus.service",
+            "systemd-journal-upload.service",
+            "systemd-journal-remote.socket",
         ),
-        ("seawall-pgbackrest-full.timer",),
-        {"tcp 10.77.0.41:9100", "tcp 10.77.0.41:9115", "tcp 10.77.0.41:9090"},
+        ("seawall-pgbackrest-full.timer", "seawall-journal-vacuum.timer"),
+        {
+            "tcp 10.77.0.41:9100",
+            "tcp 10.77.0.41:9115",
+            "tcp 10.77.0.41:9090",
+            "tcp 10.77.0.41:19532",
+        },
     )
+    assert ops.stopped_units == ()
 
 
 def test_expectations_follow_the_inventory_data(lab: Topology) -> None:
@@ -327,10 +339,15 @@ def test_sshd_is_expected_where_it_is_configured_to_listen() -> None:
 def test_units_must_run_and_be_enabled_and_stock_units_stay_off(lab: Topology) -> None:
     want = roles.expected(lab, lab.host("data-1"))
     healthy = {unit: ("active", "enabled") for unit in want.units}
-    checks = roles.judge_units(want, show(healthy | {"patroni.service": ("inactive", "disabled")}))
+    off = {
+        "patroni.service": ("inactive", "disabled"),
+        "systemd-journal-remote.socket": ("inactive", "disabled"),
+    }
+    checks = roles.judge_units(want, show(healthy | off))
     assert [c.name for c in checks] == [
         *(f"unit {u}" for u in want.units),
         "unit patroni.service off",
+        "unit systemd-journal-remote.socket off",
     ]
     assert all(c.ok for c in checks)
     broken = healthy | {
@@ -353,12 +370,16 @@ def test_units_must_run_and_be_enabled_and_stock_units_stay_off(lab: Topology) -
 
 def test_timers_must_be_scheduled(lab: Topology) -> None:
     want = roles.expected(lab, lab.host("ops-1"))
-    units = {"ssh.service": ("active", "enabled"), want.timers[0]: ("active", "enabled")}
+    units = {"ssh.service": ("active", "enabled")} | {t: ("active", "enabled") for t in want.timers}
     scheduled = roles.judge_units(want, show(units, "Mon 2026-11-30 01:00:00 UTC"))
-    assert scheduled[-1].name == "timer seawall-pgbackrest-full.timer" and scheduled[-1].ok
-    assert not roles.judge_units(want, show(units, ""))[-1].ok
+    assert [c.name for c in scheduled[-2:]] == [
+        "timer seawall-pgbackrest-full.timer",
+        "timer seawall-journal-vacuum.timer",
+    ]
+    assert all(c.ok for c in scheduled[-2:])
+    assert not roles.judge_units(want, show(units, ""))[-2].ok
     stopped = units | {want.timers[0]: ("inactive", "enabled")}
-    assert not roles.judge_units(want, show(stopped, "Mon 2026-11-30 01:00:00 UTC"))[-1].ok
+    assert not roles.judge_units(want, show(stopped, "Mon 2026-11-30 01:00:00 UTC"))[-2].ok
 
 
 LEADER = ("data-1", "10.77.0.11")
