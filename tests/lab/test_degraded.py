@@ -10,8 +10,10 @@ import subprocess
 import time
 
 import pytest
+import redis
 
 from seawall.components.redis import MANAGED_CONF, REDIS_CONF, REDIS_DIR
+from seawall.facts.redis import shadowed_command
 from seawall.inventory import Topology
 from seawall.lab import faults
 from seawall.lab.config import lab_config
@@ -144,7 +146,7 @@ def _redis_roles(topology: Topology) -> dict[str, str]:
             conn = connect(host.address, int(host.data["redis_port"]), password, 2)
             roles[host.name] = str(conn.info("replication")["role"])
             conn.close()
-        except RedisUnavailableError:
+        except (RedisUnavailableError, redis.exceptions.ConnectionError):
             roles[host.name] = "down"
     return roles
 
@@ -192,9 +194,12 @@ def test_no_sentinel_answering_never_starts_an_empty_master(deployed_lab: Topolo
     assert changed_operations(_run_deploy("redis")) == {}
 
 
-def _last_directive(topology: Topology, host: str) -> str:
-    text = ssh_run(topology, host, f"grep -v '^#' {REDIS_CONF} | grep -v '^$' | tail -1")
-    return text.stdout.strip()
+def _shadowed(topology: Topology, host: str) -> list[str]:
+    """The settings of seawall.conf that lines after its include override (names only)."""
+    found = ssh_run(topology, host, shadowed_command(REDIS_CONF, MANAGED_CONF))
+    assert found.returncode == 0, found.stderr
+    assert "no-include" not in found.stdout, f"{host}: {REDIS_CONF} lost its include"
+    return sorted(found.stdout.split())
 
 
 def test_the_managed_redis_file_wins_after_a_real_failover(deployed_lab: Topology) -> None:
@@ -205,26 +210,27 @@ def test_the_managed_redis_file_wins_after_a_real_failover(deployed_lab: Topolog
         status = wait_healthy(deployed_lab, 120)
         replica = next(node.host for node in status.nodes if node.role == "replica")
         host = deployed_lab.host(replica)
-        managed = str(host.data["redis_repl_diskless_sync_delay"])
         password = redis_settings(deployed_lab).password
-        # What Sentinel's CONFIG REWRITE does at a failover, with a value that
-        # differs from seawall.conf (an old password after a rotation, say).
         conn = connect(host.address, int(host.data["redis_port"]), password, 2)
-        conn.config_set("repl-diskless-sync-delay", int(managed) + 3)
+        managed = str(conn.config_get("maxmemory")["maxmemory"])
+        # What Sentinel's CONFIG REWRITE leaves at a failover, with a value that differs
+        # from seawall.conf (as an old password would after a rotation): Debian's
+        # redis.conf has no maxmemory line, so the rewrite appends it after the include.
+        conn.config_set("maxmemory", int(managed) + 1024 * 1024)
         conn.config_rewrite()
         conn.close()
-        assert _last_directive(deployed_lab, replica).startswith("repl-diskless-sync-delay")
+        assert _shadowed(deployed_lab, replica) == ["maxmemory"]
 
         changed = changed_operations(_run_deploy("redis"))
         assert list(changed.values()).count([replica]) >= 1, changed
         for node in deployed_lab.group("redis"):
-            assert _last_directive(deployed_lab, node.name) == f"include {MANAGED_CONF}"
+            assert _shadowed(deployed_lab, node.name) == [], node.name
         # At its next start, the replica runs what seawall.conf says.
         restarted = ssh_run(deployed_lab, replica, "systemctl restart redis-server")
         assert restarted.returncode == 0, restarted.stderr
         assert wait_healthy(deployed_lab, 120).master == new_master
         conn = connect(host.address, int(host.data["redis_port"]), password, 2)
-        assert conn.config_get("repl-diskless-sync-delay")["repl-diskless-sync-delay"] == managed
+        assert conn.config_get("maxmemory")["maxmemory"] == managed
         conn.close()
     assert changed_operations(_run_deploy("redis")) == {}
     assert redis_status(deployed_lab).master == new_master
