@@ -367,6 +367,45 @@ def drill_postgres(
 
     Scenarios: switchover, leader-process-kill, leader-host-crash,
     leader-partitioned, replica-down, etcd-member-down. The writer commits
+@app.command("drift")
+def drift_check(
+    inventory_path: Annotated[
+        Path, typer.Argument(metavar="INVENTORY", help="Inventory file (pyinfra format).")
+    ],
+    as_json: JsonOpt = False,
+    textfile_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--textfile-dir",
+            file_okay=False,
+            help="Also write seawall_drift.prom (atomically) into this directory, the node "
+            "exporter's textfile collector directory.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, help="Seconds the dry run may take (default: 300)."),
+    ] = None,
+) -> None:
+    """Dry-run deploys/site.py against INVENTORY: an operation it would run on a host is drift.
+
+    Changes nothing on any host. Exit codes: 0 no drift, 1 drift (each host and
+    operation named), 2 error (bad inventory, unreachable host named, pyinfra
+    failed or ran past --timeout).
+    """
+    from seawall.drift import DEFAULT_TIMEOUT_S, drift, write_textfile
+    from seawall.output import render
+
+    report = drift(inventory_path, timeout=DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    typer.echo(render(report, as_json))
+    if report.error is not None:
+        typer.echo(f"seawall: {report.error}", err=True)
+    if textfile_dir is not None:
+        with _errors():
+            write_textfile(report, textfile_dir)
+    raise typer.Exit(report.exit_code)
+
+
     numbered rows through an app host's PgBouncer and HAProxy; each scenario
     reports the write outage, acknowledged commits lost, and whether the old
     leader rejoined. Exit codes: 0 every scenario ok, 1 one failed, 2 error, 3 declined.
