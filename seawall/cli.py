@@ -337,36 +337,6 @@ def verify_hosts(
     _finish(report, as_json)
 
 
-@app.command("health")
-def health(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
-    """Ask every service's /health on every app host.
-
-    Exit codes: 0 every service answers OK or DEGRADED, 1 any is DOWN or silent, 2 error.
-    """
-    from seawall.health_report import collect
-
-    with _errors():
-        report = collect(inventory.load(inventory_path))
-    _finish(report, as_json)
-
-
-# --- Postgres (module B) ------------------------------------------------------------
-
-
-@drill_app.command("postgres")
-def drill_postgres(
-    scenarios: Annotated[
-        list[str] | None, typer.Argument(help="Scenario names, or `all` (the default).")
-    ] = None,
-    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
-    runs: Annotated[int, typer.Option(min=1, max=20, help="Runs of each scenario.")] = 1,
-    yes: YesOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Inject real Postgres faults on the lab under a bounded writer; report outage and losses.
-
-    Scenarios: switchover, leader-process-kill, leader-host-crash,
-    leader-partitioned, replica-down, etcd-member-down. The writer commits
 @app.command("drift")
 def drift_check(
     inventory_path: Annotated[
@@ -406,6 +376,36 @@ def drift_check(
     raise typer.Exit(report.exit_code)
 
 
+@app.command("health")
+def health(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
+    """Ask every service's /health on every app host.
+
+    Exit codes: 0 every service answers OK or DEGRADED, 1 any is DOWN or silent, 2 error.
+    """
+    from seawall.health_report import collect
+
+    with _errors():
+        report = collect(inventory.load(inventory_path))
+    _finish(report, as_json)
+
+
+# --- Postgres (module B) ------------------------------------------------------------
+
+
+@drill_app.command("postgres")
+def drill_postgres(
+    scenarios: Annotated[
+        list[str] | None, typer.Argument(help="Scenario names, or `all` (the default).")
+    ] = None,
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="Runs of each scenario.")] = 1,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject real Postgres faults on the lab under a bounded writer; report outage and losses.
+
+    Scenarios: switchover, leader-process-kill, leader-host-crash,
+    leader-partitioned, replica-down, etcd-member-down. The writer commits
     numbered rows through an app host's PgBouncer and HAProxy; each scenario
     reports the write outage, acknowledged commits lost, and whether the old
     leader rejoined. Exit codes: 0 every scenario ok, 1 one failed, 2 error, 3 declined.
