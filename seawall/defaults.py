@@ -624,6 +624,116 @@ LOGGING: dict[str, Any] = {
 }
 
 
+# The roles (inventory groups) whose hosts serve each firewall rule's port: a
+# rule is opened only on those hosts (None: every host). Not a setting: it says
+# what the deploys run where. Keys: every `*_port` key (PORT_KEYS) plus
+# - ssh: sshd (port SSH_PORT) on every host;
+# - pgbackrest_ssh: sshd on the ops host, as the pgBackRest repository;
+# - services: every port of the `services` catalogue, on the app hosts.
+FIREWALL_SERVED_BY: dict[str, tuple[str, ...] | None] = {
+    "ssh": None,
+    "pgbackrest_ssh": ("ops",),
+    "services": ("app",),
+    "redis_port": ("redis",),
+    "sentinel_port": ("sentinel",),
+    "etcd_client_port": ("etcd",),
+    "etcd_peer_port": ("etcd",),
+    "postgres_port": ("postgres",),
+    "patroni_rest_port": ("postgres",),
+    "pgbouncer_port": ("app",),
+    "haproxy_rw_port": ("app",),
+    "haproxy_ro_port": ("app",),
+    "gateway_http_port": ("gateway",),
+    "gateway_https_port": ("gateway",),
+    "gateway_internal_http_port": ("gateway",),
+    "gateway_status_port": ("gateway",),
+    "node_exporter_port": None,
+    "redis_exporter_port": ("redis",),
+    "postgres_exporter_port": ("postgres",),
+    "nginx_exporter_port": ("gateway",),
+    "mtail_port": ("gateway",),
+    "blackbox_exporter_port": ("ops",),
+    "prometheus_port": ("ops",),
+    "journal_remote_port": ("ops",),
+    "pgbackrest_restore_drill_port": ("ops",),
+}
+
+# sshd's port: Debian's, which the common deploy keeps (it sets no Port=).
+SSH_PORT = 22
+
+# Sources a firewall rule may name besides the roles: "admin" is
+# firewall_admin_sources, "any" every address (the public edge).
+FIREWALL_SOURCES: tuple[str, ...] = ("admin", "any")
+
+FIREWALL: dict[str, Any] = {
+    # Who may open a connection to each port: source roles (their hosts'
+    # private addresses), "admin" or "any". Every key of FIREWALL_SERVED_BY
+    # needs a rule, [] for a port that listens on loopback only (loopback is
+    # always accepted). Validation refuses a missing rule, an unknown key or role.
+    "firewall_rules": {
+        # Admins deploy and run seawall's checks; the ops host runs the drift
+        # cron, the rolling restart and pulls backups, all over SSH.
+        "ssh": ["ops", "admin"],
+        # archive_command on the Postgres hosts pushes WAL into the repository.
+        "pgbackrest_ssh": ["postgres"],
+        # The gateway routes to them; the ops host's blackbox exporter probes
+        # each /health; admins' benchmarks call one directly. App hosts call
+        # their siblings on their own address (loopback), never another host's.
+        "services": ["gateway", "ops", "admin"],
+        # Replicas sync from the master, Sentinels watch every Redis, services
+        # use it; admins' status and drills read each Redis's role.
+        "redis_port": ["redis", "sentinel", "app", "admin"],
+        # Sentinels talk to each other; the redis deploy asks every Sentinel
+        # for the master; services find the master; admins' drills and status.
+        "sentinel_port": ["sentinel", "redis", "app", "admin"],
+        # Members check each other's health (etcd deploy), Patroni keeps its
+        # lock there, Prometheus scrapes /metrics, `seawall status` asks /health.
+        "etcd_client_port": ["etcd", "postgres", "ops", "admin"],
+        # Raft between members only.
+        "etcd_peer_port": ["etcd"],
+        # Streaming replication and pg_rewind from the other member; HAProxy on
+        # the app hosts carries PgBouncer's logins. Backups go over SSH.
+        "postgres_port": ["postgres", "app"],
+        # Members ask each other before promoting; HAProxy checks /primary and
+        # /replica; Prometheus scrapes /metrics; admins' status, switchovers, drills.
+        "patroni_rest_port": ["postgres", "app", "ops", "admin"],
+        # Loopback only: the services' pooler and router on each app host.
+        "pgbouncer_port": [],
+        "haproxy_rw_port": [],
+        "haproxy_ro_port": [],
+        # The public edge.
+        "gateway_http_port": ["any"],
+        "gateway_https_port": ["any"],
+        # Plain HTTP inside: the blackbox probes, admins' drills, verify and benchmarks.
+        "gateway_internal_http_port": ["ops", "admin"],
+        # stub_status listens on 127.0.0.1 only.
+        "gateway_status_port": [],
+        # Exporters: scraped by Prometheus on the ops host, nobody else.
+        "node_exporter_port": ["ops"],
+        "redis_exporter_port": ["ops"],
+        "postgres_exporter_port": ["ops"],
+        "nginx_exporter_port": ["ops"],
+        "mtail_port": ["ops"],
+        "blackbox_exporter_port": ["ops"],
+        # Admins query Prometheus (dashboards, the lab's tests).
+        "prometheus_port": ["ops", "admin"],
+        # Every host ships its journal to the ops host.
+        "journal_remote_port": ["redis", "sentinel", "etcd", "postgres", "app", "gateway", "ops"],
+        # The restore drill's Postgres listens on its socket only.
+        "pgbackrest_restore_drill_port": [],
+    },
+    # Addresses or networks (CIDR) the admins deploy and run seawall from: the
+    # "admin" source. Empty by default: only the ops host reaches SSH. The lab
+    # sets its bridge address (the controller).
+    "firewall_admin_sources": [],
+    # A changed ruleset is loaded with a rollback to the previous one due this
+    # many seconds later, cancelled once a new SSH connection from the deploy
+    # still reaches the host: a ruleset that locks the deploy out undoes
+    # itself. Long enough for the two operations that cancel it on every host.
+    "firewall_rollback_seconds": 90,
+}
+
+
 def role_secret(role: str) -> str:
     """Return the secret name holding Postgres role ``role``'s password."""
     return f"postgres_role_{role}_password"
@@ -702,6 +812,7 @@ def all_defaults() -> dict[str, Any]:
         METRICS,
         LAB,
         LOGGING,
+        FIREWALL,
     ):
         merged.update(concern)
     return merged

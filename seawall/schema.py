@@ -519,6 +519,15 @@ class Logging(_Model):
     journal_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
 
 
+class Firewall(_Model):
+    # Keys and roles are checked against the port keys and ROLES in relation_problems.
+    firewall_rules: dict[str, list[str]]
+    firewall_admin_sources: list[Cidr]
+    # Under 30 s the deploy may not reach the cancelling step in time; over an
+    # hour a lockout lasts too long.
+    firewall_rollback_seconds: Annotated[int, Field(ge=30, le=3600)]
+
+
 class InventoryOnly(_Model):
     """Keys with no default: addresses and the lab's bridge live in inventory data only."""
 
@@ -559,6 +568,7 @@ CONCERNS: dict[str, type[_Model]] = {
     "LAB": Lab,
     "PGBACKREST": Pgbackrest,
     "LOGGING": Logging,
+    "FIREWALL": Firewall,
 }
 
 
@@ -578,6 +588,7 @@ class HostData(
     Lab,
     Pgbackrest,
     Logging,
+    Firewall,
     InventoryOnly,
     Pyinfra,
 ):
@@ -702,6 +713,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "etcd_election_timeout": ("etcd_heartbeat_interval",),
     "prometheus_scrape_timeout": ("prometheus_scrape_interval",),
     "blackbox_probe_timeout": ("prometheus_scrape_timeout",),
+    "firewall_rules": (),
 }
 
 
@@ -814,6 +826,39 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     if seconds(data["blackbox_probe_timeout"]) >= seconds(timeout):
         # The exporter must answer a failed probe before Prometheus gives up on it.
         yield "blackbox_probe_timeout", f"must be shorter than the scrape timeout {timeout}"
+    yield from _firewall_relations(data["firewall_rules"])
+
+
+def _firewall_relations(rules: Mapping[str, list[str]]) -> Iterator[tuple[str, str]]:
+    """A port with no rule would be closed, or open, by accident: every one is stated."""
+    keys = firewall_keys()
+    sources = (*defaults.ROLES, *defaults.FIREWALL_SOURCES)
+    for key in keys:
+        if key not in rules:
+            yield f"firewall_rules.{key}", "no rule: list the roles that may reach it ([] for none)"
+        elif key not in defaults.FIREWALL_SERVED_BY:
+            # A new port key: the firewall must know whose hosts listen on it.
+            yield f"firewall_rules.{key}", "no serving roles in defaults.FIREWALL_SERVED_BY"
+    for key, names in rules.items():
+        if key not in keys:
+            yield f"firewall_rules.{key}", unknown_key_hint(key, keys).replace("setting", "port")
+        for name in names:
+            if name not in sources:
+                close = difflib.get_close_matches(name, sources, n=1)
+                hint = f": did you mean {close[0]!r}?" if close else ""
+                yield (
+                    f"firewall_rules.{key}",
+                    f"{name!r} is neither a role ({', '.join(defaults.ROLES)}) "
+                    f"nor {' nor '.join(defaults.FIREWALL_SOURCES)}{hint}",
+                )
+
+
+def firewall_keys() -> tuple[str, ...]:
+    """Return every key a firewall rule must exist for: the port keys, read now, and the rest."""
+    # The rest (ssh, services...) are not `*_port` settings; a `*_port` key in
+    # FIREWALL_SERVED_BY that PORT_KEYS lacks is a port no concern has any more.
+    others = (key for key in defaults.FIREWALL_SERVED_BY if not key.endswith("_port"))
+    return (*defaults.PORT_KEYS, *others)
 
 
 def defaults_keys() -> dict[str, set[str]]:

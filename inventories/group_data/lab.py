@@ -5,6 +5,10 @@ lab_bridge = "swlab0"
 lab_bridge_address = "10.77.0.1"
 lab_prefix_length = 24
 
+# The controller reaches the hosts from its bridge address: the firewall lets it
+# in as an admin (deploys, drills, `seawall status`, benchmarks).
+firewall_admin_sources = [lab_bridge_address]
+
 # Everything the lab generates (key, known_hosts, secrets, base rootfs) lives
 # here, never in the user's ~/.ssh or the checkout.
 lab_state_dir = "/var/lib/seawall/lab"
