@@ -9,7 +9,10 @@ read-write port, verified, and migrated again (which must copy nothing).
 Results are printed and written into docs/benchmarks.md between the
 `bench:postgres` markers.
 
-    .venv/bin/python bench/postgres.py --runs 5
+    .venv/bin/python bench/postgres.py --runs 5 [--plot docs/img]
+
+``--plot DIR`` draws each scenario's median run (by write outage) as
+``DIR/postgres-<scenario>.svg``.
 
 It runs on the lab itself (`seawall lab up` and a site deploy first), taking
 the data-fault lock once per drill so the Redis drills can interleave.
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
+from seawall.plot import draw_scenarios, require  # noqa: E402
 from seawall.postgres import drill, tradestore  # noqa: E402
 from seawall.postgres.restore import restore_drill  # noqa: E402
 from seawall.postgres.tunnel import tunnel  # noqa: E402
@@ -42,12 +46,18 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_drills(topology: inventory.Topology, scenarios: list[str], runs: int) -> list[str]:
+def run_drills(
+    topology: inventory.Topology, scenarios: list[str], runs: int, plot: str | None = None
+) -> list[str]:
     results: dict[str, list[drill.DrillResult]] = {name: [] for name in scenarios}
     for run in range(runs):
         for name in scenarios:
             log(f"run {run + 1}/{runs}: {name}")
             results[name] += drill.drill_postgres(topology, [name], log=log).results
+    if plot:
+        found = [result for each in results.values() for result in each]
+        for path in draw_scenarios(found, plot, "postgres", lambda r: r.write_outage_s):
+            log(f"timeline drawn in {path}")
     limits = topology.group("postgres")[0].data["postgres_drill_outage_limits"]
     lines = [
         "| scenario | write outage s: median | min | max | target s | commits lost "
@@ -135,7 +145,12 @@ def main() -> None:
     parser.add_argument("--skip-migration", action="store_true")
     parser.add_argument("--skip-restore", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="Print only.")
+    parser.add_argument(
+        "--plot", metavar="DIR", help="Draw each scenario's median run as DIR/postgres-<name>.svg."
+    )
     args = parser.parse_args()
+    if args.plot:
+        require()  # before the drills, not after them
     os.chdir(ROOT)
     load_before = os.getloadavg()[0]
     topology = inventory.load(INVENTORY)
@@ -153,7 +168,7 @@ def main() -> None:
     ]
     if not args.skip_drills:
         lines += [f"Drills, {args.runs} runs each:", ""]
-        lines += run_drills(topology, args.scenarios, args.runs)
+        lines += run_drills(topology, args.scenarios, args.runs, args.plot)
         lines.append("")
     if not args.skip_restore:
         lines += run_restore(topology)

@@ -10,6 +10,9 @@ Needs the lab up and deployed (README's first command). Each run is one
 `seawall drill redis` scenario: a bounded writer (100 events/s) through the
 runtime's EventPublisher (WAIT 1, disk spool), a real fault, the heal. Every
 run's result is appended as one JSON line to ``--jsonl`` as it finishes.
+``--plot DIR`` draws each scenario's median run (by outage) as
+``DIR/redis-<scenario>.svg`` (``--plot docs/img`` for docs/benchmarks.md),
+from the runs just made or, with ``--from-jsonl``, from recorded ones.
 
 ``--down-after MS`` sets Sentinel's down-after-milliseconds live on every
 Sentinel (SENTINEL SET) for the runs that follow; the inventory's value is put
@@ -32,6 +35,7 @@ from report import write_section  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
+from seawall.plot import Timeline, draw_scenarios, require  # noqa: E402
 from seawall.redis.client import redis_settings  # noqa: E402
 from seawall.redis.drill import (  # noqa: E402
     SCENARIOS,
@@ -109,12 +113,22 @@ def recorded(
             if scenarios and record["scenario"] not in scenarios:
                 continue
             result = DrillResult(**{k: v for k, v in record.items() if k in fields})
+            if record.get("timeline"):  # runs recorded before timelines have none
+                result.timeline = Timeline.from_json(record["timeline"])
             results.setdefault((record["down_after_ms"], result.scenario), []).append(result)
     return results
 
 
+def plot(args: argparse.Namespace, results: dict[tuple[int, str], list[DrillResult]]) -> None:
+    runs = [run for found in results.values() for run in found]
+    for path in draw_scenarios(runs, args.plot, "redis", lambda run: run.outage_s):
+        print(f"timeline drawn in {path}", file=sys.stderr)
+
+
 def tabulate(args: argparse.Namespace) -> None:
     results = recorded(args.from_jsonl, args.scenario)
+    if args.plot:
+        plot(args, results)
     lines = [
         f"Redis drills recorded in {len(args.from_jsonl)} run file(s) up to "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}: writer 100 events/s (500 for "
@@ -147,7 +161,12 @@ def main() -> None:
         metavar="FILE",
         help="no drills: tabulate the runs these --jsonl files recorded (repeatable)",
     )
+    parser.add_argument(
+        "--plot", metavar="DIR", help="draw each scenario's median run as DIR/redis-<scenario>.svg"
+    )
     args = parser.parse_args()
+    if args.plot:
+        require()  # before the drills, not after them
     if args.from_jsonl:
         tabulate(args)
         return
@@ -183,6 +202,8 @@ def main() -> None:
         finally:
             set_down_after(topology, configured)
 
+    if args.plot:
+        plot(args, results)
     lines = [
         f"Redis drills, {time.strftime('%Y-%m-%d', time.gmtime())}: {args.runs} runs per "
         f"scenario and down-after, writer 100 events/s for {args.duration:.0f} s (fault at "

@@ -9,17 +9,20 @@ was done).
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from seawall import inventory
 from seawall.errors import SeawallError
 from seawall.output import EXIT_CODES, EXIT_DECLINED, EXIT_ERROR, Report, emit, progress
+
+if TYPE_CHECKING:  # seawall.plot is imported only by the commands that draw
+    from seawall.plot import Run
 
 app = typer.Typer(
     help=f"Harden, test and check the trading platform's hosts. {EXIT_CODES}", no_args_is_help=True
@@ -48,6 +51,14 @@ YesOpt = Annotated[
     bool,
     typer.Option(
         "--yes", "-y", help="Do not ask for confirmation (declining exits 3, nothing done)."
+    ),
+]
+PlotOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot",
+        dir_okay=False,
+        help="Also draw every run's timeline into this SVG (needs: pip install 'seawall[plot]').",
     ),
 ]
 
@@ -81,6 +92,21 @@ def _confirm(question: str, yes: bool) -> None:
 def _finish(report: Report, as_json: bool) -> NoReturn:
     """Print the report (text, or JSON with --json) and exit 0 if it is ok, else 1."""
     raise typer.Exit(emit(report, as_json))
+
+
+def _require_plot(path: Path | None, runs: int) -> None:
+    """Before a drill spends minutes: can its --plot be drawn at all?"""
+    if path is not None:
+        from seawall.plot import require
+
+        with _errors():
+            require(runs)
+
+
+def _draw(path: Path, runs: "Sequence[Run]") -> None:
+    from seawall.plot import draw
+
+    progress(f"timelines drawn in {draw(runs, path)}")
 
 
 def _load(path: Path, check_secrets: bool = True) -> inventory.Topology:
@@ -278,6 +304,7 @@ def drill_redis(
     rate: Annotated[float, typer.Option(min=1, max=1000, help="Events per second.")] = 100,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
+    plot: PlotOpt = None,
 ) -> None:
     """Inject a real Redis fault on the lab under a bounded writer; report outage and losses.
 
@@ -287,6 +314,7 @@ def drill_redis(
     from seawall.redis.drill import SCENARIOS, DrillReport, run_drill
 
     chosen = list(SCENARIOS) if scenario == "all" else [scenario]
+    _require_plot(plot, len(chosen) * runs)
     _confirm(f"Run {', '.join(chosen)} on the lab ({runs} run(s) each)?", yes)
     with _errors():
         topology = _load_lab(inventory_path)
@@ -297,6 +325,8 @@ def drill_redis(
                 for _ in range(runs)
             ]
         )
+        if plot is not None:
+            _draw(plot, report.results)
     _finish(report, as_json)
 
 
@@ -401,6 +431,7 @@ def drill_postgres(
     runs: Annotated[int, typer.Option(min=1, max=20, help="Runs of each scenario.")] = 1,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
+    plot: PlotOpt = None,
 ) -> None:
     """Inject real Postgres faults on the lab under a bounded writer; report outage and losses.
 
@@ -415,9 +446,12 @@ def drill_postgres(
 
     names = list(SCENARIOS) if not scenarios or scenarios == ["all"] else scenarios
     chosen = [name for name in names for _ in range(runs)]
+    _require_plot(plot, len(chosen))
     _confirm(f"Run {', '.join(names)} on the lab's Postgres ({runs} run(s) each)?", yes)
     with _errors():
         report = run_drills(_load_lab(inventory_path), chosen, log=progress)
+        if plot is not None:
+            _draw(plot, report.results)
     _finish(report, as_json)
 
 

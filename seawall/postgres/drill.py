@@ -24,6 +24,7 @@ from seawall.inventory import Topology
 from seawall.lab import faults, lab_config
 from seawall.names import data_dir, patroni_config_path
 from seawall.netguard import require_lab_network
+from seawall.plot import Mark, Timeline, longest_gap, recovery_mark, timeline
 from seawall.postgres.remote_writer import Writer, writer_settings
 from seawall.postgres.remote_writer import role_password as role_password
 from seawall.postgres.status import cluster, leader_of
@@ -59,6 +60,7 @@ class DrillResult:
     recovered_s: float | None
     rejoin_s: float | None
     problems: list[str] = field(default_factory=list)
+    timeline: Timeline | None = None  # for --plot; judged by nothing
 
     @property
     def ok(self) -> bool:
@@ -175,6 +177,8 @@ def run_scenario(
     expect_failover = SCENARIOS[scenario]
 
     log(f"{scenario}: leader {leader}, writer on {writer_host}")
+    begun = time.time()  # the timeline's zero; the writer's acks carry the same clock
+    heal_at: float | None = None  # when the fault was undone (wall clock), if it is
     writer = Writer(topology, writer_host, writer_settings(topology, "write", run, 240))
     problems: list[str] = []
     try:
@@ -217,8 +221,10 @@ def run_scenario(
         # Undo the fault; the old leader must rejoin by itself.
         undo_started = time.monotonic()
         if scenario in ("leader-host-crash", "leader-partitioned", "replica-down"):
+            heal_at = time.time()
             faults.restore(config)
         elif scenario == "etcd-member-down":
+            heal_at = time.time()
             ssh_run(topology, leader, "systemctl start etcd", check=True)
         rejoined, _ = wait_healthy(topology, rejoin_timeout)
         rejoin_s = time.monotonic() - undo_started if rejoined else None
@@ -257,7 +263,41 @@ def run_scenario(
         recovered_s=None if recovered_s is None else round(recovered_s, 2),
         rejoin_s=None if rejoin_s is None else round(rejoin_s, 2),
         problems=problems,
+        timeline=_timeline(
+            result,
+            begun,
+            fault_at,
+            new_leader if new_leader != leader else None,
+            recovered_s,
+            heal_at,
+        ),
     )
+
+
+def _timeline(
+    result: dict[str, Any],
+    begun: float,
+    fault_at: float,
+    promoted: str | None,
+    recovered_s: float | None,
+    heal_at: float | None,
+) -> Timeline:
+    """The run for --plot: commits per bucket and its moments, from the writer's start.
+
+    Detection is the writer's first failed commit after the fault (Patroni
+    reports no such moment); promotion, when the new leader was first seen.
+    """
+    marks = [Mark(fault_at - begun, "fault")]
+    failed = [error[1] for error in result["errors"] if error[1] >= fault_at]
+    if failed:
+        marks.append(Mark(min(failed) - begun, "detection", "the writer's first failed commit"))
+    if promoted is not None and recovered_s is not None:
+        marks.append(Mark(fault_at + recovered_s - begun, "promotion", f"{promoted} leads"))
+    if heal_at is not None:
+        marks.append(Mark(heal_at - begun, "heal", "fault undone"))
+    times = [at for _, at in result["acks"]]
+    marks += recovery_mark(longest_gap(times, since=fault_at), offset=begun)
+    return timeline((at - begun for at in times), marks)
 
 
 def drill_postgres(

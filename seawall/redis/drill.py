@@ -54,6 +54,7 @@ from seawall.lab import faults
 from seawall.lab.config import LabConfig, lab_config
 from seawall.local import run as run_local
 from seawall.netguard import require_lab_network
+from seawall.plot import Mark, Timeline, longest_gap, recovery_mark, timeline
 from seawall.redis.client import redis_settings
 from seawall.redis.sentinel_log import count_switches
 from seawall.redis.topology import RedisStatus, redis_status
@@ -132,6 +133,7 @@ class DrillResult:
     refused: int = 0  # publish() raised SpoolFullError: the caller knows it was not taken
     publish_p99_ms: float | None = None  # publish() latency, fsync included
     faults: int = 1  # separate faults, each allowed one master switch
+    timeline: Timeline | None = None  # for --plot; judged by nothing
 
     @property
     def storm(self) -> bool:
@@ -539,6 +541,7 @@ class _Tally:
     acked: dict[str, float] = field(default_factory=dict)  # event -> when (monotonic)
     spooled: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)  # SpoolFullError: the caller knows
+    spooled_at: list[float] = field(default_factory=list)  # when (monotonic), for the timeline
     latencies: list[float] = field(default_factory=list)
     # A killed writer's outage ends when its replay, resumed, reaches Redis.
     resumed_at: float | None = None
@@ -552,6 +555,7 @@ class _Tally:
             self.acked[event_id] = at
         elif outcome == "spooled":
             self.spooled.add(event_id)
+            self.spooled_at.append(at)
         else:
             self.refused.add(event_id)
         self.latencies.append(latency)
@@ -730,6 +734,7 @@ def _measure(
     total = int(rate * duration)
     log(f"{scenario}: master {old_master}; writing {total} events over {duration:.0f} s")
     started = time.monotonic()
+    started_wall = time.time()  # stream entry ids carry the master's wall clock (ms)
     steps_done = threading.Event()
     runner = _run_steps(steps, started, errors, log, steps_done)
     fault_time = started + steps[0][0]
@@ -833,6 +838,39 @@ def _measure(
             round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None
         ),
         faults=allowed,
+        timeline=_timeline(tally, steps, events, entries, started, started_wall),
+    )
+
+
+def _timeline(
+    tally: _Tally,
+    steps: list[Step],
+    events: _SentinelEvents,
+    entries: Any,
+    started: float,
+    started_wall: float,
+) -> Timeline:
+    """The run for --plot: acks, spooled and replayed events per bucket, and its moments."""
+    marks = [Mark(at, "heal" if what == "heal" else "fault", what) for at, what, _ in steps]
+    for channel, kind in (("+odown", "detection"), ("+switch-master", "promotion")):
+        if channel in events.first:
+            marks.append(Mark(events.first[channel] - started, kind, f"first {channel}"))
+    # The gap outage_s measures; a writer that stopped while still spooling never recovered.
+    points = [tally.resumed_at, tally.fault_at, *tally.acked.values()]
+    gap = longest_gap([p for p in (*points, tally.ended_at) if p is not None])
+    if gap is not None and gap[1] != tally.ended_at:
+        marks += recovery_mark(gap, offset=started)
+    # A spooled event reached Redis when its entry was added: the entry id's milliseconds.
+    replayed: dict[str, float] = {}
+    for entry_id, fields in entries:
+        event = fields[b"event_id"].decode()
+        if event in tally.spooled and event not in replayed:
+            replayed[event] = int(entry_id.split(b"-")[0]) / 1000 - started_wall
+    return timeline(
+        (at - started for at in tally.acked.values()),
+        marks,
+        spooled=(at - started for at in tally.spooled_at),
+        replayed=replayed.values(),
     )
 
 

@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "seawall.local",
             "seawall.netguard",
             "seawall.ssh",
+            "seawall.plot",
         ),
     ),
     ("facts and operations", ("seawall.facts", "seawall.operations")),
