@@ -7,6 +7,7 @@ other; a concern's deploy picks its hosts by their groups.
 from pyinfra import local
 
 local.include("deploys/common.py")
+local.include("deploys/firewall.py")
 local.include("deploys/logging.py")
 local.include("deploys/redis.py")
 local.include("deploys/etcd.py")
