@@ -4,7 +4,7 @@ import shlex
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import HiddenValue, OperationError, StringCommand, operation
+from pyinfra.api import HiddenValue, StringCommand, operation
 from pyinfra.facts.files import File, FindInFile
 
 from seawall.facts.patroni import PatroniCluster, running_leader
@@ -57,11 +57,15 @@ def debian_cluster_absent(version: int, cluster: str, patroni_config: str | None
         host.get_fact(FindInFile, path=patroni_config, pattern="data_dir:"), "data_dir"
     )
     if patroni_dir == data or host.get_fact(File, path=f"{data}/patroni.dynamic.json"):
-        raise OperationError(
+        # Fail this host's operation through its command, with the reason on stderr: an
+        # exception here would abort the whole run, every other host with it.
+        refusal = (
             f"refusing to drop the Debian cluster {version}/{cluster}: its data directory "
             f"{data} belongs to Patroni ({patroni_config} or patroni.dynamic.json); "
             f"remove only {conf} by hand if it is stale"
         )
+        yield f"echo {shlex.quote(refusal)} >&2; exit 1"
+        return
     yield f"pg_dropcluster --stop {version} {shlex.quote(cluster)}"
 
 
