@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "lxc-unfreeze": "lxc",
     "mtail": "mtail",
     "nft": "nftables",
+    "openssl": "openssl",
     "ps": "procps",
     "promtool": "prometheus",
     "redis-server": "redis-server",
