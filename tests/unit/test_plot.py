@@ -267,6 +267,9 @@ def test_the_svg_has_a_bar_group_per_bucket_and_every_label(tmp_path: Path) -> N
         labels
     )
     assert {"master-process-kill: ok", "replica-down: ok"} <= labels
+    import matplotlib
+
+    assert matplotlib.get_backend().lower() == "agg"  # off-screen, no display needed
 
 
 def test_a_run_without_a_timeline_or_spool_is_still_drawn(tmp_path: Path) -> None:
