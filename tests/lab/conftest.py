@@ -42,15 +42,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "late: runs after the other lab tests, before lab down")
 
 
-def run_site_deploy(*extra: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    """Run the real site deploy against the lab, as an ops engineer would."""
+def run_site_deploy(
+    *extra: str, timeout: float = 1200, cwd: Path = ROOT, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real site deploy against the lab, as an ops engineer would.
+
+    ``cwd`` holds deploys/ and inventories/; ``pythonpath`` is where seawall is
+    imported from (an installed wheel) instead of this repository.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
         [PYINFRA, "-y", *extra, "inventories/lab.py", "deploys/site.py"],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
 
 

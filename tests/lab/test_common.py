@@ -1,8 +1,11 @@
-"""The common baseline on the lab: every promise holds, and a second deploy changes nothing."""
+"""The common baseline on the lab: every promise holds; a redeploy from a wheel changes nothing."""
 
 import json
+import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,15 +14,35 @@ from seawall.inventory import Topology
 from seawall.ssh import ssh_args
 from seawall.verify import CHECKS, verify_settled
 from tests.lab.conftest import changed_operations, run_site_deploy
+from tests.unit.test_wheel import build_wheel, copy_entry_files, install_wheel
 
 # The README's `seawall verify --settle` bound after a cold deploy.
 SETTLE_S = 120
 
 
 @pytest.fixture(scope="module")
-def second_deploy(deployed_lab: Topology) -> subprocess.CompletedProcess[str]:
-    """The site deploy run again right after the first: JSON results on stdout, log on stderr."""
-    result = run_site_deploy("--json")
+def second_deploy(
+    deployed_lab: Topology, tmp_path_factory: pytest.TempPathFactory
+) -> subprocess.CompletedProcess[str]:
+    """The site deploy run again right after the first: JSON results on stdout, log on stderr.
+
+    It runs as the ops host will: from a built wheel of seawall, installed in a
+    folder of its own, and a copy of deploys/, inventories/ and config.py.
+    """
+    tmp = tmp_path_factory.mktemp("wheel-deploy")
+    site = install_wheel(build_wheel(tmp / "build"), tmp / "site")
+    ops = copy_entry_files(tmp / "ops")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    found = subprocess.run(
+        [sys.executable, "-c", "import seawall; print(seawall.__file__)"],
+        cwd=ops,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(found.stdout.strip()).is_relative_to(site), found.stdout
+    result = run_site_deploy("--json", cwd=ops, pythonpath=site)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 

@@ -113,10 +113,8 @@ def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_wheel(tmp: Path) -> Path:
     """Build the wheel from a copy of the tree (the build writes build/ and egg-info)."""
-    tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     shutil.copytree(PACKAGE, source / "seawall", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", source)
@@ -138,9 +136,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-@pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    site = tmp_path_factory.mktemp("site")
+def install_wheel(wheel: Path, site: Path) -> Path:
+    """Install ``wheel`` into the folder ``site`` alone (no dependencies, no index)."""
     pip = ("-m", "pip", "--disable-pip-version-check")
     _run(
         *pip,
@@ -154,6 +151,28 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=site,
     )
     return site
+
+
+def copy_entry_files(ops: Path) -> Path:
+    """Copy what an ops host adds to the wheel (deploys, inventories, config.py) into ``ops``."""
+    ops.mkdir(parents=True, exist_ok=True)
+    for name in ENTRY:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, ops / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, ops / name)
+    return ops
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install_wheel(wheel, tmp_path_factory.mktemp("site"))
 
 
 def _package_files() -> list[str]:
@@ -185,15 +204,7 @@ def _report(site: Path, ops: Path) -> dict[str, Any]:
 def test_the_installed_wheel_deploys_from_a_copy_of_the_entry_files(
     installed: Path, tmp_path: Path, lab: Any
 ) -> None:
-    ops = tmp_path / "ops"
-    ops.mkdir()
-    for name in ENTRY:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, ops / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, ops / name)
-
+    ops = copy_entry_files(tmp_path / "ops")
     report = _report(installed, ops)
     assert Path(report["seawall"]).is_relative_to(installed)
     assert [m for m in report["modules"] if not Path(m).is_relative_to(installed)] == []
