@@ -136,8 +136,8 @@ def expected(topology: Topology, host: Host) -> Expected:
         listeners |= _tcp((LOOPBACK, data["gateway_status_port"]))
         if data.get("gateway_internal_http_port") is not None:
             listeners |= _tcp((address, data["gateway_internal_http_port"]))
-    for role, daemons in _METRICS.items():
-        if role is None or role in roles:
+    for serving, daemons in _METRICS.items():
+        if serving is None or serving in roles:
             units += [unit for unit, _ in daemons]
             listeners |= _tcp(*((address, data[port_key]) for _, port_key in daemons))
     repos = topology.group("ops")
