@@ -15,7 +15,8 @@ What it guarantees:
   against the seawall journal CA; it resumes from the cursor of the last entry
   the server accepted (``--save-state``) and retries every 5 s for as long as
   the ops host is away (``Restart=always``, no start limit), so an outage of
-  the ops host loses no entry;
+  the ops host loses no entry (journal-upload 252 sends the entry at its
+  cursor once more on resuming: ``seawall logs`` shows such a twin once);
 - TLS from a CA made on the ops host (``/etc/seawall/journal-ca``): every host
   makes its own key (``/etc/seawall/journal-tls/host.key``, root:
   ``seawall-journal-tls`` 0640) and a request; the ops host signs each request

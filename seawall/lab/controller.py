@@ -53,6 +53,9 @@ FILES: dict[str, str] = {
     "/usr/share/vagrant-plugins/plugins.d/vagrant-lxc.json": "vagrant-lxc",
     # initdb is off PATH; the unit tests' loopback Postgres runs it.
     "/usr/lib/postgresql/15/bin/initdb": "postgresql-15",
+    # Off PATH too; the unit tests run both on loopback.
+    "/lib/systemd/systemd-journal-remote": "systemd-journal-remote",
+    "/lib/systemd/systemd-journal-upload": "systemd-journal-remote",
 }
 
 

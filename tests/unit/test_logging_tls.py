@@ -76,12 +76,17 @@ class Inventory:
         return self.hosts[name]
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> dict[str, Any]:
-    hosts = {name: LocalHost(name, tmp_path / name) for name in ADDRESSES}
+def make_lab(root: Path) -> dict[str, Any]:
+    """ops-1 and app-1 as directories under ``root``."""
+    hosts = {name: LocalHost(name, root / name) for name in ADDRESSES}
     for one in hosts.values():
         one.root.mkdir()
     return {"hosts": hosts, "inventory": Inventory(hosts), "group": grp.getgrgid(os.getgid())[0]}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> dict[str, Any]:
+    return make_lab(tmp_path)
 
 
 def tls_dir(host: LocalHost) -> str:
@@ -112,7 +117,7 @@ def run(lab: dict[str, Any], name: str, op: Any, **kwargs: Any) -> list[str]:
     return ran
 
 
-def deploy(lab: dict[str, Any]) -> dict[str, list[str]]:
+def deploy(lab: dict[str, Any], addresses: dict[str, str] = ADDRESSES) -> dict[str, list[str]]:
     """One deploy's certificate phase, in the order deploy_logging calls it."""
     hosts = lab["hosts"]
     done: dict[str, list[str]] = {}
@@ -121,7 +126,7 @@ def deploy(lab: dict[str, Any]) -> dict[str, list[str]]:
         done[f"key {name}"] = run(
             lab, name, tls.tls_key, directory=tls_dir(host), common_name=name, group=lab["group"]
         )
-    peers = [(name, f"{tls_dir(host)}/host.csr", ADDRESSES[name]) for name, host in hosts.items()]
+    peers = [(name, f"{tls_dir(host)}/host.csr", addresses[name]) for name, host in hosts.items()]
     done["sign"] = run(
         lab, "ops-1", tls.tls_signed, directory=ca_dir(lab), peers=peers, days=397, renew_days=30
     )
