@@ -147,6 +147,23 @@ def parse_unreachable(stderr: str, hosts: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def parse_failed(stderr: str, hosts: Sequence[str]) -> list[str]:
+    """Return the inventory hosts pyinfra logged an error for (a failed fact or command)."""
+    known = set(hosts)
+    found = []
+    for line in _ANSI.sub("", stderr).splitlines():
+        match = _HOST_LINE.match(line)
+        if (
+            match
+            and match["host"] in known
+            and match["reason"].startswith("Error")
+            and not match["reason"].startswith("Error (ignored")
+            and match["host"] not in found
+        ):
+            found.append(match["host"])
+    return sorted(found)
+
+
 def _tail(text: str) -> str:
     lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
     return " | ".join(lines[-_TAIL_LINES:]) or "no output"
@@ -167,6 +184,7 @@ def judge(
     prints no plan at all.
     """
     unreachable = parse_unreachable(stderr, hosts)
+    failed = parse_failed(stderr, hosts)
     error: str | None = None
     drift: dict[str, list[str]] = {}
     planned = False
@@ -181,8 +199,10 @@ def judge(
             named = ", ".join(f"{host} ({why})" for host, why in sorted(unreachable.items()))
             error = f"unreachable: {named}"
         else:
-            error = f"pyinfra exited {returncode}: {_tail(stderr)}"
-    checked = tuple(h for h in hosts if h not in unreachable) if planned else ()
+            where = f" on {', '.join(failed)}" if failed else ""
+            error = f"pyinfra exited {returncode}{where}: {_tail(stderr)}"
+    unchecked = {*unreachable, *failed}
+    checked = tuple(h for h in hosts if h not in unchecked) if planned else ()
     return DriftReport(
         inventory=inventory_name,
         hosts=tuple(hosts),

@@ -118,6 +118,20 @@ def test_a_failed_run_without_connect_errors_is_an_error_with_pyinfra_s_words() 
     )
 
 
+def test_a_host_failing_after_it_connected_is_named() -> None:
+    stderr = (
+        "    [app-1]  Connected\n"
+        "    [gw-1]   Error (ignored): a warning that does not fail the run\n"
+        "    [data-2] Error: could not load fact: Postgres\n"
+    )
+    report = judge("x.py", LAB_HOSTS, 1, fixture("no_drift.json"), stderr, 3.0)
+    assert report.exit_code == 2
+    assert report.unreachable == {}
+    assert report.error is not None
+    assert report.error.startswith("pyinfra exited 1 on data-2: ")
+    assert "data-2" not in report.checked and "gw-1" in report.checked
+
+
 def test_exit_0_without_a_plan_is_an_error_not_a_clean_bill() -> None:
     report = judge("x.py", LAB_HOSTS, 0, "not json", "", 0.1)
     assert report.exit_code == 2
