@@ -1,6 +1,6 @@
 """Benchmark `seawall drift` on the 7-host lab with no drift, beside a no-op site redeploy.
 
-Each round times one `seawall drift inventories/lab.py --json` (the command
+Each round times one `seawall drift -i inventories/lab.py --json` (the command
 cron runs; it must find no drift, exit 0) and one no-op site redeploy
 (`pyinfra -y --json inventories/lab.py deploys/site.py`, which must change
 nothing), in alternating order so both see the same machine. Figures are
@@ -40,7 +40,7 @@ def drift_run() -> tuple[float, dict]:
     """One `seawall drift --json`, as cron runs it; (seconds, report). Stops unless exit 0."""
     started = time.monotonic()
     result = subprocess.run(
-        [str(BIN / "seawall"), "drift", LAB_INVENTORY, "--json"],
+        [str(BIN / "seawall"), "drift", "-i", LAB_INVENTORY, "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -113,7 +113,7 @@ def main() -> None:
     lines = [
         "## `seawall drift` and the no-op site redeploy on the 7-host lab",
         "",
-        f"`bench/drift.py --runs {args.runs}`: `seawall drift inventories/lab.py --json` "
+        f"`bench/drift.py --runs {args.runs}`: `seawall drift -i inventories/lab.py --json` "
         f"({checked} hosts checked, no drift, exit 0) and a no-op `pyinfra -y` site redeploy",
         f"({op_hosts} operation-hosts, 0 changed), alternating in each round. Target: "
         f"≤ {TARGET_S:.0f} s each (median).",

@@ -369,9 +369,7 @@ def verify_hosts(
 
 @app.command("drift")
 def drift_check(
-    inventory_path: Annotated[
-        Path, typer.Argument(metavar="INVENTORY", help="Inventory file (pyinfra format).")
-    ],
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
     as_json: JsonOpt = False,
     textfile_dir: Annotated[
         Path | None,
@@ -387,7 +385,7 @@ def drift_check(
         typer.Option(min=1, help="Seconds the dry run may take (default: 300)."),
     ] = None,
 ) -> None:
-    """Dry-run deploys/site.py against INVENTORY: an operation it would run on a host is drift.
+    """Dry-run deploys/site.py against the inventory: an operation it would run on a host is drift.
 
     Changes nothing on any host. Exit codes: 0 no drift, 1 drift (each host and
     operation named), 2 error (bad inventory, unreachable host named, pyinfra

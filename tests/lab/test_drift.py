@@ -1,6 +1,6 @@
 """`seawall drift` on the lab: clean after a deploy, a hand edit named, a failover not drift.
 
-Each test runs the command as cron on the ops host would (`seawall drift
+Each test runs the command as cron on the ops host would (`seawall drift -i
 inventories/lab.py --json`, from the directory holding deploys/) and holds the
 lab's data- and app-fault locks (data first) for its whole length, so another
 session's fault never reads as drift or as an unreachable host here. Every hand
@@ -43,7 +43,7 @@ ROLE_MARKER_OP = "Write the role marker"
 def seawall_drift(*extra: str) -> tuple[int, dict[str, Any], str]:
     """Run `seawall drift --json` on the lab; return exit code, report and stderr."""
     result = subprocess.run(
-        [SEAWALL, "drift", "inventories/lab.py", "--json", *extra],
+        [SEAWALL, "drift", "-i", "inventories/lab.py", "--json", *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -67,6 +67,7 @@ def test_the_command_list_is_what_these_tests_know() -> None:
         "drill pg-restore",
         "logs",
         "status",
+        "drift",
         "check",
         "verify",
         "health",

@@ -263,7 +263,7 @@ def test_cli_bad_inventory_exits_2_before_any_host_is_contacted(
     textfiles.mkdir()
     result = runner.invoke(
         app,
-        ["drift", str(path), "--json", "--textfile-dir", str(textfiles)],
+        ["drift", "-i", str(path), "--json", "--textfile-dir", str(textfiles)],
         catch_exceptions=False,
     )
     assert result.exit_code == 2, result.output
@@ -285,7 +285,7 @@ def test_cli_unreachable_hosts_exit_2_naming_each(
     # and fails on each; the real deploys/site.py is never reached.
     path = write_site(tmp_path, ssh_port=listener.port)
     monkeypatch.chdir(REPO)
-    result = runner.invoke(app, ["drift", str(path), "--json"], catch_exceptions=False)
+    result = runner.invoke(app, ["drift", "-i", str(path), "--json"], catch_exceptions=False)
     assert result.exit_code == 2, result.output
     report = json.loads(result.stdout)
     assert sorted(report["unreachable"]) == sorted(HOSTS)
@@ -321,7 +321,7 @@ def test_cli_exit_codes_follow_the_report(
     monkeypatch.setattr(drift_module, "drift", lambda *_args, **_kw: judged(name))
     result = runner.invoke(
         app,
-        ["drift", "inventories/lab.py", "--textfile-dir", str(tmp_path)],
+        ["drift", "-i", "inventories/lab.py", "--textfile-dir", str(tmp_path)],
         catch_exceptions=False,
     )
     assert result.exit_code == code, result.output
@@ -332,7 +332,7 @@ def test_cli_exit_codes_follow_the_report(
 def test_cli_unwritable_textfile_dir_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(drift_module, "drift", lambda *_args, **_kw: judged("no_drift.json"))
     result = runner.invoke(
-        app, ["drift", "inventories/lab.py", "--textfile-dir", "/nonexistent/textfile"]
+        app, ["drift", "-i", "inventories/lab.py", "--textfile-dir", "/nonexistent/textfile"]
     )
     assert result.exit_code == 2
     assert "cannot write /nonexistent/textfile/seawall_drift.prom" in result.stderr
