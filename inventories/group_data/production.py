@@ -14,3 +14,8 @@ ntp_servers = ["ntp1.trading.internal", "ntp2.trading.internal"]
 # deploy never generates one in production).
 gateway_tls_certificate = "/etc/ssl/trading/gateway.fullchain.pem"
 gateway_tls_certificate_key = "/etc/ssl/private/gateway.key"
+
+# Where admins deploy and run seawall from (bastion, VPN range): they reach SSH
+# and the admin ports of the firewall. A deploy from anywhere else is shut out
+# by the new firewall, and its rollback restores the old table (docs/security.md).
+firewall_admin_sources = ["10.20.9.0/24"]
