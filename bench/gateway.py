@@ -13,8 +13,14 @@ In one session, interleaved in rounds so drift hits every mode alike:
   ``--data gateway_rate_limit_exempt=...``), and the normal configuration is
   deployed again afterwards, whatever happens;
 - NGINX's own cost with a static backend on gw-1's loopback: the full gateway and a
-  bare one-location proxy, at 16 and 64 wrk connections, in interleaved rounds; with
-  ``--quiet-lab`` every other lab host is shut down meanwhile (LAB-NOTES' method).
+  bare one-location proxy over http and over https (the gateway's certificate and TLS
+  settings), at 16 and 64 wrk connections, in interleaved rounds; each gateway row
+  against the bare proxy of its own protocol; with ``--quiet-lab`` every other lab host
+  but the ops host (the central journal) is shut down meanwhile (LAB-NOTES' method);
+- in the same runs, what shipping the gateway's log lines costs on gw-1: the CPU of
+  its systemd-journald and systemd-journal-upload units per request, counted until the
+  upload has sent the run's last line (bounded wait), with the share of requests whose
+  line reached gw-1's journal (journald's rate limit may drop some under wrk).
 
     .venv/bin/python bench/gateway.py --rounds 3 --quiet-lab
 
@@ -32,10 +38,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,10 +50,12 @@ sys.path.insert(0, str(ROOT))
 from report import load_note, run_deploy, write_section  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
+from seawall.components.gateway import tls_paths  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
 from seawall.lab import faults  # noqa: E402
 from seawall.lab.config import LabConfig, lab_config  # noqa: E402
 from seawall.lab.network import require_bridge  # noqa: E402
+from seawall.settings import setting  # noqa: E402
 from seawall.ssh import run as ssh  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
@@ -67,15 +76,21 @@ class Mode:
     cpu_us: list[float] = field(default_factory=list)
 
 
+def parse_cpu_stat(stat: str, unit: str) -> tuple[int, int]:
+    """User and system µs of a cgroup v2 ``cpu.stat`` text."""
+    user, system = (re.search(rf"^{key}_usec (\d+)$", stat, re.M) for key in ("user", "system"))
+    if not (user and system):
+        raise SystemExit(f"no CPU accounting for {unit} in its cpu.stat")
+    return int(user.group(1)), int(system.group(1))
+
+
 def unit_cpu(container: str, unit: str = "nginx") -> tuple[int, int]:
     """User and system CPU (µs) used so far by a unit of gw-1 (nginx.service by default),
     from its cgroup (v2 cpu.stat, as the container's systemd accounts it)."""
     stat = Path(
         f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/{unit}.service/cpu.stat"
     ).read_text()
-    user, system = (re.search(rf"{key}_usec (\d+)", stat) for key in ("user", "system"))
-    assert user and system, f"no CPU accounting for {unit} in {container}"
-    return int(user.group(1)), int(system.group(1))
+    return parse_cpu_stat(stat, unit)
 
 
 def unit_cpu_us(container: str, unit: str = "nginx") -> int:
@@ -159,17 +174,242 @@ def wrk(url: str, seconds: int, connections: int, container: str, unit: str = "n
     return Wrk(rps, requests, failed, used / requests, (user - user_before) / requests)
 
 
+# The units of gw-1 that take the gateway's log lines to the central journal: journald
+# receives each line (syslog datagram) and writes it; journal-upload reads and ships it.
+LOG_UNITS = ("systemd-journald", "systemd-journal-upload")
+# journal-upload saves the cursor of the last entry the ops host accepted here (after
+# each upload, --save-state); Debian's unit keeps it in its StateDirectory.
+UPLOAD_STATE = "/var/lib/systemd/journal-upload/state"
+# How long after a run the upload may take to send its last line (a bound, not a target).
+UPLOAD_DRAIN_S = 90
+
+
+@dataclass(frozen=True)
+class LogCost:
+    """What shipping one run's log lines cost gw-1, per request of the run."""
+
+    journald_us: float
+    upload_us: float
+    logged: float  # the run's lines in gw-1's journal, per request (1: none dropped)
+    drained: bool  # the upload sent the run's last line within UPLOAD_DRAIN_S
+
+    @property
+    def total_us(self) -> float:
+        return self.journald_us + self.upload_us
+
+
+def log_cost(
+    before: dict[str, int], after: dict[str, int], requests: int, lines: int, drained: bool
+) -> LogCost:
+    """The per-request cost from the log units' CPU (µs, user + system) before and after.
+
+    Raises:
+        SystemExit: a counter went back: its unit restarted (a new cgroup) during the run.
+    """
+    restarted = [unit for unit in LOG_UNITS if after[unit] < before[unit]]
+    if restarted:
+        raise SystemExit(f"{', '.join(restarted)} restarted during a run on {GATEWAY_HOST}")
+    requests = max(1, requests)
+    journald, upload = ((after[u] - before[u]) / requests for u in LOG_UNITS)
+    return LogCost(journald, upload, lines / requests, drained)
+
+
+def log_units_cpu(container: str) -> dict[str, int]:
+    return {unit: unit_cpu_us(container, unit) for unit in LOG_UNITS}
+
+
+def upload_drained(topology: Topology, tag: str, timeout: float = UPLOAD_DRAIN_S) -> bool:
+    """Wait (bounded) until gw-1's journal-upload has sent every ``tag`` line: none is
+    after the cursor it saved. False if it has not within ``timeout``."""
+    check = (
+        f"cursor=$(sed -n 's/^LAST_CURSOR=//p' {UPLOAD_STATE}); "
+        '[ -n "$cursor" ] || { echo unsent; exit 0; }; '
+        f'journalctl -q --after-cursor="$cursor" -t {tag} -o cat | head -c 1 | wc -c'
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ssh(topology, GATEWAY_HOST, check, check=True, timeout=60).stdout.strip()
+        if out == "0":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+
+
+def journal_lines(topology: Topology, tag: str, since: float, until: float) -> int:
+    """The ``tag`` lines gw-1's journal holds from ``since`` to ``until`` (Unix seconds;
+    the containers share the controller's clock)."""
+    out = ssh(
+        topology,
+        GATEWAY_HOST,
+        f"journalctl -q -t {tag} --since=@{int(since)} --until=@{int(until) + 1} -o cat | wc -l",
+        check=True,
+        timeout=120,
+    ).stdout
+    return int(out.strip())
+
+
+def shipped_wrk(
+    topology: Topology,
+    tag: str,
+    url: str,
+    seconds: int,
+    connections: int,
+    container: str,
+    unit: str,
+) -> tuple[Wrk, LogCost]:
+    """``wrk`` with what shipping the run's log lines cost gw-1, counted until the upload
+    caught up (the previous run's lines are sent before it starts)."""
+    upload_drained(topology, tag)
+    before = log_units_cpu(container)
+    started = time.time()
+    result = wrk(url, seconds, connections, container, unit)
+    ended = time.time()
+    drained = upload_drained(topology, tag)
+    after = log_units_cpu(container)
+    lines = journal_lines(topology, tag, started, ended)
+    return result, log_cost(before, after, result.requests, lines, drained)
+
+
+def _median_ratio(values: list[float], floors: list[float]) -> float:
+    """The median over rounds of each round's value / the same round's floor."""
+    return statistics.median(v / f for v, f in zip(values, floors, strict=True))
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Issue 12's acceptance ratios at one wrk connection count (medians over rounds)."""
+
+    connections: int
+    same_protocol: dict[str, float]  # gateway row -> NGINX CPU / bare proxy's, same protocol
+    log_pipeline: dict[str, float]  # gateway row -> log pipeline CPU / bare http's NGINX CPU
+    # Every gateway run's lines reached gw-1's journal (none dropped) and were shipped:
+    # the target is with the logs in the central journal, not with some lost on the way.
+    shipped_all: bool
+
+    @property
+    def met(self) -> bool:
+        return (
+            self.shipped_all
+            and all(r <= BARE_RATIO_MAX for r in self.same_protocol.values())
+            and all(r <= LOG_RATIO_MAX for r in self.log_pipeline.values())
+        )
+
+
+def ratios(
+    static: dict[tuple[str, int], list[Wrk]], logs: dict[tuple[str, int], list[LogCost]]
+) -> list[Ratios]:
+    """The acceptance ratios per connection count, each round against its own bare rows."""
+    made = []
+    for connections in sorted({c for _, c in static}):
+        bare_http = [r.nginx_cpu_us for r in static[(BARE, connections)]]
+        same, pipeline = {}, {}
+        shipped_all = True
+        for (name, count), results in static.items():
+            if count != connections or name in (BARE, BARE_TLS):
+                continue
+            floor = [r.nginx_cpu_us for r in static[(SAME_PROTOCOL[name], connections)]]
+            same[name] = _median_ratio([r.nginx_cpu_us for r in results], floor)
+            costs = logs[(name, count)]
+            pipeline[name] = _median_ratio([c.total_us for c in costs], bare_http)
+            shipped_all &= all(c.drained and c.logged >= LOGGED_MIN for c in costs)
+        made.append(Ratios(connections, same, pipeline, shipped_all))
+    return made
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def static_lines(
+    static: dict[tuple[str, int], list[Wrk]], logs: dict[tuple[str, int], list[LogCost]]
+) -> list[str]:
+    """The static-backend tables (NGINX, then the log pipeline) and the acceptance ratios."""
+    lines = [
+        "",
+        "| through gw-1 | wrk connections | requests/s | non-2xx | nginx CPU per request, "
+        "µs: median (min-max) | of it user space, µs | ratio to bare http proxy | ratio to "
+        "bare proxy of its protocol | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, connections), results in static.items():
+        per_request = [r.nginx_cpu_us for r in results]
+        bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
+        same = [r.nginx_cpu_us for r in static[(SAME_PROTOCOL[name], connections)]]
+        target = f"<= {CPU_US[name]:.0f} µs, <= {BARE_RATIO_MAX:.2f}×" if name in CPU_US else "-"
+        lines.append(
+            f"| {name} | {connections} | {statistics.median(r.rps for r in results):.0f} | "
+            f"{sum(r.errors for r in results)} | {_spread(per_request)} | "
+            f"{statistics.median(r.nginx_user_us for r in results):.1f} | "
+            f"{_median_ratio(per_request, bare):.2f} | {_median_ratio(per_request, same):.2f} | "
+            f"{target} |"
+        )
+    lines += [
+        "",
+        "Shipping the log lines, in the same runs (CPU on gw-1 per request of the run):",
+        "",
+        "| through gw-1 | wrk connections | journald µs | journal-upload µs | log pipeline µs: "
+        "median (min-max) | ratio to bare http proxy's nginx CPU | target | lines in gw-1's "
+        "journal per request | upload caught up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, connections), costs in logs.items():
+        bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
+        total = [c.total_us for c in costs]
+        target = "-" if name in (BARE, BARE_TLS) else f"<= {LOG_RATIO_MAX:.2f}×"
+        lines.append(
+            f"| {name} | {connections} | "
+            f"{statistics.median(c.journald_us for c in costs):.1f} | "
+            f"{statistics.median(c.upload_us for c in costs):.1f} | {_spread(total)} | "
+            f"{_median_ratio(total, bare):.2f} | {target} | "
+            f"{statistics.median(c.logged for c in costs):.2f} | "
+            f"{sum(c.drained for c in costs)}/{len(costs)} |"
+        )
+    lines.append("")
+    for found in ratios(static, logs):
+        nginx = ", ".join(f"{n} {r:.2f}×" for n, r in found.same_protocol.items())
+        shipped = ", ".join(f"{n} {r:.2f}×" for n, r in found.log_pipeline.items())
+        lines.append(
+            f"- {found.connections} connections: NGINX against the bare proxy of the same "
+            f"protocol {nginx} (target <= {BARE_RATIO_MAX:.2f}×); log pipeline against the bare "
+            f"http proxy {shipped} (target <= {LOG_RATIO_MAX:.2f}×)"
+            + (
+                ""
+                if found.shipped_all
+                else "; not every line reached gw-1's journal or was shipped (table above)"
+            )
+            + (": met." if found.met else ": **not met**.")
+        )
+    return lines
+
+
 def deploy_gateway(*data: str) -> None:
     run_deploy("deploys/gateway.py", *data, limit="gateway", timeout=600)
 
 
 STATIC_UNIT = "seawall-bench-backend"
 STATIC_PORT = 18090
-# A bare proxy (no limits, ids, logs or TLS) to the same static backend, in its own
-# cgroup: what proxying alone costs on this machine at this moment.
+# A bare proxy (no limits, ids, logs or headers) to the same static backend, in its own
+# cgroup: what proxying alone costs on this machine at this moment; over http, and over
+# https with the gateway's certificate and TLS settings.
 MINIMAL_UNIT = "seawall-bench-minimal-proxy"
 MINIMAL_PORT = 18091
+MINIMAL_TLS_PORT = 18092
 BARE = "bare proxy, http"
+BARE_TLS = "bare proxy, https"
+# Each static row's bare proxy of the same protocol.
+SAME_PROTOCOL = {
+    BARE: BARE,
+    BARE_TLS: BARE_TLS,
+    "gateway http": BARE,
+    "gateway https": BARE_TLS,
+}
+# Targets from issue 12, with the gateway's logs reaching the central journal.
+BARE_RATIO_MAX = 1.25  # NGINX CPU per request / the bare proxy's, same protocol
+LOG_RATIO_MAX = 0.5  # log pipeline CPU per request / the bare http proxy's NGINX CPU
+# A run's lines per request in gw-1's journal at least this (the window's edges may
+# miss a line or two): below it journald dropped lines.
+LOGGED_MIN = 0.99
 # wrk connections for the static-backend measurement: NGINX's cost per request falls as
 # more requests share each wake-up, so it is reported at both.
 STATIC_CONNECTIONS = (16, 64)
@@ -201,15 +441,31 @@ def _transient_nginx(
     )
 
 
+def minimal_servers(host_data: Mapping[str, Any], address: str) -> str:
+    """The bare proxy's ``server`` blocks: one location to the static backend, over http
+    and over https. The https listener has what the gateway's has (certificate, protocols,
+    ciphers left at NGINX's default, session cache, http2 offered), nothing else."""
+    cert, key, _ = tls_paths(host_data)
+    location = (
+        '    location / { proxy_http_version 1.1; proxy_set_header Connection ""; '
+        "proxy_pass http://up/; }\n"
+    )
+    return (
+        f"  upstream up {{ server 127.0.0.1:{STATIC_PORT}; keepalive 32; }}\n"
+        f"  server {{\n    listen {address}:{MINIMAL_PORT};\n{location}  }}\n"
+        f"  server {{\n    listen {address}:{MINIMAL_TLS_PORT} ssl http2;\n"
+        f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
+        f"    ssl_protocols {setting(host_data, 'gateway_tls_protocols')};\n"
+        "    ssl_prefer_server_ciphers off;\n"
+        "    ssl_session_cache shared:BARETLS:10m;\n    ssl_session_timeout 1h;\n"
+        f"    ssl_session_tickets off;\n{location}  }}\n"
+    )
+
+
 def minimal_proxy(topology: Topology, running: bool, address: str) -> None:
     """Start or stop the bare proxy, with as many workers as the gateway has."""
-    server = (
-        f"  upstream up {{ server 127.0.0.1:{STATIC_PORT}; keepalive 32; }}\n"
-        f"  server {{\n    listen {address}:{MINIMAL_PORT};\n"
-        '    location / { proxy_http_version 1.1; proxy_set_header Connection ""; '
-        "proxy_pass http://up/; }\n  }\n"
-    )
-    workers = topology.host(GATEWAY_HOST).data["gateway_worker_processes"]
+    workers = setting(topology.host(GATEWAY_HOST).data, "gateway_worker_processes")
+    server = minimal_servers(topology.host(GATEWAY_HOST).data, address) if running else ""
     _transient_nginx(topology, MINIMAL_UNIT, running, server, workers)
 
 
@@ -222,11 +478,18 @@ def static_backend(topology: Topology, running: bool) -> None:
     _transient_nginx(topology, STATIC_UNIT, running, server)
 
 
+def quiet_hosts(names: list[str], ops_host: str) -> list[str]:
+    """The lab hosts ``--quiet-lab`` shuts down: all but gw-1 and the ops host, which the
+    gateway's log lines are shipped to (without it journal-upload only retries, and what
+    shipping costs is not measured)."""
+    return [name for name in names if name not in (GATEWAY_HOST, ops_host)]
+
+
 @contextmanager
-def quiet_lab(config: LabConfig, enabled: bool) -> Iterator[None]:
-    """With ``enabled``, shut every lab host but gw-1 down (cleanly) for the block and start
-    them again after it: NGINX then shares the machine with wrk and the static backend only,
-    as in ../shared/LAB-NOTES.md's baseline. Holds the fault locks meanwhile."""
+def quiet_lab(config: LabConfig, enabled: bool, ops_host: str) -> Iterator[None]:
+    """With ``enabled``, shut the ``quiet_hosts`` down (cleanly) for the block and start
+    them again after it: NGINX then shares the machine with wrk, the static backend and the
+    ops host only, near ../shared/LAB-NOTES.md's baseline. Holds the fault locks meanwhile."""
     if not enabled:
         yield
         return
@@ -235,10 +498,10 @@ def quiet_lab(config: LabConfig, enabled: bool) -> Iterator[None]:
         faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=600),
     ):
         try:
+            stop = quiet_hosts([host.name for host in config.hosts], ops_host)
             stopping = [
-                subprocess.Popen(["lxc-stop", "-n", host.container, "-t", "60"])
-                for host in config.hosts
-                if host.name != GATEWAY_HOST
+                subprocess.Popen(["lxc-stop", "-n", config.host(name).container, "-t", "60"])
+                for name in stop
             ]
             for process in stopping:
                 process.wait(timeout=120)
@@ -258,7 +521,8 @@ def main() -> None:
     parser.add_argument(
         "--quiet-lab",
         action="store_true",
-        help="shut the other lab hosts down while measuring against the static backend",
+        help="shut the other lab hosts but the ops host (the central journal) down while "
+        "measuring against the static backend",
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
@@ -300,6 +564,14 @@ def main() -> None:
 
     throughput: dict[str, Wrk] = {}
     static: dict[tuple[str, int], list[Wrk]] = {}
+    logs: dict[tuple[str, int], list[LogCost]] = {}
+    tag = setting(topology.host(GATEWAY_HOST).data, "gateway_journal_tag")
+    if not tag:
+        raise SystemExit("gateway_journal_tag is unset: the gateway sends no line to the journal")
+    # The central journal's host stays up under --quiet-lab: the upload needs its sink.
+    ops_host = topology.group("ops")[0].name
+    # Their cgroups are read across every static run: both must be running.
+    ssh(topology, GATEWAY_HOST, f"systemctl is-active {' '.join(LOG_UNITS)}", check=True)
     if not args.no_throughput:
         # The controller's address on the lab bridge: where wrk's requests come from.
         exempt = json.dumps([f"{config.bridge_address}/32"])
@@ -327,17 +599,21 @@ def main() -> None:
             minimal_proxy(topology, True, gateway)
             static_targets = {
                 BARE: (f"http://{gateway}:{MINIMAL_PORT}/items/1", MINIMAL_UNIT),
+                BARE_TLS: (f"https://{gateway}:{MINIMAL_TLS_PORT}/items/1", MINIMAL_UNIT),
                 "gateway http": (urls["gateway http"], "nginx"),
                 "gateway https": (urls["gateway https"], "nginx"),
             }
-            with quiet_lab(config, args.quiet_lab):
+            with quiet_lab(config, args.quiet_lab, ops_host):
                 for _ in range(args.rounds):
                     for connections in STATIC_CONNECTIONS:
                         for name, (url, unit) in static_targets.items():
-                            result = wrk(url, args.wrk_seconds, connections, container, unit)
+                            result, cost = shipped_wrk(
+                                topology, tag, url, args.wrk_seconds, connections, container, unit
+                            )
                             static.setdefault((name, connections), []).append(result)
+                            logs.setdefault((name, connections), []).append(cost)
                             print(
-                                f"wrk static {name}, {connections} connections: {result}",
+                                f"wrk static {name}, {connections} connections: {result}, {cost}",
                                 file=sys.stderr,
                                 flush=True,
                             )
@@ -349,7 +625,8 @@ def main() -> None:
     direct = modes["direct"][0]
     lines = [
         f"Gateway overhead, {time.strftime('%Y-%m-%d', time.gmtime())}: NGINX 1.22 on gw-1 "
-        "with the full configuration (rate limits, request ids, JSON access log, TLS), "
+        "with the full configuration (rate limits, request ids, JSON access log to a file "
+        "and the journal, shipped to the central journal, TLS), "
         f"reference service behind it; {args.rounds} interleaved rounds of "
         f"{args.seconds:.0f} s per mode at {args.rate:.0f} GETs/s on keep-alive connections "
         "(a load that leaves the 2 shared cores mostly idle).",
@@ -408,33 +685,31 @@ def main() -> None:
             f"gateway's own cost per proxied request; {args.rounds} interleaved rounds of "
             f"{args.wrk_seconds} s per row"
             + (
-                ", every other lab host shut down meanwhile (--quiet-lab):"
+                f", every other lab host but {ops_host} (the central journal) shut down "
+                "meanwhile (--quiet-lab):"
                 if args.quiet_lab
                 else ", the rest of the lab running:"
             ),
-            "",
-            "| through gw-1 | wrk connections | requests/s | non-2xx | nginx CPU per request, "
-            "µs: median (min-max) | of it user space, µs | ratio to bare proxy | target |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        for (name, connections), results in static.items():
-            per_request = [r.nginx_cpu_us for r in results]
-            bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
-            ratio = statistics.median(c / b for c, b in zip(per_request, bare, strict=True))
-            target = f"<= {CPU_US[name]:.0f}" if name in CPU_US else "-"
-            lines.append(
-                f"| {name} | {connections} | {statistics.median(r.rps for r in results):.0f} | "
-                f"{sum(r.errors for r in results)} | {statistics.median(per_request):.1f} "
-                f"({min(per_request):.1f}-{max(per_request):.1f}) | "
-                f"{statistics.median(r.nginx_user_us for r in results):.1f} | {ratio:.2f} | "
-                f"{target} |"
-            )
+        lines += static_lines(static, logs)
         lines += [
             "",
-            "The bare proxy row is a one-location NGINX (no limits, ids, logs, TLS) to the "
-            "same backend, run at the same moment in its own cgroup: the floor of proxying "
-            "on this machine now; the gap to the gateway rows is what the full configuration "
-            "costs; the floor itself is mostly kernel time (network path, context switches).",
+            "The bare proxy rows are a one-location NGINX (no limits, ids, logs or headers) "
+            "to the same backend, run at the same moment in its own cgroup, over http and "
+            "over https with the gateway's certificate and TLS settings: the floor of "
+            "proxying over each protocol on this machine now; the gap to the gateway row of "
+            "the same protocol is what the full configuration costs; the floor itself is "
+            "mostly kernel time (network path, context switches).",
+            "",
+            "The log pipeline is the CPU of gw-1's systemd-journald.service and "
+            "systemd-journal-upload.service cgroups (cgroup v2 cpu.stat, user + system) from "
+            "the start of each run until journal-upload's saved cursor is past the run's "
+            f"last `{tag}` line (at most {UPLOAD_DRAIN_S} s; 'caught up' counts the runs "
+            "where it was), divided by the run's requests. The gateway writes each access "
+            "line to its file and, one datagram per request, to journald; the upload sends "
+            f"it to the central journal on {ops_host}. Lines per request below 1 are lines "
+            "journald's rate limit dropped: their cost is then not all counted. The bare "
+            "rows (no access log) show what the pipeline spends meanwhile on other lines.",
             "",
             "Behind the reference service (~1,000 requests/s per Python process) NGINX "
             "handles each request's events one wake-up at a time instead of in batches, "

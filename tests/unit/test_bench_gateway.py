@@ -1,0 +1,194 @@
+"""bench/gateway.py's pure pieces: cpu.stat readings, the log pipeline's cost per request,
+the ratios issue 12's acceptance names, the bare https proxy's TLS settings, --quiet-lab's
+hosts. The bench itself runs against the lab (the lead runs it)."""
+
+import dataclasses
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from seawall import inventory
+from seawall.components import gateway as gateway_component
+
+REPO = Path(__file__).resolve().parents[2]
+CPU_STAT_ROOTS = (Path("/sys/fs/cgroup/unified/cpu.stat"), Path("/sys/fs/cgroup/cpu.stat"))
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    # bench/gateway.py imports bench/report.py as a top-level module.
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_gateway", REPO / "bench/gateway.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return module
+
+
+# A cgroup v2 cpu.stat as the kernel writes it (with pressure keys that share a suffix).
+CPU_STAT = """usage_usec 1500
+user_usec 1000
+system_usec 500
+core_sched.force_idle_usec 0
+nr_periods 0
+nr_throttled 0
+throttled_usec 0
+"""
+
+
+def test_cpu_stat_gives_user_and_system(bench: ModuleType) -> None:
+    assert bench.parse_cpu_stat(CPU_STAT, "nginx") == (1000, 500)
+
+
+def test_this_machines_cpu_stat_parses(bench: ModuleType) -> None:
+    # The real format: the cgroup v2 root's cpu.stat (hybrid hosts, as the lab's
+    # controller, mount v2 at unified/, where the bench reads the containers' units).
+    found = [p for p in CPU_STAT_ROOTS if p.exists()]
+    if not found:
+        pytest.skip("no cgroup v2 cpu.stat on this machine")
+    text = found[0].read_text()
+    user, system = bench.parse_cpu_stat(text, "root")
+    usage = int(re.search(r"^usage_usec (\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert user + system == pytest.approx(usage, rel=0.05)
+
+
+def test_a_cpu_stat_without_accounting_stops_the_bench(bench: ModuleType) -> None:
+    with pytest.raises(SystemExit, match="systemd-journald"):
+        bench.parse_cpu_stat("usage_usec 10\n", "systemd-journald")
+
+
+def test_log_cost_is_each_units_cpu_per_request(bench: ModuleType) -> None:
+    before = {"systemd-journald": 1_000, "systemd-journal-upload": 500}
+    after = {"systemd-journald": 41_000, "systemd-journal-upload": 20_500}
+    cost = bench.log_cost(before, after, requests=2_000, lines=1_900, drained=True)
+    assert (cost.journald_us, cost.upload_us, cost.total_us) == (20.0, 10.0, 30.0)
+    assert cost.logged == 0.95 and cost.drained
+
+
+def test_a_unit_restarted_during_a_run_stops_the_bench(bench: ModuleType) -> None:
+    # A restarted unit has a new cgroup whose counter starts at 0: no delta to trust.
+    before = {"systemd-journald": 1_000, "systemd-journal-upload": 5_000}
+    after = {"systemd-journald": 2_000, "systemd-journal-upload": 100}
+    with pytest.raises(SystemExit, match="systemd-journal-upload restarted"):
+        bench.log_cost(before, after, requests=10, lines=10, drained=True)
+
+
+def _wrk(bench: ModuleType, cpu_us: float) -> object:
+    return bench.Wrk(rps=10_000, requests=100_000, errors=0, nginx_cpu_us=cpu_us, nginx_user_us=1)
+
+
+def _cost(bench: ModuleType, total_us: float) -> object:
+    return bench.LogCost(
+        journald_us=total_us * 0.75, upload_us=total_us / 4, logged=1.0, drained=True
+    )
+
+
+def _runs(bench: ModuleType, https_gateway: float, pipeline: float) -> tuple[dict, dict]:
+    """Two rounds at 16 and 64 connections: bare http 40/44 µs, bare https 60/66 µs, the
+    gateway http 1.2× its bare proxy, https ``https_gateway``×; ``pipeline`` µs of logs."""
+    static: dict = {}
+    logs: dict = {}
+    for connections in (16, 64):
+        for floor in (40.0, 44.0):  # one round each
+            tls_floor = floor * 1.5
+            rows = {
+                bench.BARE: (floor, 0.5),
+                bench.BARE_TLS: (tls_floor, 0.5),
+                "gateway http": (floor * 1.2, pipeline),
+                "gateway https": (tls_floor * https_gateway, pipeline),
+            }
+            for name, (cpu, shipped) in rows.items():
+                static.setdefault((name, connections), []).append(_wrk(bench, cpu))
+                logs.setdefault((name, connections), []).append(_cost(bench, shipped))
+    return static, logs
+
+
+def test_each_gateway_row_is_compared_with_the_bare_proxy_of_its_protocol(
+    bench: ModuleType,
+) -> None:
+    static, logs = _runs(bench, https_gateway=1.2, pipeline=8.0)
+    found = bench.ratios(static, logs)
+    assert [r.connections for r in found] == [16, 64]
+    for r in found:
+        assert r.same_protocol == pytest.approx({"gateway http": 1.2, "gateway https": 1.2})
+        # 8 µs of log shipping against 40 and 44 µs of bare http NGINX.
+        both = (8 / 40 + 8 / 44) / 2  # the median of the two rounds
+        assert r.log_pipeline == pytest.approx({"gateway http": both, "gateway https": both})
+        assert r.met
+    lines = "\n".join(bench.static_lines(static, logs))
+    # Against bare http, https is 1.2 × 1.5 = 1.80×; against bare https, 1.20×.
+    assert "| gateway https | 16 | 10000 | 0 | 75.6 (72.0-79.2) | 1.0 | 1.80 | 1.20 |" in lines
+    assert (
+        "| bare proxy, https | 64 | 10000 | 0 | 63.0 (60.0-66.0) | 1.0 | 1.50 | 1.00 | - |" in lines
+    )
+    assert lines.count("met.") == 2 and "not met" not in lines
+
+
+def test_a_ratio_over_its_target_is_not_met(bench: ModuleType) -> None:
+    static, logs = _runs(bench, https_gateway=1.3, pipeline=8.0)
+    assert [r.met for r in bench.ratios(static, logs)] == [False, False]
+    static, logs = _runs(bench, https_gateway=1.2, pipeline=22.0)  # 22/40, 22/44: 0.53
+    found = bench.ratios(static, logs)
+    assert found[0].log_pipeline["gateway http"] == pytest.approx((22 / 40 + 22 / 44) / 2)
+    assert not found[0].met
+    lines = "\n".join(bench.static_lines(static, logs))
+    assert lines.count("**not met**") == 2
+    # The pipeline table: journald and upload medians, the total's spread, the ratio.
+    assert (
+        "| gateway http | 16 | 16.5 | 5.5 | 22.0 (22.0-22.0) | 0.53 | <= 0.50× | 1.00 | 2/2 |"
+        in (lines)
+    )
+
+
+def test_the_bare_https_proxy_has_the_gateways_tls_settings(
+    bench: ModuleType, lab: inventory.Topology
+) -> None:
+    data = lab.host("gw-1").data
+    conf = gateway_component.render(
+        gateway_component.NGINX_CONF, gateway_component.context(data, ["10.0.0.1"])
+    )
+    https = conf[
+        conf.index("ssl_certificate ") : conf.index(
+            "add_header X-Request-ID", conf.index("ssl_certificate ")
+        )
+    ]
+    gateway_tls = {line.strip() for line in https.splitlines() if line.strip().startswith("ssl_")}
+    bare = bench.minimal_servers(data, "10.0.0.9")
+    bare_tls = {line.strip() for line in bare.splitlines() if line.strip().startswith("ssl_")}
+    # Every TLS directive the gateway has, the bare proxy has (its own session cache zone).
+    same_zone = {d.replace("shared:BARETLS:", "shared:TLS:") for d in bare_tls}
+    assert gateway_tls and same_zone == gateway_tls
+    assert f"listen 10.0.0.9:{bench.MINIMAL_TLS_PORT} ssl http2;" in bare
+    assert f"listen 10.0.0.9:{bench.MINIMAL_PORT};" in bare
+    assert bare.count("proxy_pass http://up/;") == 2
+
+
+def test_quiet_lab_keeps_the_gateway_and_the_central_journal_running(
+    bench: ModuleType, lab: inventory.Topology
+) -> None:
+    ops = lab.group("ops")[0].name
+    names = [host.name for host in lab.hosts]
+    stopped = bench.quiet_hosts(names, ops)
+    assert set(stopped) == set(names) - {"gw-1", ops}
+    assert {"data-1", "app-1"} <= set(stopped)
+
+
+def test_lines_lost_on_the_way_fail_the_target(bench: ModuleType) -> None:
+    # Cheap because journald dropped half the lines (its rate limit), or because the
+    # upload had not sent them: not the cost of shipping every line.
+    for lost in ({"logged": 0.5}, {"drained": False}):
+        static, logs = _runs(bench, https_gateway=1.2, pipeline=8.0)
+        first = logs[("gateway https", 64)][0]
+        logs[("gateway https", 64)][0] = dataclasses.replace(first, **lost)
+        at16, at64 = bench.ratios(static, logs)
+        assert at16.met and at16.shipped_all
+        assert not at64.met and not at64.shipped_all
+        lines = "\n".join(bench.static_lines(static, logs))
+        assert lines.count("not every line reached gw-1's journal") == 1
