@@ -218,18 +218,33 @@ def log_units_cpu(container: str) -> dict[str, int]:
     return {unit: unit_cpu_us(container, unit) for unit in LOG_UNITS}
 
 
+def cursor_time(cursor: str) -> int | None:
+    """The realtime (µs) a journal cursor names (its ``t=`` field, hexadecimal)."""
+    found = re.search(r"(?:^|;)t=([0-9a-f]+)(?:;|$)", cursor)
+    return int(found.group(1), 16) if found else None
+
+
+def shipped(saved: str, last_line: str) -> bool:
+    """Whether the upload's saved cursor (``saved``, empty before its first upload) is
+    at or past the journal entry of cursor ``last_line`` (empty: no line to ship)."""
+    if not last_line:
+        return True
+    sent, wanted = cursor_time(saved), cursor_time(last_line)
+    return sent is not None and wanted is not None and sent >= wanted
+
+
 def upload_drained(topology: Topology, tag: str, timeout: float = UPLOAD_DRAIN_S) -> bool:
-    """Wait (bounded) until gw-1's journal-upload has sent every ``tag`` line: none is
-    after the cursor it saved. False if it has not within ``timeout``."""
+    """Wait (bounded) until gw-1's journal-upload has sent the last ``tag`` line: the
+    cursor it saved is at or past that line's. False if it has not within ``timeout``."""
     check = (
-        f"cursor=$(sed -n 's/^LAST_CURSOR=//p' {UPLOAD_STATE}); "
-        '[ -n "$cursor" ] || { echo unsent; exit 0; }; '
-        f'journalctl -q --after-cursor="$cursor" -t {tag} -o cat | head -c 1 | wc -c'
+        f"sed -n 's/^LAST_CURSOR=//p' {UPLOAD_STATE} 2>/dev/null | tail -n 1; echo; "
+        f"journalctl -q -t {tag} -n 1 -o export | sed -n 's/^__CURSOR=//p'"
     )
     deadline = time.monotonic() + timeout
     while True:
-        out = ssh(topology, GATEWAY_HOST, check, check=True, timeout=60).stdout.strip()
-        if out == "0":
+        out = ssh(topology, GATEWAY_HOST, check, check=True, timeout=60).stdout
+        saved, _, last_line = out.partition("\n")
+        if shipped(saved.strip(), last_line.strip()):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -570,9 +585,9 @@ def main() -> None:
         raise SystemExit("gateway_journal_tag is unset: the gateway sends no line to the journal")
     # The central journal's host stays up under --quiet-lab: the upload needs its sink.
     ops_host = topology.group("ops")[0].name
-    # Their cgroups are read across every static run: both must be running.
-    ssh(topology, GATEWAY_HOST, f"systemctl is-active {' '.join(LOG_UNITS)}", check=True)
     if not args.no_throughput:
+        # Their cgroups are read across every static run: both must be running.
+        ssh(topology, GATEWAY_HOST, f"systemctl is-active {' '.join(LOG_UNITS)}", check=True)
         # The controller's address on the lab bridge: where wrk's requests come from.
         exempt = json.dumps([f"{config.bridge_address}/32"])
         urls = {

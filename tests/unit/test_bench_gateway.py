@@ -192,3 +192,25 @@ def test_lines_lost_on_the_way_fail_the_target(bench: ModuleType) -> None:
         assert not at64.met and not at64.shipped_all
         lines = "\n".join(bench.static_lines(static, logs))
         assert lines.count("not every line reached gw-1's journal") == 1
+
+
+# Cursors as journalctl prints them (`t=` is the entry's realtime in µs, hexadecimal).
+EARLIER = (
+    "s=4b1f0c6e2a5d4e0f9d1c2b3a4f5e6d7c;i=1a2b;b=0123456789abcdef0123456789abcdef;"
+    "m=5f5e100;t=62a1f0c000000;x=1f2e3d4c5b6a7988"
+)
+LATER = EARLIER.replace("t=62a1f0c000000", "t=62a1f0c0f4240").replace("i=1a2b", "i=1a2c")
+
+
+def test_a_journal_cursor_names_its_time(bench: ModuleType) -> None:
+    assert bench.cursor_time(EARLIER) == 0x62A1F0C000000
+    assert bench.cursor_time(LATER) - bench.cursor_time(EARLIER) == 1_000_000
+    assert bench.cursor_time("s=abc;i=1") is None
+
+
+def test_the_upload_has_shipped_a_line_once_its_cursor_is_there(bench: ModuleType) -> None:
+    assert bench.shipped(LATER, EARLIER)
+    assert bench.shipped(EARLIER, EARLIER)  # the line itself was the last sent
+    assert not bench.shipped(EARLIER, LATER)
+    assert not bench.shipped("", EARLIER)  # nothing uploaded yet
+    assert bench.shipped("", "")  # no line to ship
