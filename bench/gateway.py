@@ -24,7 +24,8 @@ In one session, interleaved in rounds so drift hits every mode alike:
 
     .venv/bin/python bench/gateway.py --rounds 3 --quiet-lab
 
-Traffic goes only to lab addresses, after checking the lab's bridge.
+Traffic goes only to lab addresses, after checking the lab's bridge. gw-1's firewall
+lets the controller reach the bare proxy's ports for the static phase only.
 """
 
 import argparse
@@ -484,6 +485,43 @@ def minimal_proxy(topology: Topology, running: bool, address: str) -> None:
     _transient_nginx(topology, MINIMAL_UNIT, running, server, workers)
 
 
+# gw-1's firewall (table inet seawall, policy drop) lets in only the ports it serves:
+# the bare proxy's are opened to the controller for the static phase by a rule of their
+# own, appended (established traffic is accepted before it), found by its comment and
+# removed afterwards, and before, should an earlier run have been cut short.
+BENCH_RULE = "seawall-bench-gateway"
+
+
+def bench_rule_handles(listing: str) -> list[int]:
+    """The handles of the bench's rules in ``nft -a list chain`` output."""
+    return [
+        int(found.group(1))
+        for found in re.finditer(rf'comment "{BENCH_RULE}" # handle (\d+)$', listing, re.M)
+    ]
+
+
+def bench_rule(source: str) -> str:
+    """The nft command that lets ``source`` reach the bare proxy's ports."""
+    return (
+        f"add rule inet seawall input ip saddr {source} tcp dport "
+        f'{{ {MINIMAL_PORT}, {MINIMAL_TLS_PORT} }} accept comment "{BENCH_RULE}"'
+    )
+
+
+def bench_ports(topology: Topology, source: str, open_: bool) -> None:
+    """Open (or close) the bare proxy's ports on gw-1's firewall to ``source`` only."""
+    listing = ssh(topology, GATEWAY_HOST, "nft -a list chain inet seawall input 2>/dev/null").stdout
+    for handle in bench_rule_handles(listing):
+        ssh(
+            topology,
+            GATEWAY_HOST,
+            f"nft delete rule inet seawall input handle {handle}",
+            check=True,
+        )
+    if open_ and "chain input" in listing:  # no table: no firewall deployed, nothing to open
+        ssh(topology, GATEWAY_HOST, f"nft '{bench_rule(source)}'", check=True)
+
+
 def static_backend(topology: Topology, running: bool) -> None:
     """Start or stop a static stand-in backend on gw-1's loopback, in its own cgroup."""
     server = (
@@ -612,6 +650,7 @@ def main() -> None:
                 f"services={json.dumps(catalogue)}",
             )
             minimal_proxy(topology, True, gateway)
+            bench_ports(topology, config.bridge_address, open_=True)
             static_targets = {
                 BARE: (f"http://{gateway}:{MINIMAL_PORT}/items/1", MINIMAL_UNIT),
                 BARE_TLS: (f"https://{gateway}:{MINIMAL_TLS_PORT}/items/1", MINIMAL_UNIT),
@@ -634,6 +673,7 @@ def main() -> None:
                             )
         finally:
             deploy_gateway()
+            bench_ports(topology, config.bridge_address, open_=False)
             minimal_proxy(topology, False, gateway)
             static_backend(topology, running=False)
 
