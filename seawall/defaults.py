@@ -528,6 +528,10 @@ METRICS: dict[str, Any] = {
     # The blackbox exporter (the /health probes) and Prometheus on the ops host.
     "blackbox_exporter_port": 9115,
     "prometheus_port": 9090,
+    # File system types node_exporter leaves out (a regex); None keeps its own
+    # default, which leaves out overlay: right on real hosts, but a host whose
+    # root is an overlay (the lab's containers) would then report no disk at all.
+    "node_exporter_fs_types_exclude": None,
     # How often Prometheus scrapes every target and evaluates the alert rules.
     # 15 s: an alert's `for: 1m` sees four samples, a dead target shows within
     # half a minute, and seven hosts' series cost the ops host little.

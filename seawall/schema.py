@@ -480,6 +480,7 @@ class Metrics(_Model):
     mtail_port: Port
     blackbox_exporter_port: Port
     prometheus_port: Port
+    node_exporter_fs_types_exclude: str | None
     prometheus_scrape_interval: PromDuration
     prometheus_evaluation_interval: PromDuration
     prometheus_scrape_timeout: PromDuration

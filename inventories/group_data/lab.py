@@ -9,6 +9,14 @@ lab_prefix_length = 24
 # in as an admin (deploys, drills, `seawall status`, benchmarks).
 firewall_admin_sources = [lab_bridge_address]
 
+# The lab's containers have an overlay root: node_exporter's default list of
+# file system types to leave out, without overlay, so their disks are watched.
+node_exporter_fs_types_exclude = (
+    "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs"
+    "|iso9660|mqueue|nsfs|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs"
+    "|sysfs|tracefs)$"
+)
+
 # Everything the lab generates (key, known_hosts, secrets, base rootfs) lives
 # here, never in the user's ~/.ssh or the checkout.
 lab_state_dir = "/var/lib/seawall/lab"

@@ -58,8 +58,10 @@ def redeploy() -> None:
 
 
 def _has(operations: list[str], name: str) -> bool:
-    # pyinfra appends an operation's arguments to its name when it has any.
-    return any(op == name or op.startswith(f"{name} (") for op in operations)
+    # pyinfra prefixes the deploy file and the deploy's name ("file | deploy | op"),
+    # and appends an operation's arguments to its name when it has any.
+    ops = [op.rsplit(" | ", 1)[-1] for op in operations]
+    return any(op == name or op.startswith(f"{name} (") for op in ops)
 
 
 @pytest.fixture

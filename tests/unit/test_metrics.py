@@ -67,6 +67,21 @@ def test_node_exporter_reads_the_failure_recorders_directory(lab: inventory.Topo
     assert f"--collector.textfile.directory={directory} " in text
 
 
+def test_the_lab_watches_its_overlay_roots_and_production_keeps_node_exporters_default(
+    lab: inventory.Topology,
+) -> None:
+    flag = "--collector.filesystem.fs-types-exclude="
+    lab_args = args_of(
+        metrics.render(metrics.defaults_file(metrics.NODE), context_of(lab, "app-1"))
+    )
+    (exclude,) = [word.removeprefix(flag) for word in lab_args if word.startswith(flag)]
+    assert re.fullmatch(exclude, "tmpfs") is None and re.fullmatch(exclude, "overlay") is None
+    assert re.fullmatch(exclude, "proc") and re.fullmatch(exclude, "cgroup2")
+    production = {**context_of(lab, "app-1"), "node_exporter_fs_types_exclude": None}
+    text = metrics.render(metrics.defaults_file(metrics.NODE), production)
+    assert not [word for word in args_of(text) if word.startswith(flag)]
+
+
 def test_exporters_reach_their_local_servers(lab: inventory.Topology) -> None:
     context = context_of(lab, "data-1")
     redis = metrics.render(metrics.defaults_file(metrics.REDIS), context)

@@ -115,6 +115,7 @@ def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
 
 def build_wheel(tmp: Path) -> Path:
     """Build the wheel from a copy of the tree (the build writes build/ and egg-info)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     source = tmp / "source"
     shutil.copytree(PACKAGE, source / "seawall", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", source)
@@ -138,6 +139,7 @@ def build_wheel(tmp: Path) -> Path:
 
 def install_wheel(wheel: Path, site: Path) -> Path:
     """Install ``wheel`` into the folder ``site`` alone (no dependencies, no index)."""
+    site.mkdir(parents=True, exist_ok=True)
     pip = ("-m", "pip", "--disable-pip-version-check")
     _run(
         *pip,
