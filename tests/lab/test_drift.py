@@ -64,14 +64,24 @@ def _has(operations: list[str], name: str) -> bool:
     return any(op == name or op.startswith(f"{name} (") for op in ops)
 
 
-@pytest.fixture
-def quiet_lab(deployed_lab: Topology) -> Iterator[Topology]:
-    """The deployed lab, no other session's fault in it, just redeployed (so clean)."""
+@pytest.fixture(scope="module")
+def redeployed(deployed_lab: Topology) -> Topology:
+    """The deployed lab, redeployed once for this module (so clean): each test that
+    changes something puts it back itself, so one redeploy serves them all."""
     with exclusive_lock(DATA_FAULT_LOCK, timeout=LOCK_WAIT_S), app_fault_lock(LOCK_WAIT_S):
         assert faults.active_faults(lab_config(deployed_lab)) == []
         wait_healthy(deployed_lab, 120)
         redeploy()
-        yield deployed_lab
+    return deployed_lab
+
+
+@pytest.fixture
+def quiet_lab(redeployed: Topology) -> Iterator[Topology]:
+    """The clean lab, with no other session's fault in it while the test runs."""
+    with exclusive_lock(DATA_FAULT_LOCK, timeout=LOCK_WAIT_S), app_fault_lock(LOCK_WAIT_S):
+        assert faults.active_faults(lab_config(redeployed)) == []
+        wait_healthy(redeployed, 120)
+        yield redeployed
 
 
 def test_no_drift_right_after_a_deploy(quiet_lab: Topology, tmp_path: Path) -> None:
