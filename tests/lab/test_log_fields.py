@@ -4,7 +4,8 @@
   app host's journal as REQUEST_ID (with SERVICE), and in the gateway's journal
   under its access-log tag with the same id;
 - a secret-looking token sent in a header, a JSON body and a query string is in
-  no lab host's journal (and not in the gateway's access log file either).
+  no lab host's journal, the central one on the ops host included (nor in the
+  gateway's access log file).
 
 Every address, port, tag and route comes from the inventory; requests go to the
 gateway only once the lab's bridge is known to be up (``require_lab_network``).
@@ -22,6 +23,7 @@ import pytest
 
 from seawall.components.gateway import tls_paths
 from seawall.inventory import Host, Topology
+from seawall.names import CENTRAL_JOURNAL
 from seawall.netguard import require_lab_network
 from seawall.settings import setting
 from seawall.ssh import run as ssh
@@ -179,6 +181,19 @@ def test_a_secret_reaches_no_journal(deployed_lab: Topology, gateway: Gateway) -
     assert seen_id[gateway.host.name], "the gateway's lines are not in its journal"
     apps = [h.name for h in deployed_lab.group("app")]
     assert any(seen_id[name] for name in apps), "no app host journaled the request"
+
+    # The central journal on the ops host, once the request's lines have arrived there.
+    ops = deployed_lab.group("ops")[0].name
+    central = f"{JOURNAL_JSON} -D {CENTRAL_JOURNAL} --since @{since}"
+    shipped: dict[str, str] = {}
+
+    def arrived() -> bool:
+        result = ssh(deployed_lab, ops, central, timeout=120)
+        shipped["text"] = result.stdout
+        return result.returncode in (0, 1) and request_id in result.stdout
+
+    wait_until(arrived, within=60, step=2, what="the request's lines in the central journal")
+    assert token not in shipped["text"], "the central journal holds the token"
 
     # The access log file has the path, never the query string.
     access_log = setting(gateway.host.data, "gateway_access_log")
