@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import LAB_INVENTORY, load_note, spread, write_section  # noqa: E402  (bench/report.py)
+from report import LAB_INVENTORY, load_note, spread, timed_site_deploy, write_section  # noqa: E402
 
 from seawall import inventory  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
@@ -55,24 +55,6 @@ def drift_run() -> tuple[float, dict]:
     return seconds, json.loads(result.stdout)
 
 
-def redeploy() -> tuple[float, int, int]:
-    """One site deploy; (seconds, operation-hosts, changed). Stops on failure."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", "--json", LAB_INVENTORY, "deploys/site.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"site deploy failed:\n{result.stderr[-3000:]}")
-    totals = json.loads(result.stdout)["results"]["totals"]
-    return seconds, int(totals["hosts"]), int(totals["success"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="rounds (default 5)")
@@ -88,7 +70,7 @@ def main() -> None:
     op_hosts = changed = 0
     checked = 0
     with exclusive_lock(DATA_FAULT_LOCK, timeout=600), app_fault_lock(600):
-        redeploy()  # untimed: the lab as this tree writes it
+        timed_site_deploy()  # untimed: the lab as this tree writes it
         for run in range(args.runs):
             order = ("drift", "deploy") if run % 2 == 0 else ("deploy", "drift")
             for what in order:
@@ -97,7 +79,7 @@ def main() -> None:
                     drift_s.append(seconds)
                     checked = len(report["checked"])
                 else:
-                    seconds, op_hosts, changed = redeploy()
+                    seconds, op_hosts, changed = timed_site_deploy()
                     deploy_s.append(seconds)
                     if changed:
                         raise SystemExit(f"the no-op redeploy changed {changed} operation-hosts")

@@ -15,45 +15,23 @@ or other deploy may run meanwhile.
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, spread, timed_site_deploy, write_section  # noqa: E402
 
 from seawall import inventory  # noqa: E402
 from seawall.netguard import require_lab_bridge  # noqa: E402
 
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 # The last commit before issue 11 changed deploys (templates became package data).
 BASELINE = "9f211c9"
-
-
-def _deploy(tree: Path) -> tuple[float, int, int]:
-    """Run the site deploy from ``tree``; return (seconds, operation-hosts, changed)."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
-    started = time.monotonic()
-    result = subprocess.run(
-        [PYINFRA, "-y", "--json", "inventories/lab.py", "deploys/site.py"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"deploy from {tree} failed:\n{result.stderr[-3000:]}")
-    results = json.loads(result.stdout)["results"]
-    return seconds, int(results["totals"]["hosts"]), int(results["totals"]["success"])
 
 
 def main() -> None:
@@ -77,8 +55,8 @@ def main() -> None:
             for round_ in range(args.runs):
                 order = [("baseline", old), ("current", ROOT)]
                 for name, tree in order if round_ % 2 == 0 else reversed(order):
-                    _deploy(tree)
-                    seconds, total, changed = _deploy(tree)
+                    timed_site_deploy(tree)
+                    seconds, total, changed = timed_site_deploy(tree)
                     if changed:
                         raise SystemExit(f"{name}: the second deploy changed {changed} operations")
                     times[name].append(seconds)
@@ -88,7 +66,7 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
         # Leave the lab as the current version deploys it.
         if times["current"] and args.runs % 2 == 0:
-            _deploy(ROOT)
+            timed_site_deploy(ROOT)
 
     ratio = statistics.median(times["current"]) / statistics.median(times["baseline"])
     lines = [

@@ -1,9 +1,11 @@
 """Write one benchmark's results into docs/benchmarks.md, between its own markers."""
 
+import json
 import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +63,26 @@ def run_deploy(
     )
     if result.returncode != 0:
         raise SystemExit(f"{deploy_file} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def timed_site_deploy(tree: Path = ROOT) -> tuple[float, int, int]:
+    """Run the site deploy from ``tree`` (its seawall first on PYTHONPATH); stop on failure.
+
+    Returns (seconds, operation-hosts, changed operation-hosts).
+    """
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [pyinfra, "-y", "--json", LAB_INVENTORY, "deploys/site.py"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"site deploy from {tree} failed:\n{result.stderr[-3000:]}")
+    totals = json.loads(result.stdout)["results"]["totals"]
+    return seconds, int(totals["hosts"]), int(totals["success"])
