@@ -213,12 +213,16 @@ def test_the_managed_redis_file_wins_after_a_real_failover(deployed_lab: Topolog
         password = redis_settings(deployed_lab).password
         conn = connect(host.address, int(host.data["redis_port"]), password, 2)
         managed = str(conn.config_get("maxmemory")["maxmemory"])
-        # What Sentinel's CONFIG REWRITE leaves at a failover, with a value that differs
-        # from seawall.conf (as an old password would after a rotation): Debian's
-        # redis.conf has no maxmemory line, so the rewrite appends it after the include.
-        conn.config_set("maxmemory", int(managed) + 1024 * 1024)
-        conn.config_rewrite()
+        # What Sentinel's CONFIG REWRITE leaves at a failover when a setting is new to
+        # redis.conf: a line after the include, here with a value that differs from
+        # seawall.conf (as an old password would after a rotation). Appended by hand:
+        # a rewrite updates a line in place once an earlier deploy moved the include
+        # below it, so the rewrite alone does not always recreate the case.
+        other = int(managed) + 1024 * 1024
+        conn.config_set("maxmemory", other)
         conn.close()
+        appended = ssh_run(deployed_lab, replica, f"echo 'maxmemory {other}' >> {REDIS_CONF}")
+        assert appended.returncode == 0, appended.stderr
         assert _shadowed(deployed_lab, replica) == ["maxmemory"]
 
         changed = changed_operations(_run_deploy("redis"))

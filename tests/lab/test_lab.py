@@ -66,11 +66,12 @@ def test_hosts_reach_the_apt_proxy_and_nothing_else(lab_topology: Topology) -> N
     ).format(
         proxy=config.bridge_address, port=config.apt_proxy_port, peer=config.host("data-2").address
     )
-    out = ssh(lab_topology, "data-1", probe).stdout.split()
+    # From the ops host: the firewall (once deployed) lets it reach every host's sshd.
+    out = ssh(lab_topology, "ops-1", probe).stdout.split()
     # The proxy answers; the controller's own sshd does not; other lab hosts do.
     assert out == ["open", "closed", "open"]
     # No route off the bridge at all.
-    route = ssh(lab_topology, "data-1", "ip route get 1.1.1.1 2>&1 || true").stdout
+    route = ssh(lab_topology, "ops-1", "ip route get 1.1.1.1 2>&1 || true").stdout
     assert "unreachable" in route
 
 
@@ -108,22 +109,23 @@ def test_up_repairs_stopped_and_frozen_hosts(lab_topology: Topology) -> None:
 
 def test_partition_drops_only_the_pair(lab_topology: Topology) -> None:
     config = lab_config(lab_topology)
+    # sshd, probed from the ops host: the firewall (once deployed) lets it reach every host.
     check = "timeout 2 bash -c '</dev/tcp/{}/22' && echo open || echo closed"
     try:
-        faults.partition(config, "app-1", "app-2")
+        faults.partition(config, "ops-1", "data-2")
         assert (
-            ssh(lab_topology, "app-1", check.format(config.host("app-2").address)).stdout.strip()
+            ssh(lab_topology, "ops-1", check.format(config.host("data-2").address)).stdout.strip()
             == "closed"
         )
         assert (
-            ssh(lab_topology, "app-1", check.format(config.host("gw-1").address)).stdout.strip()
+            ssh(lab_topology, "ops-1", check.format(config.host("gw-1").address)).stdout.strip()
             == "open"
         )
         assert any("partition" in fault for fault in faults.active_faults(config))
     finally:
         faults.restore(config)
     assert (
-        ssh(lab_topology, "app-1", check.format(config.host("app-2").address)).stdout.strip()
+        ssh(lab_topology, "ops-1", check.format(config.host("data-2").address)).stdout.strip()
         == "open"
     )
 
