@@ -53,8 +53,8 @@ def test_this_machines_cpu_stat_parses(bench: ModuleType) -> None:
     # The real format: the cgroup v2 root's cpu.stat (hybrid hosts, as the lab's
     # controller, mount v2 at unified/, where the bench reads the containers' units).
     found = [p for p in CPU_STAT_ROOTS if p.exists()]
-    if not found:
-        pytest.skip("no cgroup v2 cpu.stat on this machine")
+    # The bench needs cgroup v2 on the controller: a machine without it fails here.
+    assert found, f"no cgroup v2 cpu.stat at {CPU_STAT_ROOTS}"
     text = found[0].read_text()
     user, system = bench.parse_cpu_stat(text, "root")
     usage = int(re.search(r"^usage_usec (\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
@@ -253,8 +253,7 @@ def test_the_bench_rule_is_a_rule_nft_accepts(bench: ModuleType, tmp_path: Path)
 def test_the_bench_rule_loads_and_is_found_again(bench: ModuleType) -> None:
     # For real, in a network namespace of its own (nothing outside it is touched): the
     # rule loads into a chain like the firewall's and the listing gives its handle back.
-    if os.geteuid() != 0:
-        pytest.skip("a network namespace needs root")
+    assert os.geteuid() == 0, "a network namespace needs root"
     script = (
         "nft 'add table inet seawall' && nft 'add chain inet seawall input "
         "{ type filter hook input priority filter; policy drop; }' && "
