@@ -63,6 +63,19 @@ def run_site_deploy(
     )
 
 
+def run_deploy(
+    deploy_file: str | Path, *extra: str, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run one deploy file (``deploys/<concern>.py``) alone against the lab, with ``--json``."""
+    return subprocess.run(
+        [PYINFRA, "-y", "--json", *extra, "inventories/lab.py", str(deploy_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def changed_operations(result: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
     """Return {operation: hosts it changed} from a `pyinfra --json` run that succeeded."""
     assert result.returncode == 0, result.stderr[-4000:]

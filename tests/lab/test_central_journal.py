@@ -30,7 +30,7 @@ from seawall.lab import faults
 from seawall.lab.config import lab_config
 from seawall.names import CENTRAL_JOURNAL
 from seawall.ssh import run as ssh
-from tests.lab.conftest import PYINFRA, ROOT, changed_operations
+from tests.lab.conftest import ROOT, changed_operations, run_deploy
 from tests.lab.test_gateway import GATEWAY, Client
 from tests.lab.test_services import PREFIX
 
@@ -196,14 +196,7 @@ def test_upload_loses_no_entry_across_a_30_s_outage_of_the_ops_host(
 
 
 def test_a_second_logging_deploy_changes_nothing(deployed_lab: Topology) -> None:
-    result = subprocess.run(
-        [PYINFRA, "-y", "--json", "inventories/lab.py", "deploys/logging.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert changed_operations(result) == {}
+    assert changed_operations(run_deploy("deploys/logging.py", timeout=600)) == {}
 
 
 def test_every_host_uploads_and_only_ops_1_listens(deployed_lab: Topology) -> None:

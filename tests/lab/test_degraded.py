@@ -26,7 +26,7 @@ from seawall.redis.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import RedisUnavailableError, connect
 from seawall.ssh import run as ssh_run
 from seawall.ssh import ssh_args
-from tests.lab.conftest import PYINFRA, ROOT, changed_operations, run_site_deploy
+from tests.lab.conftest import changed_operations, run_deploy, run_site_deploy
 
 CRASHED = "data-3"
 LOCK_WAIT_S = 1800
@@ -94,19 +94,8 @@ def _etcd(topology: Topology, host: str, command: str) -> subprocess.CompletedPr
     return ssh_run(topology, host, f"ETCDCTL_API=3 etcdctl {command}")
 
 
-def _run_deploy(concern: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run ``deploys/<concern>.py`` alone against the lab, with ``--json``."""
-    return subprocess.run(
-        [PYINFRA, "-y", "--json", *extra, "inventories/lab.py", f"deploys/{concern}.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _run_etcd_deploy() -> subprocess.CompletedProcess[str]:
-    return _run_deploy("etcd")
+    return run_deploy("deploys/etcd.py", timeout=600)
 
 
 def test_a_rebuilt_etcd_member_rejoins_as_a_new_member(deployed_lab: Topology) -> None:
@@ -174,7 +163,9 @@ def test_no_sentinel_answering_never_starts_an_empty_master(deployed_lab: Topolo
                 ("True", "already hold Redis data"),
             ):
                 _sentinels(deployed_lab, "stop")
-                refused = _run_deploy("redis", "--data", f"redis_bootstrap={bootstrap}")
+                refused = run_deploy(
+                    "deploys/redis.py", "--data", f"redis_bootstrap={bootstrap}", timeout=600
+                )
                 assert refused.returncode != 0
                 assert reason in refused.stdout + refused.stderr, refused.stderr[-3000:]
                 roles = _redis_roles(deployed_lab)
@@ -186,12 +177,12 @@ def test_no_sentinel_answering_never_starts_an_empty_master(deployed_lab: Topolo
             faults.restore(config=lab_config(deployed_lab))
 
     # With the Sentinels back, the rebuilt host joins the master they name.
-    changed = changed_operations(_run_deploy("redis"))
+    changed = changed_operations(run_deploy("deploys/redis.py", timeout=600))
     assert changed, "the rebuilt host was not set up"
     status = wait_healthy(deployed_lab, 120)
     assert status.master_host == master
     assert _redis_roles(deployed_lab)[fresh] == "slave"
-    assert changed_operations(_run_deploy("redis")) == {}
+    assert changed_operations(run_deploy("deploys/redis.py", timeout=600)) == {}
 
 
 def _shadowed(topology: Topology, host: str) -> list[str]:
@@ -225,7 +216,7 @@ def test_the_managed_redis_file_wins_after_a_real_failover(deployed_lab: Topolog
         assert appended.returncode == 0, appended.stderr
         assert _shadowed(deployed_lab, replica) == ["maxmemory"]
 
-        changed = changed_operations(_run_deploy("redis"))
+        changed = changed_operations(run_deploy("deploys/redis.py", timeout=600))
         assert list(changed.values()).count([replica]) >= 1, changed
         for node in deployed_lab.group("redis"):
             assert _shadowed(deployed_lab, node.name) == [], node.name
@@ -236,7 +227,7 @@ def test_the_managed_redis_file_wins_after_a_real_failover(deployed_lab: Topolog
         conn = connect(host.address, int(host.data["redis_port"]), password, 2)
         assert conn.config_get("maxmemory")["maxmemory"] == managed
         conn.close()
-    assert changed_operations(_run_deploy("redis")) == {}
+    assert changed_operations(run_deploy("deploys/redis.py", timeout=600)) == {}
     assert redis_status(deployed_lab).master == new_master
 
 
@@ -260,7 +251,7 @@ def test_a_debian_cluster_over_patroni_data_is_refused_not_dropped(
                 f"> {conf_dir}/postgresql.conf",
             )
             assert planted.returncode == 0, planted.stderr
-            refused = _run_deploy("postgres")
+            refused = run_deploy("deploys/postgres.py", timeout=600)
             assert refused.returncode == 1, refused.stderr[-3000:]
             results = json.loads(refused.stdout)["results"]
             assert results["failed_hosts"] == [replica]
@@ -271,7 +262,7 @@ def test_a_debian_cluster_over_patroni_data_is_refused_not_dropped(
             ssh_run(deployed_lab, replica, f"rm -rf {conf_dir}")
     healthy, after = pg_drill.wait_healthy(deployed_lab, 120)
     assert healthy and after == leader
-    assert changed_operations(_run_deploy("postgres")) == {}
+    assert changed_operations(run_deploy("deploys/postgres.py", timeout=600)) == {}
 
 
 # Runs on an app host: reloads HAProxy and, for a window after each reload, opens

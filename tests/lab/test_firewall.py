@@ -8,7 +8,6 @@ with a normal firewall deploy that puts the intended table back. Every wait is b
 """
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from seawall.inventory import Topology
 from seawall.lab.faults import app_fault_lock
 from seawall.settings import setting
 from seawall.ssh import run as ssh
-from tests.lab.conftest import PYINFRA, ROOT, changed_operations
+from tests.lab.conftest import changed_operations, run_deploy
 
 CONNECTED, DROPPED = 0, 124
 # The host the load drills change; its services keep running throughout.
@@ -37,16 +36,6 @@ def connect(topology: Topology, source: str, target: str, key: str) -> int:
     port = setting(topology.host(target).data, key)
     result = ssh(topology, source, f"timeout 2 bash -c '</dev/tcp/{address}/{port}'", timeout=30)
     return result.returncode
-
-
-def run_deploy(deploy_file: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYINFRA, "-y", "--json", *extra, "inventories/lab.py", str(deploy_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def live_comment(topology: Topology, host: str) -> str:

@@ -5,7 +5,6 @@ controller, once the lab's bridge is checked), not its files. Every wait is boun
 """
 
 import json
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from seawall.inventory import Topology
 from seawall.netguard import require_lab_bridge
 from seawall.settings import setting
 from seawall.ssh import run as ssh
-from tests.lab.conftest import PYINFRA, ROOT, changed_operations
+from tests.lab.conftest import changed_operations, run_deploy
 
 # A first scrape of every target needs one interval (15 s); the nginx exporter
 # may be retrying NGINX, Patroni's replica may still be catching up.
@@ -150,11 +149,4 @@ def test_no_redis_password_on_a_command_line_or_in_the_environment(
 
 
 def test_a_second_metrics_deploy_changes_nothing(deployed_lab: Topology) -> None:
-    result = subprocess.run(
-        [PYINFRA, "-y", "--json", "inventories/lab.py", "deploys/metrics.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert changed_operations(result) == {}
+    assert changed_operations(run_deploy("deploys/metrics.py")) == {}
