@@ -96,6 +96,8 @@ DISK_FULL_BYTES = 64 * 1024
 # and is killed once a random 1..KILL_WITHIN_EVENTS of its spooled events reached Redis.
 WRITER_KILL_RATE = 500.0
 KILL_WITHIN_EVENTS = 2000
+# ... and the longest wait for its replay to reach Redis after the heal.
+KILL_WAIT_S = 60.0
 # lagging-replica-then-cut: replica paused this long, then every data host cut this long.
 LAG_PAUSE_S = 4.0
 LAG_CUT_S = 9.0
@@ -638,7 +640,7 @@ def kill_threshold(spooled: int, rng: random.Random | None = None) -> int:
 def _kill_when_replay_starts(
     client: MajorityClient, stream: str, record_path: str, process: Any, errors: list[str]
 ) -> float | None:
-    """SIGKILL the writer process as soon as its replay reaches Redis (bounded: 60 s).
+    """SIGKILL the writer process as soon as its replay reaches Redis (bounded: KILL_WAIT_S).
 
     Returns when the replay was seen reaching Redis: the end of the writer's outage.
     """
@@ -646,7 +648,7 @@ def _kill_when_replay_starts(
     before_cut = len(at_heal.acked)
     # Anywhere in the first few replay batches, not always after the first event.
     kill_after = kill_threshold(len(at_heal.spooled))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + KILL_WAIT_S
     while process.is_alive() and time.monotonic() < deadline:
         with suppress(Exception):  # mid-failover: ask again
             length = int(client.call(lambda m: m.xlen(stream), deadline=1))
@@ -660,7 +662,9 @@ def _kill_when_replay_starts(
                 errors.append(f"writer killed with {length - before_cut} spooled events replayed")
                 return seen
         time.sleep(0.01)
-    errors.append("the writer was not killed mid-replay (replay not seen within 60 s)")
+    errors.append(
+        f"the writer was not killed mid-replay (replay not seen within {KILL_WAIT_S:.0f} s)"
+    )
     if process.is_alive():
         with suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
@@ -742,9 +746,20 @@ def _measure(
     try:
         if scenario == "writer-killed-mid-replay":
             record_path = os.path.join(tempfile.mkdtemp(prefix="seawall-drill-"), "tally")
+            # It writes on past the planned end until killed (the killer's 60 s
+            # bound): a failover slow after the heal must not see it end first.
             process = multiprocessing.get_context("spawn").Process(
                 target=_writer_process,
-                args=(settings, spool_dir, stream, run_id, rate, duration, started, record_path),
+                args=(
+                    settings,
+                    spool_dir,
+                    stream,
+                    run_id,
+                    rate,
+                    duration + KILL_WAIT_S,
+                    started,
+                    record_path,
+                ),
                 daemon=True,
             )
             process.start()
