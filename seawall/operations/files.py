@@ -4,31 +4,24 @@ import hashlib
 import shlex
 from collections.abc import Generator
 from io import StringIO
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from pyinfra import host
-from pyinfra.api import OperationError, operation
+from pyinfra.api import OperationError, StringCommand, operation
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.facts.files import File, Sha1File
 
-Commands = Generator[str | FileUploadCommand, None, None]
+Commands = Generator[str | StringCommand | FileUploadCommand, None, None]
+
+# Beside the secret's directory (so the final move is a rename on one file
+# system), root-only: the content is never readable by anyone else on its way.
+STAGING = ".seawall-staging"
 
 
-def _root_file(
-    src: str,
-    dest: str,
-    mode: int,
-    what: str,
-    private: bool = False,
-    validate: str | None = None,
-    check_installed: str | None = None,
-) -> Commands:
-    """Yield the commands that put ``src`` at ``dest`` as root:root ``mode``, unless it is there.
+def _installed(src: str, dest: str, user: str, group: str, mode: int, what: str) -> bool:
+    """Return whether ``dest`` already has ``src`` as content, owner and mode (a no-op then).
 
-    The content goes to ``<dest>.seawall-new`` first and is moved into place
-    last, so a reader never sees half a file. ``private`` makes ``dest``'s
-    directory 0700 root-only and uploads straight into it (never through the
-    shared temporary directory). ``what`` names the file in the no-op message.
+    Compared by hash: the content itself is never read back, so never printed.
     """
     remote = host.get_fact(File, path=dest)
     if remote is False:
@@ -36,18 +29,44 @@ def _root_file(
     if (
         remote
         and remote["mode"] == mode
-        and (remote["user"], remote["group"]) == ("root", "root")
+        and (remote["user"], remote["group"]) == (user, group)
         and host.get_fact(Sha1File, path=dest) == hashlib.sha1(src.encode()).hexdigest()
     ):
         host.noop(f"{what} {dest} is already installed")
-        return
+        return True
+    return False
 
+
+def _checked_move(new: str, final: str, old: str, validate: str, check: str | None) -> Commands:
+    """Yield the commands that check ``new``, then move it to ``final`` (``old`` keeps the
+    previous file while ``check`` runs); a rejected file never replaces the live one."""
+    yield f"{validate.format(path=new)} || {{ rm -f {new}; exit 1; }}"
+    if check is None:
+        yield f"mv -f {new} {final}"
+        return
+    yield (
+        f"if [ -e {final} ]; then cp -p {final} {old}; fi && mv -f {new} {final} && "
+        f"if {check}; then rm -f {old}; "
+        f"else if [ -e {old} ]; then mv -f {old} {final}; else rm -f {final}; fi; exit 1; fi"
+    )
+
+
+def _root_file(
+    src: str,
+    dest: str,
+    mode: int,
+    validate: str | None = None,
+    check_installed: str | None = None,
+) -> Commands:
+    """Yield the commands that put ``src`` at ``dest`` as root:root ``mode``, unless it is there.
+
+    The content goes to ``<dest>.seawall-new`` first and is moved into place
+    last, so a reader never sees half a file.
+    """
+    if _installed(src, dest, "root", "root", mode, "file"):
+        return
     new, old, final = (shlex.quote(dest + end) for end in (".seawall-new", ".seawall-old", ""))
-    if private:
-        yield f"install -d -m 700 -o root -g root {shlex.quote(str(Path(dest).parent))}"
-        temp = f"{dest}.seawall-new.upload"
-    else:
-        temp = host.get_temp_filename(dest)
+    temp = host.get_temp_filename(dest)
     yield FileUploadCommand(StringIO(src), f"{dest}.seawall-new", remote_temp_filename=temp)
     owned = f"chown root:root {new} && chmod {mode} {new}"
     if validate is None:
@@ -55,15 +74,7 @@ def _root_file(
         yield f"{owned} && mv -f {new} {final}"
         return
     yield owned
-    yield f"{validate.format(path=new)} || {{ rm -f {new}; exit 1; }}"
-    if check_installed is None:
-        yield f"mv -f {new} {final}"
-        return
-    yield (
-        f"if [ -e {final} ]; then cp -p {final} {old}; fi && mv -f {new} {final} && "
-        f"if {check_installed}; then rm -f {old}; "
-        f"else if [ -e {old} ]; then mv -f {old} {final}; else rm -f {final}; fi; exit 1; fi"
-    )
+    yield from _checked_move(new, final, old, validate, check_installed)
 
 
 @operation()
@@ -99,19 +110,42 @@ def validated_file(
             mode=440,
         )
     """
-    yield from _root_file(
-        src, dest, mode, "file", validate=validate, check_installed=check_installed
-    )
+    yield from _root_file(src, dest, mode, validate=validate, check_installed=check_installed)
 
 
 @operation()
-def secret_file(src: str, dest: str):
+def secret_file(
+    src: str,
+    dest: str,
+    user: str = "root",
+    group: str = "root",
+    mode: int = 600,
+    private_dir: bool = True,
+    validate: str | None = None,
+    check_installed: str | None = None,
+):
     """
-    Install a root-only (0600) file whose content is secret; the content is never printed.
+    Install a file whose content is secret; the content is never printed nor on a command line.
 
     + src: the file's content
-    + dest: where it goes; its directory is created 0700 root-only, and the upload
-      lands there first, so the content is never readable by anyone else
+    + dest: where it goes
+    + user, group: its owner
+    + mode: its permissions, as octal digits (0600 unless a daemon's group must read it)
+    + private_dir: make ``dest``'s directory 0700 root-only too (a directory of
+      secrets only); else it is left as it is (``/etc/redis``, which Redis reads)
+    + validate: shell command that checks the staged file, ``{path}`` standing for its
+      path; a rejected file is deleted and the live one stays
+    + check_installed: shell command that checks the whole system once the file is in
+      place; if it fails the previous file is put back and the operation fails
+
+    The content travels on the standard input of one command that writes it,
+    umask 077, into ``<dest's directory>/.seawall-staging/`` (0700, root): no
+    upload through a shared temporary directory (which ``--sudo`` would use),
+    no file that is ever readable by others, even for a moment. Owner and mode
+    are set there; the file is then renamed into place (one file system), so a
+    reader sees the old file or the new one, whole. It is compared by hash, and
+    never diffed: ``pyinfra --diff`` shows nothing of it. Call it with ``name=``
+    always: pyinfra prints an unnamed operation's arguments.
 
     **Example:**
 
@@ -123,4 +157,24 @@ def secret_file(src: str, dest: str):
             dest="/etc/seawall/secrets/execution.env",
         )
     """
-    yield from _root_file(src, dest, 600, "secret file", private=True)
+    if _installed(src, dest, user, group, mode, "secret file"):
+        return
+    parent = PurePosixPath(dest).parent
+    staging = parent / STAGING
+    name = PurePosixPath(dest).name
+    new, old = shlex.quote(str(staging / name)), shlex.quote(str(staging / f"{name}.old"))
+    final = shlex.quote(dest)
+    if private_dir:
+        yield f"install -d -m 700 -o root -g root {shlex.quote(str(parent))}"
+    yield f"install -d -m 700 -o root -g root {shlex.quote(str(staging))}"
+    content = src.encode()
+    # head -c: exactly the content, without the newline pyinfra adds to stdin's last line.
+    yield StringCommand(f"umask 077 && head -c {len(content)} > {new}", _stdin=src)
+    yield f"chown {shlex.quote(user)}:{shlex.quote(group)} {new} && chmod {mode} {new}"
+    # The staging directory is seawall's own: what an interrupted run left there goes too.
+    cleanup = f"rm -rf {shlex.quote(str(staging))}"
+    if validate is None:
+        yield f"mv -f {new} {final} && {cleanup}"
+        return
+    yield from _checked_move(new, final, old, validate, check_installed)
+    yield cleanup

@@ -16,7 +16,8 @@ Fixture keys, as in pyinfra's tests:
 - ``hosts``: ``{"<inventory name>": {"facts": ...}}`` for peers;
 - ``host_name``: this host's inventory name (``testhost`` if absent);
 - ``commands``: a string per shell command, ``[raw, masked]`` when part of it
-  is hidden, ``["upload", content, dest, remote_temp_filename]`` per upload;
+  is hidden, ``["stdin", command, input]`` for one fed on its standard input,
+  ``["upload", content, dest, remote_temp_filename]`` per upload;
 - ``noop_description``, ``logs``, ``exception`` (``name`` and ``message``);
 - ``secrets``: text that must appear in no printed command, log or no-op
   description (every ``hidden:`` argument is checked this way too).
@@ -124,6 +125,9 @@ def as_json(command: Any) -> Any:
         return command.strip()
     if isinstance(command, StringCommand):
         raw, masked = command.get_raw_value(), command.get_masked_value()
+        if "_stdin" in command.connector_arguments:
+            # What reaches the command's standard input: never printed, never in its argv.
+            return ["stdin", raw, command.connector_arguments["_stdin"]]
         return raw if raw == masked else [raw, masked]
     if isinstance(command, FileUploadCommand):
         src = command.src
