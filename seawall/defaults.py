@@ -627,6 +627,39 @@ LOGGING: dict[str, Any] = {
     "journal_tls_renew_days": 30,
 }
 
+OPS: dict[str, Any] = {
+    # The ops host runs seawall itself (drift cron, restart timer): a venv of
+    # the wheelhouse the controller builds (pyinfra is not in Debian 12, and lab
+    # hosts reach no package index), the wheels it was built from, and copies of
+    # deploys/ and the inventory in use, which the cron and the timer run.
+    "ops_venv_dir": "/opt/seawall/venv",
+    "ops_wheelhouse_dir": "/opt/seawall/wheelhouse",
+    "ops_site_dir": "/opt/seawall/site",
+    # Where the drift cron keeps its last JSON report (root-only: it names hosts
+    # and operations, nothing secret, but nobody else needs it).
+    "ops_state_dir": "/var/lib/seawall/ops",
+    # On the controller: the wheelhouse cache, keyed by the hash of the source,
+    # so a no-op redeploy builds nothing.
+    "ops_wheelhouse_cache_dir": "/var/lib/seawall/wheelhouse",
+    # The drift check's schedule (cron: minute hour day-of-month month
+    # day-of-week, UTC). Every 15 min, at minutes off the quarter hours: never
+    # at 04:00, when the rolling restart starts (the operations lock would make
+    # that run report an error, not drift), nor at 01:00 with the backup.
+    "drift_cron": "7,22,37,52 * * * *",
+    # When the rolling restart runs (systemd OnCalendar): 04:00 UTC, the quiet
+    # hour the desk is told about.
+    "restart_calendar": "*-*-* 04:00:00 UTC",
+    # One timer on one host has nothing to spread, and the desk is told 04:00:
+    # no random delay.
+    "restart_randomized_delay_sec": 0,
+    # False: the timer is stopped and disabled (the restart still runs by hand).
+    "restart_enabled": True,
+    # A rolling restart that has not ended by then is killed (and fails, loudly):
+    # every gate is bounded (60-150 s), so the lab's run takes minutes and a
+    # large site well under this; a hung run must never reach trading hours.
+    "restart_timeout_sec": 3600,
+}
+
 
 # The roles (inventory groups) whose hosts serve each firewall rule's port: a
 # rule is opened only on those hosts (None: every host). Not a setting: it says
@@ -816,6 +849,7 @@ def all_defaults() -> dict[str, Any]:
         METRICS,
         LAB,
         LOGGING,
+        OPS,
         FIREWALL,
     ):
         merged.update(concern)

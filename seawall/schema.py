@@ -7,8 +7,10 @@ about another on the same host. Checks across hosts live in ``seawall.inventory`
 """
 
 import difflib
+import functools
 import ipaddress
 import re
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any, Literal
 
@@ -124,6 +126,49 @@ TimeSpan = Annotated[
 # systemd OnCalendar=: a time expression, nothing a unit file would read otherwise.
 Calendar = Annotated[
     str, AfterValidator(_matching(r"[A-Za-z0-9*:,./~ -]+", "a systemd calendar expression"))
+]
+
+
+@functools.cache
+def _calendar_problem(value: str) -> str | None:
+    """Return why systemd's own parser rejects ``value`` as OnCalendar=, or None."""
+    try:
+        # The controller's systemd (controller-packages.txt), as the hosts' Debian 12.
+        result = subprocess.run(
+            ["systemd-analyze", "calendar", "--", value],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"systemd-analyze could not check it ({error})"
+    if result.returncode == 0:
+        return None
+    return " ".join(result.stderr.split()) or f"systemd-analyze exited {result.returncode}"
+
+
+def _systemd_accepts(value: str) -> str:
+    problem = _calendar_problem(value)
+    if problem:
+        raise PydanticCustomError(
+            "calendar", "systemd-analyze calendar rejects it: {problem}", {"problem": problem}
+        )
+    return value
+
+
+# A calendar systemd itself must accept: checked with `systemd-analyze calendar`
+# on the controller, so a typo is an inventory error, not a timer that never fires.
+CheckedCalendar = Annotated[Calendar, AfterValidator(_systemd_accepts)]
+# A crontab schedule: five fields (minute hour day-of-month month day-of-week).
+CronSchedule = Annotated[
+    str,
+    AfterValidator(
+        _matching(
+            r"[0-9*,/-]+( [0-9*,/-]+){4}",
+            "five cron fields like '7,22,37,52 * * * *' (numbers, *, ',', '/', '-')",
+        )
+    ),
 ]
 Size = Annotated[str, AfterValidator(_matching(r"[0-9]+[KMGTkmgt]?", "a size like 512K or 1G"))]
 RedisSize = Annotated[
@@ -520,6 +565,21 @@ class Logging(_Model):
     journal_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
 
 
+class Ops(_Model):
+    ops_venv_dir: HostPath
+    ops_wheelhouse_dir: HostPath
+    ops_site_dir: HostPath
+    ops_state_dir: HostPath
+    ops_wheelhouse_cache_dir: LocalPath
+    drift_cron: CronSchedule
+    restart_calendar: CheckedCalendar
+    # systemd seconds; a spread over an hour would defeat a fixed restart hour.
+    restart_randomized_delay_sec: Annotated[int, Field(ge=0, le=3600)]
+    restart_enabled: bool
+    # At least the longest single gate (the drain, 150 s by default) twice; at most a night.
+    restart_timeout_sec: Annotated[int, Field(ge=300, le=6 * 3600)]
+
+
 class Firewall(_Model):
     # Keys and roles are checked against the port keys and ROLES in relation_problems.
     firewall_rules: dict[str, list[str]]
@@ -569,6 +629,7 @@ CONCERNS: dict[str, type[_Model]] = {
     "LAB": Lab,
     "PGBACKREST": Pgbackrest,
     "LOGGING": Logging,
+    "OPS": Ops,
     "FIREWALL": Firewall,
 }
 
@@ -589,6 +650,7 @@ class HostData(
     Lab,
     Pgbackrest,
     Logging,
+    Ops,
     Firewall,
     InventoryOnly,
     Pyinfra,

@@ -98,3 +98,53 @@ def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
         yield f"chown {user}:{user} {shlex.quote(path)} && chmod 600 {shlex.quote(path)}"
     if not changed:
         host.noop(f"{user} trusts exactly its peers")
+
+
+@operation()
+def key_trusted(user: str, home: str, peer: str, peer_key: str):
+    """
+    Make ``user`` accept one peer's SSH key, keeping every other key it accepts.
+
+    + user: the local account
+    + home: its home directory (``<home>/.ssh/authorized_keys``)
+    + peer: the inventory host that holds the key
+    + peer_key: the public key's path on the peer
+
+    Read from the peer when the operation runs, so a key made earlier in the
+    same deploy is found. A line with the same comment (``user@host``, as
+    ``ssh_keypair`` makes them) is replaced: a remade key is not trusted twice.
+
+    **Example:**
+
+    .. code:: python
+
+        key_trusted(
+            name="Let the ops host in",
+            user="root",
+            home="/root",
+            peer="ops-1",
+            peer_key="/root/.ssh/id_ed25519.pub",
+        )
+    """
+    public = inventory.get_host(peer).get_fact(FileContents, path=peer_key) or []
+    if not public or len(public[0].split()) < 2:
+        host.log(f"{peer} has no SSH key yet: trust it at the next deploy")
+        host.noop(f"{user} accepts no key of {peer} yet")
+        return
+    line = public[0].strip()
+    comment = " ".join(line.split()[2:])
+    path = f"{home}/.ssh/authorized_keys"
+    current = host.get_fact(FileContents, path=path) or []
+    if line in (existing.strip() for existing in current):
+        host.noop(f"{user} accepts {peer}'s key")
+        return
+    kept = [
+        existing.rstrip("\n")
+        for existing in current
+        if not (comment and " ".join(existing.split()[2:]) == comment)
+    ]
+    yield f"install -d -m 700 -o {user} -g {user} {shlex.quote(home + '/.ssh')}"
+    yield FileUploadCommand(
+        StringIO(_content([*kept, line])), path, remote_temp_filename=host.get_temp_filename(path)
+    )
+    yield f"chown {user}:{user} {shlex.quote(path)} && chmod 600 {shlex.quote(path)}"

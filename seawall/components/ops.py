@@ -1,0 +1,481 @@
+"""The ops host as controller: ``deploy_ops()``, its drift cron and its 04:00 restart timer.
+
+What it guarantees on the first ``ops`` host:
+
+- Debian's ``python3-venv`` and ``cron``; a venv (``ops_venv_dir``) holding
+  seawall and pyinfra, installed ``--no-index`` from a wheelhouse the
+  controller built (``ops_wheelhouse_dir``): lab hosts reach no package index,
+  and pyinfra is not in Debian 12. It is reinstalled only when the wheelhouse's
+  hash differs from the one recorded in the venv;
+- copies of ``deploys/``, ``config.py``, the inventory in use and its
+  ``group_data/`` under ``ops_site_dir``; the secrets the inventory needs at
+  the path its ``secrets_file`` names (root 0600, never printed), and the
+  admin's public key where ``admin_ssh_public_key_file`` names it, so the
+  copied inventory reads on this host exactly as on the controller;
+- root's own SSH key, made here (it never leaves the host), found where the
+  inventory's ``ssh_key`` names it, and root's known_hosts (at
+  ``ssh_known_hosts_file`` if set) holding every inventory host's host keys;
+- a ``seawall-drift`` crontab line (``drift_cron``) running ``seawall drift``
+  with its textfile metrics and the last JSON report in ``ops_state_dir``;
+- ``seawall-restart.timer`` (``restart_calendar``, ``Persistent=false``,
+  ``AccuracySec=1s``) and its oneshot service running ``seawall restart
+  --rolling --yes --json``, bounded by ``restart_timeout_sec``, with
+  ``OnFailure=`` the failure hook and textfile metrics of every run's end;
+  ``restart_enabled`` False stops and disables the timer.
+
+On every host: the deploy user (``ssh_user``) accepts the ops host's key,
+besides whatever keys it had (one line, replaced if the ops host's key changes).
+
+What it never does:
+
+- copy a private key anywhere, or put a secret on a command line;
+- run a restart or a drift check by itself (the timer and the cron do);
+- rebuild the wheelhouse when the source has not changed.
+"""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import crontab, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+import seawall
+from seawall import secrets
+from seawall.components.common import install_packages
+from seawall.components.services import FAILED_UNIT, RECORD_FAILURE, _record_context
+from seawall.components.services import render as services_render
+from seawall.components.templates import render
+from seawall.defaults import OPS
+from seawall.errors import SeawallError
+from seawall.operations.files import secret_file
+from seawall.operations.ssh import HOST_KEY_TYPES, key_trusted, ssh_keypair
+from seawall.settings import setting
+
+CONCERN = "ops"
+TIMER = "/etc/systemd/system/seawall-restart.timer"
+SERVICE = "/etc/systemd/system/seawall-restart.service"
+RECORD = "/usr/local/libexec/seawall-restart-record"
+DRIFT_RUN = "/usr/local/libexec/seawall-drift-run"
+TEMPLATES: tuple[str, ...] = (TIMER, SERVICE, RECORD, DRIFT_RUN)
+PACKAGES = ["python3-venv", "cron"]
+CRON_NAME = "seawall-drift"
+# The account that runs the cron, the timer and the deploys from the ops host.
+OPS_USER, OPS_HOME = "root", "/root"
+OPS_KEY = f"{OPS_HOME}/.ssh/id_ed25519"
+# Written into the wheelhouse beside the wheels: its hash names the content.
+MANIFEST = "SHA256SUMS"
+# Recorded in the venv once pip installed a wheelhouse: the hash it installed.
+INSTALLED = "seawall-wheelhouse.sha256"
+DRIFT_REPORT = "drift-last.json"
+# What of a checkout the wheel is built from (its hash decides a rebuild).
+_SOURCE = ("pyproject.toml", "seawall")
+_SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
+
+
+# --- the wheelhouse, on the controller --------------------------------------------
+
+
+def source_root() -> Path | None:
+    """Return the checkout seawall runs from, or None when it runs installed (the ops host)."""
+    root = Path(seawall.__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def source_hash(root: Path) -> str:
+    """Return the sha256 of what the wheel is built from: pyproject.toml and the package."""
+    digest = hashlib.sha256()
+    for top in _SOURCE:
+        base = root / top
+        paths = [base] if base.is_file() else sorted(base.rglob("*"))
+        for path in paths:
+            rel = path.relative_to(root)
+            if not path.is_file() or _SKIP_DIRS & set(rel.parts) or path.suffix == ".pyc":
+                continue
+            digest.update(f"{rel.as_posix()}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def manifest(wheelhouse: Path) -> str:
+    """Return the SHA256SUMS text of the wheels in ``wheelhouse`` (sorted by name)."""
+    return "".join(
+        f"{hashlib.sha256(wheel.read_bytes()).hexdigest()}  {wheel.name}\n"
+        for wheel in sorted(wheelhouse.glob("*.whl"))
+    )
+
+
+def pip_wheel(root: Path, target: Path) -> None:
+    """Build seawall and every dependency as wheels into ``target`` with this venv's pip.
+
+    Raises:
+        SeawallError: pip failed (its last lines are in the message).
+    """
+    pip = Path(sys.executable).with_name("pip")
+    # No build isolation: the venv's setuptools builds seawall itself, no index needed
+    # for it; the dependencies come from pip's cache or the controller's index.
+    command = [str(pip), "wheel", "--no-build-isolation", "--wheel-dir", str(target), str(root)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        raise SeawallError(f"pip wheel of {root} failed:\n{tail}")
+
+
+def wheelhouse(
+    root: Path, cache_dir: Path, build: Callable[[Path, Path], None] = pip_wheel
+) -> Path:
+    """Return the wheelhouse of ``root``'s current source, building it only if the cache lacks it.
+
+    The cache holds one folder per source hash; a folder is complete once its
+    manifest exists (it is built beside and renamed into place), so an
+    interrupted build is never reused. Older folders are removed.
+
+    Raises:
+        SeawallError: the build failed.
+    """
+    digest = source_hash(root)
+    target = cache_dir / digest
+    if (target / MANIFEST).is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{digest}."))
+    try:
+        build(root, building)
+        if not any(building.glob("*.whl")):
+            raise SeawallError(f"building the wheelhouse of {root} made no wheel")
+        (building / MANIFEST).write_text(manifest(building))
+        building.rename(target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    for old in cache_dir.iterdir():
+        if old != target and old.is_dir() and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def local_wheelhouse(data: Any) -> Path:
+    """Return the wheelhouse this machine deploys: built from the checkout, or the installed one.
+
+    On the ops host itself (seawall installed from the wheelhouse, no checkout:
+    ``seawall drift``'s dry run) it is the wheelhouse it was installed from, so
+    the dry run compares the ops host with itself and finds no drift.
+
+    Raises:
+        DeployError: the build failed or no wheelhouse is there.
+    """
+    root = source_root()
+    try:
+        if root is not None:
+            return wheelhouse(root, Path(str(setting(data, "ops_wheelhouse_cache_dir"))))
+    except SeawallError as error:
+        raise DeployError(f"{host.name}: {error}") from None
+    installed = Path(str(setting(data, "ops_wheelhouse_dir")))
+    if not (installed / MANIFEST).is_file():
+        raise DeployError(f"{host.name}: no checkout to build from, and no {installed}/{MANIFEST}")
+    return installed
+
+
+# --- what the units, cron and copies see -----------------------------------------
+
+
+def ops_context(data: Mapping[str, Any] | Any, inventory_file: str) -> dict[str, Any]:
+    """Return what the ops templates see; ``inventory_file`` is relative to the site copy."""
+    context = {key: setting(data, key) for key in OPS}
+    context.update(
+        inventory=inventory_file,
+        textfile_dir=setting(data, "services_textfile_dir"),
+        record_script=RECORD,
+        report=f"{context['ops_state_dir']}/{DRIFT_REPORT}",
+    )
+    return context
+
+
+def cron_fields(schedule: str) -> dict[str, str]:
+    """Return pyinfra crontab's keyword arguments for a five-field ``drift_cron``."""
+    minute, hour, day_of_month, month, day_of_week = schedule.split()
+    return {
+        "minute": minute,
+        "hour": hour,
+        "day_of_month": day_of_month,
+        "month": month,
+        "day_of_week": day_of_week,
+    }
+
+
+def inventory_in_use() -> Path:
+    """Return the inventory file of this pyinfra run, relative to where it runs.
+
+    Raises:
+        DeployError: pyinfra was given no inventory file.
+    """
+    import click
+
+    context = click.get_current_context(silent=True)
+    given = context.params.get("inventory") if context else None
+    if not isinstance(given, str) or not given.endswith(".py") or not Path(given).is_file():
+        raise DeployError("the ops deploy copies the inventory file: run pyinfra with one")
+    path = Path(given).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        raise DeployError(
+            f"{given} is not under {Path.cwd()}: run pyinfra from its checkout"
+        ) from None
+
+
+def site_files(cwd: Path, inventory_file: Path) -> list[tuple[Path, str]]:
+    """Return (local file, path in the site copy) of config.py, the inventory, its group data."""
+    found = [(cwd / "config.py", "config.py")] if (cwd / "config.py").is_file() else []
+    found.append((cwd / inventory_file, inventory_file.as_posix()))
+    group_data = inventory_file.parent / "group_data"
+    for path in sorted((cwd / group_data).glob("*.py")):
+        found.append((path, (group_data / path.name).as_posix()))
+    return found
+
+
+def secrets_text(data: Any) -> str:
+    """Return the secrets file the ops host gets: every secret of every inventory host.
+
+    Raises:
+        DeployError: one is missing on the controller.
+    """
+    names: set[str] = set()
+    for member in inventory:
+        wanted = setting(member.data, "required_secrets")
+        names |= {name for group in member.groups for name in wanted.get(group, [])}
+    try:
+        values = secrets.require(
+            sorted(names), setting(data, "secrets_file"), host.name, " (for the ops host)"
+        )
+    except SeawallError as error:
+        raise DeployError(str(error)) from None
+    lines = "".join(f"{name}={values[name]}\n" for name in sorted(values))
+    return "# seawall secrets, copied by the ops deploy: never commit\n" + lines
+
+
+def known_hosts_text() -> str:
+    """Return a known_hosts naming every inventory host by the address pyinfra connects to."""
+    lines = []
+    for member in inventory:
+        address = str(member.data.get("ssh_hostname") or member.name)
+        port = member.data.get("ssh_port")
+        name = f"[{address}]:{port}" if port and int(port) != 22 else address
+        for kind in HOST_KEY_TYPES:
+            for key in (
+                member.get_fact(FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
+            ):
+                lines.append(f"{name} {' '.join(key.split()[:2])}\n")
+    return "".join(lines)
+
+
+# --- the deploy ---------------------------------------------------------------------
+
+
+def _controller() -> Any:
+    ops = inventory.get_group("ops", default=[])
+    return ops[0] if ops else None
+
+
+@deploy("The ops host as controller", data_defaults=OPS)
+def deploy_ops() -> None:
+    """
+    Make the first ``ops`` host run seawall (drift cron, restart timer); every host trusts it.
+
+    Hosts outside the inventory's ``ops`` group only trust its key.
+
+    **Example:**
+
+    .. code:: python
+
+        from seawall.components.ops import deploy_ops
+
+        deploy_ops()
+    """
+    controller = _controller()
+    if controller is None:
+        return
+    is_ops = host.name == controller.name
+    # Phases in the same order on every host (pyinfra orders operations by where
+    # they are called): the key exists before any host reads it.
+    if is_ops:
+        _install(host.data)
+        _configure(host.data)
+    user = str(host.data.get("ssh_user") or "root")
+    key_trusted(
+        name="Let the ops host's key in as the deploy user",
+        user=user,
+        home="/root" if user == "root" else f"/home/{user}",
+        peer=controller.name,
+        peer_key=f"{OPS_KEY}.pub",
+    )
+    if is_ops:
+        _activate(host.data)
+
+
+def _install(data: Any) -> None:
+    """Install python3-venv and cron, then seawall and pyinfra from the controller's wheels."""
+    install_packages("Install python3-venv and cron", PACKAGES)
+    local = local_wheelhouse(data)
+    venv, remote = str(setting(data, "ops_venv_dir")), str(setting(data, "ops_wheelhouse_dir"))
+    files.directory(name="Create the wheelhouse folder", path=remote, mode="755", present=True)
+    files.sync(
+        name="Copy the controller's wheelhouse",
+        src=str(local),
+        dest=remote,
+        mode="644",
+        dir_mode="755",
+        delete=True,
+        add_deploy_dir=False,
+    )
+    digest = hashlib.sha256((local / MANIFEST).read_bytes()).hexdigest()
+    marker = f"{venv}/{INSTALLED}"
+    installed = host.get_fact(FileContents, path=marker) or []
+    if installed and installed[0].strip() == digest:
+        host.noop(f"the venv holds wheelhouse {digest[:12]}")
+        return
+    # The hash is recorded only once pip succeeded: a failed install is retried.
+    server.shell(
+        name="Install seawall and pyinfra into the venv from the wheelhouse",
+        commands=[
+            f"test -x {venv}/bin/python || python3 -m venv {venv}",
+            f"{venv}/bin/pip install --quiet --no-index --find-links {remote} "
+            f"--force-reinstall seawall pyinfra",
+            f"echo {digest} > {marker}",
+        ],
+    )
+
+
+def _configure(data: Any) -> None:
+    """Copy the deploys, inventory, secrets and admin key; make the key; write known_hosts."""
+    cwd = Path.cwd()
+    relative = inventory_in_use()
+    site = str(setting(data, "ops_site_dir"))
+    files.directory(name="Create the site copy's folder", path=site, mode="755", present=True)
+    files.sync(
+        name="Copy deploys/",
+        src=str(cwd / "deploys"),
+        dest=f"{site}/deploys",
+        mode="644",
+        dir_mode="755",
+        delete=True,
+        exclude=["*.pyc"],
+        exclude_dir=["__pycache__"],
+        add_deploy_dir=False,
+    )
+    for local, target in site_files(cwd, relative):
+        files.put(
+            name=f"Copy {target}",
+            src=str(local),
+            dest=f"{site}/{target}",
+            mode="644",
+            create_remote_dir=True,
+            add_deploy_dir=False,
+        )
+    secret_file(
+        name="Install the inventory's secrets (0600, root only)",
+        src=secrets_text(data),
+        dest=str(setting(data, "secrets_file") or "/etc/seawall/secrets"),
+    )
+    admin_key = setting(data, "admin_ssh_public_key_file")
+    if admin_key:
+        files.put(
+            name="Copy the admin's public key where the inventory names it",
+            src=str(admin_key),
+            dest=str(admin_key),
+            mode="644",
+            create_remote_dir=True,
+            add_deploy_dir=False,
+        )
+    ssh_keypair(name="Give the ops host's root an SSH key of its own", user=OPS_USER, home=OPS_HOME)
+    key = data.get("ssh_key")
+    if key and str(key) != OPS_KEY:
+        # The copied inventory names the controller's key path: here it is this host's key.
+        files.directory(
+            name="Create the folder of the inventory's ssh_key",
+            path=str(Path(str(key)).parent),
+            mode="700",
+            present=True,
+        )
+        files.link(
+            name="Point the inventory's ssh_key at the ops key", path=str(key), target=OPS_KEY
+        )
+    known = str(data.get("ssh_known_hosts_file") or f"{OPS_HOME}/.ssh/known_hosts")
+    files.put(
+        name="Know every inventory host's host keys",
+        src=StringIO(known_hosts_text()),
+        dest=known,
+        mode="600",
+        create_remote_dir=True,
+    )
+
+
+def _activate(data: Any) -> None:
+    """Install the drift cron, the restart units and their failure hook; set the timer."""
+    context = ops_context(data, inventory_in_use().as_posix())
+    files.directory(
+        name="Create the ops state folder", path=context["ops_state_dir"], mode="700", present=True
+    )
+    _put("Install the drift cron's runner", DRIFT_RUN, context, "755")
+    fields = cron_fields(str(context["drift_cron"]))
+    crontab.crontab(
+        name="Check for drift from cron",
+        command=DRIFT_RUN,
+        user=OPS_USER,
+        cron_name=CRON_NAME,
+        minute=fields["minute"],
+        hour=fields["hour"],
+        day_of_month=fields["day_of_month"],
+        month=fields["month"],
+        day_of_week=fields["day_of_week"],
+    )
+    hook = [
+        files.put(
+            name="Install the failure recorder",
+            src=StringIO(services_render(RECORD_FAILURE, _record_context(data))),
+            dest=RECORD_FAILURE,
+            mode="755",
+        ),
+        files.put(
+            name="Install the OnFailure hook unit",
+            src=StringIO(services_render(FAILED_UNIT, {})),
+            dest=FAILED_UNIT,
+            mode="644",
+        ),
+    ]
+    _put("Install the restart's metrics recorder", RECORD, context, "755")
+    service = _put("Install the rolling restart service", SERVICE, context)
+    timer = _put("Install the nightly rolling restart timer", TIMER, context)
+    systemd.daemon_reload(
+        name="Reload systemd (the restart units changed)",
+        _if=any_changed(service, timer, *hook),
+    )
+    enabled = bool(context["restart_enabled"])
+    systemd.service(
+        name="Schedule the nightly rolling restart"
+        if enabled
+        else "Stop the nightly rolling restart (restart_enabled is false)",
+        service="seawall-restart.timer",
+        running=enabled,
+        enabled=enabled,
+    )
+
+
+def _put(name: str, target: str, context: Mapping[str, Any], mode: str = "644") -> Any:
+    return files.put(
+        name=name,
+        src=StringIO(render(CONCERN, target, context)),
+        dest=target,
+        user="root",
+        group="root",
+        mode=mode,
+    )
