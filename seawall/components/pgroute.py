@@ -40,7 +40,7 @@ from seawall.components.common import group_members, host_secrets, install_packa
 from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
 from seawall.names import role_secret
-from seawall.operations.files import validated_file
+from seawall.operations.files import secret_file, validated_file
 from seawall.settings import setting
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
@@ -120,13 +120,14 @@ def deploy_pgroute() -> None:
         group="postgres",
         mode="640",
     )
-    users = files.put(
+    # The roles' passwords in clear: the secret write path, never files.put.
+    users = secret_file(
         name="Give PgBouncer the service roles' logins",
-        src=StringIO(render(CONCERN, PGBOUNCER_USERS, context)),
+        src=render(CONCERN, PGBOUNCER_USERS, context),
         dest=PGBOUNCER_USERS,
-        user="root",
         group="postgres",
-        mode="640",
+        mode=640,
+        private_dir=False,
     )
 
     systemd.service(

@@ -47,6 +47,7 @@ from seawall.components.common import group_members, host_secrets, install_packa
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.names import data_dir, patroni_config_path, patroni_unit, role_secret
+from seawall.operations.files import secret_file
 from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
 from seawall.operations.postgres import debian_cluster_absent, service_roles
 from seawall.settings import setting
@@ -220,13 +221,14 @@ def _configure(context: Mapping[str, Any], archive: bool) -> Any:
             group="root",
             mode="755",
         )
-    patroni_yml = files.put(
+    # It holds the superuser, replication, rewind and REST passwords: the secret write path.
+    patroni_yml = secret_file(
         name="Configure this Patroni member",
-        src=StringIO(render(CONCERN, PATRONI_TEMPLATE, context)),
+        src=render(CONCERN, PATRONI_TEMPLATE, context),
         dest=context["config_path"],
         user="postgres",
         group="postgres",
-        mode="600",
+        private_dir=False,
     )
     unit_dropin(
         "Restart Patroni after any crash",

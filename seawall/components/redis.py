@@ -63,6 +63,7 @@ from seawall.facts.redis import (
     SentinelMasterSettings,
     cli,
 )
+from seawall.operations.files import secret_file
 from seawall.operations.redis import include_last_if_shadowed, managed_include_last
 from seawall.settings import setting
 
@@ -267,14 +268,7 @@ def _context() -> dict[str, Any]:
 
 
 def _auth_file(path: str, secret: str, name: str) -> None:
-    files.put(
-        name=name,
-        src=StringIO(secret),
-        dest=path,
-        user="root",
-        group="root",
-        mode="600",
-    )
+    secret_file(name=name, src=secret, dest=path, private_dir=False)
 
 
 @deploy("Redis with Sentinel", data_defaults=DEFAULTS)
@@ -314,13 +308,14 @@ def deploy_redis() -> None:
 def _redis(context: dict[str, Any], plan: RedisPlan) -> None:
     port = context["redis_port"]
     _auth_file(REDIS_CLI_AUTH, context["redis_password"], "Store the Redis password for redis-cli")
-    managed = files.put(
+    # It holds requirepass and masterauth: the secret write path, never files.put.
+    managed = secret_file(
         name="Write the settings seawall manages for Redis",
-        src=StringIO(render("redis", MANAGED_CONF, context)),
+        src=render("redis", MANAGED_CONF, context),
         dest=MANAGED_CONF,
-        user="root",
         group="redis",
-        mode="640",
+        mode=640,
+        private_dir=False,
     )
     managed_include_last(
         name="Include the managed settings last in redis.conf",
@@ -385,19 +380,18 @@ def _sentinel(context: dict[str, Any], plan: RedisPlan) -> None:
     )
     if plan.sentinel_master is not None:
         master_host, master_port = plan.sentinel_master
-        files.put(
+        secret_file(
             name="Write Sentinel's initial configuration (Sentinel owns it from now on)",
-            src=StringIO(
-                render(
-                    "redis",
-                    SENTINEL_CONF,
-                    {**context, "master_host": master_host, "master_port": master_port},
-                )
+            src=render(
+                "redis",
+                SENTINEL_CONF,
+                {**context, "master_host": master_host, "master_port": master_port},
             ),
             dest=SENTINEL_CONF,
             user="redis",
             group="redis",
-            mode="640",
+            mode=640,
+            private_dir=False,
         )
     unit_dropin(
         "Restart Sentinel after a crash",
