@@ -1,0 +1,202 @@
+"""The ops host as controller: rendered units, the wheelhouse's reuse, the inventory keys."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from seawall import defaults, schema
+from seawall.components import ops
+from seawall.components.templates import render
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def context(**overrides: object) -> dict[str, object]:
+    data = {**defaults.all_defaults(), **overrides}
+    return ops.ops_context(data, "inventories/lab.py")
+
+
+def unit_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith(("#", ";"))]
+
+
+def test_timer_fires_at_04_utc_on_the_second_and_never_catches_up() -> None:
+    timer = unit_lines(render(ops.CONCERN, ops.TIMER, context()))
+    assert "OnCalendar=*-*-* 04:00:00 UTC" in timer
+    assert "Persistent=false" in timer
+    assert "AccuracySec=1s" in timer
+    assert "RandomizedDelaySec=0" in timer
+    assert "WantedBy=timers.target" in timer
+
+
+def test_timer_reads_its_keys() -> None:
+    timer = unit_lines(
+        render(
+            ops.CONCERN,
+            ops.TIMER,
+            context(restart_calendar="Sun *-*-* 03:30:00 UTC", restart_randomized_delay_sec=90),
+        )
+    )
+    assert "OnCalendar=Sun *-*-* 03:30:00 UTC" in timer
+    assert "RandomizedDelaySec=90" in timer
+
+
+def test_service_is_a_bounded_oneshot_with_failure_hook_and_metrics() -> None:
+    service = unit_lines(render(ops.CONCERN, ops.SERVICE, context()))
+    assert "Type=oneshot" in service
+    assert "TimeoutStartSec=3600" in service
+    assert "OnFailure=seawall-unit-failed@%n.service" in service
+    assert (
+        "ExecStart=/opt/seawall/venv/bin/seawall restart --rolling --yes --json "
+        "-i inventories/lab.py" in service
+    )
+    assert "WorkingDirectory=/opt/seawall/site" in service
+    assert f"ExecStopPost={ops.RECORD}" in service
+    assert "StandardOutput=journal" in service
+
+
+def test_every_template_names_its_target() -> None:
+    for target in ops.TEMPLATES:
+        text = render(ops.CONCERN, target, context())
+        first = text.splitlines()[1 if text.startswith("#!") else 0]
+        assert first == f"# {target} - managed by seawall", target
+
+
+def test_drift_runner_passes_the_textfile_dir_and_keeps_the_report() -> None:
+    text = render(ops.CONCERN, ops.DRIFT_RUN, context())
+    assert (
+        "/opt/seawall/venv/bin/seawall drift -i inventories/lab.py --json \\\n"
+        "    --textfile-dir /var/lib/prometheus/node-exporter" in text
+    )
+    assert "report=/var/lib/seawall/ops/drift-last.json" in text
+    assert 'mv -f "$report.new" "$report"' in text
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+
+
+def run_record(tmp_path: Path, result: str) -> str:
+    script = tmp_path / "record"
+    script.write_text(render(ops.CONCERN, ops.RECORD, context(services_textfile_dir=str(tmp_path))))
+    script.chmod(0o755)
+    subprocess.run([str(script)], env={"SERVICE_RESULT": result, "PATH": "/usr/bin:/bin"}, check=True)
+    return (tmp_path / "seawall_restart.prom").read_text()
+
+
+def metric(text: str, name: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    return None
+
+
+def test_restart_recorder_writes_ok_then_keeps_last_success_on_failure(tmp_path: Path) -> None:
+    first = run_record(tmp_path, "success")
+    assert metric(first, "seawall_restart_ok") == "1"
+    success = metric(first, "seawall_restart_last_success_timestamp_seconds")
+    assert success is not None and int(success) > 0
+    second = run_record(tmp_path, "timeout")
+    assert metric(second, "seawall_restart_ok") == "0"
+    assert metric(second, "seawall_restart_last_success_timestamp_seconds") == success
+    # Renamed into place: no temporary file left for the collector to trip on.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record", "seawall_restart.prom"]
+
+
+def test_restart_recorder_without_any_success_has_no_success_time(tmp_path: Path) -> None:
+    text = run_record(tmp_path, "exit-code")
+    assert metric(text, "seawall_restart_ok") == "0"
+    assert metric(text, "seawall_restart_last_success_timestamp_seconds") is None
+
+
+def test_cron_fields_split_drift_cron() -> None:
+    assert ops.cron_fields("7,22,37,52 * * * *") == {
+        "minute": "7,22,37,52",
+        "hour": "*",
+        "day_of_month": "*",
+        "month": "*",
+        "day_of_week": "*",
+    }
+
+
+def test_default_drift_schedule_never_runs_at_four() -> None:
+    minute = ops.cron_fields(defaults.OPS["drift_cron"])["minute"]
+    assert "0" not in minute.split(",")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("restart_calendar", "*-*-* 25:00:00 UTC", "systemd-analyze calendar rejects it"),
+        ("restart_calendar", "every night", "systemd-analyze calendar rejects it"),
+        ("drift_cron", "7 * * *", "five cron fields"),
+        ("restart_randomized_delay_sec", -1, "greater than or equal"),
+        ("restart_enabled", "maybe", "bool"),
+        ("restart_timeout_sec", 10, "greater than or equal"),
+    ],
+)
+def test_bad_ops_values_are_errors_naming_the_key(key: str, value: object, words: str) -> None:
+    problems = dict(schema.key_problems({**defaults.all_defaults(), key: value}))
+    assert key in problems, problems
+    assert words in problems[key]
+
+
+def test_defaults_pass() -> None:
+    assert list(schema.key_problems(defaults.all_defaults())) == []
+
+
+def fake_source(root: Path, body: str) -> None:
+    (root / "seawall").mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text("[project]\nname='x'\n")
+    (root / "seawall" / "__init__.py").write_text(body)
+
+
+def test_wheelhouse_is_built_once_and_reused_until_the_source_changes(tmp_path: Path) -> None:
+    root, cache = tmp_path / "src", tmp_path / "cache"
+    fake_source(root, "A = 1\n")
+    builds: list[Path] = []
+
+    def build(source: Path, target: Path) -> None:
+        builds.append(source)
+        (target / f"seawall-{len(builds)}.whl").write_bytes(b"wheel %d" % len(builds))
+
+    first = ops.wheelhouse(root, cache, build)
+    # A byte-compiled file does not count as a source change.
+    (root / "seawall" / "__pycache__").mkdir()
+    (root / "seawall" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    assert ops.wheelhouse(root, cache, build) == first
+    assert len(builds) == 1
+    assert (first / ops.MANIFEST).read_text().endswith("  seawall-1.whl\n")
+    (root / "seawall" / "__init__.py").write_text("A = 2\n")
+    second = ops.wheelhouse(root, cache, build)
+    assert second != first and len(builds) == 2
+    # The old folder goes: the cache holds only the current source's wheels.
+    assert [p.name for p in cache.iterdir()] == [second.name]
+
+
+def test_a_failed_build_leaves_nothing_to_reuse(tmp_path: Path) -> None:
+    root, cache = tmp_path / "src", tmp_path / "cache"
+    fake_source(root, "A = 1\n")
+
+    def broken(source: Path, target: Path) -> None:
+        (target / "half.whl").write_bytes(b"x")
+        raise RuntimeError("pip died")
+
+    with pytest.raises(RuntimeError):
+        ops.wheelhouse(root, cache, broken)
+    assert list(cache.iterdir()) == []
+
+
+def test_source_hash_covers_the_package_and_pyproject(tmp_path: Path) -> None:
+    fake_source(tmp_path, "A = 1\n")
+    before = ops.source_hash(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='y'\n")
+    assert ops.source_hash(tmp_path) != before
+
+
+def test_this_checkout_is_a_source_root() -> None:
+    assert ops.source_root() == REPO
+
+
+def test_site_files_are_the_inventory_its_group_data_and_config() -> None:
+    found = [target for _, target in ops.site_files(REPO, Path("inventories/lab.py"))]
+    assert found[:2] == ["config.py", "inventories/lab.py"]
+    assert "inventories/group_data/lab.py" in found
