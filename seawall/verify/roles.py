@@ -50,6 +50,8 @@ _METRICS: dict[str | None, tuple[tuple[str, str], ...]] = {
 }
 # The hang checker every app host runs beside the services (components/services.py).
 HEALTHWATCH = PurePosixPath(names.HEALTHWATCH_UNIT).name
+# The rolling restart's timer on the first ops host (components/ops.py).
+RESTART_TIMER = "seawall-restart.timer"
 # Debian's stock Patroni unit reads another file; the postgres deploy stops and disables it.
 STOCK_PATRONI = "patroni.service"
 
@@ -144,6 +146,12 @@ def expected(topology: Topology, host: Host) -> Expected:
     if repos and repos[0].name == host.name:
         # deploy_pgbackrest puts the nightly full backup's timer on the first ops host.
         timers.append(PurePosixPath(names.BACKUP_TIMER).name)
+        # deploy_ops puts the nightly rolling restart's timer there too; with
+        # restart_enabled false it must be stopped and disabled.
+        if data["restart_enabled"]:
+            timers.append(RESTART_TIMER)
+        else:
+            stopped.append(RESTART_TIMER)
     # deploy_logging: every host uploads its journal; the first ops host keeps
     # the central journal (its socket on the private address) and vacuums it.
     units.append("systemd-journal-upload.service")

@@ -78,7 +78,8 @@ def run_record(tmp_path: Path, result: str) -> str:
     script = tmp_path / "record"
     script.write_text(render(ops.CONCERN, ops.RECORD, context(services_textfile_dir=str(tmp_path))))
     script.chmod(0o755)
-    subprocess.run([str(script)], env={"SERVICE_RESULT": result, "PATH": "/usr/bin:/bin"}, check=True)
+    env = {"SERVICE_RESULT": result, "PATH": "/usr/bin:/bin"}
+    subprocess.run([str(script)], env=env, check=True)
     return (tmp_path / "seawall_restart.prom").read_text()
 
 

@@ -265,7 +265,11 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
             "systemd-journal-upload.service",
             "systemd-journal-remote.socket",
         ),
-        ("seawall-pgbackrest-full.timer", "seawall-journal-vacuum.timer"),
+        (
+            "seawall-pgbackrest-full.timer",
+            "seawall-restart.timer",
+            "seawall-journal-vacuum.timer",
+        ),
         {
             "tcp 10.77.0.41:9100",
             "tcp 10.77.0.41:9115",
@@ -274,6 +278,13 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
         },
     )
     assert ops.stopped_units == ()
+
+
+def test_restart_disabled_expects_its_timer_stopped(lab: Topology) -> None:
+    off = with_data(lab, "ops-1", restart_enabled=False)
+    ops = roles.expected(off, off.host("ops-1"))
+    assert "seawall-restart.timer" not in ops.timers
+    assert ops.stopped_units == ("seawall-restart.timer",)
 
 
 def test_expectations_follow_the_inventory_data(lab: Topology) -> None:
@@ -372,14 +383,17 @@ def test_timers_must_be_scheduled(lab: Topology) -> None:
     want = roles.expected(lab, lab.host("ops-1"))
     units = {"ssh.service": ("active", "enabled")} | {t: ("active", "enabled") for t in want.timers}
     scheduled = roles.judge_units(want, show(units, "Mon 2026-11-30 01:00:00 UTC"))
-    assert [c.name for c in scheduled[-2:]] == [
+    assert [c.name for c in scheduled[-3:]] == [
         "timer seawall-pgbackrest-full.timer",
+        "timer seawall-restart.timer",
         "timer seawall-journal-vacuum.timer",
     ]
-    assert all(c.ok for c in scheduled[-2:])
-    assert not roles.judge_units(want, show(units, ""))[-2].ok
+    assert all(c.ok for c in scheduled[-3:])
+    assert not roles.judge_units(want, show(units, ""))[-3].ok
     stopped = units | {want.timers[0]: ("inactive", "enabled")}
-    assert not roles.judge_units(want, show(stopped, "Mon 2026-11-30 01:00:00 UTC"))[-2].ok
+    assert not roles.judge_units(want, show(stopped, "Mon 2026-11-30 01:00:00 UTC"))[-3].ok
+    restart_off = units | {"seawall-restart.timer": ("inactive", "disabled")}
+    assert not roles.judge_units(want, show(restart_off, "Mon 2026-11-30 04:00:00 UTC"))[-2].ok
 
 
 LEADER = ("data-1", "10.77.0.11")
