@@ -48,6 +48,9 @@ COMMANDS: dict[str, str] = {
     "wrk": "wrk",
 }
 
+# Debian's own python3 (not a venv's): what the hosts run the reference service with.
+HOST_PYTHON = "/usr/bin/python3"
+
 # Files the lab uses that no command proves, by package. The LXC include is
 # the one bootstrap once missed (a Recommends of lxc).
 FILES: dict[str, str] = {
@@ -58,6 +61,13 @@ FILES: dict[str, str] = {
     # Off PATH too; the unit tests run both on loopback.
     "/lib/systemd/systemd-journal-remote": "systemd-journal-remote",
     "/lib/systemd/systemd-journal-upload": "systemd-journal-remote",
+    # Debian's interpreter and the reference service's libraries, as on the hosts:
+    # the unit tests run the service with them (a venv's python shadows python3 on PATH).
+    HOST_PYTHON: "python3-minimal",
+    "/usr/lib/python3/dist-packages/fastapi/__init__.py": "python3-fastapi",
+    "/usr/lib/python3/dist-packages/uvicorn/__init__.py": "python3-uvicorn",
+    "/usr/lib/python3/dist-packages/psycopg/__init__.py": "python3-psycopg",
+    "/usr/lib/python3/dist-packages/redis/__init__.py": "python3-redis",
 }
 
 

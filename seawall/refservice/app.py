@@ -1,6 +1,7 @@
 """The reference service's HTTP API.
 
 - ``GET /health``: the contract of ``seawall.runtime.health`` (200 OK/DEGRADED, 503 DOWN);
+- ``GET /health/public``: the same check, its status only (what the internet sees);
 - ``GET /items/{item_id}``: idempotent, touches nothing, names the host that answered;
 - ``POST /orders``: commits the order and its event in one transaction (``outbox``):
   201 with the order id; the same ``X-Request-ID`` again answers 200 with the same
@@ -10,6 +11,12 @@
   way). ``?delay=`` holds the request first, for drills that fail an upstream mid-request;
 - ``GET /slow?seconds=``: answers after a delay, for drain and timeout tests.
 
+Every query parameter is validated (``seconds`` and ``delay`` finite, 0 to
+``MAX_DELAY_S``): anything else is a 400 JSON error, before any handler runs.
+A request the gateway marks as from the internet (``X-Seawall-Edge: public``)
+gets 404 for the internal paths (per-service health, the API schema) and the
+drill knobs (``/slow``, ``?delay=``), whatever the gateway itself filters.
+
 Every response carries ``X-Request-ID`` (the caller's, or a new one) and every
 request is logged once, as JSON, with that id.
 """
@@ -17,12 +24,15 @@ request is logged once, as JSON, with that id.
 import asyncio
 import json
 import logging
+import math
 import socket
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from seawall.refservice.backends import Postgres, Redis
@@ -39,6 +49,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Drill and test knobs are bounded, so no request can hold a worker for long.
 MAX_DELAY_S = 30.0
+# The gateway's public listener sets this header to "public" (a client's own is dropped).
+EDGE_HEADER = b"x-seawall-edge"
+# Paths and query parameters an internet client never reaches (see the module docstring).
+INTERNAL_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/redoc", "/slow"})
+DRILL_PARAMETERS = frozenset({"delay"})
 # How long POST /orders waits to tell the caller its event is out (it is committed either way).
 EVENT_WAIT_S = 0.5
 
@@ -62,6 +77,9 @@ class RequestContext:
         request_id = jsonlog.accept_request_id(given)
         token = jsonlog.bind_request_id(request_id)
         self.counters["requests"] = self.counters.get("requests", 0) + 1
+        app = self.app
+        if _from_internet(scope) and _internal_only(scope):
+            app = _not_found
         started = time.perf_counter()
         status = 500
 
@@ -75,10 +93,10 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         finally:
             # Health checks come every few seconds: logged only when they fail.
-            quiet = scope["path"] == "/health" and status == 200
+            quiet = scope["path"] in ("/health", "/health/public") and status == 200
             access_log.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %s",
@@ -94,6 +112,24 @@ class RequestContext:
                 },
             )
             jsonlog.reset_request_id(token)
+
+
+def _from_internet(scope: Scope) -> bool:
+    return any(k == EDGE_HEADER and v == b"public" for k, v in scope["headers"])
+
+
+def _internal_only(scope: Scope) -> bool:
+    """Whether the request asks for an internal path or a drill knob (module docstring)."""
+    if (scope["path"].rstrip("/") or "/") in INTERNAL_PATHS:
+        return True
+    # Parsed as Starlette parses it, so no encoding slips a knob past this check.
+    query = scope.get("query_string", b"").decode("latin-1")
+    names = {name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+    return bool(names & DRILL_PARAMETERS)
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await _error(404, "not found")(scope, receive, send)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -143,10 +179,24 @@ def create_app(config: ServiceConfig) -> ASGIApp:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error")
 
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        # Names the parameter and the rule, never echoes the value sent.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return _error(400, f"invalid request: {problems}")
+
     @api.get("/health")
     async def health() -> JSONResponse:
         report = await checker.report()
         return JSONResponse(report.to_dict(), report.http_status)
+
+    @api.get("/health/public")
+    async def public_health() -> JSONResponse:
+        # No versions, dependency names, addresses or errors: the status only.
+        report = await checker.report()
+        return JSONResponse({"status": report.status.value}, report.http_status)
 
     @api.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
@@ -158,12 +208,16 @@ def create_app(config: ServiceConfig) -> ASGIApp:
         }
 
     @api.get("/slow")
-    async def slow(seconds: float = 1.0) -> dict[str, Any]:
-        await asyncio.sleep(min(max(seconds, 0.0), MAX_DELAY_S))
+    async def slow(seconds: float = Query(1.0, ge=0.0, le=MAX_DELAY_S)) -> Any:
+        # ge/le already refuse nan and inf (every comparison with nan is false);
+        # checked again here, as asyncio.sleep(nan) stalls the event loop for good.
+        if not math.isfinite(seconds):
+            return _error(400, "invalid request: seconds must be finite")
+        await asyncio.sleep(seconds)
         return {"service": config.service, "host": hostname, "slept": seconds}
 
     @api.post("/orders", status_code=201, response_model=None)
-    async def orders(request: Request, delay: float = 0.0) -> Any:
+    async def orders(request: Request, delay: float = Query(0.0, ge=0.0, le=MAX_DELAY_S)) -> Any:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else {}
@@ -171,8 +225,10 @@ def create_app(config: ServiceConfig) -> ASGIApp:
             return _error(400, "body is not JSON")
         request_id = jsonlog.request_id() or ""
         log.info("order received", extra={"delay": delay})
+        if not math.isfinite(delay):
+            return _error(400, "invalid request: delay must be finite")
         if delay > 0:
-            await asyncio.sleep(min(delay, MAX_DELAY_S))
+            await asyncio.sleep(delay)
         if postgres is None:
             return _error(503, "this service has no Postgres dependency")
         try:
