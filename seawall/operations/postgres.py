@@ -69,6 +69,15 @@ def debian_cluster_absent(version: int, cluster: str, patroni_config: str | None
     yield f"pg_dropcluster --stop {version} {shlex.quote(cluster)}"
 
 
+def _psql_stdin(sql: str, database: str = "postgres") -> StringCommand:
+    """psql reading ``sql`` on its standard input: a verifier there is in no process's argv."""
+    return StringCommand(
+        "cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d",
+        shlex.quote(database),
+        _stdin=sql,
+    )
+
+
 def _psql(sql: str, database: str = "postgres") -> StringCommand:
     return StringCommand(
         "cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d",
@@ -131,12 +140,12 @@ def service_roles(
     changed = False
     for role, password in sorted(passwords.items()):
         if role not in roles:
-            yield _psql(
+            yield _psql_stdin(
                 f"CREATE ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
             )
             changed = True
         elif not scram.matches(roles[role], password.unmask()):
-            yield _psql(
+            yield _psql_stdin(
                 f"ALTER ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
             )
             changed = True

@@ -143,6 +143,15 @@ def printed(command: Any) -> str:
     return str(command)
 
 
+def command_line(command: Any) -> str:
+    """Return the command line the host runs for a command (unmasked; never stdin or uploads)."""
+    if isinstance(command, FileUploadCommand):
+        return f"{command.dest} {command.remote_temp_filename}"
+    if isinstance(command, StringCommand):
+        return command.get_raw_value()
+    return str(command)
+
+
 def operations() -> set[str]:
     """Return ``<module>.<op>`` for every operation of the seawall.operations package."""
     found = set()
@@ -182,8 +191,11 @@ def test_operation(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert fake.noop_description == spec["noop_description"]
     assert fake.logs == spec.get("logs", [])
     shown = [printed(command) for command in commands] + fake.logs + [fake.noop_description or ""]
+    # What a process list on the host shows: every command line, unmasked.
+    argv = [command_line(command) for command in commands]
     for secret in [*spec.get("secrets", []), *hidden_texts(spec.get("kwargs", {}))]:
         assert not any(secret in text for text in shown), f"{secret!r} would be printed"
+        assert not any(secret in text for text in argv), f"{secret!r} would be in a command line"
 
 
 def test_a_fact_the_fixture_does_not_give_fails() -> None:
