@@ -102,7 +102,8 @@ def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
     # Into the trade store's own database, as its owner: what the real move does.
     database = "trading"
     role = str(app.data["postgres_databases"][database])
-    os.environ["PGPASSWORD"] = drill.role_password(topology, role)
+    # In the DSN, inside this process: PGPASSWORD would pass to every child (ssh for the tunnel).
+    password = drill.role_password(topology, role)
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()
         store = tradestore.sample_trade_store(Path(folder) / "trades.db", trades)
@@ -112,8 +113,12 @@ def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
             drill.data_fault_lock(log),
             tunnel(topology, app.name, app.data["haproxy_rw_port"]) as port,
         ):
-            dsn = f"host=127.0.0.1 port={port} dbname={database} user={role}"
             import psycopg
+            from psycopg.conninfo import make_conninfo
+
+            dsn = make_conninfo(
+                host="127.0.0.1", port=port, dbname=database, user=role, password=password
+            )
 
             with psycopg.connect(dsn, autocommit=True) as conn:
                 for table in ("trades", "positions", tradestore.PROGRESS_TABLE):

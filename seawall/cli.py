@@ -404,6 +404,50 @@ def drift_check(
     raise typer.Exit(report.exit_code)
 
 
+@app.command("restart")
+def restart(
+    rolling: Annotated[
+        bool,
+        typer.Option("--rolling", help="One host at a time, each step gated (the only mode)."),
+    ] = False,
+    inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (each step: host, action, gate) from the inventory alone: no "
+            "lock, no connection, no preflight. It takes the Redis master and Postgres leader "
+            "to be the groups' first hosts; a real run asks them and orders by them.",
+        ),
+    ] = False,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restart every daemon, one host at a time, each step health-gated: no request fails.
+
+    App hosts one at a time (drained at the gateway, units restarted, /health
+    gated, undrained), Redis replicas, Sentinels, a Redis switchover, the old
+    master, etcd members, the Postgres replica, a Patroni switchover, the old
+    leader, then the gateway's reload. First `seawall status` and `seawall
+    health` must be ok. It holds the operations lock throughout (drift waits).
+    Exit codes: 0 done (or the --dry-run plan), 1 preflight not ok (nothing
+    touched) or a gate failed (the run stopped there; the report names host,
+    step and why; a drained app host stays drained), 2 error (bad inventory,
+    lock busy, cluster not reachable), 3 declined (nothing done).
+    """
+    from seawall.restart import rolling_restart
+
+    if not rolling:
+        typer.echo("seawall: say --rolling (the only kind of restart)", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    if not dry_run:
+        _confirm("Restart every daemon of the inventory, one host at a time?", yes)
+    with _errors():
+        topology = _load(inventory_path, check_secrets=not dry_run)
+        report = rolling_restart(topology, dry_run=dry_run, log=progress)
+    _finish(report, as_json)
+
+
 @app.command("health")
 def health(inventory_path: InventoryOpt = DEFAULT_LAB_INVENTORY, as_json: JsonOpt = False) -> None:
     """Ask every service's /health on every app host.

@@ -511,6 +511,11 @@ GATEWAY: dict[str, Any] = {
     "gateway_journal_tag": "nginx_access",
     # HSTS lifetime in seconds (one year).
     "gateway_hsts_max_age": 31536000,
+    # App hosts (names) the gateway sends no new request to (`down` in every
+    # upstream): the rolling restart drains a host this way, through
+    # `--data`, for one deploy of the gateway. Empty: a normal deploy serves
+    # from every app host, so a host left drained shows as drift.
+    "gateway_drained_hosts": [],
 }
 
 METRICS: dict[str, Any] = {
@@ -625,6 +630,25 @@ LOGGING: dict[str, Any] = {
     # monthly never lets one expire).
     "journal_tls_days": 397,
     "journal_tls_renew_days": 30,
+}
+
+
+RESTART: dict[str, Any] = {
+    # One flock on the machine running seawall (the ops host), held by
+    # `seawall restart --rolling` for its whole run and by `seawall drift`:
+    # a dry run during a restart would report the drained host as drift.
+    # /run/lock is a tmpfs: a lock never outlives a reboot.
+    "restart_lock_file": "/run/lock/seawall-operations.lock",
+    # The health gate after an app host's units restart: every unit active
+    # and every /health 200 within this many seconds (the health contract).
+    "restart_gate_timeout_sec": 60,
+    # How long old NGINX workers may finish the drained host's requests after
+    # the reload: above the longest route read timeout (rl-training, 120 s).
+    "restart_drain_timeout_sec": 150,
+    # The bound of each data-tier gate (a Redis replica back in sync, a
+    # Sentinel seeing the master, etcd healthy, a Patroni member streaming,
+    # a switchover done): a restart plus a full resync on the lab's sizes.
+    "restart_data_timeout_sec": 120,
 }
 
 OPS: dict[str, Any] = {
@@ -849,6 +873,7 @@ def all_defaults() -> dict[str, Any]:
         METRICS,
         LAB,
         LOGGING,
+        RESTART,
         OPS,
         FIREWALL,
     ):

@@ -9,6 +9,9 @@ Redis, Sentinel and Patroni state is never drift, because no deploy re-templates
 it. Verdict: 0 no drift, 1 drift, 2 error (bad inventory, unreachable host,
 pyinfra failed or ran past its time bound), every error named in the report.
 
+While a rolling restart runs (it holds ``restart_lock_file``, see
+``seawall.oplock``) drift runs nothing: its report is that error, exit 2.
+
 It never changes a host: ``--dry``, and never ``-y``, which in pyinfra 3.10
 turns change detection off, so a dry run with it reports no change at all
 (shared/LAB-NOTES.md, trap 2). Without ``-y`` and with ``--json`` pyinfra asks
@@ -24,17 +27,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import chdir
+from contextlib import ExitStack, chdir
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from seawall import inventory
+from seawall import inventory, oplock
 from seawall.errors import SeawallError
 from seawall.output import EXIT_ERROR, EXIT_FINDING, EXIT_OK, table
 
 DEFAULT_DEPLOY = "deploys/site.py"
+# The report's error while `seawall restart --rolling` holds the operations
+# lock: no dry run then (the drained host would be reported as drift), and
+# the textfile says success 0 with this reason.
+RESTART_RUNNING = "a rolling restart is running"
 # A dry run of the 7-host lab takes well under a minute (target 15 s); five
 # minutes bounds a hung SSH connection or fact without cutting a slow but
 # healthy production run, and stays far below the cron interval.
@@ -262,21 +269,32 @@ def drift(
         return failed(str(error))
     hosts = [host.name for host in topology]
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    try:
-        result = subprocess.run(
-            [pyinfra, "--dry", "--json", str(path), deploy],
-            cwd=root,
-            # JSON mode asks nothing, but no terminal may be waited on by cron.
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1"},
-        )
-    except subprocess.TimeoutExpired:
-        return failed(f"pyinfra's dry run did not finish within {timeout:.0f} s", hosts)
-    except OSError as error:
-        return failed(f"cannot run {pyinfra}: {error.strerror}", hosts)
+    with ExitStack() as stack:
+        # Shared: drift checks may overlap each other, never a rolling restart
+        # (it holds the lock exclusively; its drained host would read as drift).
+        try:
+            stack.enter_context(
+                oplock.held(str(topology.value("restart_lock_file")), exclusive=False)
+            )
+        except oplock.LockBusy:
+            return failed(RESTART_RUNNING, hosts)
+        except SeawallError as error:
+            return failed(str(error), hosts)
+        try:
+            result = subprocess.run(
+                [pyinfra, "--dry", "--json", str(path), deploy],
+                cwd=root,
+                # JSON mode asks nothing, but no terminal may be waited on by cron.
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1"},
+            )
+        except subprocess.TimeoutExpired:
+            return failed(f"pyinfra's dry run did not finish within {timeout:.0f} s", hosts)
+        except OSError as error:
+            return failed(f"cannot run {pyinfra}: {error.strerror}", hosts)
     return judge(
         str(inventory_path),
         hosts,

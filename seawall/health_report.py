@@ -7,7 +7,7 @@ from typing import Any
 
 from seawall import defaults
 from seawall.errors import SeawallError
-from seawall.inventory import Topology
+from seawall.inventory import Host, Topology
 from seawall.netguard import require_lab_bridge
 from seawall.output import table
 from seawall.runtime.health import Status, fetch_health
@@ -82,6 +82,21 @@ def _ask(host: str, service: str, url: str, timeout: float) -> ServiceHealth:
     )
 
 
+def targets(host: Host) -> list[tuple[str, str, str]]:
+    """Return (host, service, /health URL) for every service of the catalogue on ``host``."""
+    path = host.data.get("services_health_path") or defaults.SERVICES["services_health_path"]
+    return [
+        (host.name, str(service["name"]), f"http://{host.address}:{service['port']}{path}")
+        for service in host.data.get("services") or defaults.SERVICES["services"]
+    ]
+
+
+def ask_all(targets: list[tuple[str, str, str]], timeout: float = 5.0) -> HealthSummary:
+    """Ask every (host, service, URL) at once."""
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(targets)))) as pool:
+        return HealthSummary(tuple(pool.map(lambda t: _ask(t[0], t[1], t[2], timeout), targets)))
+
+
 def collect(topology: Topology, timeout: float = 5.0) -> HealthSummary:
     """Ask every service of the catalogue on every ``app`` host for its /health.
 
@@ -93,12 +108,4 @@ def collect(topology: Topology, timeout: float = 5.0) -> HealthSummary:
         raise SeawallError(f"{topology.path}: no host in group app")
     if "lab" in topology.hosts[0].groups:
         require_lab_bridge(topology)
-    targets = []
-    for host in apps:
-        path = host.data.get("services_health_path") or defaults.SERVICES["services_health_path"]
-        for service in host.data.get("services") or defaults.SERVICES["services"]:
-            url = f"http://{host.address}:{service['port']}{path}"
-            targets.append((host.name, str(service["name"]), url))
-    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-        results = pool.map(lambda t: _ask(t[0], t[1], t[2], timeout), targets)
-        return HealthSummary(tuple(results))
+    return ask_all([target for host in apps for target in targets(host)], timeout)

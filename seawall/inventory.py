@@ -292,6 +292,19 @@ def _redis_problems(topology: Topology) -> Iterator[Problem]:
             )
 
 
+def _drained_problems(topology: Topology) -> Iterator[Problem]:
+    """A drained host is an app host: the gateway's upstreams hold no other."""
+    apps = {host.name for host in topology.group("app")}
+    for host in topology.group("gateway"):
+        for name in host.data.get("gateway_drained_hosts") or []:
+            if name not in apps:
+                yield Problem(
+                    host.name,
+                    "gateway_drained_hosts",
+                    f"{name!r} is not an app host (app: {', '.join(sorted(apps)) or 'none'})",
+                )
+
+
 def _address_problems(topology: Topology) -> Iterator[Problem]:
     seen: dict[str, str] = {}
     for host in topology:
@@ -439,6 +452,7 @@ def validate(topology: Topology, check_secrets: bool = True) -> list[Problem]:
             _sentinel_problems,
             _shared_problems,
             _redis_problems,
+            _drained_problems,
             _relation_problems,
             _admin_key_problems,
         ]

@@ -505,6 +505,8 @@ class Gateway(_Model):
         str, AfterValidator(_matching(r"[A-Za-z0-9_]{0,32}", "an NGINX syslog tag, or empty"))
     ]
     gateway_hsts_max_age: NonNegative
+    # Each must be an app host (seawall.inventory checks, with the whole topology).
+    gateway_drained_hosts: list[SafeName]
 
 
 # Prometheus durations: 15s, 1m30s, 500ms (the intervals and timeouts compare as seconds).
@@ -563,6 +565,13 @@ class Logging(_Model):
     # certificate is renewed while it still works.
     journal_tls_days: Annotated[int, Field(ge=366, le=3650)]
     journal_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
+
+
+class Restart(_Model):
+    restart_lock_file: HostPath
+    restart_gate_timeout_sec: Annotated[int, Field(ge=5, le=600)]
+    restart_drain_timeout_sec: Annotated[int, Field(ge=1, le=3600)]
+    restart_data_timeout_sec: Annotated[int, Field(ge=10, le=1800)]
 
 
 class Ops(_Model):
@@ -629,6 +638,7 @@ CONCERNS: dict[str, type[_Model]] = {
     "LAB": Lab,
     "PGBACKREST": Pgbackrest,
     "LOGGING": Logging,
+    "RESTART": Restart,
     "OPS": Ops,
     "FIREWALL": Firewall,
 }
@@ -650,6 +660,7 @@ class HostData(
     Lab,
     Pgbackrest,
     Logging,
+    Restart,
     Ops,
     Firewall,
     InventoryOnly,

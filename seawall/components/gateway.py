@@ -17,7 +17,10 @@ What it guarantees on every host of the ``gateway`` group:
   itself answers; security headers; a body size limit;
 - the same routes and limits over plain HTTP on the private address only, at
   ``gateway_internal_http_port`` (unless None), for callers inside the private network;
-- stub_status on 127.0.0.1:``gateway_status_port`` only.
+- stub_status on 127.0.0.1:``gateway_status_port`` only;
+- the app hosts named in ``gateway_drained_hosts`` are ``down`` in every upstream
+  (the rolling restart's drain; a normal deploy names none, so one left drained
+  is drift).
 
 What it never does:
 
@@ -140,8 +143,19 @@ def routes(data: Data) -> list[dict[str, Any]]:
     return out
 
 
-def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
-    """Return what nginx.conf.j2 sees."""
+def drained_addresses(data: Data, members: list[tuple[str, str]]) -> list[str]:
+    """Return the addresses of the app hosts ``gateway_drained_hosts`` names.
+
+    ``members`` are the app group's (name, address), as ``group_members("app")`` gives them.
+    """
+    drained = set(setting(data, "gateway_drained_hosts"))
+    return [address for name, address in members if name in drained]
+
+
+def context(
+    data: Data, app_addresses: list[str], drained: list[str] | None = None
+) -> dict[str, Any]:
+    """Return what nginx.conf.j2 sees; ``drained`` addresses are marked ``down``."""
     cert, key, _ = tls_paths(data)
     zones = setting(data, "gateway_rate_zones")
     return {
@@ -156,6 +170,7 @@ def context(data: Data, app_addresses: list[str]) -> dict[str, Any]:
         "limit_conn": setting(data, "gateway_limit_conn"),
         "routes": routes(data),
         "app_addresses": app_addresses,
+        "drained_addresses": list(drained or []),
         "max_fails": setting(data, "gateway_max_fails"),
         "fail_timeout": setting(data, "gateway_fail_timeout"),
         "upstream_keepalive": setting(data, "gateway_upstream_keepalive"),
@@ -191,9 +206,11 @@ def deploy_gateway() -> None:
     if "gateway" not in host.groups:
         return
     data = host.data
+    members = group_members("app")
     apps = list(setting(data, "gateway_upstream_addresses") or []) or [
-        address for _, address in group_members("app")
+        address for _, address in members
     ]
+    drained = drained_addresses(data, members)
 
     install_packages("Install NGINX", ["nginx", "openssl"])
 
@@ -213,7 +230,7 @@ def deploy_gateway() -> None:
         )
     conf = validated_file(
         name="Configure NGINX as the gateway (checked with nginx -t first)",
-        src=render(NGINX_CONF, context(data, apps)),
+        src=render(NGINX_CONF, context(data, apps, drained)),
         dest=NGINX_CONF,
         validate="nginx -t -q -c {path}",
         check_installed="nginx -t -q",

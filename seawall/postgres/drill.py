@@ -22,12 +22,15 @@ from typing import Any
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults, lab_config
-from seawall.names import data_dir, patroni_config_path
+from seawall.names import data_dir
 from seawall.netguard import require_lab_network
 from seawall.plot import Mark, Timeline, longest_gap, recovery_mark, timeline
+
+# Moved below the drills so production code (the rolling restart) uses them too.
+from seawall.postgres.failover import switchover, wait_leader
+from seawall.postgres.failover import wait_healthy as wait_healthy
 from seawall.postgres.remote_writer import Writer, writer_settings
 from seawall.postgres.remote_writer import role_password as role_password
-from seawall.postgres.status import cluster, leader_of
 from seawall.ssh import run as ssh_run
 
 Log = Callable[[str], None]
@@ -42,7 +45,6 @@ SCENARIOS: dict[str, bool] = {
     "replica-down": False,
     "etcd-member-down": False,
 }
-POLL = 0.2
 
 
 @dataclass
@@ -111,32 +113,6 @@ def data_fault_lock(log: Log) -> AbstractContextManager[None]:
     )
 
 
-def wait_healthy(topology: Topology, timeout: float) -> tuple[bool, str | None]:
-    """Wait until every Postgres member runs, one leads, and replicas stream with a known lag.
-
-    Returns (healthy, leader).
-    """
-    expected = {host.name for host in topology.group("postgres")}
-    # In synchronous mode Patroni promotes only the synchronous standby: a
-    # fault before a rejoined replica is synchronous again would (rightly)
-    # leave the cluster without a leader. Wait for one.
-    synchronous = bool(topology.group("postgres")[0].data.get("patroni_synchronous_mode"))
-    started = time.monotonic()
-    leader = None
-    while time.monotonic() - started < timeout:
-        members = cluster(topology).members
-        leader = leader_of(members)
-        running = {m["name"] for m in members if m.get("state") in ("running", "streaming")}
-        replicas_streaming = all(
-            isinstance(m.get("lag"), int) for m in members if m.get("name") != leader
-        )
-        has_sync = not synchronous or any(m.get("role") == "sync_standby" for m in members)
-        if leader and running == expected and replicas_streaming and has_sync:
-            return True, leader
-        time.sleep(POLL)
-    return False, leader
-
-
 def _read_present(topology: Topology, host: str, run: str) -> set[int]:
     reader = Writer(topology, host, writer_settings(topology, "read", run, 60))
     return set(reader.stop()["present"])
@@ -147,17 +123,6 @@ def write_outage(acks: list[list[float]], since: float) -> float:
     times = sorted(t for _, t in acks)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b >= since]
     return max(gaps, default=0.0)
-
-
-def _wait_leader(topology: Topology, not_leader: str | None, timeout: float) -> str | None:
-    """Wait for a running leader other than ``not_leader`` (any leader if None)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leader = leader_of(cluster(topology).members)
-        if leader and leader != not_leader:
-            return leader
-        time.sleep(POLL)
-    return None
 
 
 def run_scenario(
@@ -187,34 +152,27 @@ def run_scenario(
         started = time.monotonic()
         new_leader: str | None = leader
         if scenario == "switchover":
-            ssh_run(
-                topology,
-                leader,
-                f"patronictl -c {patroni_config_path(data)} switchover --leader {leader} "
-                f"--candidate {replica} --force",
-                check=True,
-            )
-            new_leader = _wait_leader(topology, leader, 30)
+            new_leader = switchover(topology, leader, replica, 30)
         elif scenario == "leader-process-kill":
             ssh_run(
                 topology, leader, f"kill -9 $(head -1 {data_dir(data)}/postmaster.pid)", check=True
             )
             time.sleep(1)
-            new_leader = _wait_leader(topology, None, 60)
+            new_leader = wait_leader(topology, None, 60)
         elif scenario == "leader-host-crash":
             faults.crash(config, leader)
-            new_leader = _wait_leader(topology, leader, 90)
+            new_leader = wait_leader(topology, leader, 90)
         elif scenario == "leader-partitioned":
             faults.isolate(config, leader)
-            new_leader = _wait_leader(topology, leader, 90)
+            new_leader = wait_leader(topology, leader, 90)
         elif scenario == "replica-down":
             faults.crash(config, replica)
             time.sleep(12)  # the leader drops its synchronous standby and goes on
-            new_leader = _wait_leader(topology, None, 30)
+            new_leader = wait_leader(topology, None, 30)
         elif scenario == "etcd-member-down":
             ssh_run(topology, leader, "systemctl stop etcd", check=True)
             time.sleep(10)
-            new_leader = _wait_leader(topology, None, 30)
+            new_leader = wait_leader(topology, None, 30)
         recovered_s = time.monotonic() - started if new_leader else None
         log(f"{scenario}: leader now {new_leader} after {recovered_s or 0:.1f} s")
         time.sleep(3)  # commits through the recovered route

@@ -46,8 +46,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis import exceptions as redis_exceptions
-
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import faults
@@ -56,8 +54,12 @@ from seawall.local import run as run_local
 from seawall.netguard import require_lab_network
 from seawall.plot import Mark, Timeline, longest_gap, recovery_mark, timeline
 from seawall.redis.client import redis_settings
+
+# Moved below the drills so production code (the rolling restart) uses them too.
+from seawall.redis.failover import switchover as switchover
+from seawall.redis.failover import wait_healthy as wait_healthy
 from seawall.redis.sentinel_log import count_switches
-from seawall.redis.topology import RedisStatus, redis_status
+from seawall.redis.topology import redis_status
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings, connect
 from seawall.runtime.spool import DiskSpool, SpoolFullError
 from seawall.ssh import run as ssh
@@ -216,84 +218,6 @@ def false_failovers(topology: Topology, seconds: float = 60) -> dict[str, int]:
     time.sleep(seconds)
     events.stop()
     return {channel: events.counts.get(channel, 0) for channel in _SentinelEvents.CHANNELS}
-
-
-def wait_healthy(topology: Topology, timeout: float = 60) -> RedisStatus:
-    """Wait until one master, all replicas connected to it and all Sentinels agree.
-
-    Raises:
-        SeawallError: not healthy within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        status = redis_status(topology, timeout=0.5)
-        if status.ok:
-            return status
-        if time.monotonic() > deadline:
-            raise SeawallError(f"Redis is not healthy after {timeout:.0f} s: {status.to_json()}")
-        time.sleep(0.5)
-
-
-def switchover(topology: Topology, timeout: float = 30) -> str:
-    """Move the master role to a replica without losing an acknowledged write.
-
-    Writes on the old master are paused first, so nothing lands there between
-    the promotion and the old master's demotion; paused clients then get
-    READONLY and follow the Sentinels to the new master.
-
-    Raises:
-        SeawallError: the cluster is unhealthy, or no new master within ``timeout``.
-    """
-    status = wait_healthy(topology, timeout=timeout)
-    assert status.master is not None
-    settings = redis_settings(topology)
-    host, port = status.master.split(":")
-
-    def on_old_master(*command: object) -> Any:
-        # Redis drops its clients' connections when Sentinel demotes it: a
-        # command cut off that way is sent once more on a fresh connection
-        # (CLIENT PAUSE/UNPAUSE and ROLE act on the server, not the connection).
-        for attempt in (1, 2):
-            conn = connect(host, int(port), settings.password, 2)
-            try:
-                return conn.execute_command(*command)
-            except (OSError, redis_exceptions.ConnectionError):  # OSError covers ConnectionError
-                if attempt == 2:
-                    raise
-            finally:
-                conn.close()
-
-    on_old_master("CLIENT", "PAUSE", int(timeout * 1000), "WRITE")
-    try:
-        sentinel_host, sentinel_port = settings.sentinels[0]
-        sentinel = connect(sentinel_host, sentinel_port, settings.sentinel_password, 2)
-        try:
-            sentinel.execute_command("SENTINEL", "FAILOVER", settings.master_name)
-        finally:
-            sentinel.close()
-        deadline = time.monotonic() + timeout
-        client = MajorityClient(settings)
-        try:
-            while True:
-                try:
-                    new = client.discover()
-                    if f"{new[0]}:{new[1]}" != status.master:
-                        break
-                except Exception:  # mid-failover the majority may not name anyone yet
-                    pass
-                if time.monotonic() > deadline:
-                    raise SeawallError(f"no new master within {timeout:.0f} s of SENTINEL FAILOVER")
-                time.sleep(0.05)
-            # Sentinel demotes the old master right after; unpause only then.
-            while time.monotonic() < deadline:
-                if on_old_master("ROLE")[0] in (b"slave", "slave"):
-                    break
-                time.sleep(0.05)
-        finally:
-            client.close()
-    finally:
-        on_old_master("CLIENT", "UNPAUSE")
-    return f"{new[0]}:{new[1]}"
 
 
 def _host_of(topology: Topology, address: str) -> str:

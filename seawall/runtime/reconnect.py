@@ -142,8 +142,9 @@ class RedisSettings:
 
     sentinels: tuple[tuple[str, int], ...]
     master_name: str
-    password: str | None = None
-    sentinel_password: str | None = None
+    # Out of the repr: a logged or printed settings object shows no password.
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     # Replies (WAIT included) may take this long; a silent host is given up on after it.
     socket_timeout: float = 0.5
     # A TCP connect on the private network takes well under a millisecond: a

@@ -68,6 +68,7 @@ def test_the_command_list_is_what_these_tests_know() -> None:
         "logs",
         "status",
         "drift",
+        "restart",
         "check",
         "verify",
         "health",
@@ -157,6 +158,7 @@ DESTRUCTIVE = [
     (["drill", "redis", "switchover"], "seawall.redis.drill.run_drill", "Run switchover"),
     (["drill", "postgres", "switchover"], "seawall.postgres.drill.drill_postgres", "Run switch"),
     (["drill", "pg-restore"], "seawall.postgres.restore.restore_drill", "take a backup"),
+    (["restart", "--rolling"], "seawall.restart.rolling_restart", "Restart every daemon"),
 ]
 
 
