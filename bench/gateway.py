@@ -460,7 +460,7 @@ def _transient_nginx(
 def minimal_servers(host_data: Mapping[str, Any], address: str) -> str:
     """The bare proxy's ``server`` blocks: one location to the static backend, over http
     and over https. The https listener has what the gateway's has (certificate, protocols,
-    ciphers left at NGINX's default, session cache, http2 offered), nothing else."""
+    ciphers and curves, session cache, http2 offered), nothing else."""
     cert, key, _ = tls_paths(host_data)
     location = (
         '    location / { proxy_http_version 1.1; proxy_set_header Connection ""; '
@@ -472,6 +472,8 @@ def minimal_servers(host_data: Mapping[str, Any], address: str) -> str:
         f"  server {{\n    listen {address}:{MINIMAL_TLS_PORT} ssl http2;\n"
         f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
         f"    ssl_protocols {setting(host_data, 'gateway_tls_protocols')};\n"
+        f"    ssl_ciphers {setting(host_data, 'gateway_tls_ciphers')};\n"
+        f"    ssl_ecdh_curve {setting(host_data, 'gateway_tls_ecdh_curves')};\n"
         "    ssl_prefer_server_ciphers off;\n"
         "    ssl_session_cache shared:BARETLS:10m;\n    ssl_session_timeout 1h;\n"
         f"    ssl_session_tickets off;\n{location}  }}\n"

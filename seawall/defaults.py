@@ -459,6 +459,21 @@ GATEWAY: dict[str, Any] = {
     "gateway_tls_certificate": None,
     "gateway_tls_certificate_key": None,
     "gateway_tls_protocols": "TLSv1.2 TLSv1.3",
+    # TLS 1.2 suites: Mozilla's "intermediate" profile (guidelines 5.7), forward
+    # secret AEAD only (no RSA key exchange, no CBC/SHA-1). TLS 1.3 suites are
+    # OpenSSL's, all fine. The DHE ones are unused (no ssl_dhparam): ECDHE serves.
+    "gateway_tls_ciphers": (
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+    ),
+    # Key exchange groups, in Mozilla intermediate's order.
+    "gateway_tls_ecdh_curves": "X25519:prime256v1:secp384r1",
+    # The name plain HTTP redirects to (https://<name>/...), never the client's
+    # Host header (an open redirect and a cache-poisoning vector). None: the
+    # gateway host's inventory name; production sets its public DNS name.
+    "gateway_server_name": None,
     # Addresses of the hosts behind every route; None: the app group's private
     # addresses (the normal case). Set to put something else in between, or (the
     # gateway benchmark) a static stand-in backend.
@@ -470,9 +485,22 @@ GATEWAY: dict[str, Any] = {
         "execution": {"rate": 20, "burst": 40},
         "trading": {"rate": 10, "burst": 20},
     },
-    # Extra zones per service route, and exact path prefixes that place orders.
+    # Extra zones per service route, and public path prefixes that place orders.
     "gateway_route_zones": {"execution": ["execution"]},
     "gateway_trading_paths": ["/api/execution/orders"],
+    # Paths on every service that place or change orders (the reference
+    # service's POST /orders, and /orders/...): each prefix route's
+    # <route>orders is in `trading` too, so no service's orders escape it.
+    "gateway_order_paths": ["/orders"],
+    # Paths on every service that the public listener (80/443) answers 404:
+    # per-service health (internal addresses, versions), the API schema, and the
+    # reference service's drill knob. Prefixes, so /health/ and /health/x go too.
+    # The internal listener (private, firewalled to ops and admins) keeps them.
+    "gateway_private_paths": ["/health", "/openapi.json", "/docs", "/redoc", "/slow"],
+    # Exact routes the public listener sends to another path of their service:
+    # /api/health answers monitoring-health's status only there (no versions,
+    # dependency names or errors); the internal listener keeps the full report.
+    "gateway_public_upstream_paths": {"/api/health": "/health/public"},
     # Concurrent connections per client address.
     "gateway_limit_conn": 100,
     # Client addresses (CIDR) not rate limited: internal monitoring, say. Empty by default.

@@ -479,10 +479,20 @@ class Gateway(_Model):
             _matching(r"TLSv1\.[23]( TLSv1\.[23])*", "'TLSv1.2 TLSv1.3' or one of them")
         ),
     ]
+    gateway_tls_ciphers: Annotated[
+        str, AfterValidator(_matching(r"[A-Za-z0-9_+!-]+(:[A-Za-z0-9_+!-]+)*", "an OpenSSL list"))
+    ]
+    gateway_tls_ecdh_curves: Annotated[
+        str, AfterValidator(_matching(r"[A-Za-z0-9_-]+(:[A-Za-z0-9_-]+)*", "curves like X25519"))
+    ]
+    gateway_server_name: Hostname | None
     gateway_upstream_addresses: list[Address] | None
     gateway_rate_zones: dict[SafeName, RateZone]
     gateway_route_zones: dict[ServiceName, list[SafeName]]
     gateway_trading_paths: list[UrlPath]
+    gateway_order_paths: list[UrlPath]
+    gateway_private_paths: list[UrlPath]
+    gateway_public_upstream_paths: dict[UrlPath, UrlPath]
     gateway_limit_conn: Count
     gateway_rate_limit_exempt: list[Cidr]
     gateway_timeouts: Timeouts
@@ -777,6 +787,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "gateway_route_timeouts": ("services",),
     "gateway_route_zones": ("gateway_rate_zones", "services"),
     "gateway_trading_paths": ("services",),
+    "gateway_public_upstream_paths": ("services",),
     "gateway_tls_certificate_key": ("gateway_tls_certificate",),
     "postgres_service_roles": ("services", "postgres_drill_role"),
     "postgres_databases": ("services", "postgres_drill_database"),
@@ -877,6 +888,10 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for path in data["gateway_trading_paths"]:
         if not any(path.startswith(p) and path != p for p in prefixes):
             yield "gateway_trading_paths", f"{path} is under no service's prefix route"
+    exact = [s["route"] for s in services if not s["route"].endswith("/")]
+    for route in data["gateway_public_upstream_paths"]:
+        if route not in exact:
+            yield f"gateway_public_upstream_paths.{route}", "no service has this exact route"
     if (data["gateway_tls_certificate"] is None) != (data["gateway_tls_certificate_key"] is None):
         yield "gateway_tls_certificate_key", "set both the certificate and its key, or neither"
     drill_role, drill_database = data["postgres_drill_role"], data["postgres_drill_database"]

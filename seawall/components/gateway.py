@@ -3,13 +3,20 @@
 What it guarantees on every host of the ``gateway`` group:
 
 - NGINX from Debian serves HTTPS on ``gateway_https_port`` and only redirects on
-  ``gateway_http_port``; TLS uses ``gateway_tls_certificate``/``_key``, or, when they
-  are unset (the lab), a self-signed pair generated once on the host;
+  ``gateway_http_port``, to ``gateway_server_name`` (default: the host's inventory
+  name), never to the client's Host header; TLS is Mozilla intermediate (1.2 and
+  1.3, ``gateway_tls_ciphers``, no session tickets) with ``gateway_tls_certificate``/
+  ``_key``, or, when they are unset (the lab), a self-signed pair generated once;
+- the public listener answers 404 for ``gateway_private_paths`` under every route
+  (per-service /health, /openapi.json, /slow...), marks what it proxies
+  ``X-Seawall-Edge: public`` (so a service refuses its drill knobs), and sends
+  ``/api/health`` to the status-only ``gateway_public_upstream_paths``;
 - one route per service of the ``services`` catalogue, to an upstream over every
   app host, or ``gateway_upstream_addresses`` when set (least_conn, keepalive,
   max_fails/fail_timeout), with its own timeouts;
 - rate limits per client (``gateway_rate_zones``: every route in ``general``,
-  execution routes in ``execution`` too, order paths in ``trading`` too) answering
+  execution routes in ``execution`` too, every service's ``gateway_order_paths`` and
+  ``gateway_trading_paths`` in ``trading`` too) answering
   429 with a JSON body; a cap on concurrent connections per client;
 - ``X-Request-ID`` from the client (if well-formed) or generated, sent upstream,
   returned and logged; a JSON access log with upstream timings, to a file and
@@ -43,6 +50,7 @@ from pyinfra.operations import server, systemd
 from seawall.components import templates
 from seawall.components.common import group_members, install_packages
 from seawall.defaults import GATEWAY
+from seawall.errors import SeawallError
 from seawall.operations.files import validated_file
 from seawall.settings import setting
 
@@ -86,11 +94,41 @@ def tls_paths(data: Data) -> tuple[str, str, bool]:
     return f"{SELF_SIGNED_DIR}/gateway.crt", f"{SELF_SIGNED_DIR}/gateway.key", True
 
 
+def trading_paths(data: Data) -> list[str]:
+    """Return every public path prefix in the ``trading`` zone.
+
+    ``gateway_trading_paths`` plus, for each prefix route, each of
+    ``gateway_order_paths`` under it (``/api/ai/orders``, ``/orders`` on ``/``).
+    """
+    out = list(setting(data, "gateway_trading_paths"))
+    for service in setting(data, "services"):
+        route = service["route"]
+        if route.endswith("/"):
+            out += [route + p.lstrip("/") for p in setting(data, "gateway_order_paths")]
+    return list(dict.fromkeys(out))
+
+
+def private_paths(data: Data) -> list[str]:
+    """Return the public path prefixes the public listener answers 404 (``gateway_private_paths``
+    under every prefix route)."""
+    out: list[str] = []
+    for service in setting(data, "services"):
+        route = service["route"]
+        if route.endswith("/"):
+            out += [route + p.lstrip("/") for p in setting(data, "gateway_private_paths")]
+    return list(dict.fromkeys(out))
+
+
 def routes(data: Data) -> list[dict[str, Any]]:
-    """Return every service's route: upstream name, locations and their zones, timeouts."""
+    """Return every service's route: upstream name, locations and their zones, timeouts.
+
+    A location's ``public_upstream_path`` is where the public listener sends it
+    (``gateway_public_upstream_paths``); the internal listener uses ``upstream_path``.
+    """
     zones = setting(data, "gateway_rate_zones")
     route_zones = setting(data, "gateway_route_zones")
-    trading_paths = setting(data, "gateway_trading_paths")
+    trading = trading_paths(data)
+    public_paths = setting(data, "gateway_public_upstream_paths")
     base_timeouts = setting(data, "gateway_timeouts")
     route_timeouts = setting(data, "gateway_route_timeouts")
 
@@ -111,23 +149,32 @@ def routes(data: Data) -> list[dict[str, Any]]:
         locations = []
         if path.endswith("/"):
             # Prefix route: /api/execution/x -> /x on the service.
-            for trading in trading_paths:
-                if owner(trading) == path:
+            for order_path in trading:
+                if owner(order_path) == path:
+                    upstream = "/" + order_path[len(path) :]
                     locations.append(
                         {
-                            "match": f"^~ {trading}",
-                            "upstream_path": "/" + trading[len(path) :],
+                            "match": f"^~ {order_path}",
+                            "upstream_path": upstream,
+                            "public_upstream_path": upstream,
                             "zones": [zone(z) for z in [*route_zone_names, "trading"]],
                         }
                     )
             locations.append(
-                {"match": path, "upstream_path": "/", "zones": [zone(z) for z in route_zone_names]}
+                {
+                    "match": path,
+                    "upstream_path": "/",
+                    "public_upstream_path": "/",
+                    "zones": [zone(z) for z in route_zone_names],
+                }
             )
         else:
+            upstream = service.get("upstream_path", path)
             locations.append(
                 {
                     "match": f"= {path}",
-                    "upstream_path": service.get("upstream_path", path),
+                    "upstream_path": upstream,
+                    "public_upstream_path": public_paths.get(path, upstream),
                     "zones": [zone(z) for z in route_zone_names],
                 }
             )
@@ -152,8 +199,30 @@ def drained_addresses(data: Data, members: list[tuple[str, str]]) -> list[str]:
     return [address for name, address in members if name in drained]
 
 
+def server_name(data: Data, host_name: str | None = None) -> str:
+    """Return the name plain HTTP redirects to.
+
+    ``gateway_server_name``, else the gateway host's inventory name (``host_name``,
+    or pyinfra's host for its data), else (a rendering outside a deploy without
+    either) its private address.
+
+    Raises:
+        SeawallError: none of these is known.
+    """
+    name = setting(data, "gateway_server_name") or host_name
+    if not name and isinstance(data, HostData):
+        name = data.host.name
+    name = name or data.get("private_address")
+    if not name:
+        raise SeawallError("gateway_server_name: not set, and the gateway host has no name")
+    return str(name)
+
+
 def context(
-    data: Data, app_addresses: list[str], drained: list[str] | None = None
+    data: Data,
+    app_addresses: list[str],
+    drained: list[str] | None = None,
+    host_name: str | None = None,
 ) -> dict[str, Any]:
     """Return what nginx.conf.j2 sees; ``drained`` addresses are marked ``down``."""
     cert, key, _ = tls_paths(data)
@@ -183,6 +252,10 @@ def context(
         "tls_certificate": cert,
         "tls_certificate_key": key,
         "tls_protocols": setting(data, "gateway_tls_protocols"),
+        "tls_ciphers": setting(data, "gateway_tls_ciphers"),
+        "tls_ecdh_curves": setting(data, "gateway_tls_ecdh_curves"),
+        "server_name": server_name(data, host_name),
+        "private_paths": private_paths(data),
         "hsts_max_age": setting(data, "gateway_hsts_max_age"),
         "errors": ERRORS,
     }
@@ -230,7 +303,7 @@ def deploy_gateway() -> None:
         )
     conf = validated_file(
         name="Configure NGINX as the gateway (checked with nginx -t first)",
-        src=render(NGINX_CONF, context(data, apps, drained)),
+        src=render(NGINX_CONF, context(data, apps, drained, host.name)),
         dest=NGINX_CONF,
         validate="nginx -t -q -c {path}",
         check_installed="nginx -t -q",

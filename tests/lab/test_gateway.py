@@ -1,5 +1,9 @@
 """The gateway on gw-1, asked over HTTPS from the controller: routes, ids, limits, failover.
 
+The public listener (80/443) serves public paths only; drills that need a knob
+(``?delay=``) or a service's own /health go through the internal listener
+(plain HTTP on gw-1's private address, open to the controller as an admin).
+
 Every load here is bounded in count and time and goes to lab addresses only.
 """
 
@@ -46,10 +50,11 @@ class Client:
 
     def __init__(self, topology: Topology, context: ssl.SSLContext, timeout: float = 25) -> None:
         self.address = topology.host(GATEWAY).address
+        self.port = int(topology.host(GATEWAY).data["gateway_internal_http_port"])
         self.context, self.timeout = context, timeout
         self.conn = self._connect()
 
-    def _connect(self) -> http.client.HTTPSConnection:
+    def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPSConnection(self.address, context=self.context, timeout=self.timeout)
 
     def request(
@@ -78,9 +83,23 @@ class Client:
         self.conn.close()
 
 
+class InternalClient(Client):
+    """One keep-alive plain-HTTP connection to the gateway's internal listener."""
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.address, self.port, timeout=self.timeout)
+
+
 @pytest.fixture
 def client(deployed_lab: Topology, tls: ssl.SSLContext) -> Iterator[Client]:
     made = Client(deployed_lab, tls)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def internal(deployed_lab: Topology, tls: ssl.SSLContext) -> Iterator[Client]:
+    made = InternalClient(deployed_lab, tls)
     yield made
     made.close()
 
@@ -96,8 +115,8 @@ def test_every_route_reaches_its_service_on_both_app_hosts(client: Client) -> No
         for _ in range(20):
             status, _, body = client.request("GET", item_path(service))
             if name == "monitoring-health":
-                # /api/health is monitoring-health's own /health.
-                assert body["service"] == name
+                # /api/health is monitoring-health's status, and nothing else, here.
+                assert set(body) == {"status"}, body
                 seen.add("any")
                 break
             assert status == 200, (name, body)
@@ -185,13 +204,14 @@ def test_stub_status_answers_on_localhost_only(deployed_lab: Topology) -> None:
 
 
 def test_a_post_is_not_retried_when_its_upstream_fails_mid_request(
-    deployed_lab: Topology, client: Client
+    deployed_lab: Topology, internal: Client
 ) -> None:
+    # ?delay= is a drill knob: the internal listener (same routes, same retry rules) passes it.
     request_id = f"post-{uuid.uuid4().hex}"
     outcome: dict[str, Any] = {}
 
     def post() -> None:
-        outcome["result"] = client.request(
+        outcome["result"] = internal.request(
             "POST", "/api/execution/orders?delay=4", {"X-Request-ID": request_id}, b'{"qty": 1}'
         )
 
@@ -300,3 +320,78 @@ def test_a_post_commits_a_row_and_publishes_its_event(
     assert body["order_id"] > 0 and body["request_id"] == request_id
     # Acknowledged by the Redis master and a replica (WAIT 1), or spooled on disk.
     assert body["event"]["status"] in ("acked", "spooled")
+
+
+def test_the_redirect_goes_to_the_configured_name_even_with_a_forged_host(
+    deployed_lab: Topology,
+) -> None:
+    data = deployed_lab.host(GATEWAY).data
+    name = data.get("gateway_server_name") or GATEWAY
+    plain = http.client.HTTPConnection(deployed_lab.host(GATEWAY).address, timeout=5)
+    plain.request("GET", "/api/ai/items/1?x=1", headers={"Host": "evil.example"})
+    response = plain.getresponse()
+    plain.close()
+    assert response.status == 301
+    assert response.getheader("Location") == f"https://{name}/api/ai/items/1?x=1"
+
+
+def test_internal_paths_are_404_publicly_and_answer_on_the_app_hosts(
+    deployed_lab: Topology, client: Client, internal: Client
+) -> None:
+    prefixes = [s for s in CATALOGUE.values() if s["route"].endswith("/")]
+    for service in prefixes:
+        route = service["route"]
+        for path in ("health", "health/", "openapi.json", "slow?seconds=0", "docs"):
+            status, _, body = client.request("GET", route + path)
+            assert status == 404 and body["status"] == 404, (route + path, body)
+        # The private listener keeps the service's own /health.
+        status, _, body = internal.request("GET", route + "health")
+        assert body["service"] == service["name"], (route, status, body)
+    # The knob on an order path: 404 from the internet (checked by the service
+    # itself, since no nginx rule can see every spelling of a query string).
+    status, _, body = client.request("POST", "/api/ai/orders?%64elay=1", body=b"{}")
+    assert status == 404, body
+    # The same paths straight on an app host, from an app host.
+    app = deployed_lab.host("app-1").address
+    for service in prefixes:
+        for path in ("/health", "/openapi.json"):
+            code = ssh(
+                deployed_lab,
+                "app-1",
+                f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 http://{app}:{service['port']}{path}",
+            ).stdout.strip()
+            assert code == "200", (service["name"], path, code)
+
+
+def test_the_public_health_is_the_status_only(client: Client, internal: Client) -> None:
+    status, _, body = client.request("GET", "/api/health")
+    assert status in (200, 503) and set(body) == {"status"}, body
+    assert body["status"] in ("OK", "DEGRADED", "DOWN")
+    # The internal listener (ops' blackbox exporter, seawall verify) keeps the full report.
+    _, _, full = internal.request("GET", "/api/health")
+    assert full["service"] == "monitoring-health" and "dependencies" in full
+
+
+def test_every_services_order_path_gets_429_past_the_trading_burst(client: Client) -> None:
+    trading = ZONES["trading"]
+    # GETs: no side effect (the services answer 404/405), but the limit comes first.
+    for path in ("/orders/1", "/api/ai/orders/1", "/api/marketdata/orders/1"):
+        time.sleep(trading["burst"] / trading["rate"] + 0.5)
+        first = [client.request("GET", path)[0] for _ in range(trading["burst"] + 1)]
+        assert 429 not in first, (path, first)
+        after = [client.request("GET", path)[0] for _ in range(10)]
+        assert 429 in after, (path, after)
+
+
+def test_slow_with_nan_is_refused_and_the_service_keeps_answering(
+    deployed_lab: Topology, client: Client, internal: Client
+) -> None:
+    assert client.request("GET", "/api/ai/slow?seconds=nan")[0] == 404
+    for value in ("nan", "inf", "-1", "1e9", "x"):
+        status, _, body = internal.request("GET", f"/api/ai/slow?seconds={value}")
+        assert status == 400 and "seconds" in body["error"], (value, body)
+    port = CATALOGUE["ai-engine"]["port"]
+    url = f"http://{deployed_lab.host('app-1').address}:{port}/slow?seconds=nan"
+    code, body = get_json(url)
+    assert code == 400, body
+    assert get_json(health_url(deployed_lab, "app-1", "ai-engine"), timeout=3)[0] == 200

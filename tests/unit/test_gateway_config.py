@@ -11,7 +11,9 @@ from seawall.components import gateway
 @pytest.fixture(scope="module")
 def conf(lab: inventory.Topology) -> str:
     apps = [h.address for h in lab.group("app")]
-    return gateway.render(gateway.NGINX_CONF, gateway.context(lab.host("gw-1").data, apps))
+    # As the deploy renders it: with the host's inventory name (the redirect's default).
+    data = lab.host("gw-1").data
+    return gateway.render(gateway.NGINX_CONF, gateway.context(data, apps, host_name="gw-1"))
 
 
 def service_port(lab: inventory.Topology, name: str) -> int:
@@ -39,7 +41,8 @@ def test_first_line_names_the_target(conf: str) -> None:
         ("/api/portfolio/", "svc_portfolio_intelligence/"),
         ("/api/rl/", "svc_rl_training/"),
         ("/api/marketdata/", "svc_marketdata/"),
-        ("= /api/health", "svc_monitoring_health/health"),
+        # The public listener's /api/health is the status only (test_gateway_edge.py).
+        ("= /api/health", "svc_monitoring_health/health/public"),
         ("/", "svc_backend/"),
         ("^~ /api/execution/orders", "svc_execution/orders"),
     ],
@@ -133,7 +136,7 @@ def test_errors_answer_json(conf: str, code: int) -> None:
 
 
 def test_tls_redirect_headers_and_body_limit(conf: str) -> None:
-    assert "return 301 https://$host$request_uri;" in conf
+    assert "return 301 https://gw-1$request_uri;" in conf
     assert "listen 443 ssl http2 default_server;" in conf
     assert "ssl_certificate /etc/nginx/tls/gateway.crt;" in conf
     for header in ("Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options"):
