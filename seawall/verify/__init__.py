@@ -3,12 +3,13 @@
 Per host, in one SSH session (and one admin login): the common baseline
 (:mod:`seawall.verify.common`), and what its roles promise
 (:mod:`seawall.verify.roles`): units running and enabled, timers scheduled,
-listening sockets exactly as configured, and on app hosts PgBouncer and HAProxy
-reaching the Postgres leader. Beside those sessions, at the same time, the
-cluster-wide promises (:mod:`seawall.verify.cluster`): Redis replication and
-Sentinel agreement, Patroni's leader and synchronous standby with lag, etcd
-health, every service's /health and every gateway route, each pinned on the
-host it is about.
+listening sockets exactly as configured, on app hosts PgBouncer and HAProxy
+reaching the Postgres leader, and on the first ops host the drift cron and the
+rolling restart's last results (:mod:`seawall.verify.ops`). Beside those
+sessions, at the same time, the cluster-wide promises
+(:mod:`seawall.verify.cluster`): Redis replication and Sentinel agreement,
+Patroni's leader and synchronous standby with lag, etcd health, every
+service's /health and every gateway route, each pinned on the host it is about.
 """
 
 import subprocess
@@ -24,7 +25,7 @@ from seawall.inventory import Host, Topology
 from seawall.netguard import require_lab_network
 from seawall.postgres.status import PostgresStatus, postgres_status
 from seawall.redis.topology import redis_status
-from seawall.verify import cluster, common, roles
+from seawall.verify import cluster, common, ops, roles
 from seawall.verify.common import CHECKS, judge, parse_sshd_t
 from seawall.verify.probe import Probe, parse_probes, probe_of, probe_script
 from seawall.verify.report import Check, HostReport, VerifyReport
@@ -49,8 +50,12 @@ T = TypeVar("T")
 
 
 def host_script(topology: Topology, host: Host) -> str:
-    """Return the one script run on ``host``: common probes, then its roles' probes."""
-    return probe_script(common.probe_commands(host) | roles.probe_commands(topology, host))
+    """Return the one script run on ``host``: common probes, its roles', the ops host's jobs'."""
+    return probe_script(
+        common.probe_commands(host)
+        | roles.probe_commands(topology, host)
+        | ops.probe_commands(topology, host)
+    )
 
 
 def _ssh(
@@ -86,7 +91,10 @@ def host_checks(
     admin: Probe,
     leader: tuple[str, str] | None,
 ) -> list[Check]:
-    """Judge one host's probe session: common checks, units, timers, listeners, Postgres route."""
+    """Judge one host's probe session: common checks, units, timers, listeners, Postgres route.
+
+    On the first ops host also its drift cron's and rolling restart's last runs.
+    """
     want = roles.expected(topology, host)
     checks = list(judge(host.data, list(host.roles), probes, admin))
     checks += roles.judge_units(want, probe_of(probes, "units"))
@@ -95,6 +103,8 @@ def host_checks(
     )
     if "app" in host.roles and roles.postgres_client_service(host.data) is not None:
         checks += roles.judge_pg_route(probe_of(probes, "pg_route"), leader)
+    if ops.controls(topology, host):
+        checks += ops.judge(host.data, probes)
     return checks
 
 

@@ -727,3 +727,355 @@ def test_metrics_listeners_follow_their_port_keys(lab: Topology) -> None:
     gateway = roles.expected(moved, moved.host("gw-1"))
     ports = {item.port for item in gateway.listeners if item.address == "10.77.0.31"}
     assert {9200, 3904} <= ports and not {9100, 3903} & ports
+
+
+# --- the first ops host's jobs: the drift cron and the rolling restart ---------------------
+
+NOW = 1_796_000_000.0  # the ops host's clock in these probes (2026-11-30)
+CRONTAB = """\
+# a line root had before the deploy
+MAILTO=ops@example.invalid
+0 1 * * * /usr/local/bin/backup-etc
+
+# pyinfra-name=seawall-drift
+7,22,37,52 * * * * /usr/local/libexec/seawall-drift-run
+"""
+UNITS_SHOW = """\
+Id=seawall-restart.timer
+ActiveState=active
+UnitFileState=enabled
+LastTriggerUSec={fired}
+
+Id=seawall-restart.service
+ActiveState={restart}
+UnitFileState=static
+LastTriggerUSec=
+
+Id=cron.service
+ActiveState={cron}
+UnitFileState=enabled
+LastTriggerUSec="""
+
+
+def drift_textfile(ago: float, error: str | None = None, drift: int = 0) -> Probe:
+    from seawall.drift import DriftReport, textfile
+
+    report = DriftReport(
+        "inventories/lab.py",
+        ("data-1", "app-1"),
+        ("data-1", "app-1") if error is None else ("data-1",),
+        drift={"app-1": [f"op {n}" for n in range(drift)]} if drift else {},
+        error=error,
+        finished_at=NOW - ago,
+    )
+    return Probe(0, textfile(report).strip())
+
+
+def drift_json(error: str | None) -> Probe:
+    from seawall.drift import DriftReport
+
+    report = DriftReport("inventories/lab.py", ("data-1",), (), error=error, finished_at=NOW)
+    return Probe(0, json.dumps(report.to_json()))
+
+
+def restart_textfile(tmp_path: Any, *results: str) -> Probe:
+    """What the real recorder (seawall-restart-record) wrote after runs ending with ``results``."""
+    from seawall.components import ops as component
+    from seawall.components.templates import render
+
+    script = tmp_path / "record"
+    context = component.ops_context(
+        {**defaults.all_defaults(), "services_textfile_dir": str(tmp_path)}, "inventories/lab.py"
+    )
+    script.write_text(render(component.CONCERN, component.RECORD, context))
+    script.chmod(0o755)
+    for result in results:
+        env = {"SERVICE_RESULT": result, "EXIT_STATUS": "1", "PATH": "/usr/bin:/bin"}
+        subprocess.run([str(script)], env=env, check=True)
+    return Probe(0, (tmp_path / "seawall_restart.prom").read_text().strip())
+
+
+MISSING = Probe(1, "cat: /var/lib/prometheus/node-exporter/x.prom: No such file or directory")
+
+
+def ops_probes(**changes: Probe) -> dict[str, Probe]:
+    """A healthy first ops host: the drift ran 10 min ago, the restart never yet."""
+    probes = {
+        "drift_cron": Probe(0, CRONTAB),
+        "drift_metrics": drift_textfile(600, drift=2),
+        "drift_report": drift_json(None),
+        "restart_metrics": MISSING,
+        "ops_clock": Probe(
+            0,
+            f"{NOW:.0f}\n{NOW - 86400:.0f} /usr/local/libexec/seawall-drift-run\n"
+            f"{NOW - 86400:.0f} /var/spool/cron/crontabs/root",
+        ),
+        "ops_units": Probe(0, UNITS_SHOW.format(fired="", restart="inactive", cron="active")),
+    }
+    return probes | changes
+
+
+def ops_checks(data: dict[str, Any] | None = None, /, **changes: Probe) -> dict[str, Check]:
+    from seawall.verify import ops
+
+    checks = ops.judge(data or DATA, ops_probes(**changes))
+    assert [c.name for c in checks] == list(ops.CHECKS)
+    return {c.name: c for c in checks}
+
+
+def test_ops_names_are_the_ones_the_ops_deploy_and_drift_give() -> None:
+    from pathlib import PurePosixPath
+
+    from seawall.components import ops as component
+    from seawall.components.templates import render
+    from seawall.verify import ops
+
+    assert (ops.CRON_NAME, ops.DRIFT_RUN, ops.DRIFT_REPORT, ops.CRON_USER) == (
+        component.CRON_NAME,
+        component.DRIFT_RUN,
+        component.DRIFT_REPORT,
+        component.OPS_USER,
+    )
+    assert ops.RESTART_TIMER == PurePosixPath(component.TIMER).name == roles.RESTART_TIMER
+    assert PurePosixPath(component.SERVICE).name == ops.RESTART_SERVICE
+    context = component.ops_context(defaults.all_defaults(), "inventories/lab.py")
+    recorder = render(component.CONCERN, component.RECORD, context)
+    assert f'prom="$dir/{ops.RESTART_TEXTFILE}"' in recorder
+    assert context["report"] == f"{defaults.all_defaults()['ops_state_dir']}/{ops.DRIFT_REPORT}"
+    assert "cron" in component.PACKAGES
+
+
+def test_only_the_first_ops_host_probes_its_jobs_in_its_one_session(lab: Topology) -> None:
+    from seawall.verify import host_script, ops
+
+    commands = ops.probe_commands(lab, lab.host("ops-1"))
+    assert set(commands) == {
+        "drift_cron",
+        "drift_metrics",
+        "drift_report",
+        "restart_metrics",
+        "ops_clock",
+        "ops_units",
+    }
+    assert commands["drift_metrics"] == "cat /var/lib/prometheus/node-exporter/seawall_drift.prom"
+    assert commands["drift_report"] == "cat /var/lib/seawall/ops/drift-last.json"
+    script = host_script(lab, lab.host("ops-1"))
+    assert all(command in script for command in commands.values())
+    for name in ("data-1", "app-1", "gw-1"):
+        assert ops.probe_commands(lab, lab.host(name)) == {}
+        assert "crontab" not in host_script(lab, lab.host(name))
+
+
+def test_the_ops_checks_follow_the_host_checks_on_the_first_ops_host_only(lab: Topology) -> None:
+    from seawall.verify import host_checks, ops
+
+    checks = host_checks(lab, lab.host("ops-1"), healthy() | ops_probes(), ADMIN_OK, LEADER)
+    assert [c.name for c in checks[-3:]] == list(ops.CHECKS)
+    assert all(c.ok for c in checks[-3:]), checks[-3:]
+    data_1 = host_checks(lab, lab.host("data-1"), healthy(), ADMIN_OK, LEADER)
+    assert not set(ops.CHECKS) & {c.name for c in data_1}
+
+
+def test_the_ops_clock_probe_gives_the_host_time_and_skips_missing_files(lab: Topology) -> None:
+    import time
+
+    from seawall.verify import ops
+
+    # The probe as it runs: here the cron's files are missing, so stat complains.
+    clock = ops.probe_commands(lab, lab.host("ops-1"))["ops_clock"]
+    output = subprocess.run(
+        ["sh", "-c", probe_script({"c": clock})],
+        capture_output=True,
+        text=True,
+    ).stdout
+    now, mtimes = ops.parse_clock(parse_probes(output)["c"].output)
+    assert now is not None and abs(now - time.time()) < 5
+    assert mtimes == {}
+    assert ops.parse_clock("1796000000\n1795990000 /var/spool/cron/crontabs/root") == (
+        1796000000.0,
+        {"/var/spool/cron/crontabs/root": 1795990000.0},
+    )
+
+
+def test_the_drift_cron_line_is_read_as_pyinfra_reads_its_named_line() -> None:
+    from pyinfra.facts.crontab import Crontab
+
+    from seawall.components.ops import cron_fields
+    from seawall.verify import ops
+
+    fact = Crontab().process(CRONTAB.splitlines()).get_command(name=ops.CRON_NAME)
+    line = ops.named_cron_line(CRONTAB)
+    assert fact is not None and line is not None
+    assert line.split(None, 5)[5] == fact["command"] == ops.DRIFT_RUN
+    # pyinfra's crontab operation would change nothing on this line (its fields compare equal).
+    fields = cron_fields(DATA["drift_cron"])
+    assert {key: str(fact.get(key)) for key in fields} == fields
+    assert ops.named_cron_line(CRONTAB.replace("pyinfra-name=seawall-drift", "other")) is None
+
+
+def test_a_healthy_ops_host_holds_its_three_job_checks() -> None:
+    checks = ops_checks()
+    assert all(c.ok for c in checks.values()), checks
+    assert checks["drift cron"].detail == (
+        "root: 7,22,37,52 * * * * /usr/local/libexec/seawall-drift-run"
+    )
+    assert checks["drift last run"].detail == "10 min ago, 2 operations of drift"
+    assert checks["restart last run"].detail == "no run yet"
+
+
+@pytest.mark.parametrize(
+    ("probe", "detail"),
+    [
+        (
+            Probe(0, CRONTAB.replace("7,22,37,52 *", "*/5 *")),
+            "seawall-drift line is '*/5 * * * * /usr/local/libexec/seawall-drift-run' "
+            "(want '7,22,37,52 * * * * /usr/local/libexec/seawall-drift-run')",
+        ),
+        (Probe(0, CRONTAB.replace("seawall-drift-run", "other")), "seawall-drift line is"),
+        (Probe(0, CRONTAB.replace("# pyinfra-name=seawall-drift\n", "")), "no seawall-drift line"),
+        (Probe(1, "no crontab for root"), "no crontab for root"),
+    ],
+)
+def test_a_drift_cron_line_missing_or_changed_fails(probe: Probe, detail: str) -> None:
+    check = ops_checks(drift_cron=probe)["drift cron"]
+    assert not check.ok and detail in check.detail
+
+
+def test_the_drift_cron_follows_drift_cron_and_needs_cron_running() -> None:
+    hourly = ops_checks(DATA | {"drift_cron": "0 * * * *"})["drift cron"]
+    assert not hourly.ok and "(want '0 * * * * /usr/local/libexec/seawall-drift-run')" in (
+        hourly.detail
+    )
+    stopped = UNITS_SHOW.format(fired="", restart="inactive", cron="inactive")
+    check = ops_checks(ops_units=Probe(0, stopped))["drift cron"]
+    assert not check.ok and check.detail == "cron.service inactive, enabled"
+
+
+def test_a_failed_drift_run_names_the_reason_its_report_gives() -> None:
+    reason = "unreachable: data-2 (Could not connect)"
+    check = ops_checks(
+        drift_metrics=drift_textfile(300, error=reason), drift_report=drift_json(reason)
+    )["drift last run"]
+    assert not check.ok
+    assert check.detail == f"failed 5 min ago: {reason}"
+    # No readable JSON report (a run cut short): the textfile's own comment names it.
+    torn = ops_checks(
+        drift_metrics=drift_textfile(300, error=reason), drift_report=Probe(0, '{"ok": fa')
+    )["drift last run"]
+    assert not torn.ok and torn.detail == f"failed 5 min ago: {reason}"
+
+
+def test_a_drift_run_older_than_twice_the_longest_gap_fails() -> None:
+    # The default schedule runs every 15 min: 30 min is two missed runs.
+    fresh = ops_checks(drift_metrics=drift_textfile(29 * 60))["drift last run"]
+    assert fresh.ok and fresh.detail == "29 min ago, 0 operations of drift"
+    stale = ops_checks(drift_metrics=drift_textfile(45 * 60))["drift last run"]
+    assert not stale.ok and stale.detail == "last run 45 min ago, older than 30 min"
+    # A daily schedule waits two days.
+    daily = DATA | {"drift_cron": "7 3 * * *"}
+    assert ops_checks(daily, drift_metrics=drift_textfile(30 * 3600))["drift last run"].ok
+
+
+def test_no_drift_run_yet_holds_only_while_the_cron_line_is_new() -> None:
+    def clock(age: float) -> Probe:
+        lines = [f"{NOW:.0f}", "stat: cannot statx '/usr/local/libexec/seawall-drift-run'"]
+        return Probe(1, "\n".join([*lines, f"{NOW - age:.0f} /var/spool/cron/crontabs/root"]))
+
+    new = ops_checks(drift_metrics=MISSING, drift_report=MISSING, ops_clock=clock(300))
+    assert new["drift last run"].ok
+    assert new["drift last run"].detail == "no run yet (cron line 5 min old)"
+    old = ops_checks(drift_metrics=MISSING, drift_report=MISSING, ops_clock=clock(7200))
+    assert not old["drift last run"].ok
+    assert old["drift last run"].detail == "no run in the 2.0 h since the cron line (bound 30 min)"
+    gone = ops_checks(drift_metrics=MISSING, ops_clock=Probe(1, f"{NOW:.0f}"))["drift last run"]
+    assert not gone.ok and gone.detail == "no run yet, and no cron line installed"
+
+
+def test_the_restart_last_run_holds_while_it_succeeds(tmp_path: Any) -> None:
+    from datetime import UTC, datetime
+
+    from seawall.verify import ops
+
+    probes = {"restart_metrics": restart_textfile(tmp_path, "success")}
+    samples = ops.parse_textfile(probes["restart_metrics"].output)
+    success = samples["seawall_restart_last_success_timestamp_seconds"]
+    assert samples["seawall_restart_ok"] == 1
+    now = f"{success + 3 * 3600:.0f}"  # three hours later on the ops host's clock
+    check = ops_checks(ops_clock=Probe(0, now), **probes)["restart last run"]
+    moment = datetime.fromtimestamp(success, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert check.ok and check.detail == f"succeeded {moment} (3.0 h ago)"
+    running = UNITS_SHOW.format(
+        fired="Mon 2026-11-30 04:00:00 UTC", restart="activating", cron="active"
+    )
+    busy = ops_checks(ops_clock=Probe(0, now), ops_units=Probe(0, running), **probes)
+    assert busy["restart last run"].ok
+    assert busy["restart last run"].detail.endswith("; a run is under way")
+
+
+def test_a_failed_restart_fails_with_how_it_ended_and_the_last_success(tmp_path: Any) -> None:
+    check = ops_checks(restart_metrics=restart_textfile(tmp_path, "success", "exit-code"))[
+        "restart last run"
+    ]
+    assert not check.ok
+    assert "ended with exit-code (exit 1); last success 20" in check.detail
+    assert check.detail.startswith("last run 20")
+
+
+@pytest.mark.parametrize("fired", ["", "n/a"])
+def test_a_restart_timer_that_never_fired_is_no_run_yet(fired: str) -> None:
+    units = UNITS_SHOW.format(fired=fired, restart="inactive", cron="active")
+    check = ops_checks(ops_units=Probe(0, units))["restart last run"]
+    assert check.ok and check.detail == "no run yet"
+
+
+def test_a_restart_timer_that_fired_without_a_record_fails() -> None:
+    fired = UNITS_SHOW.format(
+        fired="Mon 2026-11-30 04:00:00 UTC", restart="inactive", cron="active"
+    )
+    check = ops_checks(ops_units=Probe(0, fired))["restart last run"]
+    assert not check.ok
+    assert check.detail == "the timer fired (Mon 2026-11-30 04:00:00 UTC) but no run was recorded"
+    first = fired.replace(
+        "ActiveState=inactive\nUnitFileState=static", "ActiveState=activating\nUnitFileState=static"
+    )
+    under_way = ops_checks(ops_units=Probe(0, first))["restart last run"]
+    assert under_way.ok and under_way.detail == "no run yet: the first is under way"
+
+
+def test_a_disabled_restart_is_reported_disabled(tmp_path: Any) -> None:
+    off = DATA | {"restart_enabled": False}
+    check = ops_checks(off, restart_metrics=restart_textfile(tmp_path, "exit-code"))[
+        "restart last run"
+    ]
+    assert check.ok and check.detail == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "gap_min"),
+    [
+        ("7,22,37,52 * * * *", 15),
+        ("*/5 * * * *", 5),
+        ("30 2,14 * * *", 12 * 60),
+        ("0 4 * * 1-5", 3 * 24 * 60),  # Friday to Monday
+        ("0 4 * * 0", 7 * 24 * 60),
+        ("0 0 1 * 1", 7 * 24 * 60),  # the 1st or a Monday: cron's either-day rule
+        ("0 0 */2 * *", 2 * 24 * 60),
+        ("0 0 29 2 *", 1461 * 24 * 60),  # leap days only
+    ],
+)
+def test_the_longest_gap_of_a_cron_schedule(schedule: str, gap_min: int) -> None:
+    from seawall.verify import ops
+
+    assert ops.longest_gap(schedule) == gap_min * 60
+
+
+def test_the_stale_bound_is_twice_the_gap_and_covers_a_run_s_time_bound() -> None:
+    from seawall.drift import DEFAULT_TIMEOUT_S
+    from seawall.verify import ops
+
+    assert ops.stale_after("7,22,37,52 * * * *") == 30 * 60
+    # Every minute: a run stamped when it ends may take the dry run's whole time bound.
+    assert ops.stale_after("* * * * *") == 60 + DEFAULT_TIMEOUT_S
+    assert ops.longest_gap("0 0 30 2 *") is None
+    check = ops_checks(DATA | {"drift_cron": "0 0 30 2 *"})["drift last run"]
+    assert not check.ok and check.detail == "drift_cron '0 0 30 2 *' never runs"
