@@ -166,8 +166,8 @@ def _drift_cron(schedule: str, crontab: Probe, cron: Mapping[str, str]) -> Check
 # --- how stale the drift report may be --------------------------------------------------
 
 
-def _cron_field(text: str, low: int, high: int) -> set[int]:
-    # Numbers, `*`, ranges, lists and steps: what schema's CronSchedule admits.
+def cron_field(text: str, low: int, high: int) -> set[int]:
+    """Return the values one cron field (numbers, ``*``, ranges, lists, steps) stands for."""
     values: set[int] = set()
     for part in text.split(","):
         span, _, step = part.partition("/")
@@ -195,9 +195,9 @@ def longest_gap(schedule: str) -> float | None:
     None when the schedule never runs (say, February 30th).
     """
     minute, hour, dom, month, dow = schedule.split()
-    times = sorted(h * 60 + m for h in _cron_field(hour, 0, 23) for m in _cron_field(minute, 0, 59))
-    days_of_month, months = _cron_field(dom, 1, 31), _cron_field(month, 1, 12)
-    weekdays = {day % 7 for day in _cron_field(dow, 0, 7)}  # 0 and 7 are both Sunday
+    times = sorted(h * 60 + m for h in cron_field(hour, 0, 23) for m in cron_field(minute, 0, 59))
+    days_of_month, months = cron_field(dom, 1, 31), cron_field(month, 1, 12)
+    weekdays = {day % 7 for day in cron_field(dow, 0, 7)}  # 0 and 7 are both Sunday
     # cron's rule: with both day fields restricted, a day matching either runs; a
     # field starting with `*` (`*/2` too) leaves the day to the other field alone.
     either = not dom.startswith("*") and not dow.startswith("*")
