@@ -7,11 +7,17 @@ from pyinfra.api import FactBase
 
 
 class PostgresRolesAndDatabases(FactBase[dict[str, dict[str, str]]]):
-    """Returns login roles' stored passwords and every database's owner and ACL (leader only).
+    """Returns a digest of each role's stored password and every database's owner and ACL.
+
+    A SCRAM verifier comes back as its salt and iterations with the SHA-256 of
+    the whole verifier (``verifier_matches`` in seawall.operations.postgres
+    compares a password with it): the verifier itself, which with one sniffed
+    login lets anyone log in as the role, never leaves the host, so no output
+    (-vvv, --debug) can show it. Any other stored password comes back empty.
 
     .. code:: python
 
-        {"roles": {"execution": "SCRAM-SHA-256$4096:..."},
+        {"roles": {"execution": "SCRAM-SHA-256$4096:<salt>$<sha256 hex>"},
          "databases": {"trading": "execution|=Tc/execution execution=CTc/execution"}}
     """
 
@@ -22,7 +28,9 @@ class PostgresRolesAndDatabases(FactBase[dict[str, dict[str, str]]]):
 
     def command(self) -> str:
         sql = (
-            "select 'role', rolname, coalesce(rolpassword, '') from pg_authid "
+            "select 'role', rolname, case when rolpassword like 'SCRAM-SHA-256$%' then "
+            "split_part(rolpassword, '$', 1) || '$' || split_part(rolpassword, '$', 2) || '$' "
+            "|| encode(sha256(convert_to(rolpassword, 'UTF8')), 'hex') else '' end from pg_authid "
             "union all select 'db', datname, pg_get_userbyid(datdba) || '|' || "
             "coalesce(array_to_string(datacl, ' '), '') from pg_database"
         )

@@ -1,5 +1,8 @@
 """Shape a PostgreSQL cluster: no stray Debian cluster; service roles, databases, monitoring."""
 
+import base64
+import hashlib
+import hmac
 import shlex
 from typing import Any
 
@@ -87,6 +90,21 @@ def _psql(sql: str, database: str = "postgres") -> StringCommand:
     )
 
 
+def verifier_matches(digest: str | None, password: str) -> bool:
+    """Whether ``digest`` (a PostgresRolesAndDatabases role value: a SCRAM verifier's salt and
+    iterations, then the SHA-256 of the verifier) is that of ``password``'s verifier."""
+    if not digest or not digest.startswith("SCRAM-SHA-256$"):
+        return False
+    head, _, want = digest.rpartition("$")
+    try:
+        iterations_text, salt_text = head.removeprefix("SCRAM-SHA-256$").split(":", 1)
+        salt, iterations = base64.b64decode(salt_text, validate=True), int(iterations_text)
+    except ValueError:
+        return False
+    got = hashlib.sha256(scram.verifier(password, salt, iterations).encode()).hexdigest()
+    return hmac.compare_digest(got, want)
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -144,7 +162,7 @@ def service_roles(
                 f"CREATE ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
             )
             changed = True
-        elif not scram.matches(roles[role], password.unmask()):
+        elif not verifier_matches(roles[role], password.unmask()):
             yield _psql_stdin(
                 f"ALTER ROLE {_ident(role)} LOGIN PASSWORD '{scram.verifier(password.unmask())}'"
             )
