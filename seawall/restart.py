@@ -806,11 +806,15 @@ class LiveSteps:
         if new.startswith(f"{old.address}:"):
             raise GateFailed(f"the master is still {new}")
         self.log(f"Redis master now {new}")
-        _wait(
-            time.monotonic() + self.data_s,
-            lambda: self._replica_linked(step.host),
-            f"old master {step.host} not a linked replica",
-        )
+
+        def settled() -> str | None:
+            linked = self._replica_linked(step.host)
+            if linked is not None:
+                return linked
+            status = redis_status(self.topology, timeout=1.0)
+            return None if status.ok else f"Sentinels: {status.agreeing}/{len(status.sentinels)}"
+
+        _wait(time.monotonic() + self.data_s, settled, f"old master {step.host} or Sentinels")
 
     # --- etcd ---
 

@@ -206,6 +206,14 @@ def test_a_site_without_a_component_has_no_phase_for_it(tmp_path: Path) -> None:
     assert plan.postgres_leader is None
 
 
+def test_every_planned_step_has_a_live_handler(big: inventory.Topology) -> None:
+    # The real executor dispatches on (phase, action); building it contacts nothing.
+    live = restart_module.LiveSteps(big, log=lambda _: None)
+    for step in plan_restart(big).steps:
+        handler = f"_{step.phase.replace('-', '_')}_{step.action}"
+        assert callable(getattr(live, handler, None)), handler
+
+
 # --- running a plan: the executor injected ----------------------------------------------
 
 
