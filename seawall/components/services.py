@@ -32,7 +32,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pyinfra import host, inventory
@@ -288,7 +288,6 @@ def _configure(data: HostData) -> _Configured:
     """Write the failure hook, then each service's user, settings, secrets and unit, then the
     hang checker's list and unit."""
     address = str(data.get("private_address"))
-    code_dir = setting(data, "services_code_dir")
     config_dir = setting(data, "services_config_dir")
     secrets_dir = setting(data, "services_secrets_dir")
     shared = [
@@ -298,9 +297,16 @@ def _configure(data: HostData) -> _Configured:
             dest=RECORD_FAILURE,
             mode="755",
         ),
+        # The hook's sandbox may write only here: the directory must be there first.
+        files.directory(
+            name="Keep the failure log's directory",
+            path=str(PurePosixPath(setting(data, "services_failure_log")).parent),
+            present=True,
+            mode="755",
+        ),
         files.put(
             name="Install the OnFailure hook unit",
-            src=StringIO(render(FAILED_UNIT, {})),
+            src=StringIO(render(FAILED_UNIT, failed_unit_context(data))),
             dest=FAILED_UNIT,
             mode="644",
         ),
@@ -349,16 +355,7 @@ def _configure(data: HostData) -> _Configured:
     )
     watch_unit = files.put(
         name="Install the hang checker unit",
-        src=StringIO(
-            render(
-                HEALTHWATCH_UNIT,
-                {
-                    "config": f"{config_dir}/healthwatch.json",
-                    "code_dir": code_dir,
-                    "failures": setting(data, "services_healthcheck_failures"),
-                },
-            )
-        ),
+        src=StringIO(render(HEALTHWATCH_UNIT, healthwatch_unit_context(data))),
         dest=HEALTHWATCH_UNIT,
         mode="644",
     )
@@ -415,6 +412,24 @@ def restart_pause(data: Data) -> int:
     raw = str(setting(data, "gateway_fail_timeout")).strip()
     seconds = int(raw[:-1]) if raw.endswith("s") else int(raw)
     return seconds + 1
+
+
+def healthwatch_unit_context(data: Data) -> dict[str, Any]:
+    """Return what the hang checker's unit sees."""
+    return {
+        "config": f"{setting(data, 'services_config_dir')}/healthwatch.json",
+        "code_dir": setting(data, "services_code_dir"),
+        "failures": setting(data, "services_healthcheck_failures"),
+    }
+
+
+def failed_unit_context(data: Data) -> dict[str, Any]:
+    """Return what the OnFailure hook's unit sees: the recorder and the two places it writes."""
+    return {
+        "record_failure": RECORD_FAILURE,
+        "failure_log_dir": str(PurePosixPath(setting(data, "services_failure_log")).parent),
+        "textfile_dir": setting(data, "services_textfile_dir"),
+    }
 
 
 def _record_context(data: Data) -> dict[str, Any]:
