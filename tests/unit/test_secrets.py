@@ -177,3 +177,17 @@ def test_generated_values_fit_every_format(tmp_path: Path) -> None:
     secrets.ensure_file(path, ["some_future_password", *(f"s{i}" for i in range(50))])
     for name, value in secrets.read_file(path).items():
         assert secrets.value_problem(name, value) is None
+
+
+def test_a_value_that_breaks_its_format_stops_the_inventory_check_before_any_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_inventory import problems, write_inventory
+
+    path = write_inventory(tmp_path)
+    monkeypatch.setenv(secrets.env_name("redis_password"), "with space")
+    found = [p for p in problems(path) if "redis_password" in p]
+    assert found and all(
+        "secrets_file: secret redis_password in $SEAWALL_SECRET_" in p for p in found
+    )
+    assert not any("with space" in p for p in problems(path))
