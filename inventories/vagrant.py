@@ -36,6 +36,8 @@ all = [
             "private_address": address,
             "ssh_known_hosts_file": _KNOWN_HOSTS,
             "ssh_strict_host_key_checking": "accept-new",
+            # `vagrant ssh` (and Vagrant's own provisioning) logs in as vagrant.
+            "sshd_allow_users_extra": ["vagrant"],
         },
     )
     for name, address in _ADDRESSES.items()

@@ -53,11 +53,25 @@ COMMON: dict[str, Any] = {
     "admin_user": "seawall",
     # Path (on the controller) of the admin's SSH public key. Required.
     "admin_ssh_public_key_file": None,
-    # Root may log in with a key only (pyinfra and the lab use it); never with a password.
+    # Root may log in with a key only, never with a password: every deploy path
+    # logs in as root (ssh_user in the lab, Vagrant and production group data;
+    # seawall's own SSH for drills, status and benchmarks). A site that deploys
+    # as the admin user with --sudo sets "no".
     "sshd_permit_root_login": "prohibit-password",
     # Give up on a half-open SSH login quickly; bound retries against guessing.
     "sshd_login_grace_time": 30,
     "sshd_max_auth_tries": 3,
+    # Accounts sshd lets in (AllowUsers). None: the deploy user (ssh_user), the
+    # admin user, and the accounts a role logs in as (postgres on postgres hosts,
+    # pgbackrest_user on ops hosts: pgBackRest's SSH). A list: exactly those.
+    "sshd_allow_users": None,
+    # Added to either (the Vagrant machines: `vagrant`, which `vagrant ssh` uses).
+    "sshd_allow_users_extra": [],
+    # TCP forwarding: "local" (-L only, and PermitOpen keeps it to the host's own
+    # loopback) because seawall's SSH tunnel reaches loopback-only PgBouncer and
+    # HAProxy that way (drills, lab tests, the trade-store migration); "no" where
+    # nothing needs it. Agent, X11, socket and tun forwarding are always off.
+    "sshd_allow_tcp_forwarding": "local",
     # journald keeps logs on disk across reboots, within these bounds, so a
     # crash leaves its evidence but logs never fill the disk.
     "journald_system_max_use": "1G",

@@ -267,6 +267,9 @@ class Common(_Model):
     sshd_permit_root_login: Literal["yes", "prohibit-password", "forced-commands-only", "no"]
     sshd_login_grace_time: Annotated[int, Field(ge=1, le=600)]
     sshd_max_auth_tries: Annotated[int, Field(ge=1, le=10)]
+    sshd_allow_users: list[UnixName] | None
+    sshd_allow_users_extra: list[UnixName]
+    sshd_allow_tcp_forwarding: Literal["no", "local"]
     journald_system_max_use: Size
     journald_system_keep_free: Size
     journald_max_retention: TimeSpan

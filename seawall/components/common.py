@@ -87,7 +87,21 @@ def template_context(data: Mapping[str, Any] | HostData, groups: Sequence[str]) 
     """Return what the templates see: the COMMON keys of a host's data, and its roles."""
     context = {key: setting(data, key) for key in COMMON}
     context["roles"] = [role for role in defaults.ROLES if role in groups]
+    context["sshd_allowed_users"] = allowed_users(data, groups)
     return context
+
+
+def allowed_users(data: Mapping[str, Any] | HostData, groups: Sequence[str]) -> list[str]:
+    """Return the accounts sshd lets in on a host (``sshd_allow_users``, see defaults)."""
+    users = setting(data, "sshd_allow_users")
+    if users is None:
+        # ssh_user unset: root, as seawall's own SSH assumes (seawall/ssh.py).
+        users = [str(data.get("ssh_user") or "root"), str(setting(data, "admin_user"))]
+        if "postgres" in groups:
+            users.append("postgres")
+        if "ops" in groups:
+            users.append(str(setting(data, "pgbackrest_user")))
+    return list(dict.fromkeys([*users, *setting(data, "sshd_allow_users_extra")]))
 
 
 def install_packages(name: str, packages: Sequence[str], no_recommends: bool = True) -> None:
