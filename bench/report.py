@@ -13,15 +13,15 @@ DOC = ROOT / "docs" / "benchmarks.md"
 LAB_INVENTORY = "inventories/lab.py"
 
 
-def write_section(name: str, report: str) -> None:
-    """Replace the `bench:<name>` section of docs/benchmarks.md (appended if absent)."""
+def write_section(name: str, report: str, doc: Path = DOC) -> None:
+    """Replace the `bench:<name>` section of ``doc`` (docs/benchmarks.md; appended if absent)."""
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    text = doc.read_text() if doc.exists() else f"# {doc.stem.capitalize()}\n"
     if start not in text:
         text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
-    DOC.write_text(f"{head}{start}\n{report}\n{end}{tail}")
+    doc.write_text(f"{head}{start}\n{report}\n{end}{tail}")
 
 
 def load_note(load_before: float) -> list[str]:
