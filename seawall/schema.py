@@ -788,6 +788,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "services": ("services_unit_prefix",),
     "services_timeout_stop_sec": ("gateway_route_timeouts", "gateway_timeouts", "services"),
     "gateway_route_timeouts": ("services",),
+    "restart_drain_timeout_sec": ("gateway_route_timeouts", "gateway_timeouts"),
     "gateway_route_zones": ("gateway_rate_zones", "services"),
     "gateway_trading_paths": ("services",),
     "gateway_public_upstream_paths": ("services",),
@@ -877,6 +878,15 @@ def _relations(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for name in route_timeouts:
         if name not in by_name:
             yield f"gateway_route_timeouts.{name}", "no service of that name"
+    # The rolling restart restarts a drained host once the old NGINX workers
+    # are gone: they must have time to finish the slowest request in flight.
+    slowest = max([base_read, *(seconds(t.get("read") or "") for t in route_timeouts.values())])
+    if data["restart_drain_timeout_sec"] < slowest:
+        yield (
+            "restart_drain_timeout_sec",
+            f"{data['restart_drain_timeout_sec']} s is under the slowest gateway read "
+            f"timeout ({slowest:g} s): old workers may still be proxying to the drained host",
+        )
     zones = data["gateway_rate_zones"]
     for needed in ("general", "trading"):
         if needed not in zones:

@@ -395,6 +395,13 @@ def test_an_app_host_may_be_drained(tmp_path: Path) -> None:
     assert inventory.validate(inventory.load(path)) == []
 
 
+def test_the_drain_wait_must_cover_the_slowest_read_timeout(tmp_path: Path) -> None:
+    path = write_site(tmp_path, group_data="restart_drain_timeout_sec = 100\n")
+    problems = inventory.validate(inventory.load(path))
+    assert [p.key for p in problems] == ["restart_drain_timeout_sec"]
+    assert "under the slowest gateway read timeout (120 s)" in problems[0].message
+
+
 def test_a_drained_host_must_be_a_name(tmp_path: Path) -> None:
     path = write_site(tmp_path, host_data={"gw-1": {"gateway_drained_hosts": "app-1"}})
     problems = inventory.validate(inventory.load(path))
