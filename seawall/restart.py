@@ -584,6 +584,24 @@ def _decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def served_by(access_lines: Sequence[str], address: str) -> int:
+    """Count the gateway's JSON access lines answered (status < 500) by the app host at ``address``.
+
+    With a retry NGINX logs every upstream tried ("a:p, b:p"): the last one answered.
+    """
+    served = 0
+    for line in access_lines:
+        try:
+            entry = json.loads(line)
+            last = str(entry.get("upstream_addr", "")).split(", ")[-1]
+            status = int(entry.get("status", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if last.startswith(f"{address}:") and status < 500:
+            served += 1
+    return served
+
+
 def gateway_deploy_args(topology: Topology, drained: Sequence[str]) -> list[str]:
     """Return the pyinfra command that deploys the gateway hosts with ``drained`` drained."""
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
@@ -691,16 +709,7 @@ class LiveSteps:
                 name,
                 f"grep -F -- {shlex.quote(token)} {shlex.quote(str(log_file))}",
             ).stdout.splitlines()
-            served = 0
-            for line in lines:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                last = str(entry.get("upstream_addr", "")).split(", ")[-1]
-                if last.startswith(f"{host.address}:") and int(entry.get("status", 0)) < 500:
-                    served += 1
-            if served == 0:
+            if served_by(lines, host.address) == 0:
                 return f"{name} sent none of {len(lines)} probe request(s) to {host.name}"
         return None
 

@@ -7,6 +7,9 @@ hosts (the gates themselves) is in tests/lab/test_restart.py.
 """
 
 import json
+import shlex
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -449,6 +452,86 @@ def test_pyinfra_reads_the_drain_as_a_list(lab: inventory.Topology, drained: lis
     assert _set_override_data([value], None, None, None, None, None) == {
         "gateway_drained_hosts": drained
     }
+
+
+# --- the live gates' own logic ---------------------------------------------------------------
+
+
+def _access(upstream: str, status: int) -> str:
+    # The gateway's log_format seawall_json, as NGINX writes it (fields trimmed).
+    return json.dumps(
+        {"request_id": "seawall-restart-x-0", "status": status, "upstream_addr": upstream}
+    )
+
+
+def test_served_by_reads_the_upstream_that_answered() -> None:
+    lines = [
+        _access("10.77.0.21:8080", 200),
+        _access("10.77.0.22:8080", 200),
+        # A retry: the first host failed, the second answered.
+        _access("10.77.0.21:8080, 10.77.0.22:8080", 200),
+        _access("10.77.0.21:8080", 502),
+        "not json",
+    ]
+    assert restart_module.served_by(lines, "10.77.0.21") == 1
+    assert restart_module.served_by(lines, "10.77.0.22") == 2
+    # 10.77.0.2 is not 10.77.0.21's prefix once the port's colon is part of the match.
+    assert restart_module.served_by(lines, "10.77.0.2") == 0
+
+
+def test_a_gate_that_never_holds_fails_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(restart_module, "POLL_S", 0.05)
+    asked: list[float] = []
+
+    def never() -> str:
+        asked.append(time.monotonic())
+        return "old NGINX worker on gw-1"
+
+    started = time.monotonic()
+    with pytest.raises(GateFailed, match="old NGINX workers still run: old NGINX worker on gw-1"):
+        restart_module._wait(started + 0.5, never, "old NGINX workers still run")
+    assert 0.5 <= time.monotonic() - started < 3
+    assert len(asked) > 2
+
+
+def test_a_gate_survives_a_daemon_refusing_while_it_restarts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(restart_module, "POLL_S", 0.01)
+    answers: list[str | None | Exception] = [ConnectionRefusedError("refused"), "starting", None]
+
+    def check() -> str | None:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    restart_module._wait(time.monotonic() + 5, check, "redis")
+    assert answers == []
+
+
+def test_the_old_worker_pattern_finds_workers_but_not_the_shell_that_runs_it() -> None:
+    # Over SSH the command runs in a shell whose own command line holds the pattern:
+    # pgrep -f must not count that shell, and must count a real shutting-down worker.
+    command = f"pgrep -c -f {shlex.quote(restart_module.OLD_WORKERS)}"
+    alone = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=10)
+    assert (alone.returncode, alone.stdout.strip()) == (1, "0")
+    worker = subprocess.Popen(
+        ["bash", "-c", "exec -a 'nginx: worker process is shutting down' sleep 30"]
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            found = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=10
+            )
+            if found.stdout.strip() == "1" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (found.returncode, found.stdout.strip()) == (0, "1")
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 # --- the lock: drift stays out while a restart runs ---------------------------------------
