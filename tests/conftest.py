@@ -25,4 +25,5 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     path = os.environ.get("SEAWALL_TEST_TIMES")
     if path and report.duration >= 1:
         with open(path, "a") as times:
-            times.write(f"{report.duration:8.1f} {report.when:8} {report.outcome:7} {report.nodeid}\n")
+            line = f"{report.duration:8.1f} {report.when:8} {report.outcome:7} {report.nodeid}"
+            times.write(line + "\n")
