@@ -6,8 +6,10 @@ secret: it may only ever be in a file no one but its owner can read (the staged
 file) or in the installed file with the asked owner and mode.
 """
 
+import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from pyinfra.context import ctx_host
 
 from seawall.operations.files import STAGING, secret_file
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-never-printed"
 
 
@@ -179,3 +182,38 @@ def test_the_secret_is_on_no_command_line() -> None:
         isinstance(c, StringCommand) and c.connector_arguments.get("_stdin") == SECRET
         for c in commands
     )
+
+
+def test_pyinfra_runs_it_for_real_as_another_user_printing_nothing_of_it(
+    tmp_path: Path,
+) -> None:
+    """The whole path through pyinfra's own connector (@local; ssh writes stdin the same
+    way), switching user (--su-user takes the branch --sudo takes: an upload would go
+    through /tmp; su is util-linux's, Essential), with --diff and -vv: nothing of the
+    secret printed, the file whole, and the second run changes nothing."""
+    dest = tmp_path / "secrets" / "test.env"
+    deploy = tmp_path / "deploy.py"
+    deploy.write_text(
+        "from seawall.operations.files import secret_file\n\n"
+        f"secret_file(name='Install a test secret', src='TOKEN={SECRET}', dest='{dest}')\n"
+    )
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYINFRA_PROGRESS": "off", "NO_COLOR": "1"}
+    runs = [
+        subprocess.run(
+            [pyinfra, "-y", "--su-user", "root", "--diff", "-vv", "@local", str(deploy)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert SECRET not in run.stdout + run.stderr
+    assert "head -c" in runs[0].stdout + runs[0].stderr  # -vv printed the commands
+    assert dest.read_text() == f"TOKEN={SECRET}"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert "already installed" in runs[1].stdout + runs[1].stderr
