@@ -784,11 +784,13 @@ FIREWALL: dict[str, Any] = {
         # their siblings on their own address (loopback), never another host's.
         "services": ["gateway", "ops", "admin"],
         # Replicas sync from the master, Sentinels watch every Redis, services
-        # use it; admins' status and drills read each Redis's role.
-        "redis_port": ["redis", "sentinel", "app", "admin"],
+        # use it; admins' status and drills, and the ops host's rolling restart
+        # (its preflight status and replication gates), read each Redis's role.
+        "redis_port": ["redis", "sentinel", "app", "ops", "admin"],
         # Sentinels talk to each other; the redis deploy asks every Sentinel
-        # for the master; services find the master; admins' drills and status.
-        "sentinel_port": ["sentinel", "redis", "app", "admin"],
+        # for the master; services find the master; admins' drills and status,
+        # and the ops host's rolling restart (its switchover and Sentinel gates).
+        "sentinel_port": ["sentinel", "redis", "app", "ops", "admin"],
         # Members check each other's health (etcd deploy), Patroni keeps its
         # lock there, Prometheus scrapes /metrics, `seawall status` asks /health.
         "etcd_client_port": ["etcd", "postgres", "ops", "admin"],

@@ -9,6 +9,7 @@ the rest of the lab's settings on :func:`lab_network`).
 """
 
 import ipaddress
+import socket
 from pathlib import Path
 
 from seawall.errors import SeawallError
@@ -65,11 +66,36 @@ def require_lab_bridge(topology: Topology) -> None:
     require_bridge(str(topology.value("lab_bridge")), str(topology.value("lab_bridge_address")))
 
 
+def is_lab_host(topology: Topology) -> bool:
+    """True when this machine holds one of the inventory's host addresses.
+
+    Binding to an address succeeds only when one of this machine's interfaces
+    has it: the ops host, running seawall inside the lab, sits on the lab's
+    network itself (and has no bridge of its own).
+    """
+    for host in topology:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host.address, 0))
+            except OSError:
+                continue
+            return True
+    return False
+
+
 def require_lab_network(topology: Topology) -> None:
     """For a lab inventory, refuse to send anything until the lab's own bridge is up.
+
+    Inside the lab (this machine is one of its hosts, as the ops host running
+    the drift cron and the restart timer is) the lab's network is this host's
+    own: its traffic to the other hosts never leaves the lab's bridge.
 
     Raises:
         SeawallError: the bridge is missing or lacks its address.
     """
-    if any("lab" in host.groups for host in topology):
-        require_lab_bridge(topology)
+    if not any("lab" in host.groups for host in topology):
+        return
+    if not bridge_exists(str(topology.value("lab_bridge"))) and is_lab_host(topology):
+        lab_network(topology)
+        return
+    require_lab_bridge(topology)

@@ -37,8 +37,8 @@ EVERYONE = HOSTS | ADMIN | {"outside"}
 # Who reaches which port key on each kind of lab host; any port not listed: nobody.
 DATA_HOST = {
     "ssh": OPS | ADMIN,
-    "redis_port": DATA | APP | ADMIN,
-    "sentinel_port": DATA | APP | ADMIN,
+    "redis_port": DATA | APP | OPS | ADMIN,
+    "sentinel_port": DATA | APP | OPS | ADMIN,
     "etcd_client_port": DATA | OPS | ADMIN,
     "etcd_peer_port": DATA,
     "node_exporter_port": OPS,
