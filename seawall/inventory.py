@@ -476,6 +476,16 @@ def check(path: str | Path, check_secrets: bool = True) -> Topology:
     return topology
 
 
+def checked_inventory() -> Path | None:
+    """The inventory file this process checked before connecting (None: none, or several).
+
+    The inventory calls :func:`check_before_connect` with its own path, so a
+    deploy that needs the file (the ops deploy copies it) finds it here: pyinfra
+    runs deploys in greenlets, where its command-line context is not current.
+    """
+    return Path(next(iter(_checked))) if len(_checked) == 1 else None
+
+
 def check_before_connect(inventory_file: str) -> None:
     """Validate the inventory from inside the inventory file, before pyinfra connects.
 

@@ -58,6 +58,7 @@ from seawall.components.services import render as services_render
 from seawall.components.templates import render
 from seawall.defaults import OPS
 from seawall.errors import SeawallError
+from seawall.inventory import checked_inventory
 from seawall.operations.files import secret_file
 from seawall.operations.ssh import HOST_KEY_TYPES, key_trusted, ssh_keypair
 from seawall.settings import setting
@@ -216,21 +217,20 @@ def inventory_in_use() -> Path:
     """Return the inventory file of this pyinfra run, relative to where it runs.
 
     Raises:
-        DeployError: pyinfra was given no inventory file.
+        DeployError: the inventory never called check_before_connect (every
+            seawall inventory does), or it is not under the working directory.
     """
-    import click
-
-    context = click.get_current_context(silent=True)
-    given = context.params.get("inventory") if context else None
-    if not isinstance(given, str) or not given.endswith(".py") or not Path(given).is_file():
-        raise DeployError("the ops deploy copies the inventory file: run pyinfra with one")
-    path = Path(given).resolve()
-    try:
-        return path.relative_to(Path.cwd().resolve())
-    except ValueError:
+    given = checked_inventory()
+    if given is None:
         raise DeployError(
-            f"{given} is not under {Path.cwd()}: run pyinfra from its checkout"
-        ) from None
+            "the ops deploy copies the inventory file: run pyinfra with an inventory "
+            "that calls seawall.inventory.check_before_connect(__file__)"
+        )
+    try:
+        return given.relative_to(Path.cwd().resolve())
+    except ValueError:
+        message = f"{given} is not under {Path.cwd()}: run pyinfra from its checkout"
+        raise DeployError(message) from None
 
 
 def site_files(cwd: Path, inventory_file: Path) -> list[tuple[Path, str]]:
@@ -385,6 +385,8 @@ def _configure(data: Any) -> None:
         name="Install the inventory's secrets (0600, root only)",
         src=secrets_text(data),
         dest=str(setting(data, "secrets_file") or "/etc/seawall/secrets"),
+        # The file alone is private: its directory may hold what daemons read.
+        private_dir=False,
     )
     admin_key = setting(data, "admin_ssh_public_key_file")
     if admin_key:
