@@ -18,6 +18,7 @@ from seawall.health_report import UNREACHABLE, HealthSummary, ServiceHealth
 from seawall.inventory import Topology
 from seawall.postgres.status import EtcdMember, Member, PostgresStatus
 from seawall.redis.topology import NodeState, RedisStatus, SentinelView
+from seawall.settings import setting
 from seawall.verify import (
     CHECKS,
     Check,
@@ -869,7 +870,11 @@ def test_only_the_first_ops_host_probes_its_jobs_in_its_one_session(lab: Topolog
 def test_the_ops_checks_follow_the_host_checks_on_the_first_ops_host_only(lab: Topology) -> None:
     from seawall.verify import host_checks, ops
 
-    checks = host_checks(lab, lab.host("ops-1"), healthy() | ops_probes(), ADMIN_OK, LEADER)
+    # The lab's own schedule (its group data sets one), not the default.
+    schedule = setting(lab.host("ops-1").data, "drift_cron")
+    crontab = Probe(0, CRONTAB.replace("7,22,37,52 * * * *", schedule))
+    probes = healthy() | ops_probes(drift_cron=crontab)
+    checks = host_checks(lab, lab.host("ops-1"), probes, ADMIN_OK, LEADER)
     assert [c.name for c in checks[-3:]] == list(ops.CHECKS)
     assert all(c.ok for c in checks[-3:]), checks[-3:]
     data_1 = host_checks(lab, lab.host("data-1"), healthy(), ADMIN_OK, LEADER)
