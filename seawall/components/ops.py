@@ -53,8 +53,7 @@ from pyinfra.operations.util import any_changed
 import seawall
 from seawall import secrets
 from seawall.components.common import install_packages
-from seawall.components.services import FAILED_UNIT, RECORD_FAILURE, _record_context
-from seawall.components.services import render as services_render
+from seawall.components.services import failure_hook
 from seawall.components.templates import render
 from seawall.defaults import OPS
 from seawall.errors import SeawallError
@@ -440,20 +439,7 @@ def _activate(data: Any) -> None:
         month=fields["month"],
         day_of_week=fields["day_of_week"],
     )
-    hook = [
-        files.put(
-            name="Install the failure recorder",
-            src=StringIO(services_render(RECORD_FAILURE, _record_context(data))),
-            dest=RECORD_FAILURE,
-            mode="755",
-        ),
-        files.put(
-            name="Install the OnFailure hook unit",
-            src=StringIO(services_render(FAILED_UNIT, {})),
-            dest=FAILED_UNIT,
-            mode="644",
-        ),
-    ]
+    hook = failure_hook(data)
     _put("Install the restart's metrics recorder", RECORD, context, "755")
     service = _put("Install the rolling restart service", SERVICE, context)
     timer = _put("Install the nightly rolling restart timer", TIMER, context)

@@ -39,6 +39,7 @@ from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -290,27 +291,7 @@ def _configure(data: HostData) -> _Configured:
     address = str(data.get("private_address"))
     config_dir = setting(data, "services_config_dir")
     secrets_dir = setting(data, "services_secrets_dir")
-    shared = [
-        files.put(
-            name="Install the failure recorder",
-            src=StringIO(render(RECORD_FAILURE, _record_context(data))),
-            dest=RECORD_FAILURE,
-            mode="755",
-        ),
-        # The hook's sandbox may write only here: the directory must be there first.
-        files.directory(
-            name="Keep the failure log's directory",
-            path=str(PurePosixPath(setting(data, "services_failure_log")).parent),
-            present=True,
-            mode="755",
-        ),
-        files.put(
-            name="Install the OnFailure hook unit",
-            src=StringIO(render(FAILED_UNIT, failed_unit_context(data))),
-            dest=FAILED_UNIT,
-            mode="644",
-        ),
-    ]
+    shared = failure_hook(data)
     sentinels = _sentinels()
     per_service = []
     for service in catalogue(data):
@@ -421,6 +402,35 @@ def healthwatch_unit_context(data: Data) -> dict[str, Any]:
         "code_dir": setting(data, "services_code_dir"),
         "failures": setting(data, "services_healthcheck_failures"),
     }
+
+
+def failure_hook(data: Data) -> list[OperationMeta]:
+    """Install the OnFailure hook: its recorder, the log's directory and its unit.
+
+    Every host whose units name ``OnFailure=seawall-unit-failed@%n.service``
+    (app hosts, and the ops host's restart) runs this one copy.
+    """
+    return [
+        files.put(
+            name="Install the failure recorder",
+            src=StringIO(render(RECORD_FAILURE, _record_context(data))),
+            dest=RECORD_FAILURE,
+            mode="755",
+        ),
+        # The hook's sandbox may write only here: the directory must be there first.
+        files.directory(
+            name="Keep the failure log's directory",
+            path=str(PurePosixPath(setting(data, "services_failure_log")).parent),
+            present=True,
+            mode="755",
+        ),
+        files.put(
+            name="Install the OnFailure hook unit",
+            src=StringIO(render(FAILED_UNIT, failed_unit_context(data))),
+            dest=FAILED_UNIT,
+            mode="644",
+        ),
+    ]
 
 
 def failed_unit_context(data: Data) -> dict[str, Any]:
