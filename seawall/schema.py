@@ -517,6 +517,8 @@ class Gateway(_Model):
     gateway_journal_tag: Annotated[
         str, AfterValidator(_matching(r"[A-Za-z0-9_]{0,32}", "an NGINX syslog tag, or empty"))
     ]
+    gateway_journal_rate_limit_burst: NonNegative
+    gateway_journal_rate_limit_interval: TimeSpan
     gateway_hsts_max_age: NonNegative
     # Each must be an app host (seawall.inventory checks, with the whole topology).
     gateway_drained_hosts: list[SafeName]

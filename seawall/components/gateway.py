@@ -24,6 +24,8 @@ What it guarantees on every host of the ``gateway`` group:
   itself answers; security headers; a body size limit;
 - the same routes and limits over plain HTTP on the private address only, at
   ``gateway_internal_http_port`` (unless None), for callers inside the private network;
+- NGINX's own journald rate limit (a unit drop-in, ``gateway_journal_rate_limit_*``)
+  lets one journal line per request through at the gateway's load;
 - stub_status on 127.0.0.1:``gateway_status_port`` only;
 - the app hosts named in ``gateway_drained_hosts`` are ``down`` in every upstream
   (the rolling restart's drain; a normal deploy names none, so one left drained
@@ -48,13 +50,14 @@ from pyinfra.facts.files import File
 from pyinfra.operations import server, systemd
 
 from seawall.components import templates
-from seawall.components.common import group_members, install_packages
+from seawall.components.common import group_members, install_packages, unit_dropin
 from seawall.defaults import GATEWAY
 from seawall.errors import SeawallError
 from seawall.operations.files import validated_file
 from seawall.settings import setting
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
+JOURNAL_DROPIN = "/etc/systemd/system/nginx.service.d/seawall-journal.conf"
 TEMPLATES: tuple[str, ...] = (NGINX_CONF,)
 # Where the lab's self-signed pair goes when no certificate path is set.
 SELF_SIGNED_DIR = "/etc/nginx/tls"
@@ -234,6 +237,8 @@ def context(
         "worker_rlimit_nofile": setting(data, "gateway_worker_rlimit_nofile"),
         "access_log": setting(data, "gateway_access_log"),
         "journal_tag": setting(data, "gateway_journal_tag"),
+        "journal_rate_limit_burst": setting(data, "gateway_journal_rate_limit_burst"),
+        "journal_rate_limit_interval": setting(data, "gateway_journal_rate_limit_interval"),
         "rate_limit_exempt": list(setting(data, "gateway_rate_limit_exempt")),
         "zones": [{"name": n, "rate": z["rate"]} for n, z in zones.items()],
         "limit_conn": setting(data, "gateway_limit_conn"),
@@ -308,6 +313,20 @@ def deploy_gateway() -> None:
         validate="nginx -t -q -c {path}",
         check_installed="nginx -t -q",
         mode=644,
+    )
+    journal_limit = unit_dropin(
+        "Let NGINX's journal lines through at the gateway's load",
+        render(JOURNAL_DROPIN, context(data, apps, drained, host.name)),
+        JOURNAL_DROPIN,
+        "NGINX",
+    )
+    # journald reads a unit's rate limit when the unit starts: a reload keeps the old one.
+    systemd.service(
+        name="Restart NGINX (its journal rate limit changed)",
+        service="nginx.service",
+        running=True,
+        restarted=True,
+        _if=journal_limit.did_change,
     )
     systemd.service(
         name="Reload NGINX (its configuration changed)",

@@ -120,6 +120,16 @@ def test_the_access_line_also_goes_to_the_journal(conf: str, lab: inventory.Topo
     assert conf.count("access_log syslog:") == 1
 
 
+def test_nginx_s_journal_lines_pass_journald_s_rate_limit(lab: inventory.Topology) -> None:
+    apps = [h.address for h in lab.group("app")]
+    dropin = gateway.render(gateway.JOURNAL_DROPIN, gateway.context(lab.host("gw-1").data, apps))
+    assert dropin.startswith(f"# {gateway.JOURNAL_DROPIN} - managed by seawall")
+    assert "LogRateLimitIntervalSec=30s\nLogRateLimitBurst=300000\n" in dropin
+    # Above the site-wide limit every other unit keeps, by the gateway's load.
+    site_wide = defaults.COMMON["journald_rate_limit_burst"]
+    assert defaults.GATEWAY["gateway_journal_rate_limit_burst"] >= 10 * site_wide
+
+
 def test_without_a_journal_tag_the_file_log_only(lab: inventory.Topology) -> None:
     data = {**lab.host("gw-1").data, "gateway_journal_tag": ""}
     apps = [h.address for h in lab.group("app")]
