@@ -92,6 +92,12 @@ def source_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() else None
 
 
+# Requirements whose markers hold on the hosts' python3 (Debian 12: 3.11.2) but
+# may not on the controller's: redis needs async-timeout below Python 3.11.3,
+# and pip resolves markers for the Python it runs on.
+HOST_EXTRAS = ("async-timeout>=4.0.3",)
+
+
 def source_hash(root: Path) -> str:
     """Return the sha256 of what the wheel is built from: pyproject.toml and the package."""
     digest = hashlib.sha256()
@@ -104,6 +110,7 @@ def source_hash(root: Path) -> str:
                 continue
             digest.update(f"{rel.as_posix()}\0{path.stat().st_size}\0".encode())
             digest.update(path.read_bytes())
+    digest.update("\0".join(HOST_EXTRAS).encode())
     return digest.hexdigest()
 
 
@@ -125,6 +132,7 @@ def pip_wheel(root: Path, target: Path) -> None:
     # No build isolation: the venv's setuptools builds seawall itself, no index needed
     # for it; the dependencies come from pip's cache or the controller's index.
     command = [str(pip), "wheel", "--no-build-isolation", "--wheel-dir", str(target), str(root)]
+    command += HOST_EXTRAS
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
