@@ -23,6 +23,7 @@ from seawall.postgres.status import cluster, http_json, leader_of, postgres_stat
 from seawall.postgres.tunnel import tunnel
 from seawall.ssh import run as ssh_run
 from tests.lab.conftest import PYINFRA, ROOT, changed_operations
+from tests.lab.timelines import check_postgres_timeline
 
 OWN_DEPLOYS = [
     "deploys/etcd.py",
@@ -112,9 +113,10 @@ def test_services_reach_leader_and_replica_through_pgbouncer(pg_lab: Topology) -
 
 
 @pytest.mark.parametrize("scenario", list(drill.SCENARIOS))
-def test_drill_scenario(pg_lab: Topology, scenario: str) -> None:
+def test_drill_scenario(pg_lab: Topology, scenario: str, tmp_path: Path) -> None:
     report = drill.drill_postgres(pg_lab, [scenario], log=print)
     result = report.results[0]
+    check_postgres_timeline(result, scenario, tmp_path, failover=scenario == "leader-host-crash")
     assert result.lost == 0, result
     assert result.committed > 100, result
     # The old leader (or the lost replica) is back as a running member in time.

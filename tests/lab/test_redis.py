@@ -3,12 +3,14 @@
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from seawall.inventory import Topology
 from seawall.redis.client import majority_client, redis_settings
 from seawall.redis.drill import (
+    CUTS,
     FLAP_CYCLES,
     FLAPPING,
     LAGGING,
@@ -28,6 +30,7 @@ from seawall.runtime.reconnect import (
     connect,
 )
 from tests.lab.conftest import changed_operations, run_site_deploy
+from tests.lab.timelines import check_redis_timeline, drawn
 
 
 def test_one_master_two_replicas_and_sentinels_agree(deployed_lab: Topology) -> None:
@@ -107,9 +110,15 @@ def test_unreachable_sentinels_are_a_clear_error_within_the_deadline(
 
 
 @pytest.mark.parametrize("scenario", SINGLE_FAULTS)
-def test_drill_loses_and_duplicates_nothing(deployed_lab: Topology, scenario: str) -> None:
+def test_drill_loses_and_duplicates_nothing(
+    deployed_lab: Topology, scenario: str, tmp_path: Path
+) -> None:
     result = run_drill(deployed_lab, scenario, duration=12, fault_at=2, heal_after=6)
     summary = result.to_json()
+    if scenario == "master-process-kill":
+        check_redis_timeline(result, scenario, 2.0, tmp_path)
+    else:
+        drawn(result, scenario, tmp_path)
     assert result.lost_acked == 0, summary
     assert result.lost_spooled == 0, summary
     assert result.duplicated == 0, summary
@@ -131,13 +140,17 @@ def test_drill_loses_and_duplicates_nothing(deployed_lab: Topology, scenario: st
 
 @pytest.mark.parametrize("scenario", [LAGGING, "cut-heals-9s"])
 def test_a_healed_cut_of_every_data_host_loses_no_acknowledged_event(
-    deployed_lab: Topology, scenario: str
+    deployed_lab: Topology, scenario: str, tmp_path: Path
 ) -> None:
     # Issue 15: a replica left behind (paused 4 s), then every data host cut off
     # 9 s under a WAIT 1 publisher with its spool; Sentinel may promote the
     # lagging replica when the cut heals. Nothing acknowledged or spooled may go.
     result = run_drill(deployed_lab, scenario, fault_at=2)
     summary = result.to_json()
+    if scenario in CUTS:
+        check_redis_timeline(result, scenario, 2.0, tmp_path, heal_at=2.0 + CUTS[scenario])
+    else:
+        drawn(result, scenario, tmp_path)
     assert result.acked > 0 and result.spooled > 0, summary  # the cut did bite
     assert result.lost_acked == 0, summary
     assert result.lost_spooled == 0, summary
@@ -147,8 +160,9 @@ def test_a_healed_cut_of_every_data_host_loses_no_acknowledged_event(
     assert result.ok, summary
 
 
-def _nothing_reported_was_lost(result: DrillResult) -> dict:
+def _nothing_reported_was_lost(result: DrillResult, tmp_path: Path) -> dict:
     summary = result.to_json()
+    drawn(result, result.scenario, tmp_path)
     assert result.lost_acked == 0, summary
     assert result.lost_spooled == 0, summary
     assert result.duplicated == 0, summary
@@ -158,10 +172,10 @@ def _nothing_reported_was_lost(result: DrillResult) -> dict:
 
 
 def test_a_60_s_outage_of_every_data_host_is_spooled_fast_and_replayed(
-    deployed_lab: Topology,
+    deployed_lab: Topology, tmp_path: Path
 ) -> None:
     result = run_drill(deployed_lab, "long-outage", fault_at=2)
-    summary = _nothing_reported_was_lost(result)
+    summary = _nothing_reported_was_lost(result, tmp_path)
     assert result.spooled > 5000, summary  # ~60 s at 100 events/s went to the spool
     # The circuit breaker: while Redis is away publish() costs a spool append
     # (its fsync on this shared disk: ~5-15 ms at p99), not the 1 s publish
@@ -172,19 +186,19 @@ def test_a_60_s_outage_of_every_data_host_is_spooled_fast_and_replayed(
 
 
 def test_a_full_spool_disk_refuses_loudly_and_loses_nothing_it_took(
-    deployed_lab: Topology,
+    deployed_lab: Topology, tmp_path: Path
 ) -> None:
     result = run_drill(deployed_lab, "disk-full", fault_at=2)
-    summary = _nothing_reported_was_lost(result)
+    summary = _nothing_reported_was_lost(result, tmp_path)
     assert result.refused > 0 and result.spooled > 0, summary  # the disk did fill
     assert result.ok, summary
 
 
 def test_a_writer_killed_mid_replay_is_resumed_by_the_next_process(
-    deployed_lab: Topology,
+    deployed_lab: Topology, tmp_path: Path
 ) -> None:
     result = run_drill(deployed_lab, "writer-killed-mid-replay", fault_at=2)
-    summary = _nothing_reported_was_lost(result)
+    summary = _nothing_reported_was_lost(result, tmp_path)
     assert result.spooled > 0, summary
     assert any(note.startswith("writer killed with") for note in result.notes), summary
     assert result.ok, summary
@@ -192,10 +206,10 @@ def test_a_writer_killed_mid_replay_is_resumed_by_the_next_process(
 
 @pytest.mark.parametrize("scenario", [FLAPPING, SECOND_FAULT])
 def test_repeated_and_overlapping_faults_lose_nothing(
-    deployed_lab: Topology, scenario: str
+    deployed_lab: Topology, scenario: str, tmp_path: Path
 ) -> None:
     result = run_drill(deployed_lab, scenario, fault_at=2)
-    summary = _nothing_reported_was_lost(result)
+    summary = _nothing_reported_was_lost(result, tmp_path)
     assert result.switch_masters is not None
     assert result.switch_masters <= (FLAP_CYCLES if scenario == FLAPPING else 1), summary
     assert result.ok, summary
