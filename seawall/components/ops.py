@@ -447,6 +447,10 @@ def _activate(data: Any) -> None:
         month=fields["month"],
         day_of_week=fields["day_of_week"],
     )
+    # Debian starts cron on install, unless an image's policy-rc.d kept it down.
+    systemd.service(
+        name="Run cron now and at boot", service="cron.service", running=True, enabled=True
+    )
     hook = failure_hook(data)
     _put("Install the restart's metrics recorder", RECORD, context, "755")
     service = _put("Install the rolling restart service", SERVICE, context)
