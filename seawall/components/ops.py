@@ -171,15 +171,16 @@ def wheelhouse(
     return target
 
 
-def local_wheelhouse(data: Any) -> Path:
+def local_wheelhouse(data: Any) -> Path | None:
     """Return the wheelhouse this machine deploys: built from the checkout, or the installed one.
 
     On the ops host itself (seawall installed from the wheelhouse, no checkout:
     ``seawall drift``'s dry run) it is the wheelhouse it was installed from, so
-    the dry run compares the ops host with itself and finds no drift.
+    the dry run compares the ops host with itself and finds no drift. None on a
+    controller running seawall from a wheel of its own: nothing to build from.
 
     Raises:
-        DeployError: the build failed or no wheelhouse is there.
+        DeployError: the build failed.
     """
     root = source_root()
     try:
@@ -188,9 +189,7 @@ def local_wheelhouse(data: Any) -> Path:
     except SeawallError as error:
         raise DeployError(f"{host.name}: {error}") from None
     installed = Path(str(setting(data, "ops_wheelhouse_dir")))
-    if not (installed / MANIFEST).is_file():
-        raise DeployError(f"{host.name}: no checkout to build from, and no {installed}/{MANIFEST}")
-    return installed
+    return installed if (installed / MANIFEST).is_file() else None
 
 
 # --- what the units, cron and copies see -----------------------------------------
@@ -333,6 +332,10 @@ def _install(data: Any) -> None:
     """Install python3-venv and cron, then seawall and pyinfra from the controller's wheels."""
     install_packages("Install python3-venv and cron", PACKAGES)
     local = local_wheelhouse(data)
+    if local is None:
+        # Said, not failed: the rest of the ops host is still deployed and checked.
+        host.noop("seawall runs from an installed wheel here: the ops host's venv is left as it is")
+        return
     venv, remote = str(setting(data, "ops_venv_dir")), str(setting(data, "ops_wheelhouse_dir"))
     files.directory(name="Create the wheelhouse folder", path=remote, mode="755", present=True)
     files.sync(

@@ -3,16 +3,19 @@
 Every test here carries the `lab` marker. The session pays for `lab up` and the
 first site deploy once; `test_lab_down_leaves_nothing` runs after all others.
 When a run holds unit and lab tests, the unit tests go first and the lab comes
-up and takes its first deploy meanwhile, in two subprocesses of a background
-thread (most of a deploy is waiting on the hosts): the first lab test waits for
-them, and the session stops them if it ends first.
+up and takes its first deploy meanwhile, in a background shell (most of a
+deploy is waiting on the hosts): the first lab test waits for it, and the
+session stops it if it ends first.
 """
 
 import json
 import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
-import threading
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,54 +48,53 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class _LabInBackground:
-    """`seawall lab up`, then the first site deploy, in a thread; each a subprocess."""
+    """`seawall lab up`, then the first site deploy: one shell, its output in files.
+
+    No thread and no pipe: pyinfra's import monkey-patches threads into gevent
+    greenlets, which run only when the unit tests yield, and a pipe nobody
+    reads would stall the deploy.
+    """
 
     def __init__(self) -> None:
-        self.results: list[subprocess.CompletedProcess[str]] = []
-        self._process: subprocess.Popen[str] | None = None
-        self._stopped = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="lab-up", daemon=True)
-        self._thread.start()
-
-    def _step(self, command: list[str], timeout: float) -> bool:
-        with self._lock:
-            if self._stopped:
-                return False
-            self._process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        try:
-            out, err = self._process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            out, err = self._process.communicate()
-        self.results.append(
-            subprocess.CompletedProcess(command, self._process.returncode, out, err)
+        self.dir = Path(tempfile.mkdtemp(prefix="seawall-lab-up-"))
+        seawall = shlex.quote(str(Path(sys.executable).with_name("seawall")))
+        up = f"{seawall} lab up -i {shlex.quote(str(LAB_INVENTORY))}"
+        deploy = f"{shlex.quote(PYINFRA)} -y inventories/lab.py deploys/site.py"
+        out = shlex.quote(str(self.dir))
+        script = (
+            f"{up} >{out}/up.out 2>{out}/up.err; echo $? >{out}/up.rc; "
+            f'[ "$(cat {out}/up.rc)" = 0 ] || exit 0; '
+            f"{deploy} >{out}/deploy.out 2>{out}/deploy.err; echo $? >{out}/deploy.rc"
         )
-        return self._process.returncode == 0
+        self.process = subprocess.Popen(
+            ["sh", "-c", script],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own group: stopped whole, by its id
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
-    def _run(self) -> None:
-        seawall = str(Path(sys.executable).with_name("seawall"))
-        if self._step([seawall, "lab", "up", "-i", str(LAB_INVENTORY)], timeout=1800):
-            self._step([PYINFRA, "-y", "inventories/lab.py", "deploys/site.py"], timeout=1200)
+    def _step(self, name: str) -> subprocess.CompletedProcess[str] | None:
+        rc = self.dir / f"{name}.rc"
+        if not rc.is_file():
+            return None
+        return subprocess.CompletedProcess(
+            [name],
+            int(rc.read_text()),
+            (self.dir / f"{name}.out").read_text(errors="replace"),
+            (self.dir / f"{name}.err").read_text(errors="replace"),
+        )
 
-    def wait(self) -> list[subprocess.CompletedProcess[str]]:
-        self._thread.join(timeout=3000)
-        assert not self._thread.is_alive(), "lab up and the first deploy took over 50 min"
-        return self.results
+    def wait(self) -> tuple[subprocess.CompletedProcess[str] | None, ...]:
+        """Return (lab up, first deploy), each None if it did not run."""
+        self.process.wait(timeout=3000)
+        return self._step("up"), self._step("deploy")
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            if self._process is not None and self._process.poll() is None:
-                self._process.terminate()
-        self._thread.join(timeout=60)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _background: list[_LabInBackground] = []
@@ -164,8 +166,10 @@ def lab_topology() -> Iterator[Topology]:
         pytest.fail("lab tests need root (LXC system containers)")
     os.chdir(ROOT)
     topology = inventory.load(LAB_INVENTORY)
-    for result in _background[0].wait() if _background else []:
-        print(result.stderr[-4000:], file=sys.stderr)
+    if _background:
+        up, _ = _background[0].wait()
+        if up is not None:
+            print(up.stderr[-4000:], file=sys.stderr)
     # Quick when the background brought it up; says what is wrong otherwise.
     report = lab.up(topology, log=lambda line: print(line, file=sys.stderr))
     assert report.ok, report
@@ -175,8 +179,8 @@ def lab_topology() -> Iterator[Topology]:
 @pytest.fixture(scope="session")
 def first_deploy(lab_topology: Topology) -> subprocess.CompletedProcess[str]:
     """The result of the first full site deploy of this run (the background's, if any)."""
-    done = _background[0].wait()[1:] if _background else []
-    result = done[0] if done else run_site_deploy()
+    done = _background[0].wait()[1] if _background else None
+    result = done if done is not None else run_site_deploy()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
 
