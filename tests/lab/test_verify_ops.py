@@ -86,7 +86,9 @@ def wait_for_no_drift_run(topology: Topology) -> None:
     )
     give_up = time.monotonic() + DRIFT_RUN_S + 120
     while time.monotonic() < give_up:
-        out = on_ops(topology, f"date +%M; pgrep -f {verify_ops.DRIFT_RUN} || true").split()
+        # [/]usr...: the pattern does not match the shell whose command line holds it.
+        pattern = shlex.quote(f"[{verify_ops.DRIFT_RUN[0]}]{verify_ops.DRIFT_RUN[1:]}")
+        out = on_ops(topology, f"date +%M; pgrep -f {pattern} || true").split()
         minute, running = int(out[0]), len(out) > 1
         if not running and not {minute, (minute + 1) % 60} & minutes:
             return
