@@ -56,6 +56,7 @@ from seawall.inventory import Topology  # noqa: E402
 from seawall.lab import faults  # noqa: E402
 from seawall.lab.config import LabConfig, lab_config  # noqa: E402
 from seawall.lab.network import require_bridge  # noqa: E402
+from seawall.local import run  # noqa: E402
 from seawall.settings import setting  # noqa: E402
 from seawall.ssh import run as ssh  # noqa: E402
 
@@ -85,12 +86,20 @@ def parse_cpu_stat(stat: str, unit: str) -> tuple[int, int]:
     return int(user.group(1)), int(system.group(1))
 
 
+def container_cgroup(container: str) -> Path:
+    """The running container's own v2 cgroup: after a restart LXC names it anew
+    (lxc.payload.NAME-1, -2...), and the old directories may linger."""
+    pid = run(["lxc-info", "-n", container, "-pH"]).stdout.strip()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::/"):
+            return Path("/sys/fs/cgroup/unified") / line[4:].split("/")[0]
+    raise SystemExit(f"{container}: no cgroup v2 path for its init (pid {pid})")
+
+
 def unit_cpu(container: str, unit: str = "nginx") -> tuple[int, int]:
     """User and system CPU (µs) used so far by a unit of gw-1 (nginx.service by default),
     from its cgroup (v2 cpu.stat, as the container's systemd accounts it)."""
-    stat = Path(
-        f"/sys/fs/cgroup/unified/lxc.payload.{container}/system.slice/{unit}.service/cpu.stat"
-    ).read_text()
+    stat = (container_cgroup(container) / f"system.slice/{unit}.service/cpu.stat").read_text()
     return parse_cpu_stat(stat, unit)
 
 
