@@ -422,13 +422,19 @@ def _configure(data: Any) -> None:
             name="Point the inventory's ssh_key at the ops key", path=str(key), target=OPS_KEY
         )
     known = str(data.get("ssh_known_hosts_file") or f"{OPS_HOME}/.ssh/known_hosts")
-    files.put(
-        name="Know every inventory host's host keys",
-        src=StringIO(known_hosts_text()),
-        dest=known,
-        mode="600",
-        create_remote_dir=True,
-    )
+    down = sorted(member.name for member in inventory if member in host.state.failed_hosts)
+    if down:
+        # A redeploy while a host is down is normal: its keys cannot be read, and
+        # a file without them would lock the ops host out once it is back.
+        host.noop(f"{', '.join(down)} unreachable: known_hosts left as it is")
+    else:
+        files.put(
+            name="Know every inventory host's host keys",
+            src=StringIO(known_hosts_text()),
+            dest=known,
+            mode="600",
+            create_remote_dir=True,
+        )
 
 
 def _activate(data: Any) -> None:
