@@ -118,7 +118,7 @@ def test_drill_loses_and_duplicates_nothing(
     if scenario == "master-process-kill":
         check_redis_timeline(result, scenario, 2.0, tmp_path)
     else:
-        drawn(result, scenario, tmp_path)
+        drawn(result, f"redis-{scenario}", tmp_path)
     assert result.lost_acked == 0, summary
     assert result.lost_spooled == 0, summary
     assert result.duplicated == 0, summary
@@ -150,7 +150,7 @@ def test_a_healed_cut_of_every_data_host_loses_no_acknowledged_event(
     if scenario in CUTS:
         check_redis_timeline(result, scenario, 2.0, tmp_path, heal_at=2.0 + CUTS[scenario])
     else:
-        drawn(result, scenario, tmp_path)
+        drawn(result, f"redis-{scenario}", tmp_path)
     assert result.acked > 0 and result.spooled > 0, summary  # the cut did bite
     assert result.lost_acked == 0, summary
     assert result.lost_spooled == 0, summary
@@ -162,7 +162,7 @@ def test_a_healed_cut_of_every_data_host_loses_no_acknowledged_event(
 
 def _nothing_reported_was_lost(result: DrillResult, tmp_path: Path) -> dict:
     summary = result.to_json()
-    drawn(result, result.scenario, tmp_path)
+    drawn(result, f"redis-{result.scenario}", tmp_path)
     assert result.lost_acked == 0, summary
     assert result.lost_spooled == 0, summary
     assert result.duplicated == 0, summary

@@ -5,7 +5,7 @@ twice for its picture). The unit tests (tests/unit/test_plot.py) check the
 counting and drawing on synthetic runs; here real faults check that the
 moments and counts match what the drill reports (detect_s, new_master_s,
 outage_s, acked, spooled...). With SEAWALL_DRILL_PLOTS=DIR each run's picture
-is kept there as <scenario>.svg (docs/benchmarks.md shows them).
+is kept there as redis-<scenario>.svg or postgres-<scenario>.svg (docs/benchmarks.md shows them).
 """
 
 import os
@@ -32,14 +32,15 @@ def gap_s(mark: Mark) -> float:
     return float(mark.what.split()[-2])
 
 
-def drawn(result: Any, scenario: str, tmp_path: Path) -> None:
-    """Draw the run; every 100 ms bucket of the timeline is one bar of the picture."""
+def drawn(result: Any, name: str, tmp_path: Path) -> None:
+    """Draw the run as ``name``.svg (``redis-<scenario>``: both drills have a
+    switchover); every 100 ms bucket of the timeline is one bar of the picture."""
     line = result.timeline
     assert line is not None, result.to_json()
     keep = os.environ.get("SEAWALL_DRILL_PLOTS")
     directory = Path(keep) if keep else tmp_path
     directory.mkdir(parents=True, exist_ok=True)
-    path = plot.draw([result], directory / f"{scenario}.svg")
+    path = plot.draw([result], directory / f"{name}.svg")
     root = ElementTree.parse(path).getroot()
     bars = sum(1 for node in root.iter() if node.get("id", "").startswith("run0-acked-"))
     assert bars == len(line.acked)
@@ -74,7 +75,7 @@ def check_redis_timeline(
     if heal_at is not None:
         assert moments["heal"].at_s == heal_at, summary
         assert result.spooled > 0 and sum(line.replayed) > 0, summary
-    drawn(result, scenario, tmp_path)
+    drawn(result, f"redis-{scenario}", tmp_path)
 
 
 def check_postgres_timeline(result: Any, scenario: str, tmp_path: Path, failover: bool) -> None:
@@ -96,4 +97,4 @@ def check_postgres_timeline(result: Any, scenario: str, tmp_path: Path, failover
             assert moments["detection"].at_s >= fault, summary
         if result.write_outage_s >= plot.OUTAGE_MIN_S:
             assert gap_s(moments["recovery"]) == pytest.approx(result.write_outage_s, abs=0.006)
-    drawn(result, scenario, tmp_path)
+    drawn(result, f"postgres-{scenario}", tmp_path)
