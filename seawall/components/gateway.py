@@ -41,16 +41,17 @@ What it never does:
 """
 
 from collections.abc import Mapping
+from io import StringIO
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api.deploy import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import File
-from pyinfra.operations import server, systemd
+from pyinfra.operations import files, server, systemd
 
 from seawall.components import templates
-from seawall.components.common import group_members, install_packages, unit_dropin
+from seawall.components.common import group_members, install_packages
 from seawall.defaults import GATEWAY
 from seawall.errors import SeawallError
 from seawall.operations.files import validated_file
@@ -314,20 +315,17 @@ def deploy_gateway() -> None:
         check_installed="nginx -t -q",
         mode=644,
     )
-    journal_limit = unit_dropin(
-        "Let NGINX's journal lines through at the gateway's load",
-        render(JOURNAL_DROPIN, context(data, apps, drained, host.name)),
-        JOURNAL_DROPIN,
-        "NGINX",
+    journal_limit = files.put(
+        name="Let NGINX's journal lines through at the gateway's load",
+        src=StringIO(render(JOURNAL_DROPIN, context(data, apps, drained, host.name))),
+        dest=JOURNAL_DROPIN,
+        mode="644",
+        create_remote_dir=True,
     )
-    # journald reads a unit's rate limit when the unit starts: a reload keeps the old one.
-    systemd.service(
-        name="Restart NGINX (its journal rate limit changed)",
-        service="nginx.service",
-        running=True,
-        restarted=True,
-        _if=journal_limit.did_change,
+    systemd.daemon_reload(
+        name="Reload systemd (the NGINX unit changed)", _if=journal_limit.did_change
     )
+    # journald reads a unit's rate limit when NGINX next starts: never restarted here.
     systemd.service(
         name="Reload NGINX (its configuration changed)",
         service="nginx.service",
