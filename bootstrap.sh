@@ -7,6 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages: exactly those in controller-packages.txt (one a line, '#'
 # comments), the list the lab's own pre-check and a unit test read too.
+# Among them lxc-templates: the lab's containers include its
+# /usr/share/lxc/config/debian.common.conf.
 mapfile -t packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' controller-packages.txt)
 missing=()
 for pkg in "${packages[@]}"; do
