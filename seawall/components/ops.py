@@ -122,6 +122,18 @@ def manifest(wheelhouse: Path) -> str:
     )
 
 
+def copy_source(root: Path, dest: Path) -> Path:
+    """Copy what the wheel is built from (``_SOURCE``, no caches) into ``dest``; return it."""
+    for top in _SOURCE:
+        if (root / top).is_dir():
+            ignore = shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc")
+            shutil.copytree(root / top, dest / top, ignore=ignore)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / top, dest / top)
+    return dest
+
+
 def pip_wheel(root: Path, target: Path) -> None:
     """Build seawall and every dependency as wheels into ``target`` with this venv's pip.
 
@@ -129,11 +141,15 @@ def pip_wheel(root: Path, target: Path) -> None:
         SeawallError: pip failed (its last lines are in the message).
     """
     pip = Path(sys.executable).with_name("pip")
-    # No build isolation: the venv's setuptools builds seawall itself, no index needed
-    # for it; the dependencies come from pip's cache or the controller's index.
-    command = [str(pip), "wheel", "--no-build-isolation", "--wheel-dir", str(target), str(root)]
-    command += HOST_EXTRAS
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    with tempfile.TemporaryDirectory(prefix="seawall-wheel-") as copy:
+        # setuptools writes build/ and egg-info into the tree it builds: build a
+        # copy, so the checkout (and a test run reading it) never changes.
+        source = copy_source(root, Path(copy))
+        # No build isolation: the venv's setuptools builds seawall itself, no index
+        # needed for it; the dependencies come from pip's cache or the controller's index.
+        command = [str(pip), "wheel", "--no-build-isolation", "--wheel-dir", str(target)]
+        command += [str(source), *HOST_EXTRAS]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
         raise SeawallError(f"pip wheel of {root} failed:\n{tail}")

@@ -186,6 +186,34 @@ def test_a_failed_build_leaves_nothing_to_reuse(tmp_path: Path) -> None:
     assert list(cache.iterdir()) == []
 
 
+def test_pip_wheel_builds_a_copy_and_never_writes_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # setuptools writes build/ and egg-info into the tree pip builds; a checkout
+    # that grew build/ during a test run failed the README's layout test in CI.
+    root = tmp_path / "src"
+    fake_source(root, "A = 1\n")
+    (root / "seawall" / "__pycache__").mkdir()
+    (root / "seawall" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    seen: dict[str, object] = {}
+
+    def pip(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        source = Path(command[command.index("--wheel-dir") + 2])
+        seen["source"] = source
+        seen["files"] = sorted(p.relative_to(source) for p in source.rglob("*"))
+        (source / "build").mkdir()
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(ops.subprocess, "run", pip)
+    ops.pip_wheel(root, tmp_path / "wheels")
+    source = seen["source"]
+    assert isinstance(source, Path) and root not in source.parents
+    assert seen["files"] == [Path("pyproject.toml"), Path("seawall"), Path("seawall/__init__.py")]
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert not source.exists()
+
+
 def test_source_hash_covers_the_package_and_pyproject(tmp_path: Path) -> None:
     fake_source(tmp_path, "A = 1\n")
     before = ops.source_hash(tmp_path)

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from seawall.components.ops import copy_source
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "seawall"
 # What pyinfra needs beside an installed seawall to deploy the site.
@@ -116,9 +118,7 @@ def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
 def build_wheel(tmp: Path) -> Path:
     """Build the wheel from a copy of the tree (the build writes build/ and egg-info)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    source = tmp / "source"
-    shutil.copytree(PACKAGE, source / "seawall", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO / "pyproject.toml", source)
+    source = copy_source(REPO, tmp / "source")
     dist = tmp / "dist"
     pip = ("-m", "pip", "--disable-pip-version-check")
     _run(
