@@ -10,6 +10,9 @@ sessions, at the same time, the cluster-wide promises
 (:mod:`seawall.verify.cluster`): Redis replication and Sentinel agreement,
 Patroni's leader and synchronous standby with lag, etcd health, every
 service's /health and every gateway route, each pinned on the host it is about.
+
+A pass with a failure is run again ``CONFIRM_AFTER_S`` later, and a check fails
+only if it failed in both: one slow probe on a loaded host is not an outage.
 """
 
 import subprocess
@@ -28,7 +31,7 @@ from seawall.redis.topology import redis_status
 from seawall.verify import cluster, common, ops, roles
 from seawall.verify.common import CHECKS, judge, parse_sshd_t
 from seawall.verify.probe import Probe, parse_probes, probe_of, probe_script
-from seawall.verify.report import Check, HostReport, VerifyReport
+from seawall.verify.report import Check, HostReport, VerifyReport, confirmed
 
 __all__ = [
     "CHECKS",
@@ -45,6 +48,8 @@ __all__ = [
 
 # Seconds one host's probe session may take.
 TIMEOUT = 30
+# Seconds before a pass with a failure is run again to confirm it.
+CONFIRM_AFTER_S = 2.0
 
 T = TypeVar("T")
 
@@ -124,13 +129,22 @@ def _collected(
         return cluster.failed_everywhere(hosts, name, error)
 
 
-def verify(topology: Topology) -> VerifyReport:
-    """Run every check on every host: host sessions and cluster checks all at once.
+def verify(topology: Topology, confirm_after_s: float = CONFIRM_AFTER_S) -> VerifyReport:
+    """Run every check on every host; confirm any failure with a second pass.
 
     Raises:
         SeawallError: a host cannot be reached as its configured SSH user, a lab
             inventory's bridge is missing, or secrets the checks need are missing.
     """
+    first = _verify_once(topology)
+    if first.ok or confirm_after_s <= 0:
+        return first
+    time.sleep(confirm_after_s)
+    return confirmed(first, _verify_once(topology), confirm_after_s)
+
+
+def _verify_once(topology: Topology) -> VerifyReport:
+    """Run every check on every host: host sessions and cluster checks all at once."""
     require_lab_network(topology)
     hosts = topology.hosts
     with ThreadPoolExecutor(max_workers=2 * len(hosts) + 4) as pool:

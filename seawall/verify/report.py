@@ -72,10 +72,38 @@ class VerifyReport:
             },
         }
 
-    def to_text(self) -> str:
-        failed = self.failures()
+    def summary(self) -> str:
+        """Return one line: how many checks hold, and each failing one with its detail."""
+        failed = [(h.host, c) for h in self.hosts for c in h.checks if not c.ok]
         total = sum(len(host.checks) for host in self.hosts)
-        summary = f"{total - len(failed)}/{total} checks hold on {len(self.hosts)} hosts"
+        line = f"{total - len(failed)}/{total} checks hold on {len(self.hosts)} hosts"
         if failed:
-            summary += "; failing: " + ", ".join(f"{host} {name}" for host, name in failed)
-        return table(["host", "check", "result", "detail"], self.rows()) + "\n" + summary
+            line += "; failing: " + "; ".join(f"{h} {c.name} ({c.detail})" for h, c in failed)
+        return line
+
+    def to_text(self) -> str:
+        return table(["host", "check", "result", "detail"], self.rows()) + "\n" + self.summary()
+
+
+def confirmed(first: VerifyReport, second: VerifyReport, after_s: float) -> VerifyReport:
+    """Return ``second`` where a check fails only if it failed in ``first`` too.
+
+    A single slow probe (a /health answered after its 1.5 s timeout on a loaded
+    host) is not an outage: a check that failed in one pass only holds, and its
+    detail says what the other pass saw, so a flapping promise still shows.
+    """
+    earlier = {(h.host, c.name): c for h in first.hosts for c in h.checks}
+    hosts = []
+    for host in second.hosts:
+        checks = []
+        for check in host.checks:
+            before = earlier.get((host.host, check.name))
+            if before is None or before.ok == check.ok:
+                checks.append(check)
+                continue
+            failed, when = (before, f"{after_s:g} s earlier") if check.ok else (check, "now")
+            seen = check if check.ok else before
+            note = f"{seen.detail} (failed once, {when}: {failed.detail})"
+            checks.append(Check(check.name, True, note))
+        hosts.append(HostReport(host.host, tuple(checks)))
+    return VerifyReport(tuple(hosts))

@@ -55,7 +55,7 @@ def test_every_common_promise_holds(deployed_lab: Topology) -> None:
         # The common checks come first; each role's checks follow them.
         assert [check.name for check in host.checks][: len(CHECKS)] == list(CHECKS), host.host
     assert sorted(host.host for host in report.hosts) == sorted(h.name for h in deployed_lab)
-    assert report.ok, report.to_text()
+    assert report.ok, report.summary()
 
 
 def test_second_deploy_changes_nothing(

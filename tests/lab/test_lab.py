@@ -170,7 +170,7 @@ def _broken_while_stopped(topology: Topology, name: str, path: str, text: str) -
         else:
             planted.write_bytes(original)
         report = lab.up(topology, log=lambda _: None)
-        assert report.ok, report.to_text()
+        assert report.ok, report.summary()
 
 
 def _restore_error(topology: Topology) -> tuple[str, float]:
@@ -198,7 +198,7 @@ def test_lab_up_rewrites_a_broken_container_config(lab_topology: Topology) -> No
     config_file.write_text(config_file.read_text() + "lxc.include = /nonexistent/x.conf\n")
     assert hosts.state(config.host("app-2")) == "BROKEN"
     report = lab.up(lab_topology, log=lambda _: None)
-    assert report.ok, report.to_text()
+    assert report.ok, report.summary()
     assert "/nonexistent" not in config_file.read_text()
 
 

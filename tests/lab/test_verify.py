@@ -46,7 +46,7 @@ def quiet_lab(deployed_lab: Topology) -> Iterator[Topology]:
 def wait_for_ok(topology: Topology, within: float, what: str) -> VerifyReport:
     """Verify until it passes; fail with the last report after ``within`` seconds."""
     report = verify_settled(topology, within, every=3)
-    assert report.ok, f"{what}: not within {within} s\n{report.to_text()}"
+    assert report.ok, f"{what}: not within {within} s\n{report.summary()}"
     return report
 
 
@@ -74,7 +74,7 @@ def test_every_promise_of_every_role_holds_within_the_target(quiet_lab: Topology
     started = time.monotonic()
     report = verify(quiet_lab)
     took = time.monotonic() - started
-    assert report.ok, report.to_text()
+    assert report.ok, report.summary()
     names = {h.host: [c.name for c in h.checks] for h in report.hosts}
     for host in quiet_lab:
         assert names[host.name][: len(CHECKS)] == list(CHECKS)
@@ -108,7 +108,7 @@ def test_a_stopped_unit_is_named(quiet_lab: Topology) -> None:
         ("data-3", f"unit {unit}"),
         ("data-3", "sentinel agreement"),
         ("data-3", "listeners"),
-    } <= failures(report), report.to_text()
+    } <= failures(report), report.summary()
     assert detail(report, "data-3", f"unit {unit}").startswith("inactive")
     assert "missing tcp 10.77.0.13:26379" in detail(report, "data-3", "listeners")
     # No other host is blamed for it (a service slow under the shared machine's load
@@ -139,7 +139,7 @@ def test_a_replica_that_stops_replicating_is_named(quiet_lab: Topology) -> None:
             conn.execute_command("REPLICAOF", master_host, int(master_port))
         conn.close()
     assert not report.ok
-    assert (replica.host, "redis replication") in failures(report), report.to_text()
+    assert (replica.host, "redis replication") in failures(report), report.summary()
     assert "the Sentinels name" in detail(report, replica.host, "redis replication")
     wait_for_ok(quiet_lab, HEAL_WITHIN, f"{replica.host} replicating again")
 

@@ -36,7 +36,7 @@ DRIFT_RUN_S = 300
 def quiet_ops(deployed_lab: Topology) -> Iterator[Topology]:
     with exclusive_lock(DATA_FAULT_LOCK, timeout=600), app_fault_lock(600):
         report = verify_settled(deployed_lab, HEAL_WITHIN, every=3)
-        assert report.ok, report.to_text()
+        assert report.ok, report.summary()
         yield deployed_lab
 
 

@@ -151,7 +151,8 @@ def test_report_renders_rows_json_and_text() -> None:
     }
     assert report.failures() == [("app-1", "timezone")]
     assert report.to_json()["failures"] == [{"host": "app-1", "check": "timezone"}]
-    assert report.to_text().endswith("1/2 checks hold on 2 hosts; failing: app-1 timezone")
+    summary = "1/2 checks hold on 2 hosts; failing: app-1 timezone (Etc/UTC)"
+    assert report.summary() == summary and report.to_text().endswith(summary)
 
 
 # --- Role promises: what each host's roles expect, from inventory data --------------------
@@ -637,7 +638,7 @@ def test_verify_pins_every_finding_on_its_host(
     monkeypatch: pytest.MonkeyPatch, lab: Topology
 ) -> None:
     fake_lab(monkeypatch, lab)
-    report = verify(lab)
+    report = verify(lab, confirm_after_s=0)
     data_1 = next(h for h in report.hosts if h.host == "data-1")
     names = [c.name for c in data_1.checks]
     assert names[: len(CHECKS)] == list(CHECKS)
@@ -653,7 +654,7 @@ def test_a_collector_that_fails_is_a_finding_on_its_hosts(
     monkeypatch: pytest.MonkeyPatch, lab: Topology
 ) -> None:
     fake_lab(monkeypatch, lab, redis_error=True)
-    report = verify(lab)
+    report = verify(lab, confirm_after_s=0)
     for name in ("data-1", "data-2", "data-3"):
         host = next(h for h in report.hosts if h.host == name)
         check = host.check("redis replication")
@@ -687,6 +688,35 @@ def _report(ok: bool) -> Any:
 
     check = Check("service risk-safety", ok, "OK" if ok else "DOWN")
     return VerifyReport((HostReport("app-1", (check,)),))
+
+
+def test_a_failure_in_one_pass_only_holds_and_says_what_was_seen() -> None:
+    from seawall.verify.report import confirmed
+
+    once = confirmed(_report(False), _report(True), 2.0)
+    assert once.ok
+    assert once.hosts[0].checks[0].detail == "OK (failed once, 2 s earlier: DOWN)"
+    now = confirmed(_report(True), _report(False), 2.0)
+    assert now.ok and now.hosts[0].checks[0].detail == "OK (failed once, now: DOWN)"
+    assert not confirmed(_report(False), _report(False), 2.0).ok
+    assert confirmed(_report(True), _report(True), 2.0) == _report(True)
+
+
+def test_verify_confirms_a_failure_with_a_second_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import seawall.verify as verify_module
+
+    slept: list[float] = []
+    monkeypatch.setattr(verify_module.time, "sleep", slept.append)
+    passes = [_report(False), _report(True)]
+    monkeypatch.setattr(verify_module, "_verify_once", lambda topology: passes.pop(0))
+    assert verify_module.verify(None).ok  # type: ignore[arg-type]
+    assert slept == [verify_module.CONFIRM_AFTER_S] and passes == []
+    passes = [_report(False), _report(False)]
+    assert not verify_module.verify(None).ok  # type: ignore[arg-type]
+    # A pass that holds is not run again.
+    passes = [_report(True), _report(False)]
+    assert verify_module.verify(None).ok  # type: ignore[arg-type]
+    assert passes == [_report(False)]
 
 
 def test_verify_settled_asks_again_until_the_site_settles(monkeypatch: pytest.MonkeyPatch) -> None:
