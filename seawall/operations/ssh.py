@@ -52,7 +52,7 @@ def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
     + peers: (inventory host name, peer account's home, address) of every peer
 
     Read from the peers when the operation runs, so keys made earlier in the
-    same deploy are found.
+    same deploy are found; with a peer this run could not reach, nothing changes.
 
     **Example:**
 
@@ -65,6 +65,13 @@ def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
             peers=[("ops-1", "/var/lib/pgbackrest", "10.77.0.41")],
         )
     """
+    down = [name for name, _, _ in peers if inventory.get_host(name) in host.state.failed_hosts]
+    if down:
+        # "Exactly" cannot be known without the peer's keys, and a file without
+        # them would lock it out once it is back: a redeploy while it is down
+        # leaves what is trusted as it is.
+        host.noop(f"{', '.join(down)} unreachable: {user}'s trusted keys left as they are")
+        return
     authorized, known = [], []
     for name, peer_home, address in peers:
         peer = inventory.get_host(name)
@@ -111,8 +118,9 @@ def key_trusted(user: str, home: str, peer: str, peer_key: str):
     + peer_key: the public key's path on the peer
 
     Read from the peer when the operation runs, so a key made earlier in the
-    same deploy is found. A line with the same comment (``user@host``, as
-    ``ssh_keypair`` makes them) is replaced: a remade key is not trusted twice.
+    same deploy is found; a peer this run could not reach changes nothing. A
+    line with the same comment (``user@host``, as ``ssh_keypair`` makes them) is
+    replaced: a remade key is not trusted twice.
 
     **Example:**
 
@@ -126,7 +134,13 @@ def key_trusted(user: str, home: str, peer: str, peer_key: str):
             peer_key="/root/.ssh/id_ed25519.pub",
         )
     """
-    public = inventory.get_host(peer).get_fact(FileContents, path=peer_key) or []
+    source = inventory.get_host(peer)
+    if source in host.state.failed_hosts:
+        # A redeploy while the ops host is down is normal: its key cannot be read,
+        # and asking for it would stop the whole run; what is trusted stays.
+        host.noop(f"{peer} unreachable: {user}'s trust of its key left as it is")
+        return
+    public = source.get_fact(FileContents, path=peer_key) or []
     if not public or len(public[0].split()) < 2:
         host.log(f"{peer} has no SSH key yet: trust it at the next deploy")
         host.noop(f"{user} accepts no key of {peer} yet")

@@ -15,6 +15,7 @@ Fixture keys, as in pyinfra's tests:
   (or an argument set) the fixture does not give fails the test;
 - ``hosts``: ``{"<inventory name>": {"facts": ...}}`` for peers;
 - ``host_name``: this host's inventory name (``testhost`` if absent);
+- ``failed_hosts``: peers this pyinfra run could not reach (``state.failed_hosts``);
 - ``commands``: a string per shell command, ``[raw, masked]`` when part of it
   is hidden, ``["stdin", command, input]`` for one fed on its standard input,
   ``["upload", content, dest, remote_temp_filename]`` per upload;
@@ -63,6 +64,7 @@ class FakeHost:
         self.facts = facts
         self.noop_description: str | None = None
         self.logs: list[str] = []
+        self.state: Any = None
 
     def get_fact(self, fact: type[FactBase[Any]], **kwargs: Any) -> Any:
         key = fact_key(fact)
@@ -173,6 +175,9 @@ def test_operation(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     peers = {
         name: FakeHost(name, peer.get("facts", {})) for name, peer in spec.get("hosts", {}).items()
     }
+    state = SimpleNamespace(failed_hosts={peers[name] for name in spec.get("failed_hosts", [])})
+    for each in (fake, *peers.values()):
+        each.state = state
     args, kwargs = parse_value(spec.get("args", [])), parse_value(spec.get("kwargs", {}))
 
     with ctx_host.use(fake), ctx_inventory.use(FakeInventory(peers)):
