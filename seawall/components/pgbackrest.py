@@ -13,7 +13,9 @@
   the last ``pgbackrest_retention_days`` days); PostgreSQL's binaries are
   there (no cluster) for ``seawall drill pg-restore``;
 - each account trusts exactly the other side's key and host key: SSH keys are
-  made on the hosts themselves and never leave them (only public halves move).
+  made on the hosts themselves and never leave them (only public halves move);
+  a peer's key is accepted only from its address, with no forwarding or pty,
+  and runs pgBackRest's remote protocol only (``REMOTE_COMMAND``), never a shell.
 
 What it never does:
 
@@ -45,8 +47,10 @@ from seawall.settings import setting
 
 CONCERN = "pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"
+# The only command a peer's backup key runs (authorized_keys command=).
+REMOTE_COMMAND = "/usr/local/libexec/seawall-pgbackrest-remote"
 RESTORE_CONFIG = "/etc/pgbackrest/restore-drill.conf"
-TEMPLATES: tuple[str, ...] = (CONFIG, RESTORE_CONFIG, SERVICE, TIMER)
+TEMPLATES: tuple[str, ...] = (CONFIG, RESTORE_CONFIG, SERVICE, TIMER, REMOTE_COMMAND)
 POSTGRES_HOME = "/var/lib/postgresql"
 DEFAULTS: dict[str, Any] = {**POSTGRES, **PGBACKREST}
 
@@ -172,11 +176,13 @@ def _configure(
         _put("Configure the restore drill's pgBackRest", RESTORE_CONFIG, context)
     ssh_keypair(name="Give the backup account an SSH key of its own", user=account, home=home)
     _put("Configure pgBackRest", CONFIG, context)
+    _put("Let peers' keys run pgBackRest's remote protocol only", REMOTE_COMMAND, {}, "755")
     trust_peers(
         name="Trust exactly the peers' backup keys (repository <-> Postgres hosts)",
         user=account,
         home=home,
         peers=peers,
+        command=REMOTE_COMMAND,
     )
 
 

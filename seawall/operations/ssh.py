@@ -43,13 +43,19 @@ def _content(lines: list[str]) -> str:
 
 
 @operation()
-def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
+def trust_peers(
+    user: str, home: str, peers: list[tuple[str, str, str]], command: str | None = None
+):
     """
     Make ``user`` accept exactly the peers' SSH keys, and know exactly the peers' host keys.
 
     + user: the local account
     + home: its home directory
     + peers: (inventory host name, peer account's home, address) of every peer
+    + command: the one command a peer's key may run (``command=``); None: any
+
+    Each key is accepted only from its peer's address (``from=``) and with
+    ``restrict``: no forwarding, no agent, no pty.
 
     Read from the peers when the operation runs, so keys made earlier in the
     same deploy are found; with a peer this run could not reach, nothing changes.
@@ -87,7 +93,10 @@ def trust_peers(user: str, home: str, peers: list[tuple[str, str, str]]):
         if not public or not host_keys:
             host.log(f"{name} has no SSH key yet: trust it at the next deploy")
             continue
-        authorized.append(public[0].strip())
+        options = f'from="{address}",restrict'
+        if command is not None:
+            options += f',command="{command}"'
+        authorized.append(f"{options} {public[0].strip()}")
         known += [f"{address} {' '.join(key.split()[:2])}" for key in host_keys]
     changed = False
     for path, lines in (

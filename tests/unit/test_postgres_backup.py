@@ -1,5 +1,8 @@
 """pgBackRest: templates rendered with lab data, archive settings, the restore report."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from seawall import inventory
@@ -17,7 +20,8 @@ def context(lab: inventory.Topology, name: str) -> dict:
 @pytest.mark.parametrize("target", pgbackrest.TEMPLATES)
 def test_templates_name_their_target(lab: inventory.Topology, target: str) -> None:
     assert template_path("pgbackrest", target).is_file()
-    first = render("pgbackrest", target, context(lab, "ops-1")).splitlines()[0]
+    text = render("pgbackrest", target, context(lab, "ops-1"))
+    first = text.splitlines()[1 if text.startswith("#!") else 0]
     assert first == f"# {target} - managed by seawall"
 
 
@@ -66,3 +70,38 @@ def test_restore_report_needs_every_row_back() -> None:
     short = RestoreReport("seawall", "ops-1", "restore-1", rows_written=1000, rows_restored=990)
     assert not short.ok
     assert short.to_json()["ok"] is False
+
+
+def _remote(tmp_path: Path, request: str | None) -> subprocess.CompletedProcess[str]:
+    """Run the forced command as sshd would, with pgBackRest replaced by a recorder."""
+    script = render("pgbackrest", pgbackrest.REMOTE_COMMAND, {})
+    recorder = tmp_path / "pgbackrest"
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    recorder.chmod(0o755)
+    wrapper = tmp_path / "remote"
+    wrapper.write_text(script.replace("exec /usr/bin/pgbackrest", f"exec {recorder}"))
+    env = {"PATH": "/usr/bin:/bin"} | ({} if request is None else {"SSH_ORIGINAL_COMMAND": request})
+    return subprocess.run(
+        ["sh", str(wrapper)], env=env, capture_output=True, text=True, timeout=10, cwd=tmp_path
+    )
+
+
+def test_a_peer_key_runs_pgbackrest_remote_with_its_words_as_they_came(tmp_path: Path) -> None:
+    request = "pgbackrest --stanza=seawall --remote-type=repo --exec-id=1-ab archive-push:remote"
+    result = _remote(tmp_path, request)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == request.split()[1:]
+    # Shell syntax is never evaluated: it reaches pgBackRest as literal words.
+    result = _remote(tmp_path, "/usr/bin/pgbackrest --x=$(touch$IFS/tmp/p);id `id` info:remote")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["--x=$(touch$IFS/tmp/p);id", "`id`", "info:remote"]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [None, "", "sh", "bash -c id", "pgbackrest info", "pgbackrest restore", "id info:remote"],
+)
+def test_a_peer_key_runs_nothing_else(tmp_path: Path, request_: str | None) -> None:
+    result = _remote(tmp_path, request_)
+    assert result.returncode == 126
+    assert result.stdout == "" and "seawall: this key runs pgBackRest" in result.stderr
