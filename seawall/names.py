@@ -1,5 +1,8 @@
 """The names and paths the deploys give things on a host, from host data alone (no pyinfra).
 
+Also who logs in to Postgres from the app hosts (``client_logins``): pg_hba's
+lines, the lab's access tests and any audit read the same list.
+
 The deploys (``seawall/components``) and the code that checks or drills what
 they made (``seawall/verify``, ``seawall/postgres``) both import these, so a
 drill or ``seawall verify`` loads no deploy module, and a changed version,
@@ -11,6 +14,7 @@ from typing import Any
 
 # role_secret is defined beside the catalogue it derives from; deploys and drills import it here.
 from seawall.defaults import role_secret as role_secret
+from seawall.errors import SeawallError
 from seawall.settings import Data, setting
 
 # --- Postgres and Patroni (components/postgres.py) ----------------------------
@@ -30,6 +34,45 @@ def data_dir(data: Data) -> str:
 
 def patroni_unit(data: Data) -> str:
     return "patroni@{}-{}.service".format(*_version_cluster(data))
+
+
+# The roles Patroni's file names (superuser, replication, rewind: CLUSTER.yml.j2's
+# `authentication`); Postgres peers use them, never an app host.
+PATRONI_ROLES = ("postgres", "replicator", "rewind_user")
+# Words pg_hba.conf reads as keywords in its database and user fields; a quoted
+# name loses that meaning (a role called `all` must not admit everyone).
+_HBA_KEYWORDS = frozenset({"all", "sameuser", "samerole", "samegroup", "replication"})
+
+
+def _hba_name(name: str) -> str:
+    return f'"{name}"' if name in _HBA_KEYWORDS else name
+
+
+def client_logins(data: Data) -> list[tuple[str, str]]:
+    """Return the (database, role) pairs app hosts log in as, pg_hba's fields for each.
+
+    Each database's owner (``postgres_databases``) and its readers
+    (``postgres_database_readers``): what PgBouncer passes on for the services,
+    the drills' writer and ``seawall verify`` (all through HAProxy, from the app
+    hosts' addresses). Sorted by database, owner first, each pair once.
+
+    Raises:
+        SeawallError: the catalogue gives one of Patroni's own roles a login.
+    """
+    owners = dict(setting(data, "postgres_databases"))
+    readers = dict(setting(data, "postgres_database_readers"))
+    pairs: list[tuple[str, str]] = []
+    for database in sorted(set(owners) | set(readers)):
+        owner = [owners[database]] if database in owners else []
+        for role in [*owner, *readers.get(database, [])]:
+            if role in PATRONI_ROLES:
+                raise SeawallError(
+                    f"postgres role {role!r} is Patroni's own: no service may log in as it"
+                )
+            pair = (_hba_name(str(database)), _hba_name(str(role)))
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
 
 
 # --- pgBackRest's full backup (components/pgbackrest.py) --------------------------

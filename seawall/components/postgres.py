@@ -18,7 +18,10 @@ What it guarantees on every host of the ``postgres`` group:
   entry, whose password is the secret ``postgres_role_<name>_password`` (sent
   as a SCRAM verifier, never in clear), and each ``postgres_databases`` entry
   owned by its role, connectable only by its owner and its readers;
-- pg_hba admits the app hosts and the Postgres peers only, with scram-sha-256;
+- pg_hba admits, with scram-sha-256, the Postgres peers (replication and rewind
+  only) and the app hosts, each as a service role to its own databases and the
+  ones it reads (``names.client_logins``): never as ``all``, never a superuser;
+  over TCP loopback only Patroni's own replication connection;
 - with WAL archiving on, a callback (``seawall-wal-markers``) runs whenever a
   member starts or changes role: as the primary, it marks ``.ready`` WAL
   segments that the backup repository already holds as ``.done``, so segments
@@ -46,7 +49,7 @@ from pyinfra.operations import files, systemd
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
-from seawall.names import data_dir, patroni_config_path, patroni_unit, role_secret
+from seawall.names import client_logins, data_dir, patroni_config_path, patroni_unit, role_secret
 from seawall.operations.files import secret_file
 from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
 from seawall.operations.postgres import debian_cluster_absent, service_roles
@@ -140,6 +143,8 @@ def patroni_context(
         etcd_hosts=[f"{member}:{setting(data, 'etcd_client_port')}" for member in etcd_members],
         postgres_peers=list(postgres_peers),
         client_addresses=list(clients),
+        # Each app host may log in as (database, role) for these pairs only.
+        client_logins=client_logins(data),
         data_dir=data_dir(context),
         bin_dir=f"/usr/lib/postgresql/{version}/bin",
         pgpass=f"/var/lib/postgresql/{version}-{cluster}.pgpass",
