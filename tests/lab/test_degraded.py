@@ -29,6 +29,8 @@ from seawall.ssh import ssh_args
 from tests.lab.conftest import changed_operations, run_deploy, run_site_deploy
 
 CRASHED = "data-3"
+# Down with it in the redeploy: every host reads the ops host's keys.
+OPS_CRASHED = "ops-1"
 LOCK_WAIT_S = 1800
 
 
@@ -53,22 +55,25 @@ def _patroni_leader(topology: Topology) -> str | None:
     return leader
 
 
-def test_site_redeploy_with_a_data_host_crashed_keeps_every_role(deployed_lab: Topology) -> None:
+def test_site_redeploy_with_a_data_host_and_the_ops_host_crashed_keeps_every_role(
+    deployed_lab: Topology,
+) -> None:
     config = lab_config(deployed_lab)
     wait_healthy(deployed_lab)
     with faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=LOCK_WAIT_S):
         try:
             faults.crash(config, CRASHED)
+            faults.crash(config, OPS_CRASHED)
             before = _redis_settled_without(deployed_lab, CRASHED)
             leader = _patroni_leader(deployed_lab)
 
-            # pyinfra fails the host it cannot reach (exit 1), and only that one:
+            # pyinfra fails the hosts it cannot reach (exit 1), and only those:
             # every other host deploys to the end (data-3's Sentinel is a missing
-            # vote) and keeps its role.
+            # vote, ops-1's keys and journal CA wait) and keeps its role.
             plain = run_site_deploy("--json")
             assert plain.returncode == 1, plain.stderr[-4000:]
             results = json.loads(plain.stdout)["results"]
-            assert results["failed_hosts"] == [CRASHED]
+            assert sorted(results["failed_hosts"]) == sorted([CRASHED, OPS_CRASHED])
             assert results["totals"]["error"] == 0
             after = redis_status(deployed_lab)
             assert after.master == before.master

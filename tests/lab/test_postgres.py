@@ -213,6 +213,28 @@ def test_wal_is_archived_and_a_backup_restores(pg_lab: Topology) -> None:
     assert report.rows_restored == report.rows_written > 0
 
 
+def test_the_backup_keys_run_pgbackrest_remote_only(pg_lab: Topology) -> None:
+    """Each side's backup key, used by its own account, gets no shell on the other side."""
+    repo = pg_lab.group("ops")[0]
+    member = pg_lab.group("postgres")[0]
+    backup_user = repo.data["pgbackrest_user"]
+    logins = [
+        (member.name, "postgres", f"{backup_user}@{repo.address}"),
+        (repo.name, backup_user, f"postgres@{member.address}"),
+    ]
+    for source, account, target in logins:
+        for request in ("id", "pgbackrest info"):
+            result = ssh_run(
+                pg_lab,
+                source,
+                f"cd / && runuser -u {account} -- ssh -o BatchMode=yes {target} {request}",
+                timeout=60,
+            )
+            assert result.returncode == 126, (source, request, result.stdout, result.stderr)
+            assert "seawall: this key runs pgBackRest" in result.stderr, result.stderr
+            assert "uid=" not in result.stdout
+
+
 def test_wal_markers_callback_unblocks_segments_the_repository_holds(pg_lab: Topology) -> None:
     # On the replica, whose archiver is idle (archive_mode=on): plant the markers
     # pg_rewind leaves behind, one for a segment the repository holds, one not.
