@@ -102,25 +102,28 @@ SECRETS: dict[str, Any] = {
     # Secrets each role needs. Their values never live in inventory data or git:
     # they come from the file named by `secrets_file` (0600, `name=value` lines)
     # or from SEAWALL_SECRET_<NAME> environment variables, the latter winning.
+    # metrics_scrape_password is every role's: every host runs node_exporter,
+    # which admits Prometheus with it (its bcrypt hash only), and the ops host logs in with it.
     "required_secrets": {
-        "redis": ["redis_password"],
-        "sentinel": ["sentinel_password"],
+        "redis": ["redis_password", "metrics_scrape_password"],
+        "sentinel": ["sentinel_password", "metrics_scrape_password"],
         "postgres": [
             "postgres_superuser_password",
             "postgres_replication_password",
             "postgres_rewind_password",
             # Patroni's REST API asks for it on every write (switchover, restart, config).
             "patroni_restapi_password",
+            "metrics_scrape_password",
             # Plus one login per service role, postgres_role_<role>_password,
             # derived from the catalogue (see role_secrets below); the leader
             # gets their SCRAM verifiers, never the passwords.
         ],
-        "etcd": [],
+        "etcd": ["metrics_scrape_password"],
         # The services reach Redis and the Sentinels (services_*_secret); PgBouncer
         # on every app host logs in to Postgres as each service role (derived too).
-        "app": ["redis_password", "sentinel_password"],
-        "gateway": [],
-        "ops": [],
+        "app": ["redis_password", "sentinel_password", "metrics_scrape_password"],
+        "gateway": ["metrics_scrape_password"],
+        "ops": ["metrics_scrape_password"],
     },
     # Path of the secrets file on the controller, or None to use the environment only.
     "secrets_file": None,
@@ -603,6 +606,10 @@ METRICS: dict[str, Any] = {
     # internal plain-HTTP listener (gateway_internal_http_port; none when that is
     # None): monitoring-health's view of every service, the way clients reach it.
     "metrics_gateway_probe_paths": ["/api/health"],
+    # The one basic-auth user the exporters that take a web config (node, postgres,
+    # blackbox) admit; Prometheus logs in as it with the metrics_scrape_password
+    # secret. Named after the scraper, so an exporter's log says who asked.
+    "metrics_scrape_user": "prometheus",
 }
 
 LAB: dict[str, Any] = {

@@ -549,6 +549,7 @@ class Metrics(_Model):
     prometheus_retention_time: PromRetention
     blackbox_probe_timeout: PromDuration
     metrics_gateway_probe_paths: list[UrlPath]
+    metrics_scrape_user: UnixName
 
 
 class Lab(_Model):

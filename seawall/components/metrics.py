@@ -25,6 +25,18 @@ enabled at boot, listening on the host's private address only):
   ``metrics_gateway_probe_paths`` through each gateway's internal listener; and
   ``prometheus`` on ``prometheus_port``, its targets taken from the inventory's
   groups (``scrape_jobs``), its rules ``files/metrics/alerts.yml``;
+- the exporters whose Debian 12 release takes exporter-toolkit's
+  ``--web.config.file`` (node_exporter 1.5, postgres_exporter 0.11,
+  blackbox_exporter 0.23) admit only ``metrics_scrape_user`` with the
+  ``metrics_scrape_password`` secret (basic auth): their web configuration,
+  0640 root:prometheus (the units' user), holds its bcrypt hash, made on the
+  controller and kept while it still verifies the secret (a new salt on every
+  deploy would change the file each time). Prometheus sends it from a 0640
+  root:prometheus password file. redis_exporter 1.45 (TLS flags only), the
+  NGINX exporter 0.11 (TLS flags only) and mtail rc50 (no web flag at all) take
+  no basic auth in bookworm (their ``--help``, run from the packages): like
+  every exporter they listen on the private address only, and the firewall
+  admits the ops host alone;
 - a daemon restarts only when its ``/etc/default`` file (or drop-in, secret, or
   mtail's program) changed, and only if it ran before (one that did not starts
   once, with everything in place); Prometheus and the blackbox exporter reload (SIGHUP, their units'
@@ -35,11 +47,14 @@ What it never does:
 - install a Prometheus configuration or rule file ``promtool`` rejects, a blackbox
   configuration the exporter rejects or an mtail program mtail cannot compile:
   the running one stays;
-- put a password in ``ARGS``, on a command line or in pyinfra's output;
+- put a password in ``ARGS``, on a command line or in pyinfra's output, nor a
+  password in an exporter's web configuration (a bcrypt hash only);
 - restart or reload anything when nothing changed.
 """
 
+import importlib
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from io import StringIO
 from pathlib import Path
@@ -58,6 +73,7 @@ from seawall.components import templates
 from seawall.components.common import host_secrets, install_packages, unit_dropin
 from seawall.components.postgres import patroni_config_path
 from seawall.defaults import METRICS
+from seawall.facts.metrics import BasicAuthHash
 from seawall.operations.files import secret_file, validated_file
 from seawall.operations.postgres import monitoring_role
 from seawall.settings import setting
@@ -122,12 +138,51 @@ MONITOR_GROUP = "pg_monitor"
 # The blackbox module every /health probe uses.
 PROBE_MODULE = "http_health"
 
+# The exporters that take exporter-toolkit's --web.config.file (basic auth), and
+# the scrape job of each (blackbox: the probe job, below).
+WEB_CONFIG_JOBS: dict[str, str] = {NODE: "node", POSTGRES: "postgres", BLACKBOX: "blackbox"}
+WEB_CONFIG_DIR = "/etc/prometheus/web"
+# Debian's units run every exporter and Prometheus as this user and group.
+DAEMON_GROUP = "prometheus"
+# The password Prometheus sends them; Prometheus reads it at each scrape.
+SCRAPE_PASSWORD_FILE = "/etc/prometheus/scrape-password"
+SCRAPE_SECRET = "metrics_scrape_password"
+
+
+def web_config_file(package: str) -> str:
+    """Return the web configuration (basic auth) of exporter ``package``."""
+    return f"{WEB_CONFIG_DIR}/{package}.yml"
+
+
 TEMPLATES: tuple[str, ...] = (
     *(defaults_file(p) for p in (NODE, REDIS, POSTGRES, NGINX, MTAIL, BLACKBOX, PROMETHEUS)),
+    *(web_config_file(p) for p in WEB_CONFIG_JOBS),
     REDIS_DROPIN,
     BLACKBOX_YML,
     PROMETHEUS_YML,
 )
+
+
+def _crypt() -> Any:
+    # crypt is deprecated (PEP 594, gone in 3.13) but is libxcrypt's bcrypt
+    # ($2b$), with no new package on the controller; only its import warns.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'crypt' is deprecated", DeprecationWarning)
+        return importlib.import_module("crypt")
+
+
+def hash_verifies(hashed: str | None, password: str) -> bool:
+    """Return whether bcrypt hash ``hashed`` is the hash of ``password``."""
+    return bool(hashed) and _crypt().crypt(password, hashed) == hashed
+
+
+def scrape_hash(password: str, current: str | None) -> str:
+    """Return ``current`` if it still verifies ``password``, else a new bcrypt hash (new salt)."""
+    if current is not None and hash_verifies(current, password):
+        return current
+    module = _crypt()
+    return str(module.crypt(password, module.mksalt(module.METHOD_BLOWFISH)))
+
 
 # mtail compiles only files named *.mtail, so the candidate is checked as a copy
 # under that name in a scratch directory (a subshell, so `exit` ends only it).
@@ -195,7 +250,10 @@ def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
             if group is None or group in m.groups
         ]
         if targets:
-            jobs.append({"name": job, "metrics_path": path, "targets": targets})
+            basic_auth = job in WEB_CONFIG_JOBS.values()
+            jobs.append(
+                {"name": job, "metrics_path": path, "targets": targets, "basic_auth": basic_auth}
+            )
     # Each Sentinel through the redis exporter on its own host: a job of its own,
     # so Sentinels never count as Redis servers (redis_up, roles).
     sentinels = [
@@ -209,7 +267,8 @@ def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
         if "redis" in m.groups and "sentinel" in m.groups
     ]
     if sentinels:
-        jobs.append({"name": "sentinel", "metrics_path": "/scrape", "targets": sentinels})
+        sentinel_job = {"name": "sentinel", "metrics_path": "/scrape", "targets": sentinels}
+        jobs.append(sentinel_job | {"basic_auth": False})
     return jobs
 
 
@@ -256,6 +315,8 @@ def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
         "prometheus_config": PROMETHEUS_YML,
         "alerts_file": ALERTS_YML,
         "jobs": scrape_jobs(members),
+        "web_configs": {p: web_config_file(p) for p in WEB_CONFIG_JOBS},
+        "scrape_password_file": SCRAPE_PASSWORD_FILE,
         "probes": probe_targets(members),
     }
     return out
@@ -336,8 +397,17 @@ def _configure(
         path=str(values["textfile_dir"]),
         present=True,
     )
+    password = host_secrets([SCRAPE_SECRET], " (the exporters' basic auth)")[SCRAPE_SECRET]
+    files.directory(
+        name="Make the exporters' web configuration directory",
+        path=WEB_CONFIG_DIR,
+        present=True,
+        user="root",
+        group="root",
+        mode="755",
+    )
     changed: list[tuple[str, list[OperationMeta], list[OperationMeta]]] = [
-        (NODE, [_defaults(NODE, values)], [])
+        (NODE, [_defaults(NODE, values), _web_config(NODE, values, password)], [])
     ]
     if "redis" in groups:
         names = ["redis_password", *(["sentinel_password"] if "sentinel" in groups else [])]
@@ -360,7 +430,8 @@ def _configure(
             role=EXPORTER_ROLE,
             group=MONITOR_GROUP,
         )
-        changed.append((POSTGRES, [_defaults(POSTGRES, values)], []))
+        web = _web_config(POSTGRES, values, password)
+        changed.append((POSTGRES, [_defaults(POSTGRES, values), web], []))
     if "gateway" in groups:
         changed.append((NGINX, [_defaults(NGINX, values)], []))
         program = validated_file(
@@ -381,7 +452,18 @@ def _configure(
             validate=f"{BLACKBOX} --config.check --config.file={{path}}",
             mode=644,
         )
-        changed.append((BLACKBOX, [_defaults(BLACKBOX, values)], [blackbox]))
+        web = _web_config(BLACKBOX, values, password)
+        changed.append((BLACKBOX, [_defaults(BLACKBOX, values), web], [blackbox]))
+        # Before the configuration that names it (promtool 2.42 does not check
+        # that it exists, but a first scrape would fail without it).
+        scrape_password = secret_file(
+            name="Install the exporters' scrape password (for Prometheus only)",
+            src=password,
+            dest=SCRAPE_PASSWORD_FILE,
+            group=DAEMON_GROUP,
+            mode=640,
+            private_dir=False,
+        )
         # The rules first: promtool's check of the configuration reads them.
         files.directory(
             name="Make the alert rules' directory",
@@ -405,8 +487,31 @@ def _configure(
             validate="promtool check config {path}",
             mode=644,
         )
-        changed.append((PROMETHEUS, [_defaults(PROMETHEUS, values)], [rules, config]))
+        changed.append(
+            (PROMETHEUS, [_defaults(PROMETHEUS, values)], [rules, config, scrape_password])
+        )
     return changed
+
+
+def web_config(package: str, values: Mapping[str, Any], password: str, current: str | None) -> str:
+    """Return ``package``'s web configuration: the scrape user and a bcrypt hash of
+    ``password``, ``current`` (the host's) while it still verifies (no new salt, no change)."""
+    return render(
+        web_config_file(package), {**values, "scrape_hash": scrape_hash(password, current)}
+    )
+
+
+def _web_config(package: str, values: Mapping[str, Any], password: str) -> OperationMeta:
+    path = web_config_file(package)
+    current = host.get_fact(BasicAuthHash, path=path, user=values["metrics_scrape_user"])
+    return secret_file(
+        name=f"Admit only Prometheus to {package} (basic auth, a bcrypt hash)",
+        src=web_config(package, values, password, current),
+        dest=path,
+        group=DAEMON_GROUP,
+        mode=640,
+        private_dir=False,
+    )
 
 
 def _unchanged(*operations: OperationMeta) -> Callable[[], bool]:

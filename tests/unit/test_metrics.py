@@ -1,9 +1,14 @@
 """The metrics deploy: templates rendered with lab data, Prometheus's targets, checks, secrets."""
 
+import base64
 import json
 import re
 import shlex
 import subprocess
+import time
+import urllib.error
+import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +18,11 @@ import yaml
 from seawall import defaults, inventory
 from seawall.components import metrics
 from seawall.components.templates import template_path
+from seawall.facts.metrics import BCRYPT, BasicAuthHash
 from seawall.facts.postgres import PostgresRole, role_query
 from seawall.operations.postgres import monitoring_role_sql
 from tests.unit.postgres_server import PostgresServer, pg, postgres_server  # noqa: F401
+from tests.unit.redis_server import free_port
 from tests.unit.test_inventory import problems, write_inventory
 
 HOSTS = ("data-1", "data-2", "data-3", "app-1", "app-2", "gw-1", "ops-1")
@@ -40,7 +47,8 @@ def context_of(lab: inventory.Topology, name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("target", metrics.TEMPLATES)
 def test_every_template_names_its_target_first(lab: inventory.Topology, target: str) -> None:
     assert template_path(metrics.CONCERN, target).is_file()
-    first = metrics.render(target, context_of(lab, "ops-1")).splitlines()[0]
+    context = context_of(lab, "ops-1") | {"scrape_hash": "$2b$12$" + "x" * 53}
+    first = metrics.render(target, context).splitlines()[0]
     assert first == f"# {target} - managed by seawall"
 
 
@@ -341,3 +349,139 @@ def test_mtail_check_accepts_the_real_program(tmp_path: Path) -> None:
     candidate.write_text(metrics.static_file(metrics.MTAIL_SOURCE))
     result = run_check(metrics.MTAIL_CHECK, candidate)
     assert result.returncode == 0, result.stderr
+
+
+# Basic auth (#14): the exporters that take exporter-toolkit's web configuration.
+SCRAPE_PASSWORD = "scrape-s3cret-never-printed"
+
+
+def crypt_verifies(hashed: str, password: str) -> bool:
+    """Check a hash with crypt(3) directly, not through the code under test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    return crypt.crypt(password, hashed) == hashed
+
+
+def web_users(text: str) -> dict[str, str]:
+    body = yaml.safe_load(text)
+    assert list(body) == ["basic_auth_users"], body
+    return dict(body["basic_auth_users"])
+
+
+@pytest.mark.parametrize("package", list(metrics.WEB_CONFIG_JOBS))
+def test_a_web_config_holds_only_a_bcrypt_hash_of_the_secret(
+    lab: inventory.Topology, package: str
+) -> None:
+    text = metrics.web_config(package, context_of(lab, "ops-1"), SCRAPE_PASSWORD, None)
+    assert SCRAPE_PASSWORD not in text
+    users = web_users(text)
+    assert list(users) == [defaults.METRICS["metrics_scrape_user"]]
+    (hashed,) = users.values()
+    assert BCRYPT.fullmatch(hashed) and hashed.startswith("$2b$"), hashed
+    assert crypt_verifies(hashed, SCRAPE_PASSWORD)
+    assert not crypt_verifies(hashed, SCRAPE_PASSWORD + "x")
+    # The fact the deploy reads back finds the same hash in the file.
+    assert BasicAuthHash().process(["prometheus", *text.splitlines()]) == hashed
+
+
+@pytest.mark.parametrize("package", list(metrics.WEB_CONFIG_JOBS))
+def test_an_unchanged_secret_keeps_the_web_config_and_a_new_one_replaces_it(
+    lab: inventory.Topology, package: str
+) -> None:
+    context = context_of(lab, "app-1")
+    first = metrics.web_config(package, context, SCRAPE_PASSWORD, None)
+    current = BasicAuthHash().process(["prometheus", *first.splitlines()])
+    assert metrics.web_config(package, context, SCRAPE_PASSWORD, current) == first
+    rotated = metrics.web_config(package, context, "a-new-secret", current)
+    (hashed,) = web_users(rotated).values()
+    assert rotated != first and crypt_verifies(hashed, "a-new-secret")
+
+
+def test_every_supporting_exporter_takes_its_web_config(lab: inventory.Topology) -> None:
+    # ops-1's context renders every template; the flag names each exporter's own file.
+    context = context_of(lab, "ops-1")
+    for package in metrics.WEB_CONFIG_JOBS:
+        args = args_of(metrics.render(metrics.defaults_file(package), context))
+        assert f"--web.config.file={metrics.web_config_file(package)}" in args, package
+    for package in (metrics.REDIS, metrics.NGINX):
+        text = metrics.render(metrics.defaults_file(package), context)
+        assert "web.config" not in text, package
+
+
+def test_every_job_of_a_supporting_exporter_sends_basic_auth(lab: inventory.Topology) -> None:
+    jobs = {job["job_name"]: job for job in scrape_config(lab)["scrape_configs"]}
+    want = {
+        "username": defaults.METRICS["metrics_scrape_user"],
+        "password_file": metrics.SCRAPE_PASSWORD_FILE,
+    }
+    assert set(metrics.WEB_CONFIG_JOBS.values()) <= set(jobs)
+    for name, job in jobs.items():
+        if name in metrics.WEB_CONFIG_JOBS.values():
+            assert job.get("basic_auth") == want, name
+        else:
+            # An exporter without basic auth would be sent the password for nothing.
+            assert "basic_auth" not in job, name
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_the_scrape_password_is_in_no_rendered_file_but_its_own(
+    lab: inventory.Topology, name: str
+) -> None:
+    context = context_of(lab, name) | {"scrape_hash": "$2b$12$" + "x" * 53}
+    for target in metrics.TEMPLATES:
+        assert SCRAPE_PASSWORD not in metrics.render(target, context), target
+
+
+def test_an_exporter_admits_the_scrape_user_with_the_secret_only(
+    lab: inventory.Topology, tmp_path: Path
+) -> None:
+    # Prometheus serves its /metrics through the same exporter-toolkit as the
+    # bookworm exporters; a real server checks the file the deploy writes.
+    web = tmp_path / "web.yml"
+    web.write_text(
+        metrics.web_config(metrics.NODE, context_of(lab, "app-1"), SCRAPE_PASSWORD, None)
+    )
+    (tmp_path / "empty.yml").write_text("scrape_configs: []\n")
+    port = free_port()
+    command = [
+        "prometheus",
+        f"--config.file={tmp_path / 'empty.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.config.file={web}",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status = get_status(url, None)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+        user = defaults.METRICS["metrics_scrape_user"]
+        assert status == 401
+        assert get_status(url, (user, SCRAPE_PASSWORD + "x")) == 401
+        assert get_status(url, ("someone", SCRAPE_PASSWORD)) == 401
+        assert get_status(url, (user, SCRAPE_PASSWORD)) == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def get_status(url: str, auth: tuple[str, str] | None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    # No proxy from the environment: the server is on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)

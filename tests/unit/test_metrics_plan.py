@@ -8,8 +8,10 @@ operations it waits on.
 import json
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FileContents
@@ -17,10 +19,12 @@ from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, secrets
 from seawall.components import common, metrics
+from seawall.facts.metrics import BasicAuthHash
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 SECRET = "redis-s3cret-never-printed"
 SENTINEL_SECRET = "sentinel-s3cret-never-printed"
+SCRAPE_SECRET = "scrape-s3cret-never-printed"
 UNITS = {
     f"{p}.service"
     for p in (
@@ -52,19 +56,26 @@ def plan(
     tmp_path: Path,
     name: str,
     running: bool,
+    hashes: dict[str, str | None] | None = None,
+    scrape_secret: str = SCRAPE_SECRET,
 ) -> list[Call]:
-    """Run deploy_metrics for lab host ``name``; ``running``: its daemons ran before."""
+    """Run deploy_metrics for lab host ``name``; ``running``: its daemons ran before;
+    ``hashes``: each exporter's web configuration hash on the host (default: none)."""
     (tmp_path / metrics.ALERTS_SOURCE).write_text("groups: []\n")
     (tmp_path / metrics.MTAIL_SOURCE).write_text("counter lines\n/./ {\n  lines++\n}\n")
     monkeypatch.setattr(metrics, "FILES", tmp_path)
     monkeypatch.setenv(secrets.env_name("redis_password"), SECRET)
     monkeypatch.setenv(secrets.env_name("sentinel_password"), SENTINEL_SECRET)
+    monkeypatch.setenv(secrets.env_name(metrics.SCRAPE_SECRET), scrape_secret)
     lab_host = lab.host(name)
-    facts = {
+    facts: dict[tuple[Any, ...], Any] = {
         (DebPackages,): {},
         (FileContents, ("path", common.POLICY_RC_D)): None,
         (SystemdStatus,): dict.fromkeys(UNITS, True) if running else {},
     }
+    for package in metrics.WEB_CONFIG_JOBS:
+        key = (("path", metrics.web_config_file(package)), ("user", "prometheus"))
+        facts[(BasicAuthHash, *key)] = (hashes or {}).get(package)
     data = dict(lab_host.data) | {"secrets_file": None}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
     calls: list[Call] = []
@@ -162,6 +173,7 @@ def test_running_daemons_restart_on_settings_and_reload_on_configuration(
     assert changed.kind == "any" and changed.names() == [
         "Install the alert rules (checked by promtool first)",
         "Configure Prometheus's targets (checked by promtool first)",
+        "Install the exporters' scrape password (for Prometheus only)",
     ]
     # Not both: a restart already reads the new configuration.
     assert unchanged.kind == "none" and unchanged.names() == ["Configure prometheus"]
@@ -217,3 +229,89 @@ def test_a_missing_static_file_is_named(
     monkeypatch.setattr(metrics, "FILES", tmp_path / "nowhere")
     with pytest.raises(DeployError, match="nowhere/alerts.yml is missing"):
         metrics.static_file(metrics.ALERTS_SOURCE)
+
+
+def web_configs(calls: list[Call]) -> dict[str, Call]:
+    return {
+        c.kwargs["dest"]: c
+        for c in calls
+        if c.op == "seawall.secret_file" and c.kwargs["dest"].startswith(metrics.WEB_CONFIG_DIR)
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "packages"),
+    [
+        ("app-1", [metrics.NODE]),
+        ("data-1", [metrics.NODE, metrics.POSTGRES]),
+        ("ops-1", [metrics.NODE, metrics.BLACKBOX]),
+    ],
+)
+def test_the_scrape_password_reaches_only_prometheus_and_each_exporter_gets_a_hash(
+    monkeypatch: pytest.MonkeyPatch,
+    lab: inventory.Topology,
+    tmp_path: Path,
+    name: str,
+    packages: list[str],
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, name, running=True)
+    holding = [
+        c for c in calls if SCRAPE_SECRET in repr(c.kwargs) or SCRAPE_SECRET in content_or_empty(c)
+    ]
+    if name == "ops-1":
+        (password,) = holding
+        assert password.op == "seawall.secret_file" and password.name
+        assert password.kwargs == {
+            "name": "Install the exporters' scrape password (for Prometheus only)",
+            "src": SCRAPE_SECRET,
+            "dest": metrics.SCRAPE_PASSWORD_FILE,
+            "group": "prometheus",
+            "mode": 640,
+            "private_dir": False,
+        }
+        names = [c.name for c in calls]
+        config = "Configure Prometheus's targets (checked by promtool first)"
+        assert names.index(password.name) < names.index(config)
+    else:
+        assert holding == []
+    found = web_configs(calls)
+    assert sorted(found) == sorted(metrics.web_config_file(p) for p in packages)
+    for package in packages:
+        call = found[metrics.web_config_file(package)]
+        assert call.name and {k: call.kwargs[k] for k in ("group", "mode", "private_dir")} == {
+            "group": "prometheus",
+            "mode": 640,
+            "private_dir": False,
+        }
+        (hashed,) = yaml.safe_load(content(call))["basic_auth_users"].values()
+        assert metrics.hash_verifies(hashed, SCRAPE_SECRET)
+        restart = by_name(calls)[f"Restart {package} (its settings changed)"]
+        assert call.name in restart.kwargs["_if"].names()
+
+
+def test_a_second_deploy_keeps_each_hash_and_a_rotated_secret_replaces_it(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    with monkeypatch.context() as patch:
+        first = web_configs(plan(patch, lab, tmp_path, "ops-1", running=True))
+    on_host = {
+        package: BasicAuthHash().process(
+            ["prometheus", *content(first[metrics.web_config_file(package)]).splitlines()]
+        )
+        for package in (metrics.NODE, metrics.BLACKBOX)
+    }
+    assert all(on_host.values())
+    with monkeypatch.context() as patch:
+        again = web_configs(plan(patch, lab, tmp_path, "ops-1", running=True, hashes=on_host))
+    # The same content: secret_file compares it by hash and changes nothing.
+    assert {d: content(c) for d, c in again.items()} == {d: content(c) for d, c in first.items()}
+    with monkeypatch.context() as patch:
+        rotated = web_configs(
+            plan(
+                patch, lab, tmp_path, "ops-1", True, hashes=on_host, scrape_secret="rotated-s3cret"
+            )
+        )
+    for dest, call in rotated.items():
+        assert content(call) != content(first[dest])
+        (hashed,) = yaml.safe_load(content(call))["basic_auth_users"].values()
+        assert metrics.hash_verifies(hashed, "rotated-s3cret")

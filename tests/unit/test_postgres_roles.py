@@ -29,13 +29,14 @@ BEFORE: dict[str, Any] = {
     },
     "postgres_database_readers": {"trading": ["backend", "risk", "portfolio", "rl"]},
     "required_secrets": {
-        "redis": ["redis_password"],
-        "sentinel": ["sentinel_password"],
+        "redis": ["redis_password", "metrics_scrape_password"],
+        "sentinel": ["sentinel_password", "metrics_scrape_password"],
         "postgres": [
             "postgres_superuser_password",
             "postgres_replication_password",
             "postgres_rewind_password",
             "patroni_restapi_password",
+            "metrics_scrape_password",
             "postgres_role_backend_password",
             "postgres_role_execution_password",
             "postgres_role_risk_password",
@@ -43,10 +44,11 @@ BEFORE: dict[str, Any] = {
             "postgres_role_rl_password",
             "postgres_role_probe_password",
         ],
-        "etcd": [],
+        "etcd": ["metrics_scrape_password"],
         "app": [
             "redis_password",
             "sentinel_password",
+            "metrics_scrape_password",
             "postgres_role_backend_password",
             "postgres_role_execution_password",
             "postgres_role_risk_password",
@@ -54,8 +56,8 @@ BEFORE: dict[str, Any] = {
             "postgres_role_rl_password",
             "postgres_role_probe_password",
         ],
-        "gateway": [],
-        "ops": [],
+        "gateway": ["metrics_scrape_password"],
+        "ops": ["metrics_scrape_password"],
     },
 }
 
