@@ -11,6 +11,7 @@ exists, except those that only exist after an event (named below).
 """
 
 import json
+import shlex
 import time
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ import pytest
 
 from seawall import secrets
 from seawall.components import metrics
+from seawall.facts.metrics import BasicAuthHash
 from seawall.inventory import Topology
 from seawall.netguard import require_lab_bridge
 from seawall.settings import setting
@@ -200,3 +202,55 @@ def test_no_redis_password_on_a_command_line_or_in_the_environment(
 
 def test_a_second_metrics_deploy_changes_nothing(deployed_lab: Topology) -> None:
     assert changed_operations(run_deploy("deploys/metrics.py")) == {}
+
+
+# Run on ops-1 by root: the password is read there from Prometheus's own file,
+# never on a command line; the script prints only the two HTTP statuses.
+_AUTH_PROBE = """
+import base64, sys, urllib.error, urllib.request
+url, user, password_file = sys.argv[1:4]
+password = open(password_file).read().strip()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+for auth in (None, (user, password)):
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(("%s:%s" % auth).encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+    try:
+        print(opener.open(request, timeout=10).status)
+    except urllib.error.HTTPError as error:
+        print(error.code)
+"""
+
+
+def test_node_exporter_admits_only_prometheus_with_the_scrape_password(
+    deployed_lab: Topology,
+) -> None:
+    app, ops = deployed_lab.host("app-1"), deployed_lab.group("ops")[0]
+    url = f"http://{app.address}:{setting(app.data, 'node_exporter_port')}/metrics"
+    user = setting(app.data, "metrics_scrape_user")
+    args = " ".join(shlex.quote(a) for a in (url, user, metrics.SCRAPE_PASSWORD_FILE))
+    statuses = ssh(
+        deployed_lab, ops.name, f"python3 -c {shlex.quote(_AUTH_PROBE)} {args}", check=True
+    ).stdout.split()
+    assert statuses == ["401", "200"], statuses
+    # Files: only the exporters' user reads them; the web config holds a hash of the
+    # secret and never the secret (read on the controller, compared there).
+    values, missing = secrets.resolve([metrics.SCRAPE_SECRET], setting(app.data, "secrets_file"))
+    assert not missing
+    password = values[metrics.SCRAPE_SECRET]
+    web = metrics.web_config_file(metrics.NODE)
+    modes = ssh(
+        deployed_lab, ops.name, f"stat -c '%a %U %G' {metrics.SCRAPE_PASSWORD_FILE}", check=True
+    ).stdout.split("\n")[0]
+    assert modes == "640 root prometheus", modes
+    seen = ssh(
+        deployed_lab,
+        app.name,
+        f"stat -c '%a %U %G' {web}; cat {web}; ps -eo args; cat /etc/default/{metrics.NODE}",
+        check=True,
+    ).stdout
+    assert seen.startswith("640 root prometheus\n"), seen.splitlines()[0]
+    assert password not in seen
+    hashed = BasicAuthHash().process([user, *seen.splitlines()[1:]])
+    assert hashed is not None and metrics.hash_verifies(hashed, password)
