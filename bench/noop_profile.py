@@ -101,7 +101,7 @@ def main() -> None:
     require_lab_bridge(inventory.load(ROOT / LAB_INVENTORY))
     os.chdir(ROOT)
     load_before = os.getloadavg()[0]
-    recorder, wall = profile(["-y", "--quiet", LAB_INVENTORY, "deploys/site.py"])
+    recorder, wall = profile(["-y", LAB_INVENTORY, "deploys/site.py"])
     fact_total = sum(recorder.fact_s.values())
     lines = [
         f"No-op site redeploy of the lab: {wall:.1f} s wall, {len(recorder.ops)} operations, "
