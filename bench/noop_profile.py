@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyinfra.api.state import BaseStateCallback
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -31,7 +33,7 @@ from seawall import inventory  # noqa: E402
 from seawall.netguard import require_lab_bridge  # noqa: E402
 
 
-class Recorder:
+class Recorder(BaseStateCallback):
     """Wall time per operation (start to end over all hosts) and per fact class."""
 
     def __init__(self) -> None:
@@ -43,7 +45,6 @@ class Recorder:
         self.facts: collections.Counter[str] = collections.Counter()
         self.fact_s: collections.Counter[str] = collections.Counter()
 
-    # pyinfra's BaseStateCallback interface (only the hooks used here).
     def operation_start(self, state: Any, op_hash: str) -> None:
         self.started[op_hash] = time.monotonic()
         self.names[op_hash] = " | ".join(state.get_op_meta(op_hash).names)
@@ -55,10 +56,6 @@ class Recorder:
         self.op_hosts += 1
         if state.get_op_data_for_host(host, op_hash).operation_meta.did_change():
             self.changed += 1
-
-    def __getattr__(self, name: str) -> Any:
-        # Every other callback pyinfra calls is a no-op here.
-        return lambda *args, **kwargs: None
 
 
 def profile(argv: list[str]) -> tuple[Recorder, float]:
