@@ -65,8 +65,9 @@ def profile(argv: list[str]) -> tuple[Recorder, float]:
     from pyinfra_cli.main import cli
 
     recorder = Recorder()
-    original_init, original_fact = State.__init__, facts._get_fact
+    original_init, original_fact = State.init, facts._get_fact
 
+    # The CLI makes its State empty and calls init() once the inventory is loaded.
     def init(self: State, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         self.add_callback_handler(recorder)
@@ -80,13 +81,13 @@ def profile(argv: list[str]) -> tuple[Recorder, float]:
             recorder.facts[name] += 1
             recorder.fact_s[name] += time.monotonic() - started
 
-    State.__init__ = init  # type: ignore[method-assign]
+    State.init = init  # type: ignore[method-assign]
     facts._get_fact = timed_fact
     started = time.monotonic()
     try:
         cli.main(args=argv, standalone_mode=False)
     finally:
-        State.__init__ = original_init  # type: ignore[method-assign]
+        State.init = original_init  # type: ignore[method-assign]
         facts._get_fact = original_fact
     return recorder, time.monotonic() - started
 
