@@ -62,7 +62,7 @@ def profile(argv: list[str]) -> tuple[Recorder, float]:
     """Run the pyinfra CLI on ``argv`` with the recorder attached; return it and the wall time."""
     import pyinfra.api.facts as facts
     from pyinfra.api.state import State
-    from pyinfra_cli.main import cli
+    from pyinfra_cli.main import main as pyinfra_main
 
     recorder = Recorder()
     original_init, original_fact = State.init, facts._get_fact
@@ -84,8 +84,13 @@ def profile(argv: list[str]) -> tuple[Recorder, float]:
     State.init = init  # type: ignore[method-assign]
     facts._get_fact = timed_fact
     started = time.monotonic()
+    sys.argv = ["pyinfra", *argv]
     try:
-        cli.main(args=argv, standalone_mode=False)
+        # pyinfra's own entry point (CLI mode, its signal handling); it exits.
+        pyinfra_main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise SystemExit(f"pyinfra exited {exit_.code}") from None
     finally:
         State.init = original_init  # type: ignore[method-assign]
         facts._get_fact = original_fact
