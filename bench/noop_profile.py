@@ -42,6 +42,7 @@ class Recorder(BaseStateCallback):
         self.names: dict[str, str] = {}
         self.changed = 0
         self.op_hosts = 0
+        self.done: list[tuple[Any, Any, str]] = []
         self.facts: collections.Counter[str] = collections.Counter()
         self.fact_s: collections.Counter[str] = collections.Counter()
 
@@ -53,9 +54,16 @@ class Recorder(BaseStateCallback):
         self.ops[op_hash] = time.monotonic() - self.started.pop(op_hash, time.monotonic())
 
     def operation_host_success(self, state: Any, host: Any, op_hash: str, *args: Any) -> None:
+        # The operation's result is complete only after this callback: read it later.
         self.op_hosts += 1
-        if state.get_op_data_for_host(host, op_hash).operation_meta.did_change():
-            self.changed += 1
+        self.done.append((state, host, op_hash))
+
+    def count_changed(self) -> None:
+        self.changed = sum(
+            1
+            for state, host, op_hash in self.done
+            if state.get_op_data_for_host(host, op_hash).operation_meta.did_change()
+        )
 
 
 def profile(argv: list[str]) -> tuple[Recorder, float]:
@@ -94,6 +102,7 @@ def profile(argv: list[str]) -> tuple[Recorder, float]:
     finally:
         State.init = original_init  # type: ignore[method-assign]
         facts._get_fact = original_fact
+    recorder.count_changed()
     return recorder, time.monotonic() - started
 
 
