@@ -210,7 +210,6 @@ def test_container_plan_skips_kernel_and_time_sync(
     fake, calls = plan(monkeypatch, lab, tmp_path)
     assert [call.name for call in calls] == [
         "Send apt through the package proxy",
-        "Install base packages",
         "Set the timezone to UTC",
         "Record the timezone for tools that read /etc/timezone",
         "Configure time sync servers",
@@ -223,9 +222,10 @@ def test_container_plan_skips_kernel_and_time_sync(
         "Restart journald (its configuration changed)",
     ]
     by_name = {call.name: call for call in calls}
-    # Nothing is missing, so apt's lists are left alone: a rerun changes nothing.
+    # Nothing is missing, so apt is not asked at all: a rerun changes nothing and
+    # reads the package list once.
     assert "Update the package lists" not in by_name
-    assert by_name["Install base packages"].kwargs["_timeout"] > 0
+    assert "Install base packages" not in by_name
     sshd = by_name["Harden sshd: keys only, bounded logins"]
     assert by_name["Reload sshd (its configuration changed)"].kwargs["_if"] == sshd.did_change
     assert sshd.kwargs["check_installed"] == "sshd -t"
@@ -276,10 +276,15 @@ def test_leftover_policy_rc_d_of_ours_is_removed(
 ) -> None:
     leftover = common._POLICY_RC_D_SCRIPT.splitlines()
     _, calls = plan(monkeypatch, lab, tmp_path, policy_rc_d=leftover)
-    assert [call.name for call in calls[1:3]] == [
+    assert calls[1].name == "Let Debian start daemons again"
+    _, calls = plan(monkeypatch, lab, tmp_path, missing=("curl",), policy_rc_d=leftover)
+    assert [call.name for call in calls[1:5]] == [
+        "Stop Debian from starting daemons while packages install",
+        "Update the package lists",
         "Install base packages",
         "Let Debian start daemons again",
     ]
+    assert calls[3].kwargs["_timeout"] > 0
 
 
 def test_foreign_policy_rc_d_is_left_alone(

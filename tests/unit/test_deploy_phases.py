@@ -28,6 +28,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from seawall import inventory, secrets
 from seawall.components import common, pgbackrest, postgres, services
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
+from tests.unit.test_services_plan import no_users
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANS = Path(__file__).with_name("deploy_plans.json")
@@ -95,6 +96,7 @@ def record(
         (FileContents, ("path", common.POLICY_RC_D)): None,
         (SystemdStatus,): {unit: True} if was_running else {},
     }
+    facts[no_users(data)] = {}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
     calls: list[Call] = []
     fake_inventory = _fake_inventory(lab)

@@ -12,6 +12,8 @@ from pyinfra.api.exceptions import DeployError
 
 from seawall import defaults, inventory, secrets
 from seawall.components import common, gateway, services
+from seawall.facts.server import PasswdEntries
+from seawall.names import catalogue, user_name
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 SECRET_VALUE = "s3cret-value-never-printed"
@@ -23,6 +25,12 @@ def fake_inventory(lab: inventory.Topology) -> SimpleNamespace:
             SimpleNamespace(name=h.name, data=dict(h.data)) for h in lab.group(name)
         ]
     )
+
+
+def no_users(data: dict[str, Any]) -> tuple[Any, ...]:
+    """The key of the one passwd fact the services deploy asks (its answer: which exist)."""
+    users = tuple(user_name(data, service) for service in catalogue(data))
+    return (PasswdEntries, ("users", users))
 
 
 def plan(
@@ -43,7 +51,8 @@ def plan(
         ),
     ]:
         monkeypatch.setenv(secrets.env_name(secret), SECRET_VALUE)
-    fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts or {}, name=name)
+    facts = {no_users(data): {}} | (facts or {})
+    fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
     calls: list[Call] = []
     # pyinfra's context, where the deploy and the shared helpers (host_secrets,
     # group_members in common) read it.
@@ -79,6 +88,20 @@ def test_services_leave_other_hosts_alone(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, name: str
 ) -> None:
     assert plan(monkeypatch, lab, services, name) == []
+
+
+def test_only_a_missing_or_changed_service_account_is_passed_to_server_user(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    data = dict(lab.host("app-1").data)
+    users = [user_name(data, service) for service in catalogue(data)]
+    entries = {u: {"home": f"/var/lib/{u}", "shell": "/usr/sbin/nologin"} for u in users}
+    entries[users[1]]["shell"] = "/bin/bash"
+    del entries[users[2]]
+    calls = plan(monkeypatch, lab, services, "app-1", facts={no_users(data): entries})
+    made = [call.kwargs["user"] for call in calls if call.name.startswith("Create the system user")]
+    assert made == users[1:3]
+    assert all(c.kwargs["shell"] == "/usr/sbin/nologin" for c in calls if c.name in made)
 
 
 def test_services_plan_installs_then_configures_then_activates(
