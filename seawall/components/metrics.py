@@ -332,6 +332,10 @@ def render(target: str, values: Mapping[str, Any]) -> str:
     return templates.render(CONCERN, target, values)
 
 
+def _root_directory(name: str, path: str) -> None:
+    files.directory(name=name, path=path, present=True, user="root", group="root", mode="755")
+
+
 def static_file(name: str) -> str:
     """Return the content of ``files/metrics/<name>``.
 
@@ -398,14 +402,7 @@ def _configure(
         present=True,
     )
     password = host_secrets([SCRAPE_SECRET], " (the exporters' basic auth)")[SCRAPE_SECRET]
-    files.directory(
-        name="Make the exporters' web configuration directory",
-        path=WEB_CONFIG_DIR,
-        present=True,
-        user="root",
-        group="root",
-        mode="755",
-    )
+    _root_directory("Make the exporters' web configuration directory", WEB_CONFIG_DIR)
     changed: list[tuple[str, list[OperationMeta], list[OperationMeta]]] = [
         (NODE, [_defaults(NODE, values), _web_config(NODE, values, password)], [])
     ]
@@ -465,14 +462,7 @@ def _configure(
             private_dir=False,
         )
         # The rules first: promtool's check of the configuration reads them.
-        files.directory(
-            name="Make the alert rules' directory",
-            path=ALERTS_DIR,
-            present=True,
-            user="root",
-            group="root",
-            mode="755",
-        )
+        _root_directory("Make the alert rules' directory", ALERTS_DIR)
         rules = validated_file(
             name="Install the alert rules (checked by promtool first)",
             src=static_file(ALERTS_SOURCE),

@@ -24,6 +24,7 @@ import pytest
 
 from seawall import inventory, lab
 from seawall.inventory import Topology
+from seawall.ssh import ssh_args
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = ROOT / "inventories" / "lab.py"
@@ -149,6 +150,20 @@ def run_deploy(
         text=True,
         timeout=timeout,
     )
+
+
+def remote_python(topology: Topology, host: str, code: str, payload: Any, timeout: int) -> Any:
+    """Run ``code`` with python3 on ``host``, ``payload`` as JSON on its stdin (secrets stay
+    off command lines); return the JSON its last line prints."""
+    result = subprocess.run(
+        [*ssh_args(topology, host), f"timeout {timeout} python3 -c {shlex.quote(code)}"],
+        input=json.dumps(payload) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def changed_operations(result: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:

@@ -5,7 +5,6 @@ data hosts meanwhile) and restores every fault in ``finally``.
 """
 
 import json
-import shlex
 import subprocess
 import time
 
@@ -25,8 +24,7 @@ from seawall.redis.drill import switchover, wait_healthy
 from seawall.redis.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import RedisUnavailableError, connect
 from seawall.ssh import run as ssh_run
-from seawall.ssh import ssh_args
-from tests.lab.conftest import changed_operations, run_deploy, run_site_deploy
+from tests.lab.conftest import changed_operations, remote_python, run_deploy, run_site_deploy
 
 CRASHED = "data-3"
 # Down with it in the redeploy: every host reads the ops host's keys.
@@ -303,15 +301,7 @@ def test_haproxy_reloads_never_send_a_new_session_to_the_replica(deployed_lab: T
         "user": role,
         "password": role_password(deployed_lab, role),
     }
-    probe = subprocess.run(
-        [*ssh_args(deployed_lab, app.name), f"timeout 60 python3 -c {shlex.quote(_RELOAD_PROBE)}"],
-        input=json.dumps(settings) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    hits = json.loads(probe.stdout.strip().splitlines()[-1])
+    hits = remote_python(deployed_lab, app.name, _RELOAD_PROBE, settings, timeout=60)
     print(f"new sessions in the 1 s after each of 5 reloads: {hits}")
     assert hits["replica"] == 0, hits
     assert hits["leader"] >= 5 * 10, hits

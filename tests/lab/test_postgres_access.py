@@ -7,9 +7,6 @@ and Patroni's roles (the superuser first) are refused with the right password.
 Passwords reach the host on the probe's stdin only, never on a command line.
 """
 
-import json
-import shlex
-import subprocess
 from typing import Any
 
 import pytest
@@ -18,7 +15,7 @@ from seawall import names, secrets, settings
 from seawall.inventory import Topology
 from seawall.postgres import drill
 from seawall.postgres.remote_writer import role_password
-from seawall.ssh import ssh_args
+from tests.lab.conftest import remote_python
 
 NO_HBA_ENTRY = "no pg_hba.conf entry"
 
@@ -49,15 +46,7 @@ print(json.dumps(results))
 
 def probe(topology: Topology, host: str, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Try each login from ``host``; return one result per attempt, in order."""
-    result = subprocess.run(
-        [*ssh_args(topology, host), f"timeout 120 python3 -c {shlex.quote(_PROBE)}"],
-        input=json.dumps(attempts) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = remote_python(topology, host, _PROBE, attempts, timeout=120)
     assert len(out) == len(attempts)
     return list(out)
 
