@@ -43,7 +43,7 @@ from seawall import defaults, secrets
 from seawall.components import templates
 from seawall.defaults import COMMON
 from seawall.errors import SeawallError
-from seawall.facts.server import Container
+from seawall.facts.server import Container, PasswdEntries
 from seawall.operations.files import validated_file
 from seawall.settings import setting
 
@@ -256,13 +256,19 @@ def _configure(context: Mapping[str, Any], container: str | None) -> _Changed:
     timesyncd = _file("Configure time sync servers", TIMESYNCD, context)
 
     admin = context["admin_user"]
-    server.user(
-        name=f"Create the admin user {admin} with the admin key only",
-        user=admin,
-        shell="/bin/bash",
-        public_keys=_admin_keys(context["admin_ssh_public_key_file"]),
-        delete_keys=True,
-    )
+    keys = _admin_keys(context["admin_ssh_public_key_file"])
+    if _admin_holds(admin, keys):
+        # server.user's own fact reads every account's groups and last login
+        # (~2 s a host); the login itself is what `seawall verify` checks.
+        host.noop(f"{admin} exists with a bash shell and the admin key only")
+    else:
+        server.user(
+            name=f"Create the admin user {admin} with the admin key only",
+            user=admin,
+            shell="/bin/bash",
+            public_keys=keys,
+            delete_keys=True,
+        )
     validated_file(
         name=f"Grant {admin} passwordless sudo",
         src=render(SUDOERS, context),
@@ -353,6 +359,17 @@ def _activate(context: Mapping[str, Any], container: str | None, changed: _Chang
         service=THP_UNIT,
         running=True,
         enabled=True,
+    )
+
+
+def _admin_holds(admin: str, keys: list[str]) -> bool:
+    """True when ``admin`` exists with bash and exactly ``keys`` in its authorized_keys."""
+    entry = host.get_fact(PasswdEntries, users=(admin,)).get(admin)
+    if entry is None or entry["shell"] != "/bin/bash":
+        return False
+    held = host.get_fact(FileContents, path=f"{entry['home']}/.ssh/authorized_keys")
+    return held is not None and sorted(line.strip() for line in held if line.strip()) == sorted(
+        keys
     )
 
 

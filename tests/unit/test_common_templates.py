@@ -12,8 +12,10 @@ from pyinfra.facts.files import FileContents
 
 from seawall import defaults, inventory
 from seawall.components import common
+from seawall.facts.server import PasswdEntries
 
 REPO = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake admin@lab"
 
 
 def context_of(lab: inventory.Topology, name: str) -> dict[str, Any]:
@@ -148,6 +150,7 @@ class FakeHost:
     facts: dict[tuple[Any, ...], Any]
     name: str = "fake-1"
     logs: list[str] = field(default_factory=list)
+    noops: list[str] = field(default_factory=list)
 
     def get_fact(self, fact: Any, **kwargs: Any) -> Any:
         key = (fact, *sorted(kwargs.items()))
@@ -157,6 +160,9 @@ class FakeHost:
 
     def log(self, message: str, *args: Any) -> None:
         self.logs.append(message)
+
+    def noop(self, description: str) -> None:
+        self.noops.append(description)
 
 
 class Recorder:
@@ -183,9 +189,10 @@ def plan(
     container: str | None = "lxc",
     missing: tuple[str, ...] = (),
     policy_rc_d: list[str] | None = None,
+    admin: tuple[dict[str, str], list[str]] | None = None,
 ) -> tuple[FakeHost, list[Call]]:
     key = tmp_path / "admin.pub"
-    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake admin@lab\n")
+    key.write_text(ADMIN_KEY + "\n")
     lab_host = lab.host("data-1")
     data = dict(lab_host.data) | {"admin_ssh_public_key_file": str(key)}
     packages = {p: ["1"] for p in defaults.COMMON["common_packages"] if p not in missing}
@@ -193,7 +200,11 @@ def plan(
         (common.Container,): container,
         (DebPackages,): packages,
         (FileContents, ("path", common.POLICY_RC_D)): policy_rc_d,
+        (PasswdEntries, ("users", ("seawall",))): {"seawall": admin[0]} if admin else {},
     }
+    if admin:
+        authorized = f"{admin[0]['home']}/.ssh/authorized_keys"
+        facts[(FileContents, ("path", authorized))] = admin[1]
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts)
     calls: list[Call] = []
     monkeypatch.setattr(common, "host", fake)
@@ -269,6 +280,31 @@ def test_missing_packages_install_behind_policy_rc_d(
     # The update is bounded in time and retried, never left to hang.
     assert "timeout" in calls[2].kwargs["commands"][0]
     assert calls[4].kwargs["present"] is False
+
+
+@pytest.mark.parametrize(
+    ("shell", "keys", "made"),
+    [
+        ("/bin/bash", ["", ADMIN_KEY], False),
+        ("/bin/sh", [ADMIN_KEY], True),
+        ("/bin/bash", [ADMIN_KEY, "ssh-ed25519 AAAAOther eve@elsewhere"], True),
+        ("/bin/bash", [], True),
+    ],
+)
+def test_the_admin_user_is_passed_to_server_user_only_when_it_differs(
+    monkeypatch: pytest.MonkeyPatch,
+    lab: inventory.Topology,
+    tmp_path: Path,
+    shell: str,
+    keys: list[str],
+    made: bool,
+) -> None:
+    entry = {"home": "/home/seawall", "shell": shell}
+    fake, calls = plan(monkeypatch, lab, tmp_path, admin=(entry, keys))
+    names = [call.name for call in calls]
+    assert ("Create the admin user seawall with the admin key only" in names) == made
+    if not made:
+        assert fake.noops == ["seawall exists with a bash shell and the admin key only"]
 
 
 def test_leftover_policy_rc_d_of_ours_is_removed(
