@@ -1,13 +1,16 @@
 """The ops host as controller: rendered units, the wheelhouse's reuse, the inventory keys."""
 
+import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
+from pyinfra.facts.files import FileContents
 
 from seawall import defaults, schema
 from seawall.components import ops
 from seawall.components.templates import render
+from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -229,3 +232,44 @@ def test_site_files_are_the_inventory_its_group_data_and_config() -> None:
     found = [target for _, target in ops.site_files(REPO, Path("inventories/lab.py"))]
     assert found[:2] == ["config.py", "inventories/lab.py"]
     assert "inventories/group_data/lab.py" in found
+
+
+def _install_plan(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, remote_manifest: list[str] | None
+) -> tuple[FakeHost, list[Call]]:
+    """Run the ops install phase on a fake host whose wheelhouse holds ``remote_manifest``."""
+    local = tmp_path / "wheelhouse"
+    local.mkdir(parents=True)
+    (local / "seawall-1-py3-none-any.whl").write_bytes(b"wheel")
+    (local / ops.MANIFEST).write_text(ops.manifest(local))
+    data = defaults.all_defaults()
+    remote = data["ops_wheelhouse_dir"]
+    digest = hashlib.sha256((local / ops.MANIFEST).read_bytes()).hexdigest()
+    facts = {
+        (FileContents, ("path", f"{remote}/{ops.MANIFEST}")): remote_manifest,
+        (FileContents, ("path", f"{data['ops_venv_dir']}/{ops.INSTALLED}")): [digest],
+    }
+    fake = FakeHost(data=data, groups=["ops"], facts=facts, name="ops-1")
+    calls: list[Call] = []
+    monkeypatch.setattr(ops, "host", fake)
+    monkeypatch.setattr(ops, "install_packages", lambda name, packages: None)
+    monkeypatch.setattr(ops, "local_wheelhouse", lambda data: local)
+    for module in ("files", "server"):
+        monkeypatch.setattr(ops, module, Recorder(module, calls))
+    ops._install(data)
+    return fake, calls
+
+
+def test_the_wheelhouse_is_copied_only_when_its_manifest_differs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake, calls = _install_plan(monkeypatch, tmp_path / "a", None)
+    copy = ["Create the wheelhouse folder", "Copy the controller's wheelhouse"]
+    assert [c.name for c in calls] == copy
+    lines = (tmp_path / "a" / "wheelhouse" / ops.MANIFEST).read_text().splitlines()
+    fake, calls = _install_plan(monkeypatch, tmp_path / "b", lines)
+    assert [c.name for c in calls] == ["Create the wheelhouse folder"]
+    assert fake.noops[0].startswith("the ops host holds wheelhouse ")
+    # A wheel swapped on the host shows in its manifest: copied again.
+    fake, calls = _install_plan(monkeypatch, tmp_path / "c", [lines[0].replace("a", "b", 1)])
+    assert [c.name for c in calls] == copy
