@@ -403,8 +403,11 @@ class Call:
 
 
 class FakeHost:
-    def __init__(self, name: str, groups: tuple[str, ...], data: Any, state: Any) -> None:
+    def __init__(
+        self, name: str, groups: tuple[str, ...], data: Any, state: Any, packages: dict
+    ) -> None:
         self.name, self.groups, self.data, self.state = name, groups, data, state
+        self.packages = packages
 
     def get_fact(self, fact: Any, **kwargs: Any) -> Any:
         from pyinfra.facts.deb import DebPackages
@@ -413,7 +416,7 @@ class FakeHost:
         if fact is FirewallState:
             return self.state
         if fact is DebPackages:
-            return {"nftables": ["1.0.6"]}
+            return self.packages
         if fact is FileContents:
             return None
         raise AssertionError(f"unexpected fact {fact.__name__} {kwargs}")
@@ -425,12 +428,14 @@ def plan(
     name: str,
     load_changes: bool,
     pending: bool = False,
+    packages: dict | None = None,
 ) -> list[Call]:
     from seawall.components import common
 
     member = lab.host(name)
     state = {"table": True, "comment": "seawall old", "rollback_pending": pending}
-    fake = FakeHost(name, member.groups, member.data, state)
+    installed = {"nftables": ["1.0.6"]} if packages is None else packages
+    fake = FakeHost(name, member.groups, member.data, state, installed)
     calls: list[Call] = []
 
     def recorder(op: str, will_change: bool = False) -> Any:
@@ -468,8 +473,8 @@ def test_a_changed_ruleset_is_checked_loaded_probed_then_kept(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     calls = plan(monkeypatch, lab, "data-1", load_changes=True)
+    # nftables is installed: apt is not asked (install_packages).
     assert ops(calls) == [
-        "apt.packages",
         "files.directory",
         "validated_file",
         "files.put",
@@ -480,7 +485,6 @@ def test_a_changed_ruleset_is_checked_loaded_probed_then_kept(
         "rollback_cancelled",
     ]
     by_op = {call.op: call for call in calls}
-    assert by_op["apt.packages"].kwargs["packages"] == ["nftables"]
     member = lab.host("data-1")
     content, comment = firewall.ruleset("data-1", member.groups, member.data, list(lab))
     checked = by_op["validated_file"].kwargs
@@ -502,6 +506,15 @@ def test_a_changed_ruleset_is_checked_loaded_probed_then_kept(
     assert (probe["address"], probe["port"]) == (member.data["ssh_hostname"], 22)
     assert by_op["rollback_cancelled"].kwargs["scheduled"] is True
     assert by_op["rollback_cancelled"].kwargs["comment"] == comment
+
+
+def test_a_host_without_nftables_installs_it_first(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan(monkeypatch, lab, "data-1", load_changes=True, packages={})
+    (install,) = [c for c in calls if c.op == "apt.packages"]
+    assert install.kwargs["packages"] == ["nftables"]
+    assert ops(calls).index("apt.packages") < ops(calls).index("validated_file")
 
 
 def test_an_unchanged_ruleset_is_not_probed(
