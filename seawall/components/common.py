@@ -135,22 +135,19 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
                 "timeout -k 10 120 apt-get update -q && exit 0; sleep 3; done; exit 1"
             ],
         )
-    if not missing and not any("=" in package for package in packages):
-        # Nothing to install (no version pin to check): apt.packages would only
-        # gather the whole package list again, about 0.35 s per call.
-        if ours:
-            files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)
-        return
-    apt.packages(
-        name=name,
-        packages=list(packages),
-        no_recommends=no_recommends,
-        # The lab's apt proxy sometimes drops a fetch under parallel load
-        # ("Method http has died unexpectedly"); apt resumes where it stopped.
-        _retries=2,
-        _retry_delay=5,
-        _timeout=900,
-    )
+    # With nothing missing and no version pin to check, apt.packages would only
+    # gather the whole package list again (about 0.35 s per call).
+    if missing or any("=" in package for package in packages):
+        apt.packages(
+            name=name,
+            packages=list(packages),
+            no_recommends=no_recommends,
+            # The lab's apt proxy sometimes drops a fetch under parallel load
+            # ("Method http has died unexpectedly"); apt resumes where it stopped.
+            _retries=2,
+            _retry_delay=5,
+            _timeout=900,
+        )
     if guard or ours:
         files.file(name="Let Debian start daemons again", path=POLICY_RC_D, present=False)
 
