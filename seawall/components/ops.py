@@ -59,7 +59,7 @@ from seawall.defaults import OPS
 from seawall.errors import SeawallError
 from seawall.inventory import checked_inventory
 from seawall.operations.files import secret_file
-from seawall.operations.ssh import HOST_KEY_TYPES, key_trusted, ssh_keypair
+from seawall.operations.ssh import HOST_KEY_TYPES, key_trusted, ssh_keypair, unreachable
 from seawall.settings import setting
 
 CONCERN = "ops"
@@ -445,7 +445,7 @@ def _configure(data: Any) -> None:
             name="Point the inventory's ssh_key at the ops key", path=str(key), target=OPS_KEY
         )
     known = str(data.get("ssh_known_hosts_file") or f"{OPS_HOME}/.ssh/known_hosts")
-    down = sorted(member.name for member in inventory if member in host.state.failed_hosts)
+    down = unreachable(sorted(member.name for member in inventory))
     if down:
         # A redeploy while a host is down is normal: its keys cannot be read, and
         # a file without them would lock the ops host out once it is back.

@@ -1,6 +1,7 @@
 """SSH trust between inventory hosts: keys made on the hosts, only public halves move."""
 
 import shlex
+from collections.abc import Iterable
 from io import StringIO
 
 from pyinfra import host, inventory
@@ -38,6 +39,16 @@ def ssh_keypair(user: str, home: str):
     )
 
 
+def unreachable(names: Iterable[str]) -> list[str]:
+    """Return those of inventory hosts ``names`` this run could not reach, in order.
+
+    pyinfra moves a host whose connect failed into ``state.failed_hosts``; asking
+    it for a fact would stop the whole run.
+    """
+    failed = host.state.failed_hosts
+    return [name for name in names if inventory.get_host(name) in failed]
+
+
 def _content(lines: list[str]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
@@ -71,7 +82,7 @@ def trust_peers(
             peers=[("ops-1", "/var/lib/pgbackrest", "10.77.0.41")],
         )
     """
-    down = [name for name, _, _ in peers if inventory.get_host(name) in host.state.failed_hosts]
+    down = unreachable(name for name, _, _ in peers)
     if down:
         # "Exactly" cannot be known without the peer's keys, and a file without
         # them would lock it out once it is back: a redeploy while it is down
@@ -143,13 +154,12 @@ def key_trusted(user: str, home: str, peer: str, peer_key: str):
             peer_key="/root/.ssh/id_ed25519.pub",
         )
     """
-    source = inventory.get_host(peer)
-    if source in host.state.failed_hosts:
+    if unreachable([peer]):
         # A redeploy while the ops host is down is normal: its key cannot be read,
         # and asking for it would stop the whole run; what is trusted stays.
         host.noop(f"{peer} unreachable: {user}'s trust of its key left as it is")
         return
-    public = source.get_fact(FileContents, path=peer_key) or []
+    public = inventory.get_host(peer).get_fact(FileContents, path=peer_key) or []
     if not public or len(public[0].split()) < 2:
         host.log(f"{peer} has no SSH key yet: trust it at the next deploy")
         host.noop(f"{user} accepts no key of {peer} yet")
