@@ -101,9 +101,11 @@ def confirmed(first: VerifyReport, second: VerifyReport, after_s: float) -> Veri
             if before is None or before.ok == check.ok:
                 checks.append(check)
                 continue
-            failed, when = (before, f"{after_s:g} s earlier") if check.ok else (check, "now")
-            seen = check if check.ok else before
-            note = f"{seen.detail} (failed once, {when}: {failed.detail})"
+            if check.ok:
+                held, failed, when = check, before, f"{after_s:g} s earlier"
+            else:
+                held, failed, when = before, check, "now"
+            note = f"{held.detail} (failed once, {when}: {failed.detail})"
             checks.append(Check(check.name, True, note))
         hosts.append(HostReport(host.host, tuple(checks)))
     return VerifyReport(tuple(hosts))
