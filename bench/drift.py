@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import LAB_INVENTORY, load_note, spread, timed_site_deploy, write_section  # noqa: E402
+from report import LAB_INVENTORY, load_note, publish, spread, timed_site_deploy  # noqa: E402
 
 from seawall import inventory  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
@@ -106,10 +106,7 @@ def main() -> None:
         f"| no-op site redeploy | {spread(deploy_s)} | {verdict(deploy_s)} |",
         *load_note(load_before),
     ]
-    report_text = "\n".join(lines)
-    print(report_text)
-    if not args.no_write:
-        write_section("drift", report_text)
+    publish("drift", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

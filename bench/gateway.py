@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, run_deploy, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, publish, run_deploy  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
 from seawall.components.gateway import tls_paths  # noqa: E402
@@ -787,10 +787,7 @@ def main() -> None:
             "../shared/LAB-NOTES.md: ~0.75 http, ~0.67 https).",
         ]
     lines += load_note(load_before)
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section("gateway", report)
+    publish("gateway", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

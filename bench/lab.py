@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import run_deploy, write_section  # noqa: E402  (bench/report.py)
+from report import publish, run_deploy  # noqa: E402  (bench/report.py)
 
 from seawall import inventory, lab  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
@@ -140,10 +140,7 @@ def main() -> None:
         "",
         f"Ratios: no-op / first deploy = {noop / first:.2f}; hot / warm lab up = {hot / warm:.2f}.",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section("lab", report)
+    publish("lab", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, publish, spread  # noqa: E402  (bench/report.py)
 
 from seawall import inventory, ssh  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
@@ -164,10 +164,7 @@ def main() -> None:
     if misses:
         lines += ["", f"Not found within {GIVE_UP_S:.0f} s: " + ", ".join(misses)]
     lines += load_note(load_before)
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("logs", text)
+    publish("logs", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

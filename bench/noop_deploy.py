@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, spread, timed_site_deploy, write_section  # noqa: E402
+from report import load_note, publish, spread, timed_site_deploy  # noqa: E402
 
 from seawall import inventory  # noqa: E402
 from seawall.netguard import require_lab_bridge  # noqa: E402
@@ -81,9 +81,7 @@ def main() -> None:
         lines.append(f"| {name} | {counts[name][0]} | {spread(times[name])} |")
     lines += ["", f"Ratio current / baseline: {ratio:.2f} (target <= 1.00 within the spread)."]
     lines += load_note(load_before)
-    report = "\n".join(lines)
-    print(report)
-    write_section("noop-deploy", report)
+    publish("noop-deploy", lines)
 
 
 if __name__ == "__main__":

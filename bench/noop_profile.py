@@ -27,7 +27,7 @@ from pyinfra.api.state import BaseStateCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import LAB_INVENTORY, load_note, write_section  # noqa: E402
+from report import LAB_INVENTORY, load_note, publish  # noqa: E402
 
 from seawall import inventory  # noqa: E402
 from seawall.netguard import require_lab_bridge  # noqa: E402
@@ -142,9 +142,7 @@ def main() -> None:
         count = recorder.facts[name]
         lines.append(f"| {name} | {count} | {seconds:.1f} | {1000 * seconds / count:.0f} |")
     lines += load_note(load_before)
-    report = "\n".join(lines)
-    print(report)
-    write_section("noop-profile", report)
+    publish("noop-profile", lines)
 
 
 if __name__ == "__main__":

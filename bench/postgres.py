@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, publish, spread  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
 from seawall.plot import draw_scenarios, require  # noqa: E402
@@ -181,10 +181,7 @@ def main() -> None:
     if not args.skip_migration:
         lines += run_migration(topology, args.trades)
     lines += load_note(load_before)
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section("postgres", report)
+    publish("postgres", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

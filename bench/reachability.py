@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/report.py)
+
 from seawall import defaults, inventory, ssh  # noqa: E402
 from seawall.components import firewall  # noqa: E402
 from seawall.inventory import Host, Topology  # noqa: E402
@@ -198,17 +200,6 @@ def measure(topology: Topology) -> tuple[str, int]:
     return "\n".join(report), differ
 
 
-def write_section(name: str, report: str) -> None:
-    """Replace the `bench:<name>` section of docs/security.md (appended if absent)."""
-    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    text = DOC.read_text() if DOC.exists() else "# Security\n"
-    if start not in text:
-        text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    DOC.write_text(f"{head}{start}\n{report}\n{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -218,7 +209,7 @@ def main() -> None:
     report, differ = measure(topology)
     print(report)
     if not args.no_write:
-        write_section("reachability", report)
+        write_section("reachability", report, doc=DOC)
     raise SystemExit(1 if differ else 0)
 
 

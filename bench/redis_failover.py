@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_section  # noqa: E402  (bench/report.py)
+from report import publish  # noqa: E402  (bench/report.py)
 
 from seawall import inventory  # noqa: E402
 from seawall.inventory import Topology  # noqa: E402
@@ -138,10 +138,7 @@ def tabulate(args: argparse.Namespace) -> None:
         "",
         *table(results),
     ]
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section(args.section, report)
+    publish(args.section, lines, write=not args.no_write)
 
 
 def main() -> None:
@@ -229,10 +226,7 @@ def main() -> None:
         f"Load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at "
         "the end; other sessions' work shares the 2 cores.",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section(args.section, report)
+    publish(args.section, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import load_note, write_section  # noqa: E402
+from bench.report import load_note, publish  # noqa: E402
 from seawall.runtime.reconnect import _PUBLISH_LUA, EventPublisher, _Event  # noqa: E402
 from seawall.runtime.spool import DiskSpool  # noqa: E402
 from tests.unit.redis_server import Servers, majority_client, wait_for_link  # noqa: E402
@@ -299,10 +299,7 @@ def main() -> None:
         "512 MB at about 30 events/s sustained.",
         *load_note(load),
     ]
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section("redis-outage", report)
+    publish("redis-outage", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

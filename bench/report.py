@@ -24,6 +24,14 @@ def write_section(name: str, report: str, doc: Path = DOC) -> None:
     doc.write_text(f"{head}{start}\n{report}\n{end}{tail}")
 
 
+def publish(name: str, lines: list[str], write: bool = True) -> None:
+    """Print ``lines`` as one report; with ``write``, also into the `bench:<name>` section."""
+    report = "\n".join(lines)
+    print(report)
+    if write:
+        write_section(name, report)
+
+
 def load_note(load_before: float) -> list[str]:
     """Lines saying how loaded the shared machine was while the benchmark ran."""
     return [

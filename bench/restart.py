@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import LAB_INVENTORY, load_note, spread, write_section  # noqa: E402
+from report import LAB_INVENTORY, load_note, publish, spread  # noqa: E402
 
 from seawall import inventory  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
@@ -128,10 +128,7 @@ def main() -> None:
         f"Median whole run: {statistics.median(totals):.1f} s." if totals else "No run.",
         *load_note(load_before),
     ]
-    report_text = "\n".join(lines)
-    print(report_text)
-    if not args.no_write:
-        write_section("restart", report_text)
+    publish("restart", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

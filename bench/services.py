@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, run_deploy, spread, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, publish, run_deploy, spread  # noqa: E402  (bench/report.py)
 
 from seawall import defaults, inventory  # noqa: E402
 from seawall.errors import SeawallError  # noqa: E402
@@ -271,10 +271,7 @@ def main() -> None:
         "~700 req/s at p50 44 ms in ../shared/LAB-NOTES.md).",
     ]
     lines += load_note(load_before)
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_section("services", report)
+    publish("services", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

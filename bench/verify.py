@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import load_note, spread, write_section  # noqa: E402  (bench/report.py)
+from report import load_note, publish, spread  # noqa: E402  (bench/report.py)
 
 from seawall import inventory, ssh  # noqa: E402
 from seawall.health_report import collect  # noqa: E402
@@ -129,10 +129,7 @@ def main() -> None:
     if not_ok:
         lines += ["", "Runs whose report was not ok: " + "; ".join(not_ok)]
     lines += load_note(load_before)
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("verify", text)
+    publish("verify", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":
