@@ -1,15 +1,31 @@
-"""Install root-owned files safely: checked by a validator, or secret."""
+"""Install files deciding from one fact: plain (``put``), checked by a validator, or secret.
+
+pyinfra's other file operations are re-exported, so a component imports one ``files``.
+"""
 
 import hashlib
+import os
+import posixpath
 import shlex
 from collections.abc import Generator
 from io import StringIO
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
-from pyinfra import host
-from pyinfra.api import OperationError, StringCommand, operation
+from pyinfra import host, state
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.command import FileUploadCommand
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.api.util import get_file_sha1
+from pyinfra.operations.files import directory as directory
+from pyinfra.operations.files import file as file
+from pyinfra.operations.files import line as line
+from pyinfra.operations.files import link as link
+from pyinfra.operations.files import sync as sync
+from pyinfra.operations.files import template as template
+from pyinfra.operations.util import files as file_utils
+from pyinfra.operations.util.files import ensure_mode_int
+
+from seawall.facts.files import FileState
 
 Commands = Generator[str | StringCommand | FileUploadCommand, None, None]
 
@@ -23,14 +39,14 @@ def _installed(src: str, dest: str, user: str, group: str, mode: int, what: str)
 
     Compared by hash: the content itself is never read back, so never printed.
     """
-    remote = host.get_fact(File, path=dest)
-    if remote is False:
+    remote = host.get_fact(FileState, path=dest) or {"type": "absent"}
+    if remote["type"] not in ("file", "absent"):
         raise OperationError(f"{dest} exists and is not a file")
     if (
-        remote
+        remote["type"] == "file"
         and remote["mode"] == mode
         and (remote["user"], remote["group"]) == (user, group)
-        and host.get_fact(Sha1File, path=dest) == hashlib.sha1(src.encode()).hexdigest()
+        and remote["sha1"] == hashlib.sha1(src.encode()).hexdigest()
     ):
         host.noop(f"{what} {dest} is already installed")
         return True
@@ -178,3 +194,86 @@ def secret_file(
         return
     yield from _checked_move(new, final, old, validate, check_installed)
     yield cleanup
+
+
+@operation()
+def put(
+    src: str | IO[Any],
+    dest: str,
+    user: str | None = None,
+    group: str | None = None,
+    mode: int | str | None = None,
+    add_deploy_dir: bool = True,
+    create_remote_dir: bool = True,
+) -> Commands:
+    """
+    Upload a file unless ``dest`` already has its content, owner and mode.
+
+    + src: the content (an IO object such as ``StringIO``) or a local file's path
+    + dest: the remote file's full path (a directory is refused)
+    + user, group: its owner
+    + mode: its permissions, as octal digits
+    + add_deploy_dir: ``src`` is relative to the deploy directory
+    + create_remote_dir: create ``dest``'s directory (``mkdir -p``, owned by ``user`` and
+      ``group``) when it is missing
+
+    pyinfra's ``files.put`` for these arguments, same commands and no-op
+    message, deciding from one ``FileState`` fact where pyinfra gathers
+    ``File``, ``Sha1File`` and ``Directory`` of the parent. The content is
+    compared by hash and never read back, so ``--diff`` shows none of it.
+
+    **Example:**
+
+    .. code:: python
+
+        put(
+            name="Install the NGINX journal limits",
+            src=StringIO("[Journal]\\n"),
+            dest="/etc/systemd/journald.conf.d/nginx.conf",
+            user="root",
+            group="root",
+            mode="644",
+        )
+    """
+    local: str | IO[Any]
+    if hasattr(src, "read"):
+        local = src
+    else:
+        local = os.path.join(state.cwd, src) if add_deploy_dir and state.cwd else str(src)
+        if not Path(local).is_file():
+            raise OSError(f"No such file: {local}")
+    wanted_mode = ensure_mode_int(mode)
+    remote = host.get_fact(FileState, path=dest) or {"type": "absent", "parent": "absent"}
+    if remote["type"] == "directory":
+        raise OperationError(f"{dest} is a directory: give the file's full path")
+    parent = posixpath.dirname(dest)
+    if create_remote_dir and parent:
+        # As pyinfra's files.directory for put: a missing directory is made, an
+        # existing one (or a link) is left as it is, anything else is an error.
+        if remote["parent"] == "other":
+            raise OperationError(f"{parent} exists and is not a directory")
+        if remote["parent"] == "absent":
+            yield StringCommand("mkdir", "-p", QuoteString(parent))
+            if user or group:
+                yield file_utils.chown(parent, user, group)
+        elif remote["parent"] == "link":
+            host.noop(f"directory {parent} already exists (as a link)")
+    if remote["type"] != "file" or remote["sha1"] != get_file_sha1(local):
+        temp_dir = (getattr(host, "current_op_global_arguments", None) or {}).get("_temp_dir")
+        yield FileUploadCommand(
+            local, dest, remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir)
+        )
+        if user or group:
+            yield file_utils.chown(dest, user, group)
+        if wanted_mode:
+            yield file_utils.chmod(dest, wanted_mode)
+        return
+    changed = False
+    if wanted_mode and remote["mode"] != wanted_mode:
+        yield file_utils.chmod(dest, wanted_mode)
+        changed = True
+    if (user and remote["user"] != user) or (group and remote["group"] != group):
+        yield file_utils.chown(dest, user, group)
+        changed = True
+    if not changed:
+        host.noop(f"file {dest} is already uploaded")

@@ -8,7 +8,7 @@ must raise. A case that yields nothing states its ``noop_description``.
 Fixture keys, as in pyinfra's tests:
 
 - ``args``, ``kwargs``: the operation's arguments; a string ``"hidden:<text>"``
-  becomes ``HiddenValue("<text>")``;
+  becomes ``HiddenValue("<text>")``, ``"stringio:<text>"`` a ``StringIO``;
 - ``facts``: ``{"<fact>": value}`` for a fact without arguments, else
   ``{"<fact>": {"<arg>=<value>, ...": value}}``; ``<fact>`` is ``files.File``
   for pyinfra's facts and ``seawall.facts.<module>.<Fact>`` for ours. A fact
@@ -31,6 +31,7 @@ import inspect
 import json
 import pkgutil
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -103,6 +104,8 @@ def parse_value(value: Any) -> Any:
     """Turn a fixture's JSON into the operation's arguments (``hidden:`` -> HiddenValue)."""
     if isinstance(value, str) and value.startswith("hidden:"):
         return HiddenValue(value.removeprefix("hidden:"))
+    if isinstance(value, str) and value.startswith("stringio:"):
+        return StringIO(value.removeprefix("stringio:"))
     if isinstance(value, list):
         return [parse_value(item) for item in value]
     if isinstance(value, dict):
