@@ -9,13 +9,14 @@ inventory model, the CLI and tests. A key set to None counts as unset.
 A few settings are derived, never stated: the Postgres roles, the databases'
 owners and readers come from the service catalogue (``defaults.postgres_logins``),
 and each role's secret is added to ``required_secrets`` (``defaults.role_secrets``),
-so adding a service to the catalogue is one edit.
+as are the Redis ACL users' (``redis_acl.required_secrets``), so adding a service
+to the catalogue is one edit.
 """
 
 from functools import cache
 from typing import Any, Protocol
 
-from seawall import defaults
+from seawall import defaults, redis_acl
 
 
 class Data(Protocol):
@@ -63,5 +64,6 @@ def setting(data: Data, key: str) -> Any:
     if value is None:
         value = default(key)
     if key == "required_secrets":
-        return defaults.role_secrets(dict(value), setting(data, "postgres_service_roles"))
+        required = defaults.role_secrets(dict(value), setting(data, "postgres_service_roles"))
+        return redis_acl.required_secrets(required, [s["name"] for s in setting(data, "services")])
     return value

@@ -145,6 +145,9 @@ class RedisSettings:
     # Out of the repr: a logged or printed settings object shows no password.
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
+    # ACL users (Redis 7); None logs in as `default` with the password alone.
+    username: str | None = None
+    sentinel_username: str | None = None
     # Replies (WAIT included) may take this long; a silent host is given up on after it.
     socket_timeout: float = 0.5
     # A TCP connect on the private network takes well under a millisecond: a
@@ -224,6 +227,7 @@ class MajorityClient:
                 timeout,
                 self.settings.connect_timeout,
                 decode_responses=True,
+                username=self.settings.sentinel_username,
             )
             for host, port in self.settings.sentinels
         ]
@@ -298,6 +302,7 @@ class MajorityClient:
             settings.password,
             settings.socket_timeout,
             settings.connect_timeout,
+            username=settings.username,
         )
 
     def _reset(self) -> None:

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "seawall.settings",
             "seawall.output",
             "seawall.secrets",
+            "seawall.redis_acl",
             "seawall.schema",
             "seawall.inventory",
             "seawall.check",

@@ -1,0 +1,198 @@
+"""Redis ACL users (seawall/redis_acl.py) on real redis-server processes on loopback.
+
+Each test loads the ACL file seawall renders, so a rule Redis refuses, or one
+that grants too much or too little, fails here before any host loads it.
+"""
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from seawall import redis_acl
+from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings
+from tests.unit.redis_server import RedisServer, Servers, servers, wait_for_link
+
+__all__ = ["servers"]  # the fixture, imported for pytest
+
+PREFIX = "quantum-"
+SERVICES = ["execution", "ai-engine"]
+PASSWORDS = {name: f"pw-{name}" for name in redis_acl.all_secrets(SERVICES)}
+ADMIN = PASSWORDS[redis_acl.ADMIN_SECRET]
+
+
+class AclServer(RedisServer):
+    """A redis-server whose own checks (start, wait_for_link) log in as the admin."""
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=ADMIN, socket_timeout=2)
+
+
+def acl_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users.acl"
+    if not path.exists():
+        path.write_text(redis_acl.acl_file(PREFIX, SERVICES, PASSWORDS))
+    return path
+
+
+def start(servers: Servers, tmp_path: Path, *options: str) -> AclServer:
+    # DEBUG is on for local connections, so only the ACL can refuse it below.
+    server = AclServer(
+        servers.directory / f"redis-{len(servers.started)}",
+        "--aclfile",
+        str(acl_file(tmp_path)),
+        "--enable-debug-command",
+        "local",
+        *options,
+    )
+    servers.started.append(server)
+    return server.start()  # type: ignore[return-value]
+
+
+def login(server: RedisServer, user: str, secret: str) -> redis.Redis:
+    return redis.Redis(
+        port=server.port, username=user, password=PASSWORDS[secret], socket_timeout=2
+    )
+
+
+def service(server: RedisServer, name: str) -> redis.Redis:
+    return login(server, redis_acl.service_user(PREFIX, name), redis_acl.service_secret(name))
+
+
+def test_a_service_reaches_its_own_keys_and_the_shared_streams_only(
+    servers: Servers, tmp_path: Path
+) -> None:
+    server = start(servers, tmp_path)
+    execution = service(server, "execution")
+    own = redis_acl.key_prefix("execution") + "state"
+    assert execution.set(own, "1") is True
+    assert execution.xadd("quantum:stream:order_created", {"n": "1"})
+    assert execution.hset("seawall:producers", "execution", "1") == 1
+    other = redis_acl.key_prefix("ai-engine") + "state"
+    server.client().set(other, "theirs")
+    for attempt in (
+        lambda: execution.get(other),
+        lambda: execution.set(other, "mine"),
+        lambda: execution.get("unprefixed"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError, match="no permissions"):
+            attempt()
+    assert server.client().get(other) == b"theirs"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("CONFIG", "SET", "maxmemory", "1"),
+        ("CONFIG", "GET", "requirepass"),
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("DEBUG", "SLEEP", "0"),
+        ("KEYS", "*"),
+        ("SHUTDOWN", "NOSAVE"),
+        ("REPLICAOF", "127.0.0.1", "1"),
+        ("ACL", "SETUSER", "x", "on", "+@all"),
+        ("SCRIPT", "FLUSH"),
+        ("CLIENT", "KILL", "TYPE", "normal"),
+        ("PUBLISH", "__sentinel__:hello", "x"),
+    ],
+)
+def test_a_service_user_is_refused_admin_commands(
+    servers: Servers, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    server = start(servers, tmp_path)
+    server.client().set("kept", "1")
+    with pytest.raises(redis.exceptions.NoPermissionError, match="no permissions"):
+        service(server, "execution").execute_command(*command)
+    assert server.client().get("kept") == b"1"
+    assert server.client().config_get("maxmemory") == {"maxmemory": "0"}
+
+
+def test_wrong_or_missing_passwords_are_refused(servers: Servers, tmp_path: Path) -> None:
+    server = start(servers, tmp_path)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=server.port).ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=server.port, username="quantum-execution", password=ADMIN).ping()
+    # The replica's and Sentinel's users can do nothing a service does.
+    replica = login(server, redis_acl.REPLICA_USER, redis_acl.REPLICA_SECRET)
+    assert replica.ping() is True
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        replica.get("x")
+
+
+def test_the_acl_file_holds_hashes_never_passwords() -> None:
+    text = redis_acl.acl_file(PREFIX, SERVICES, PASSWORDS)
+    assert not [value for value in PASSWORDS.values() if value in text]
+    assert len(text.splitlines()) == 3 + len(SERVICES)
+
+
+def test_a_replica_replicates_as_the_replica_user(servers: Servers, tmp_path: Path) -> None:
+    master = start(servers, tmp_path)
+    replica = start(
+        servers,
+        tmp_path,
+        "--replicaof",
+        "127.0.0.1",
+        str(master.port),
+        "--masteruser",
+        redis_acl.REPLICA_USER,
+        "--masterauth",
+        PASSWORDS[redis_acl.REPLICA_SECRET],
+    )
+    wait_for_link(master, 1)
+    master.client().set("replicated", "yes")
+    assert master.client().execute_command("WAIT", 1, 2000) == 1
+    assert replica.client().get("replicated") == b"yes"
+    clients = master.client().client_list(_type="replica")
+    assert [c["user"] for c in clients] == [redis_acl.REPLICA_USER]
+
+
+def test_the_runtime_client_logs_in_as_its_service_user(servers: Servers, tmp_path: Path) -> None:
+    master = start(servers, tmp_path)
+    replica = start(
+        servers,
+        tmp_path,
+        "--replicaof",
+        "127.0.0.1",
+        str(master.port),
+        "--masteruser",
+        redis_acl.REPLICA_USER,
+        "--masterauth",
+        PASSWORDS[redis_acl.REPLICA_SECRET],
+    )
+    wait_for_link(master, 1)
+    sentinel_dir = servers.directory / "sentinel"
+    sentinel_dir.mkdir(parents=True)
+    (sentinel_dir / "sentinel.conf").write_text(
+        f"sentinel monitor seawall 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds seawall 86400000\n"
+        f"sentinel auth-user seawall {redis_acl.SENTINEL_USER}\n"
+        f"sentinel auth-pass seawall {PASSWORDS[redis_acl.SENTINEL_SECRET]}\n"
+    )
+    sentinel = RedisServer(sentinel_dir, sentinel_of=master.port)
+    servers.started.append(sentinel)
+    sentinel.start()
+    settings = RedisSettings(
+        sentinels=(("127.0.0.1", sentinel.port),),
+        master_name="seawall",
+        username=redis_acl.service_user(PREFIX, "execution"),
+        password=PASSWORDS[redis_acl.service_secret("execution")],
+        operation_deadline=2.0,
+        socket_timeout=1.0,
+    )
+    client = MajorityClient(settings)
+    publisher = EventPublisher(client, None, producer_id="execution-test")
+    try:
+        assert client.call(lambda conn: conn.ping()) is True
+        users = {c["user"] for c in master.client().client_list(_type="normal")}
+        assert "quantum-execution" in users
+        result = publisher.publish("quantum:stream:order_created", {"n": 1}, event_id="a")
+        assert result.status == "acked"
+        assert master.client().xlen("quantum:stream:order_created") == 1
+        assert replica.client().execute_command("ROLE")[0] == b"slave"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.call(lambda conn: conn.get(redis_acl.key_prefix("ai-engine") + "x"))
+    finally:
+        publisher.close()
+        client.close()
