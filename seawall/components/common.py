@@ -35,7 +35,6 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
@@ -43,6 +42,7 @@ from seawall import defaults, secrets
 from seawall.components import templates
 from seawall.defaults import COMMON
 from seawall.errors import SeawallError
+from seawall.facts.deb import DebInstallState
 from seawall.facts.server import Container, PasswdEntries
 from seawall.operations.files import validated_file
 from seawall.settings import setting
@@ -108,15 +108,27 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
     """Install Debian packages with ``policy-rc.d`` in place, so no daemon starts with stock config.
 
     Updates the package lists only when a package is missing, and runs apt only
-    then (or for a version pin), so a run that installs nothing changes nothing
-    and costs one package-list read. A ``policy-rc.d`` seawall left behind by an
-    interrupted run is removed; one from anyone else is left alone.
+    then (or for a version pin the installed version differs from), so a run
+    that installs nothing changes nothing and costs one ``dpkg-query`` of these
+    packages. A ``policy-rc.d`` seawall left behind by an interrupted run is
+    removed; one from anyone else is left alone.
     """
-    installed = host.get_fact(DebPackages)
+    state = host.get_fact(
+        DebInstallState,
+        packages=tuple(package.split("=")[0] for package in packages),
+        policy_rc_d=POLICY_RC_D,
+        marker=_POLICY_MARKER,
+    )
+    installed = state["installed"]
     missing = [package for package in packages if package.split("=")[0] not in installed]
-    policy = host.get_fact(FileContents, path=POLICY_RC_D)
-    ours = bool(policy) and _POLICY_MARKER in "\n".join(policy)
-    guard = bool(missing) and (not policy or ours)
+    # apt.packages' own test: a pin is met when that exact version is installed.
+    repin = [
+        package
+        for package in packages
+        if "=" in package and installed.get(package.split("=")[0]) != package.split("=", 1)[1]
+    ]
+    ours = state["policy_rc_d"] == "ours"
+    guard = bool(missing) and state["policy_rc_d"] in (None, "ours")
     if guard:
         files.put(
             name="Stop Debian from starting daemons while packages install",
@@ -135,9 +147,9 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
                 "timeout -k 10 120 apt-get update -q && exit 0; sleep 3; done; exit 1"
             ],
         )
-    # With nothing missing and no version pin to check, apt.packages would only
-    # gather the whole package list again (about 0.35 s per call).
-    if missing or any("=" in package for package in packages):
+    # With nothing missing and every pin met, apt.packages would only gather
+    # the whole package list again (about 0.5 s per call) to find nothing to do.
+    if missing or repin:
         apt.packages(
             name=name,
             packages=list(packages),

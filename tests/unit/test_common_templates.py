@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FileContents
 
 from seawall import defaults, inventory
 from seawall.components import common
+from seawall.facts.deb import DebInstallState
 from seawall.facts.server import PasswdEntries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,6 +153,17 @@ class FakeHost:
     noops: list[str] = field(default_factory=list)
 
     def get_fact(self, fact: Any, **kwargs: Any) -> Any:
+        if fact is DebInstallState and (fact,) in self.facts:
+            # One answer for every install_packages: each sees the packages it asks about.
+            known = self.facts[(fact,)]
+            assert kwargs["policy_rc_d"] == common.POLICY_RC_D
+            return known | {
+                "installed": {
+                    package: version
+                    for package, version in known["installed"].items()
+                    if package in kwargs["packages"]
+                }
+            }
         key = (fact, *sorted(kwargs.items()))
         if key not in self.facts:
             raise AssertionError(f"unexpected fact {fact.__name__} {kwargs}")
@@ -188,18 +199,17 @@ def plan(
     *,
     container: str | None = "lxc",
     missing: tuple[str, ...] = (),
-    policy_rc_d: list[str] | None = None,
+    policy_rc_d: str | None = None,
     admin: tuple[dict[str, str], list[str]] | None = None,
 ) -> tuple[FakeHost, list[Call]]:
     key = tmp_path / "admin.pub"
     key.write_text(ADMIN_KEY + "\n")
     lab_host = lab.host("data-1")
     data = dict(lab_host.data) | {"admin_ssh_public_key_file": str(key)}
-    packages = {p: ["1"] for p in defaults.COMMON["common_packages"] if p not in missing}
+    packages = {p: "1" for p in defaults.COMMON["common_packages"] if p not in missing}
     facts = {
         (common.Container,): container,
-        (DebPackages,): packages,
-        (FileContents, ("path", common.POLICY_RC_D)): policy_rc_d,
+        (DebInstallState,): {"installed": packages, "policy_rc_d": policy_rc_d},
         (PasswdEntries, ("users", ("seawall",))): {"seawall": admin[0]} if admin else {},
     }
     if admin:
@@ -310,7 +320,7 @@ def test_the_admin_user_is_passed_to_server_user_only_when_it_differs(
 def test_leftover_policy_rc_d_of_ours_is_removed(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
 ) -> None:
-    leftover = common._POLICY_RC_D_SCRIPT.splitlines()
+    leftover = "ours"
     _, calls = plan(monkeypatch, lab, tmp_path, policy_rc_d=leftover)
     assert calls[1].name == "Let Debian start daemons again"
     _, calls = plan(monkeypatch, lab, tmp_path, missing=("curl",), policy_rc_d=leftover)
@@ -326,7 +336,7 @@ def test_leftover_policy_rc_d_of_ours_is_removed(
 def test_foreign_policy_rc_d_is_left_alone(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
 ) -> None:
-    foreign = ["#!/bin/sh", "exit 0"]
+    foreign = "other"
     _, calls = plan(monkeypatch, lab, tmp_path, missing=("curl",), policy_rc_d=foreign)
     assert common.POLICY_RC_D not in {
         call.kwargs.get("dest") or call.kwargs.get("path") for call in calls
@@ -344,3 +354,23 @@ def test_missing_admin_key_stops_the_deploy(
 @pytest.mark.parametrize(("output", "expected"), [(["lxc"], "lxc"), (["none"], None), ([], None)])
 def test_container_fact(output: list[str], expected: str | None) -> None:
     assert common.Container().process(output) == expected
+
+
+@pytest.mark.parametrize(
+    ("installed", "runs_apt"), [("3.5.16-4", False), ("3.4.23-1", True), (None, True)]
+)
+def test_a_version_pin_runs_apt_only_when_that_version_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, installed: str | None, runs_apt: bool
+) -> None:
+    versions = {"curl": "7.88.1-10"} | ({"etcd-server": installed} if installed else {})
+    fake = FakeHost(
+        data={}, groups=[], facts={(DebInstallState,): {"installed": versions, "policy_rc_d": None}}
+    )
+    calls: list[Call] = []
+    monkeypatch.setattr(common, "host", fake)
+    for module in ("apt", "files", "server"):
+        monkeypatch.setattr(common, module, Recorder(module, calls))
+    common.install_packages("Install etcd", ["curl", "etcd-server=3.5.16-4"])
+    assert ("apt.packages" in [call.op for call in calls]) == runs_apt
+    # The package lists are updated only for a package that is not installed at all.
+    assert ("server.shell" in [call.op for call in calls]) == (installed is None)

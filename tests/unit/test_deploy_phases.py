@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 from pyinfra.api import HiddenValue
-from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import FileContents
 from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, secrets
 from seawall.components import common, pgbackrest, postgres, services
+from seawall.facts.deb import DebInstallState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 from tests.unit.test_services_plan import no_users
 
@@ -92,8 +91,7 @@ def record(
         monkeypatch.setenv(secrets.env_name(secret), SECRET_VALUE)
     unit = f"patroni@{data['postgres_version']}-{data['postgres_cluster']}.service"
     facts: dict[tuple[Any, ...], Any] = {
-        (DebPackages,): {},
-        (FileContents, ("path", common.POLICY_RC_D)): None,
+        (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (SystemdStatus,): {unit: True} if was_running else {},
     }
     facts[no_users(data)] = {}

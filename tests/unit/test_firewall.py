@@ -410,15 +410,13 @@ class FakeHost:
         self.packages = packages
 
     def get_fact(self, fact: Any, **kwargs: Any) -> Any:
-        from pyinfra.facts.deb import DebPackages
-        from pyinfra.facts.files import FileContents
+        from seawall.facts.deb import DebInstallState
 
         if fact is FirewallState:
             return self.state
-        if fact is DebPackages:
-            return self.packages
-        if fact is FileContents:
-            return None
+        if fact is DebInstallState:
+            installed = {name: versions[0] for name, versions in self.packages.items()}
+            return {"installed": installed, "policy_rc_d": None}
         raise AssertionError(f"unexpected fact {fact.__name__} {kwargs}")
 
 

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import FileContents
 from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, secrets
 from seawall.components import common, metrics
+from seawall.facts.deb import DebInstallState
 from seawall.facts.metrics import BasicAuthHash
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
@@ -69,8 +68,7 @@ def plan(
     monkeypatch.setenv(secrets.env_name(metrics.SCRAPE_SECRET), scrape_secret)
     lab_host = lab.host(name)
     facts: dict[tuple[Any, ...], Any] = {
-        (DebPackages,): {},
-        (FileContents, ("path", common.POLICY_RC_D)): None,
+        (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (SystemdStatus,): dict.fromkeys(UNITS, True) if running else {},
     }
     for package in metrics.WEB_CONFIG_JOBS:

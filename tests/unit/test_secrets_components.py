@@ -14,11 +14,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import FileContents
 
 from seawall import inventory, secrets
 from seawall.components import common, pgroute, redis
+from seawall.facts.deb import DebInstallState
 from seawall.facts.redis import RedisRole, SentinelMasterSettings
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
@@ -42,8 +41,7 @@ def _record(
             monkeypatch.setenv(secrets.env_name(secret), SECRET)
     data = _Data(dict(lab_host.data) | {"secrets_file": None})
     facts: dict[tuple[Any, ...], Any] = {
-        (DebPackages,): {},
-        (FileContents, ("path", common.POLICY_RC_D)): None,
+        (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (RedisRole, ("port", data.get("redis_port", 6379))): {"role": "master"},
         (
             SentinelMasterSettings,
