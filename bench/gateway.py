@@ -34,6 +34,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import ssl
 import statistics
 import subprocess
@@ -296,6 +297,46 @@ def shipped_wrk(
     return result, log_cost(before, after, result.requests, lines, drained)
 
 
+# The sender of the journald floor row: the gateway's own line, as a syslog datagram to
+# /dev/log with NGINX's tag, sent blocking (none dropped), from one process on gw-1.
+FLOOR_SENDER = """
+import socket, sys, time
+line, count, limit = sys.argv[1].encode(), int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect("/dev/log")
+end = time.monotonic() + limit
+for i in range(count):
+    s.send(line)
+    if i % 1000 == 0 and time.monotonic() > end:
+        sys.exit(f"stopped after {i} lines: over {limit} s")
+"""
+JOURNALD_FLOOR = "journald floor (same lines, no NGINX)"
+FLOOR_LINES = 20_000
+FLOOR_LIMIT_S = 120.0
+
+
+def journald_floor(topology: Topology, tag: str, container: str) -> LogCost:
+    """What journald and the upload spend per line when a bare sender writes the gateway's
+    own access line (the last one in gw-1's journal) FLOOR_LINES times: the pipeline's
+    floor for one journal line per request, with no NGINX in the way."""
+    line = ssh(topology, GATEWAY_HOST, f"journalctl -q -t {tag} -n 1 -o cat", check=True).stdout
+    if not line.strip():
+        raise SystemExit(f"no {tag} line in {GATEWAY_HOST}'s journal to measure the floor with")
+    datagram = f"<190>{tag}: {line.strip()}"
+    upload_drained(topology, tag)
+    before = log_units_cpu(container)
+    started = time.time()
+    args = " ".join(
+        shlex.quote(a) for a in (FLOOR_SENDER, datagram, str(FLOOR_LINES), str(FLOOR_LIMIT_S))
+    )
+    ssh(topology, GATEWAY_HOST, f"python3 -c {args}", check=True, timeout=FLOOR_LIMIT_S + 60)
+    ended = time.time()
+    drained = upload_drained(topology, tag)
+    after = log_units_cpu(container)
+    lines = journal_lines(topology, tag, started, ended)
+    return log_cost(before, after, FLOOR_LINES, lines, drained)
+
+
 def _median_ratio(values: list[float], floors: list[float]) -> float:
     """The median over rounds of each round's value / the same round's floor."""
     return statistics.median(v / f for v, f in zip(values, floors, strict=True))
@@ -331,7 +372,7 @@ def ratios(
         same, pipeline = {}, {}
         shipped_all = True
         for (name, count), results in static.items():
-            if count != connections or name in (BARE, BARE_TLS):
+            if count != connections or name in (BARE, BARE_TLS, JOURNALD_FLOOR):
                 continue
             floor = [r.nginx_cpu_us for r in static[(SAME_PROTOCOL[name], connections)]]
             same[name] = _median_ratio([r.nginx_cpu_us for r in results], floor)
@@ -358,6 +399,8 @@ def static_lines(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, connections), results in static.items():
+        if name == JOURNALD_FLOOR:
+            continue
         per_request = [r.nginx_cpu_us for r in results]
         bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
         same = [r.nginx_cpu_us for r in static[(SAME_PROTOCOL[name], connections)]]
@@ -381,7 +424,7 @@ def static_lines(
     for (name, connections), costs in logs.items():
         bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
         total = [c.total_us for c in costs]
-        target = "-" if name in (BARE, BARE_TLS) else f"<= {LOG_RATIO_MAX:.2f}×"
+        target = "-" if name in (BARE, BARE_TLS, JOURNALD_FLOOR) else f"<= {LOG_RATIO_MAX:.2f}×"
         lines.append(
             f"| {name} | {connections} | "
             f"{statistics.median(c.journald_us for c in costs):.1f} | "
@@ -588,6 +631,14 @@ def main() -> None:
         help="shut the other lab hosts but the ops host (the central journal) down while "
         "measuring against the static backend",
     )
+    parser.add_argument(
+        "--gateway-data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="deploy the gateway with this data for the static phase (a variant to compare, "
+        'e.g. gateway_journal_tag="" for no journal line)',
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     general = defaults.GATEWAY["gateway_rate_zones"]["general"]["rate"]
@@ -659,6 +710,7 @@ def main() -> None:
                 f"gateway_rate_limit_exempt={exempt}",
                 'gateway_upstream_addresses=["127.0.0.1"]',
                 f"services={json.dumps(catalogue)}",
+                *args.gateway_data,
             )
             minimal_proxy(topology, True, gateway)
             bench_ports(topology, config.bridge_address, open_=True)
@@ -682,6 +734,13 @@ def main() -> None:
                                 file=sys.stderr,
                                 flush=True,
                             )
+                        floor = journald_floor(topology, tag, container)
+                        # Its row sits beside each connection count's rows, measured once.
+                        static.setdefault((JOURNALD_FLOOR, connections), []).append(
+                            static[(BARE, connections)][-1]
+                        )
+                        logs.setdefault((JOURNALD_FLOOR, connections), []).append(floor)
+                        print(f"journald floor: {floor}", file=sys.stderr, flush=True)
         finally:
             deploy_gateway()
             bench_ports(topology, config.bridge_address, open_=False)
