@@ -19,7 +19,28 @@ What it guarantees:
 - Sentinel monitors the master under ``sentinel_master_name`` with quorum
   ``sentinel_quorum``, password-protected; its timing is changed through
   SENTINEL SET when it differs;
-- systemd restarts both after a crash.
+- systemd restarts both after a crash;
+- Redis's users are seawall's (``seawall/redis_acl.py``): /etc/redis/users.acl
+  (password hashes only) is Redis's ``aclfile``; a changed file reaches a
+  running Redis user by user (ACL SETUSER, which keeps every connection; ACL
+  LOAD would drop the replicas' links), never through a restart.
+
+Moving a running cluster to ACL users, in this order (each step is safe on a
+cluster that stopped half way, and every deploy finds out where it stands):
+
+1. A deploy writes users.acl and names it in seawall.conf. ``aclfile`` is read
+   at start only, so nothing changes live: the deploy says so. The ACL file's
+   ``default`` user is seawall's admin, with the password Redis has today, so
+   every tool, replica, Sentinel and service logs in as before at every step.
+2. The rolling restart (``seawall restart``, or the 04:00 timer) restarts each
+   Redis: replicas first, then a failover, then the old master. Each comes back
+   with every user; the others keep replicating (they log in as ``default``).
+3. The next deploy finds every ``redis`` host's Redis with the ACL file
+   (:func:`acl_ready`; one unreachable or not restarted means "not yet"). Then,
+   and only then, since every possible master has the users: replicas get
+   ``masteruser replica`` (CONFIG SET; the live link stays, the next one logs in
+   as ``replica``), each Sentinel logs in as ``sentinel`` (SENTINEL SET), and
+   the services' deploy gives each service its own user.
 
 What it never does:
 
@@ -35,7 +56,8 @@ What it never does:
   holding no Redis data; otherwise the deploy stops and says why;
 - rewrite sentinel.conf or the replication lines of redis.conf after the first
   start: Redis and Sentinel own those files, and their state is not drift;
-- put a password on a command line: redis-cli reads it from 0600 files.
+- put a password on a command line: redis-cli reads it from 0600 files;
+- give a replica, a Sentinel or a service a user that some Redis does not have yet.
 """
 
 import shlex
@@ -48,8 +70,9 @@ from pyinfra import host, inventory
 from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import ConnectError, DeployError
 from pyinfra.facts.files import FindInFile
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 
+from seawall import redis_acl
 from seawall.components.common import host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import REDIS, SENTINEL
@@ -57,18 +80,23 @@ from seawall.facts.redis import (
     INITIALISED_MARKER,
     REDIS_CLI_AUTH,
     SENTINEL_CLI_AUTH,
+    RedisAclFile,
     RedisHasData,
     RedisRole,
     SentinelMaster,
     SentinelMasterSettings,
     cli,
 )
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
 from seawall.operations.redis import include_last_if_shadowed, managed_include_last
 from seawall.settings import setting
 
 REDIS_CONF = "/etc/redis/redis.conf"
 MANAGED_CONF = "/etc/redis/seawall.conf"
+USERS_ACL = "/etc/redis/users.acl"
+# Sentinel's password as redis_acl.SENTINEL_USER, for SENTINEL SET through stdin.
+SENTINEL_REDIS_AUTH = "/etc/redis/seawall-sentinel-user.auth"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
 REDIS_DROPIN = "/etc/systemd/system/redis-server.service.d/seawall.conf"
 SENTINEL_DROPIN = "/etc/systemd/system/redis-sentinel.service.d/seawall.conf"
@@ -77,8 +105,12 @@ REDIS_DIR = "/var/lib/redis"
 T = TypeVar("T")
 
 # Settings of seawall.conf that a running Redis takes through CONFIG SET.
-# Passwords are left out: changing them live needs a rotation procedure.
+# requirepass is left out: the ACL file holds the users. masteruser before
+# masterauth; the replica's link keeps its login, the next reconnect uses both
+# (changed only once every master has the replica user: see acl_ready).
 RUNTIME_SETTINGS = (
+    "masteruser",
+    "masterauth",
     "bind",
     "protected-mode",
     "appendonly",
@@ -246,6 +278,19 @@ def plan_redis(this: Any, sentinels: list[Any], redis_hosts: list[Any]) -> Redis
     )
 
 
+def acl_ready(redis_hosts: list[Any]) -> bool:
+    """Return whether every ``redis`` host's running Redis loaded seawall's ACL file.
+
+    Only then does every possible master know the replica's, Sentinel's and the
+    services' users: replicas, Sentinels and services move to them then. An
+    unreachable host, or a Redis not running, counts as not ready.
+    """
+    return bool(redis_hosts) and all(
+        ask(other, RedisAclFile, port=setting(other.data, "redis_port")) == USERS_ACL
+        for other in redis_hosts
+    )
+
+
 def sentinel_updates(live: dict[str, str] | None, context: dict[str, Any]) -> list[tuple[str, str]]:
     """Return the (setting, value) pairs to SENTINEL SET: those a live Sentinel holds otherwise."""
     if live is None:
@@ -259,11 +304,25 @@ def _initial_master(redis_hosts: list[Any]) -> tuple[str, int]:
     return (str(first.data.get("private_address")), int(setting(first.data, "redis_port")))
 
 
-def _context() -> dict[str, Any]:
-    values = host_secrets(["redis_password", "sentinel_password"])
+def _service_names() -> list[str]:
+    return [str(service["name"]) for service in setting(host.data, "services")]
+
+
+def _context(ready: bool) -> dict[str, Any]:
+    names = ["sentinel_password", redis_acl.ADMIN_SECRET]
+    if "redis" in host.groups:
+        names += redis_acl.all_secrets(_service_names())
+    if "sentinel" in host.groups:
+        names.append(redis_acl.SENTINEL_SECRET)
+    values = host_secrets(sorted(set(names)))
     context = {key: setting(host.data, key) for key in DEFAULTS}
     context.update(values)
     context["private_address"] = host.data.private_address
+    context["users_acl"] = USERS_ACL
+    context["acl_ready"] = ready
+    context["replica_user"] = redis_acl.REPLICA_USER
+    context["sentinel_user"] = redis_acl.SENTINEL_USER
+    context["replica_password"] = values.get(redis_acl.REPLICA_SECRET)
     return context
 
 
@@ -288,13 +347,10 @@ def deploy_redis() -> None:
     is_sentinel = "sentinel" in host.groups
     if not (is_redis or is_sentinel):
         return
-    context = _context()
+    redis_hosts = inventory.get_group("redis", default=[])
+    context = _context(acl_ready(redis_hosts))
     # Decided before anything changes: the live topology wins over the inventory.
-    plan = plan_redis(
-        host,
-        inventory.get_group("sentinel", default=[]),
-        inventory.get_group("redis", default=[]),
-    )
+    plan = plan_redis(host, inventory.get_group("sentinel", default=[]), redis_hosts)
     packages = ["redis-tools"]
     packages += ["redis-server"] if is_redis else []
     packages += ["redis-sentinel"] if is_sentinel else []
@@ -308,6 +364,19 @@ def deploy_redis() -> None:
 def _redis(context: dict[str, Any], plan: RedisPlan) -> None:
     port = context["redis_port"]
     _auth_file(REDIS_CLI_AUTH, context["redis_password"], "Store the Redis password for redis-cli")
+    # Hashes only, but who may log in as whom is nobody else's business.
+    users = secret_file(
+        name="Write Redis's ACL users",
+        src=redis_acl.acl_file(
+            setting(host.data, "services_unit_prefix"),
+            _service_names(),
+            {name: context[name] for name in redis_acl.all_secrets(_service_names())},
+        ),
+        dest=USERS_ACL,
+        group="redis",
+        mode=640,
+        private_dir=False,
+    )
     # It holds requirepass and masterauth: the secret write path, never files.put.
     managed = secret_file(
         name="Write the settings seawall manages for Redis",
@@ -334,6 +403,23 @@ def _redis(context: dict[str, Any], plan: RedisPlan) -> None:
         "Restart Redis after a crash", render("redis", REDIS_DROPIN, context), REDIS_DROPIN, "Redis"
     )
     running = host.get_fact(RedisRole, port=port) is not None
+    if running and host.get_fact(RedisAclFile, port=port) == USERS_ACL:
+        # User by user: ACL LOAD would drop every connection of an ACL user
+        # (replicas' links included); ACL SETUSER keeps them. From stdin: no
+        # hash on a command line. A user taken out of the file stays until a restart.
+        server.shell(
+            name="Apply the changed ACL users to the running Redis (connections stay)",
+            commands=[
+                f"sed 's/^user /ACL SETUSER /' {USERS_ACL} | {cli(REDIS_CLI_AUTH, port, '')} "
+                '| grep -v -x OK && { echo "ACL SETUSER failed"; exit 1; } || true'
+            ],
+            _if=users.did_change,
+        )
+    elif running:
+        host.log(
+            f"Redis on {host.name} runs without {USERS_ACL}: aclfile is read at start only; "
+            "the rolling restart loads it (replicas, then a failover, then the old master)"
+        )
     if running:
         apply = " ".join(shlex.quote(setting) for setting in RUNTIME_SETTINGS)
         script = (
@@ -405,6 +491,28 @@ def _sentinel(context: dict[str, Any], plan: RedisPlan) -> None:
         running=True,
         enabled=True,
     )
+    if context["acl_ready"]:
+        # Sentinel logs in to Redis as its own user once every Redis has it; both
+        # in one SENTINEL SET, the password from stdin (no secret on a command line).
+        auth = secret_file(
+            name="Store Sentinel's Redis user password",
+            src=context[redis_acl.SENTINEL_SECRET],
+            dest=SENTINEL_REDIS_AUTH,
+            private_dir=False,
+        )
+        server.shell(
+            name=f"Log Sentinel in to Redis as user {redis_acl.SENTINEL_USER}",
+            commands=[
+                f'printf %s "$(cat {SENTINEL_REDIS_AUTH})" | '
+                + cli(
+                    SENTINEL_CLI_AUTH,
+                    port,
+                    f"-x SENTINEL SET {name} auth-user {redis_acl.SENTINEL_USER} auth-pass",
+                )
+                + ' | grep -qx OK || { echo "SENTINEL SET auth-user failed"; exit 1; }'
+            ],
+            _if=auth.did_change,
+        )
     live = host.get_fact(SentinelMasterSettings, port=port, master=name)
     for option, wanted in sentinel_updates(live, context):
         server.shell(

@@ -175,3 +175,30 @@ class ShadowedSettings(FactBase[list[str] | None]):
         if "no-include" in lines:
             return None
         return sorted(lines)
+
+
+class RedisAclFile(FactBase[str | None]):
+    """Returns the ACL file the running local Redis loaded (``""``: none), or ``None`` when
+    it is not running or refuses the password.
+
+    ``aclfile`` is read only at start: a Redis started before seawall wrote it
+    answers ``""`` until its next restart.
+
+    .. code:: python
+
+        "/etc/redis/users.acl"
+    """
+
+    def requires_command(self, port: int) -> str:
+        return "redis-cli"
+
+    def command(self, port: int) -> str:
+        return cli(REDIS_CLI_AUTH, port, "CONFIG GET aclfile 2>/dev/null") + " || true"
+
+    def process(self, output: list[str]) -> str | None:
+        lines = [line.strip() for line in output]
+        if len(lines) == 2 and lines[0] == "aclfile":
+            return lines[1]
+        if lines == ["aclfile"]:
+            return ""
+        return None

@@ -13,15 +13,21 @@ from pyinfra.api.exceptions import ConnectError, DeployError
 from pyinfra.api.util import get_kwargs_str
 from pyinfra.facts.files import FindInFile
 
+from seawall import redis_acl
 from seawall.components.redis import (
+    MANAGED_CONF,
     REDIS_DIR,
+    RUNTIME_SETTINGS,
     SENTINEL_CONF,
     SENTINEL_MARKER,
+    USERS_ACL,
+    acl_ready,
     plan_redis,
     sentinel_updates,
 )
+from seawall.components.templates import render
 from seawall.defaults import REDIS, SENTINEL
-from seawall.facts.redis import RedisHasData, SentinelMaster
+from seawall.facts.redis import RedisAclFile, RedisHasData, SentinelMaster
 
 ADDRESSES = {"data-1": "10.77.0.11", "data-2": "10.77.0.12", "data-3": "10.77.0.13"}
 M1, M2 = ("10.77.0.11", 6379), ("10.77.0.12", 6379)
@@ -198,3 +204,68 @@ def test_sentinel_set_only_what_the_live_sentinel_holds_otherwise() -> None:
     live["down-after-milliseconds"] = "1500"
     assert sentinel_updates(live, context) == []
     assert sentinel_updates(None, context) == []
+
+
+def _acl(loaded: str | None) -> dict[tuple[type, str], Any]:
+    return {(RedisAclFile, get_kwargs_str({"port": 6379})): loaded}
+
+
+def test_replicas_sentinels_and_services_move_to_acl_users_only_when_every_redis_has_them() -> None:
+    loaded = [FakeHost(n, _acl(USERS_ACL)) for n in ADDRESSES]
+    assert acl_ready(loaded) is True
+    # One Redis started before the ACL file (it has no replica user yet), one not
+    # running, one unreachable: each would refuse a replica logging in as `replica`.
+    for odd in (_acl(""), _acl(None)):
+        assert acl_ready([*loaded[:2], FakeHost("data-3", odd)]) is False
+    assert acl_ready([*loaded[:2], FakeHost("data-3", {}, reachable=False)]) is False
+    assert acl_ready([]) is False
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_seawall_conf_names_the_acl_file_and_the_replica_user_only_when_ready(
+    ready: bool,
+) -> None:
+    context = {
+        **REDIS,
+        "private_address": "10.77.0.11",
+        "redis_password": "admin-secret",
+        "users_acl": USERS_ACL,
+        "acl_ready": ready,
+        "replica_user": redis_acl.REPLICA_USER,
+        "replica_password": "replica-secret",
+    }
+    lines = render("redis", MANAGED_CONF, context).splitlines()
+    assert f"aclfile {USERS_ACL}" in lines
+    assert "requirepass admin-secret" in lines
+    if ready:
+        assert "masteruser replica" in lines and "masterauth replica-secret" in lines
+    else:
+        assert "masterauth admin-secret" in lines
+        assert not [line for line in lines if line.startswith("masteruser")]
+    # Applied live when they change: masteruser first, so a reconnect never pairs
+    # the new password with no user.
+    assert RUNTIME_SETTINGS[:2] == ("masteruser", "masterauth")
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_sentinel_conf_logs_in_as_the_sentinel_user_only_when_ready(ready: bool) -> None:
+    context = {
+        **REDIS,
+        **SENTINEL,
+        "private_address": "10.77.0.11",
+        "redis_password": "admin-secret",
+        "sentinel_password": "sentinel-admin",
+        redis_acl.SENTINEL_SECRET: "sentinel-user-secret",
+        "sentinel_user": redis_acl.SENTINEL_USER,
+        "acl_ready": ready,
+        "master_host": "10.77.0.11",
+        "master_port": 6379,
+    }
+    lines = render("redis", SENTINEL_CONF, context).splitlines()
+    name = SENTINEL["sentinel_master_name"]
+    if ready:
+        assert f"sentinel auth-user {name} sentinel" in lines
+        assert f"sentinel auth-pass {name} sentinel-user-secret" in lines
+    else:
+        assert f"sentinel auth-pass {name} admin-secret" in lines
+        assert not [line for line in lines if "auth-user" in line]

@@ -18,7 +18,7 @@ import pytest
 from seawall import inventory, secrets
 from seawall.components import common, pgroute, redis
 from seawall.facts.deb import DebInstallState
-from seawall.facts.redis import RedisRole, SentinelMasterSettings
+from seawall.facts.redis import RedisAclFile, RedisRole, SentinelMasterSettings
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +69,9 @@ def _record(
     monkeypatch.setattr(module, "any_changed", lambda *calls: calls, raising=False)
     if module is redis:
         master = (str(lab.group("redis")[0].data["private_address"]), 6379)
+        # Every Redis runs with the ACL file: the Sentinel's user password is written too.
+        monkeypatch.setattr(redis, "acl_ready", lambda hosts: True)
+        facts[(RedisAclFile, ("port", 6379))] = redis.USERS_ACL
         monkeypatch.setattr(
             redis,
             "plan_redis",
@@ -107,6 +110,7 @@ def _holds(value: Any) -> bool:
                 "/etc/redis/seawall-sentinel-cli.auth",
                 redis.MANAGED_CONF,
                 redis.SENTINEL_CONF,
+                redis.SENTINEL_REDIS_AUTH,
             },
         ),
         (pgroute, "app-1", {pgroute.PGBOUNCER_USERS}),
