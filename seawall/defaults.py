@@ -123,7 +123,10 @@ SECRETS: dict[str, Any] = {
         # on every app host logs in to Postgres as each service role (derived too).
         "app": ["redis_password", "sentinel_password", "metrics_scrape_password"],
         "gateway": ["metrics_scrape_password"],
-        "ops": ["metrics_scrape_password"],
+        # pgbackrest_cipher_pass encrypts the backup repository (repo1-cipher-pass):
+        # only the repository host holds it; Postgres hosts get it from there over
+        # pgBackRest's own protocol when they push WAL.
+        "ops": ["metrics_scrape_password", "pgbackrest_cipher_pass"],
     },
     # Path of the secrets file on the controller, or None to use the environment only.
     "secrets_file": None,
@@ -644,6 +647,12 @@ PGBACKREST: dict[str, Any] = {
     # only these two accounts hold.
     "pgbackrest_user": "pgbackrest",
     "pgbackrest_repo_path": "/var/lib/pgbackrest",
+    # The repository proper, encrypted (AES-256, the one cipher pgBackRest has)
+    # with the pgbackrest_cipher_pass secret. A repository cannot be encrypted in
+    # place: one made unencrypted at pgbackrest_repo_path is retired only once
+    # this one holds a full backup (components/pgbackrest.py says how).
+    "pgbackrest_cipher_type": "aes-256-cbc",
+    "pgbackrest_cipher_repo_path": "/var/lib/pgbackrest/aes-256-cbc",
     # Full backups are kept this many days (older ones and their WAL expire).
     "pgbackrest_retention_days": 7,
     # When the nightly full backup runs (systemd OnCalendar, UTC): before the

@@ -562,6 +562,8 @@ class Pgbackrest(_Model):
     pgbackrest_stanza: SafeName
     pgbackrest_user: UnixName
     pgbackrest_repo_path: HostPath
+    pgbackrest_cipher_type: Literal["aes-256-cbc"]
+    pgbackrest_cipher_repo_path: HostPath
     pgbackrest_retention_days: Count
     pgbackrest_full_backup_calendar: Calendar
     pgbackrest_compress_type: Literal["none", "gz", "bz2", "lz4", "zst"]

@@ -39,6 +39,8 @@ FORMATS: dict[str, tuple[str, tuple[tuple[re.Pattern[str], str], ...]]] = {
     "userlist": ("PgBouncer's userlist.txt", ((re.compile('"'), "a double quote"),)),
     # Patroni's YAML holds it JSON-quoted: any printable character is safe.
     "yaml": ("Patroni's YAML configuration", ()),
+    # key=value, unquoted: pgBackRest trims blanks around the value.
+    "pgbackrest": ("pgBackRest's configuration (repo1-cipher-pass)", ((_SPACE, "a blank"),)),
 }
 # Which formats each secret goes into; a secret not named here is held to all
 # of them (a new use must not slip past the checks).
@@ -49,6 +51,7 @@ _WRITTEN_INTO: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
         re.compile(r"postgres_(superuser|replication|rewind)_password|patroni_restapi_password"),
         ("yaml",),
     ),
+    (re.compile(r"pgbackrest_cipher_pass"), ("pgbackrest",)),
 )
 
 

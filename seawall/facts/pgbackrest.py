@@ -1,32 +1,52 @@
-"""Facts that ask pgBackRest about its repository."""
+"""Facts about pgBackRest's repositories."""
 
-import json
 import shlex
+from typing import Any
 
 from pyinfra.api import FactBase
 
+# pgBackRest writes its encrypted files in OpenSSL's format, which opens with this.
+MAGIC = "Salted__"
 
-class PgbackrestStanzaOk(FactBase[bool]):
-    """Returns whether the repository has the stanza, valid (``pgbackrest info`` status 0).
+
+class PgbackrestRepositories(FactBase[dict[str, dict[str, Any]]]):
+    """Returns, for each repository path, whether it holds the stanza, encrypted or not,
+    and how many complete full backups it holds.
+
+    Read from the files, so without the cipher pass (and without pgBackRest's
+    configuration, which may name another path): ``backup.info`` is encrypted
+    when it starts with OpenSSL's magic; a full backup is a ``<label>F``
+    directory whose ``backup.manifest`` exists (pgBackRest writes it last).
 
     .. code:: python
 
-        True
+        {
+            "/var/lib/pgbackrest": {"stanza": "plain", "full_backups": 3},
+            "/var/lib/pgbackrest/aes-256-cbc": {"stanza": None, "full_backups": 0},
+        }
     """
 
-    default = bool
+    default = dict
 
-    def command(self, user: str, stanza: str) -> str:
-        info = f"pgbackrest --stanza={shlex.quote(stanza)} --output=json info"
-        return f"cd / && runuser -u {user} -- {info} 2>/dev/null || echo '[]'"
+    def command(self, stanza: str, paths: list[str]) -> str:
+        q = shlex.quote
+        return (
+            f"for p in {' '.join(q(path) for path in paths)}; do "
+            f'd="$p/backup/"{q(stanza)}; s=none; '
+            'if [ -f "$d/backup.info" ]; then s=plain; '
+            f'[ "$(head -c {len(MAGIC)} "$d/backup.info")" = {MAGIC} ] && s=encrypted; '
+            "fi; "
+            "n=$(find \"$d\" -mindepth 2 -maxdepth 2 -path '*F/backup.manifest' 2>/dev/null"
+            " | wc -l); "
+            'printf \'%s\\t%s\\t%s\\n\' "$p" "$s" "$n"; done'
+        )
 
-    def requires_command(self, user: str, stanza: str) -> str:
-        return "pgbackrest"
-
-    def process(self, output: list[str]) -> bool:
-        try:
-            stanzas = json.loads("\n".join(output) or "[]")
-        except ValueError:
-            return False
-        # Code 0: ok; 2: no backup yet (the stanza exists); 1: missing.
-        return bool(stanzas) and stanzas[0].get("status", {}).get("code") in (0, 2)
+    def process(self, output: list[str]) -> dict[str, dict[str, Any]]:
+        repositories: dict[str, dict[str, Any]] = {}
+        for line in output:
+            path, state, count = line.split("\t")
+            repositories[path] = {
+                "stanza": None if state == "none" else state,
+                "full_backups": int(count),
+            }
+        return repositories

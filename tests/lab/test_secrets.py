@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from seawall import secrets
+from seawall.components.pgbackrest import CONFIG as PGBACKREST_CONF
 from seawall.components.pgroute import PGBOUNCER_USERS
 from seawall.components.redis import MANAGED_CONF
 from seawall.drift import parse_plan
@@ -74,7 +75,7 @@ xargs systemctl show -- < "$d/units" > "$d/src" 2>/dev/null; search units
 cat CONTROL > "$d/src" 2>/dev/null; search control
 """
 # Files that hold secrets by design: the search must find them there (it works).
-CONTROL_FILES = (REDIS_CLI_AUTH, PGBOUNCER_USERS, "/etc/seawall/secrets/*.env")
+CONTROL_FILES = (REDIS_CLI_AUTH, PGBOUNCER_USERS, "/etc/seawall/secrets/*.env", PGBACKREST_CONF)
 
 
 def lab_secrets(topology: Topology) -> dict[str, str]:
@@ -238,6 +239,7 @@ def test_no_secret_in_any_journal_process_list_or_unit_property(
     # The search finds a secret where one is meant to be (the files holding them).
     for host in [*deployed_lab.group("app"), *deployed_lab.group("redis")]:
         assert control[host.name], f"{host.name}: the search found no secret in its secret files"
+    assert "pgbackrest_cipher_pass" in control[ops], control[ops]
 
 
 def test_no_secret_in_git_history(values: dict[str, str]) -> None:

@@ -41,6 +41,7 @@ SECRET_NAMES = (
     "patroni_restapi_password",
     *(f"postgres_role_{r}_password" for r in ("backend", "execution", "risk", "portfolio", "rl")),
     "postgres_role_probe_password",
+    "pgbackrest_cipher_pass",
 )
 
 
@@ -112,7 +113,7 @@ def record(
             "patroni_leader",
             "patroni_dynamic_config",
             "service_roles",
-            "stanza",
+            "repository",
             "ssh_keypair",
             "trust_peers",
         ):

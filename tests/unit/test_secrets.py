@@ -140,6 +140,8 @@ BAD_VALUES = [
     ("postgres_superuser_password", "line\nbreak", "a control character"),
     ("patroni_restapi_password", "bell\x07", "a control character"),
     ("some_future_password", "it's", "a quote or backslash"),
+    # pgBackRest trims blanks around a value: the repository's pass would change.
+    ("pgbackrest_cipher_pass", "ends-blank ", "a blank"),
 ]
 
 
