@@ -36,7 +36,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, server
 
 from seawall import defaults, secrets
 from seawall.components import templates
@@ -44,6 +44,7 @@ from seawall.defaults import COMMON
 from seawall.errors import SeawallError
 from seawall.facts.deb import DebInstallState
 from seawall.facts.server import Container, PasswdEntries
+from seawall.operations import files, systemd
 from seawall.operations.files import validated_file
 from seawall.settings import setting
 

@@ -36,12 +36,12 @@ from pyinfra.api import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import Directory, FindInFile
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, systemd
 
 from seawall.components.common import group_members, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD
 from seawall.facts.etcd import EtcdConfigPending, EtcdHealth
+from seawall.operations import files, systemd
 from seawall.operations.etcd import member_rejoined, member_restarted
 from seawall.settings import setting
 

@@ -36,13 +36,14 @@ from typing import Any, Protocol
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, python, systemd
+from pyinfra.operations import python
 
 from seawall import defaults
 from seawall.components.common import install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import FIREWALL, FIREWALL_SERVED_BY, SSH_PORT
 from seawall.facts.firewall import FirewallState
+from seawall.operations import files, systemd
 from seawall.operations.files import validated_file
 from seawall.operations.firewall import rollback_cancelled, ruleset_loaded
 from seawall.settings import Data, setting

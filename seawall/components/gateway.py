@@ -48,12 +48,13 @@ from pyinfra import host
 from pyinfra.api.deploy import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 
 from seawall.components import templates
 from seawall.components.common import group_members, install_packages
 from seawall.defaults import GATEWAY
 from seawall.errors import SeawallError
+from seawall.operations import files, systemd
 from seawall.operations.files import validated_file
 from seawall.settings import setting
 

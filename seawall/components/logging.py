@@ -51,13 +51,14 @@ from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import install_packages
 from seawall.components.templates import render
 from seawall.defaults import LOGGING
 from seawall.names import CENTRAL_JOURNAL
+from seawall.operations import files, systemd
 from seawall.operations.tls import REQUEST, tls_ca, tls_certificate, tls_key, tls_signed
 from seawall.settings import setting
 

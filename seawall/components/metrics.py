@@ -66,7 +66,6 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall.components import templates
@@ -74,6 +73,7 @@ from seawall.components.common import host_secrets, install_packages, unit_dropi
 from seawall.components.postgres import patroni_config_path
 from seawall.defaults import METRICS
 from seawall.facts.metrics import BasicAuthHash
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file, validated_file
 from seawall.operations.postgres import monitoring_role
 from seawall.settings import setting

@@ -47,7 +47,7 @@ from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import crontab, files, server, systemd
+from pyinfra.operations import crontab, server
 from pyinfra.operations.util import any_changed
 
 import seawall
@@ -58,6 +58,7 @@ from seawall.components.templates import render
 from seawall.defaults import OPS
 from seawall.errors import SeawallError
 from seawall.inventory import checked_inventory
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
 from seawall.operations.ssh import HOST_KEY_TYPES, key_trusted, ssh_keypair, unreachable
 from seawall.settings import setting

@@ -59,7 +59,7 @@ from typing import Any
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, host_secrets, install_packages
@@ -69,6 +69,7 @@ from seawall.defaults import PGBACKREST, POSTGRES
 from seawall.names import BACKUP_SERVICE as SERVICE
 from seawall.names import BACKUP_TIMER as TIMER
 from seawall.names import data_dir
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
 from seawall.operations.pgbackrest import repository
 from seawall.operations.ssh import ssh_keypair, trust_peers

@@ -33,13 +33,13 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
-from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
 from seawall.names import role_secret
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file, validated_file
 from seawall.settings import setting
 

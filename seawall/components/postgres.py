@@ -44,12 +44,12 @@ from pyinfra import host, inventory
 from pyinfra.api import HiddenValue, deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, systemd
 
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.names import client_logins, data_dir, patroni_config_path, patroni_unit, role_secret
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
 from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
 from seawall.operations.postgres import debian_cluster_absent, service_roles

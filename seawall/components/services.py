@@ -40,7 +40,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from seawall.components import templates
@@ -48,6 +48,7 @@ from seawall.components.common import host_secrets, install_packages
 from seawall.defaults import SERVICES
 from seawall.facts.server import PasswdEntries
 from seawall.names import HEALTHWATCH_UNIT, catalogue, unit_name, user_name
+from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
 from seawall.settings import setting
 
