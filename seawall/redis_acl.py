@@ -31,6 +31,16 @@ REPLICA_SECRET = "redis_replica_password"
 SENTINEL_USER = "sentinel"
 SENTINEL_SECRET = "redis_sentinel_user_password"
 
+# Services ask the Sentinels for the master as this user (Sentinel's own ACL).
+SENTINEL_CLIENT_USER = "client"
+SENTINEL_CLIENT_SECRET = "sentinel_client_password"
+# The master's address, and what redis-py's Sentinel client reads to find it
+# (SENTINEL MASTERS / MASTER: names, addresses, flags; no secret), plus logging
+# in. Never SET, FAILOVER, REMOVE, MONITOR, RESET, CONFIG, ACL, DEBUG.
+SENTINEL_CLIENT_COMMANDS = (
+    "+sentinel|get-master-addr-by-name +sentinel|masters +sentinel|master +ping +auth +hello"
+)
+
 # Keys every service reaches beside its own: the platform's streams and consumer
 # groups (DESIGN.md: services talk over quantum:stream:<event>), and the runtime
 # publisher's high-water marks (one field per producer): moving them under each
@@ -80,16 +90,16 @@ def all_secrets(services: Iterable[str]) -> list[str]:
 
 
 # The groups whose hosts need each ACL user's secret: Redis hosts write the ACL
-# file; each Sentinel logs in to Redis as SENTINEL_USER; app hosts give each
-# service its own password.
+# file; each Sentinel logs in to Redis as SENTINEL_USER and admits services as
+# SENTINEL_CLIENT_USER; app hosts give each service its own passwords.
 def required_secrets(
     required: Mapping[str, list[str]], services: list[str]
 ) -> dict[str, list[str]]:
     """Return ``required`` (SECRETS required_secrets) plus the ACL users' secrets where needed."""
     wanted = {
         "redis": all_secrets(services),
-        "sentinel": [SENTINEL_SECRET],
-        "app": [service_secret(name) for name in services],
+        "sentinel": [SENTINEL_SECRET, SENTINEL_CLIENT_SECRET],
+        "app": [SENTINEL_CLIENT_SECRET, *(service_secret(name) for name in services)],
     }
     out = {group: list(names) for group, names in required.items()}
     for group, names in wanted.items():
@@ -135,3 +145,14 @@ def acl_file(unit_prefix: str, services: Iterable[str], passwords: Mapping[str, 
         for name in services
     ]
     return "\n".join(lines) + "\n"
+
+
+def sentinel_setuser(password: str) -> str:
+    """Return the ACL SETUSER command (for redis-cli's stdin) of Sentinel's client user.
+
+    Sentinel's configuration is its own (it rewrites sentinel.conf), so its users
+    are set live and Sentinel writes them there itself (SENTINEL FLUSHCONFIG).
+    """
+    return f"ACL SETUSER {SENTINEL_CLIENT_USER} reset on {_hashed(password)} -@all " + (
+        SENTINEL_CLIENT_COMMANDS + "\n"
+    )

@@ -20,6 +20,8 @@ What it guarantees:
   ``sentinel_quorum``, password-protected; its timing is changed through
   SENTINEL SET when it differs;
 - systemd restarts both after a crash;
+- Sentinel admits services as ``client``, who may only ask where the master
+  is; Sentinel's admin password stays with seawall's tools;
 - Redis's users are seawall's (``seawall/redis_acl.py``): /etc/redis/users.acl
   (password hashes only) is Redis's ``aclfile``; a changed file reaches a
   running Redis user by user (ACL SETUSER, which keeps every connection; ACL
@@ -97,6 +99,8 @@ MANAGED_CONF = "/etc/redis/seawall.conf"
 USERS_ACL = "/etc/redis/users.acl"
 # Sentinel's password as redis_acl.SENTINEL_USER, for SENTINEL SET through stdin.
 SENTINEL_REDIS_AUTH = "/etc/redis/seawall-sentinel-user.auth"
+# The ACL SETUSER of Sentinel's client user, fed to redis-cli's stdin.
+SENTINEL_USERS = "/etc/redis/seawall-sentinel-users.acl"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
 REDIS_DROPIN = "/etc/systemd/system/redis-server.service.d/seawall.conf"
 SENTINEL_DROPIN = "/etc/systemd/system/redis-sentinel.service.d/seawall.conf"
@@ -313,7 +317,7 @@ def _context(ready: bool) -> dict[str, Any]:
     if "redis" in host.groups:
         names += redis_acl.all_secrets(_service_names())
     if "sentinel" in host.groups:
-        names.append(redis_acl.SENTINEL_SECRET)
+        names += [redis_acl.SENTINEL_SECRET, redis_acl.SENTINEL_CLIENT_SECRET]
     values = host_secrets(sorted(set(names)))
     context = {key: setting(host.data, key) for key in DEFAULTS}
     context.update(values)
@@ -490,6 +494,23 @@ def _sentinel(context: dict[str, Any], plan: RedisPlan) -> None:
         service="redis-sentinel.service",
         running=True,
         enabled=True,
+    )
+    # Services ask for the master as this user: it can do nothing else. Set live
+    # (ACL SETUSER, from stdin), then Sentinel writes it into its own file.
+    users = secret_file(
+        name="Store the ACL user of Sentinel's clients",
+        src=redis_acl.sentinel_setuser(context[redis_acl.SENTINEL_CLIENT_SECRET]),
+        dest=SENTINEL_USERS,
+        private_dir=False,
+    )
+    server.shell(
+        name=f"Let clients ask Sentinel for the master as user {redis_acl.SENTINEL_CLIENT_USER}",
+        commands=[
+            f"{cli(SENTINEL_CLI_AUTH, port, '')} < {SENTINEL_USERS} | grep -qx OK && "
+            + cli(SENTINEL_CLI_AUTH, port, "SENTINEL FLUSHCONFIG")
+            + ' | grep -qx OK || { echo "ACL SETUSER on Sentinel failed"; exit 1; }'
+        ],
+        _if=users.did_change,
     )
     if context["acl_ready"]:
         # Sentinel logs in to Redis as its own user once every Redis has it; both

@@ -101,8 +101,15 @@ def service_config(
     service: Mapping[str, Any],
     address: str,
     sentinels: list[tuple[str, int]],
+    acl: bool = False,
 ) -> dict[str, Any]:
-    """Return the non-secret settings file of one service (JSON, read by the service)."""
+    """Return the non-secret settings file of one service (JSON, read by the service).
+
+    ``acl``: every Redis has the ACL users (``redis.acl_ready``): the service logs
+    in to Redis as its own user and to the Sentinels as their client user.
+    """
+    from seawall import redis_acl
+
     by_name = {s["name"]: s for s in catalogue(data)}
     health_path = setting(data, "services_health_path")
     deps: list[dict[str, Any]] = []
@@ -131,7 +138,18 @@ def service_config(
         "redis": {
             "sentinels": [list(s) for s in sentinels],
             "master_name": setting(data, "sentinel_master_name"),
-        },
+            "key_prefix": redis_acl.key_prefix(service["name"]),
+        }
+        | (
+            {
+                "username": redis_acl.service_user(
+                    setting(data, "services_unit_prefix"), service["name"]
+                ),
+                "sentinel_username": redis_acl.SENTINEL_CLIENT_USER,
+            }
+            if acl
+            else {}
+        ),
         "stream_maxlen": setting(data, "services_stream_maxlen"),
         "spool_dir": f"/var/lib/{user_name(data, service)}/spool",
     }
@@ -146,14 +164,25 @@ def service_config(
     return config
 
 
-def secret_names(data: Data, service: Mapping[str, Any]) -> dict[str, str]:
-    """Return {environment variable: secret name} for one service."""
+def secret_names(data: Data, service: Mapping[str, Any], acl: bool = False) -> dict[str, str]:
+    """Return {environment variable: secret name} for one service.
+
+    ``acl`` (see :func:`service_config`): its own Redis user's and the Sentinels'
+    client user's; else the shared ones every Redis and Sentinel still takes.
+    """
+    from seawall import redis_acl
     from seawall.refservice import config as refconfig
 
-    names = {
-        refconfig.ENV_REDIS_PASSWORD: setting(data, "services_redis_password_secret"),
-        refconfig.ENV_SENTINEL_PASSWORD: setting(data, "services_sentinel_password_secret"),
-    }
+    if acl:
+        names = {
+            refconfig.ENV_REDIS_PASSWORD: redis_acl.service_secret(service["name"]),
+            refconfig.ENV_SENTINEL_PASSWORD: redis_acl.SENTINEL_CLIENT_SECRET,
+        }
+    else:
+        names = {
+            refconfig.ENV_REDIS_PASSWORD: setting(data, "services_redis_password_secret"),
+            refconfig.ENV_SENTINEL_PASSWORD: setting(data, "services_sentinel_password_secret"),
+        }
     role = service.get("postgres_role")
     if role:
         names[refconfig.ENV_POSTGRES_PASSWORD] = f"postgres_role_{role}_password"
@@ -230,8 +259,15 @@ def _sentinels() -> list[tuple[str, int]]:
     ]
 
 
-def _secrets(service: Mapping[str, Any]) -> str:
-    wanted = secret_names(host.data, service)
+def _acl_ready() -> bool:
+    """Whether every Redis runs with seawall's ACL users (asked of the ``redis`` hosts)."""
+    from seawall.components.redis import acl_ready
+
+    return acl_ready(inventory.get_group("redis", default=[]))
+
+
+def _secrets(service: Mapping[str, Any], acl: bool) -> str:
+    wanted = secret_names(host.data, service, acl)
     values = host_secrets(sorted(set(wanted.values())), f" (for service {service['name']})")
     return "".join(f"{env}={values[name]}\n" for env, name in sorted(wanted.items()))
 
@@ -295,6 +331,8 @@ def _configure(data: HostData) -> _Configured:
     secrets_dir = setting(data, "services_secrets_dir")
     shared = failure_hook(data)
     sentinels = _sentinels()
+    # Before every Redis has the services' users, they keep the shared passwords.
+    acl = _acl_ready()
     per_service = []
     services = catalogue(data)
     # One getent for all users: server.user's own fact costs ~1 s per user.
@@ -316,14 +354,14 @@ def _configure(data: HostData) -> _Configured:
         config = files.put(
             name=f"Write the settings of {service['name']}",
             src=StringIO(
-                json.dumps(service_config(data, service, address, sentinels), indent=2) + "\n"
+                json.dumps(service_config(data, service, address, sentinels, acl), indent=2) + "\n"
             ),
             dest=config_path,
             mode="644",
         )
         secret = secret_file(
             name=f"Install the secrets of {service['name']}",
-            src=_secrets(service),
+            src=_secrets(service, acl),
             dest=secrets_path,
         )
         unit = files.put(

@@ -31,6 +31,8 @@ class Redis:
             master_name=config.redis_master,
             password=config.redis_password,
             sentinel_password=config.sentinel_password,
+            username=config.redis_username,
+            sentinel_username=config.sentinel_username,
         )
         # One client for probes, one for events: a slow publish never delays /health.
         self._probe = MajorityClient(settings)

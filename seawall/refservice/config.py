@@ -29,6 +29,9 @@ class ServiceConfig:
     dependencies: tuple[DependencySpec, ...] = ()
     sentinels: tuple[tuple[str, int], ...] = ()
     redis_master: str = "quantum"
+    # ACL users; None logs in as `default` (the shared password, before the move to ACL users).
+    redis_username: str | None = None
+    sentinel_username: str | None = None
     postgres: dict[str, Any] = field(default_factory=dict)
     stream_maxlen: int = 10000
     spool_dir: str | None = None
@@ -60,6 +63,8 @@ def from_dict(raw: dict[str, Any], env: dict[str, str] | None = None) -> Service
         ),
         sentinels=tuple((str(h), int(p)) for h, p in redis.get("sentinels", [])),
         redis_master=str(redis.get("master_name", "quantum")),
+        redis_username=redis.get("username"),
+        sentinel_username=redis.get("sentinel_username"),
         postgres=dict(raw.get("postgres") or {}),
         stream_maxlen=int(raw.get("stream_maxlen", 10000)),
         spool_dir=raw.get("spool_dir"),

@@ -4,12 +4,16 @@ Each test loads the ACL file seawall renders, so a rule Redis refuses, or one
 that grants too much or too little, fails here before any host loads it.
 """
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import redis
+from redis.sentinel import Sentinel
 
 from seawall import redis_acl
+from seawall.refservice.config import from_dict
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings
 from tests.unit.redis_server import RedisServer, Servers, servers, wait_for_link
 
@@ -17,7 +21,10 @@ __all__ = ["servers"]  # the fixture, imported for pytest
 
 PREFIX = "quantum-"
 SERVICES = ["execution", "ai-engine"]
-PASSWORDS = {name: f"pw-{name}" for name in redis_acl.all_secrets(SERVICES)}
+PASSWORDS = {
+    name: f"pw-{name}"
+    for name in [*redis_acl.all_secrets(SERVICES), redis_acl.SENTINEL_CLIENT_SECRET]
+}
 ADMIN = PASSWORDS[redis_acl.ADMIN_SECRET]
 
 
@@ -196,3 +203,136 @@ def test_the_runtime_client_logs_in_as_its_service_user(servers: Servers, tmp_pa
     finally:
         publisher.close()
         client.close()
+
+
+def sentinel_with_client_user(servers: Servers, master: RedisServer) -> RedisServer:
+    """A Sentinel with an admin password whose client user is set as the deploy sets it:
+    the ACL SETUSER line through redis-cli's stdin, then FLUSHCONFIG."""
+    directory = servers.directory / f"sentinel-{len(servers.started)}"
+    directory.mkdir(parents=True)
+    (directory / "sentinel.conf").write_text(
+        "requirepass sentinel-admin\n"
+        f"sentinel monitor seawall 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds seawall 86400000\n"
+        f"sentinel auth-user seawall {redis_acl.SENTINEL_USER}\n"
+        f"sentinel auth-pass seawall {PASSWORDS[redis_acl.SENTINEL_SECRET]}\n"
+    )
+
+    class AdminSentinel(RedisServer):
+        def client(self) -> redis.Redis:
+            return redis.Redis(port=self.port, password="sentinel-admin", socket_timeout=2)
+
+    sentinel = AdminSentinel(directory, sentinel_of=master.port)
+    servers.started.append(sentinel)
+    sentinel.start()
+    line = redis_acl.sentinel_setuser(PASSWORDS[redis_acl.SENTINEL_CLIENT_SECRET])
+    command = ["redis-cli", "--no-auth-warning", "-p", str(sentinel.port)]
+    env = {**os.environ, "REDISCLI_AUTH": "sentinel-admin"}
+    applied = subprocess.run(command, input=line, env=env, capture_output=True, text=True)
+    assert applied.stdout.split() == ["OK"], applied
+    flushed = subprocess.run(
+        [*command, "SENTINEL", "FLUSHCONFIG"], env=env, capture_output=True, text=True
+    )
+    assert flushed.stdout.split() == ["OK"], flushed
+    # Sentinel wrote the user into its own file: a restart keeps it.
+    assert f"user {redis_acl.SENTINEL_CLIENT_USER} " in (directory / "sentinel.conf").read_text()
+    return sentinel
+
+
+def sentinel_client(sentinel: RedisServer) -> redis.Redis:
+    return login(sentinel, redis_acl.SENTINEL_CLIENT_USER, redis_acl.SENTINEL_CLIENT_SECRET)
+
+
+def test_the_sentinel_client_user_can_only_ask_for_the_master(
+    servers: Servers, tmp_path: Path
+) -> None:
+    master = start(servers, tmp_path)
+    sentinel = sentinel_with_client_user(servers, master)
+    client = sentinel_client(sentinel)
+    assert client.sentinel_get_master_addr_by_name("seawall") == (b"127.0.0.1", master.port)
+    for command in (
+        ("SENTINEL", "SET", "seawall", "quorum", "2"),
+        ("SENTINEL", "FAILOVER", "seawall"),
+        ("SENTINEL", "REMOVE", "seawall"),
+        ("SENTINEL", "MONITOR", "evil", "127.0.0.1", "1", "1"),
+        ("SENTINEL", "RESET", "*"),
+        ("SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"),
+        ("SENTINEL", "FLUSHCONFIG"),
+        ("SENTINEL", "SIMULATE-FAILURE", "CRASH-AFTER-ELECTION"),
+        ("SENTINEL", "DEBUG"),
+        ("ACL", "LIST"),
+        ("SHUTDOWN",),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+    # Still monitoring the same master with the same quorum.
+    state = sentinel.client().sentinel_master("seawall")
+    assert isinstance(state, dict) and state["quorum"] == 1
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=sentinel.port).sentinel_get_master_addr_by_name("seawall")
+
+
+def test_services_find_the_master_through_the_client_user(servers: Servers, tmp_path: Path) -> None:
+    master = start(servers, tmp_path)
+    replica = start(
+        servers,
+        tmp_path,
+        "--replicaof",
+        "127.0.0.1",
+        str(master.port),
+        "--masteruser",
+        redis_acl.REPLICA_USER,
+        "--masterauth",
+        PASSWORDS[redis_acl.REPLICA_SECRET],
+    )
+    wait_for_link(master, 1)
+    sentinel = sentinel_with_client_user(servers, master)
+    # The runtime's client (all the reference service uses).
+    settings = RedisSettings(
+        sentinels=(("127.0.0.1", sentinel.port),),
+        master_name="seawall",
+        username=redis_acl.service_user(PREFIX, "execution"),
+        password=PASSWORDS[redis_acl.service_secret("execution")],
+        sentinel_username=redis_acl.SENTINEL_CLIENT_USER,
+        sentinel_password=PASSWORDS[redis_acl.SENTINEL_CLIENT_SECRET],
+        operation_deadline=2.0,
+        socket_timeout=1.0,
+    )
+    client = MajorityClient(settings)
+    try:
+        assert client.discover() == ("127.0.0.1", master.port)
+        assert client.call(lambda conn: conn.set("svc:execution:x", "1")) is True
+    finally:
+        client.close()
+    # redis-py's own Sentinel client asks SENTINEL MASTERS: allowed too.
+    found = Sentinel(
+        [("127.0.0.1", sentinel.port)],
+        sentinel_kwargs={
+            "username": redis_acl.SENTINEL_CLIENT_USER,
+            "password": PASSWORDS[redis_acl.SENTINEL_CLIENT_SECRET],
+        },
+    )
+    try:
+        assert found.discover_master("seawall") == ("127.0.0.1", master.port)
+        primary = found.master_for(
+            "seawall",
+            username=redis_acl.service_user(PREFIX, "execution"),
+            password=PASSWORDS[redis_acl.service_secret("execution")],
+        )
+        assert primary.get("svc:execution:x") == b"1"
+    finally:
+        found.close()
+    assert replica.client().execute_command("ROLE")[0] == b"slave"
+
+
+def test_the_reference_service_passes_both_usernames_from_its_settings() -> None:
+    raw = {
+        "service": "execution",
+        "port": 8002,
+        "redis": {"username": "quantum-execution", "sentinel_username": "client"},
+    }
+    config = from_dict(raw, env={"SEAWALL_REDIS_PASSWORD": "p"})
+    assert (config.redis_username, config.sentinel_username) == ("quantum-execution", "client")
+    # Before the move to ACL users the settings name none: `default`, as before.
+    plain = from_dict({"service": "execution", "port": 8002}, env={})
+    assert (plain.redis_username, plain.sentinel_username) == (None, None)

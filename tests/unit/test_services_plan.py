@@ -4,13 +4,14 @@ Operations are recorded instead of run; what matters is which run, in what order
 and what gates their restarts and reloads.
 """
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from seawall import defaults, inventory, secrets
+from seawall import defaults, inventory, redis_acl, secrets
 from seawall.components import common, gateway, services
 from seawall.facts.server import PasswdEntries
 from seawall.names import catalogue, user_name
@@ -40,6 +41,7 @@ def plan(
     name: str,
     facts: dict[tuple[Any, ...], Any] | None = None,
     secret_names: tuple[str, ...] = ("redis_password", "sentinel_password"),
+    acl: bool = False,
 ) -> list[Call]:
     lab_host = lab.host(name)
     data = dict(lab_host.data) | {"secrets_file": None}
@@ -72,6 +74,8 @@ def plan(
     )
     if module is services:
         monkeypatch.setattr(module, "secret_file", recorder.secret_file)
+        # Whether every Redis has the ACL users (asked of the redis hosts in a real run).
+        monkeypatch.setattr(module, "_acl_ready", lambda: acl)
         services.deploy_services._inner()
     else:
         monkeypatch.setattr(module, "validated_file", recorder.validated_file)
@@ -157,3 +161,29 @@ def test_a_missing_secret_stops_the_deploy_naming_host_and_secret(
         DeployError, match=r"app-1: secrets sentinel_password \(for service [a-z-]+\) missing"
     ):
         plan(monkeypatch, lab, services, "app-1", secret_names=("redis_password",))
+
+
+@pytest.mark.parametrize("acl", [False, True])
+def test_a_service_gets_its_own_redis_user_once_every_redis_has_it(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, acl: bool
+) -> None:
+    names: tuple[str, ...] = ("redis_password", "sentinel_password")
+    if acl:
+        names = (redis_acl.SENTINEL_CLIENT_SECRET, redis_acl.service_secret("execution"))
+        names += tuple(redis_acl.service_secret(s["name"]) for s in defaults.SERVICES["services"])
+    # Each secret its own value: the file shows which one went where.
+    for name in names:
+        monkeypatch.setenv(secrets.env_name(name), f"value-of-{name}")
+    calls = by_name(plan(monkeypatch, lab, services, "app-1", secret_names=(), acl=acl))
+    env = calls["Install the secrets of execution"].kwargs["src"].splitlines()
+    settings = json.loads(calls["Write the settings of execution"].kwargs["src"].getvalue())
+    redis = settings["redis"]
+    assert redis["key_prefix"] == "svc:execution:"
+    if acl:
+        assert "SEAWALL_REDIS_PASSWORD=value-of-redis_service_execution_password" in env
+        assert "SEAWALL_SENTINEL_PASSWORD=value-of-sentinel_client_password" in env
+        assert (redis["username"], redis["sentinel_username"]) == ("quantum-execution", "client")
+    else:
+        assert "SEAWALL_REDIS_PASSWORD=value-of-redis_password" in env
+        assert "SEAWALL_SENTINEL_PASSWORD=value-of-sentinel_password" in env
+        assert "username" not in redis and "sentinel_username" not in redis
