@@ -235,3 +235,42 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
         yield f"chown root:root {shlex.quote(path)} && chmod 644 {shlex.quote(path)}"
     if not changed:
         host.noop(f"{host.name} has its current certificate and the CA's")
+
+
+@operation()
+def tls_ca_trusted(directory: str, ca_host: str, ca_directory: str):
+    """
+    Install the CA's certificate (only) from ``ca_host``, for a host that checks servers.
+
+    + directory: where ``ca.pem`` goes (root:root 0644)
+    + ca_host: the inventory name of the CA's host
+    + ca_directory: the CA's directory there (``tls_ca``)
+
+    For clients that hold no key of their own. Read from the CA's host when
+    the operation runs, so a CA made earlier in the same deploy is installed.
+
+    **Example:**
+
+    .. code:: python
+
+        tls_ca_trusted(
+            name="Trust the Postgres CA",
+            directory="/etc/seawall/postgres-tls",
+            ca_host="ops-1",
+            ca_directory="/etc/seawall/postgres-ca",
+        )
+    """
+    ca_pem = _text(
+        inventory.get_host(ca_host).get_fact(FileContents, path=f"{ca_directory}/{CA_CERTIFICATE}")
+    )
+    if not ca_pem:
+        host.log(f"{ca_host} has no CA in {ca_directory} yet: it is installed at the next deploy")
+        host.noop(f"{host.name} waits for the CA's certificate")
+        return
+    path = f"{directory}/{CA_CERTIFICATE}"
+    if _text(host.get_fact(FileContents, path=path)) == ca_pem:
+        host.noop(f"{host.name} trusts the CA in {ca_host}:{ca_directory}")
+        return
+    yield f"install -d -m 755 -o root -g root {shlex.quote(directory)}"
+    yield _upload(ca_pem, path)
+    yield f"chown root:root {shlex.quote(path)} && chmod 644 {shlex.quote(path)}"
