@@ -6,6 +6,7 @@ that grants too much or too little, fails here before any host loads it.
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,33 @@ def test_the_reference_service_passes_both_usernames_from_its_settings() -> None
     # Before the move to ACL users the settings name none: `default`, as before.
     plain = from_dict({"service": "execution", "port": 8002}, env={})
     assert (plain.redis_username, plain.sentinel_username) == (None, None)
+
+
+def test_sentinel_fails_over_as_its_own_user(servers: Servers, tmp_path: Path) -> None:
+    replication = ("--masteruser", redis_acl.REPLICA_USER)
+    replication += ("--masterauth", PASSWORDS[redis_acl.REPLICA_SECRET])
+    master = start(servers, tmp_path, *replication)
+    replica = start(servers, tmp_path, "--replicaof", "127.0.0.1", str(master.port), *replication)
+    wait_for_link(master, 1)
+    sentinel = sentinel_with_client_user(servers, master)
+    deadline = time.monotonic() + 10
+    # Sentinel finds the replica through INFO, as its own user.
+    while not sentinel.client().sentinel_slaves("seawall"):
+        assert time.monotonic() < deadline, "Sentinel never saw the replica"
+        time.sleep(0.1)
+    # It logs in as `sentinel` only: nothing else it needs is missing from its rules.
+    users = {c["user"] for c in master.client().client_list(_type="normal")}
+    assert redis_acl.SENTINEL_USER in users
+    assert sentinel.client().execute_command("SENTINEL", "FAILOVER", "seawall")
+    client = sentinel_client(sentinel)
+    while client.sentinel_get_master_addr_by_name("seawall") != (b"127.0.0.1", replica.port):
+        assert time.monotonic() < deadline + 20, "no failover"
+        time.sleep(0.1)
+    # The promoted replica and the old master, reconfigured by Sentinel (REPLICAOF,
+    # CONFIG REWRITE): the old master now replicates as `replica`.
+    while replica.client().execute_command("ROLE")[0] != b"master":
+        assert time.monotonic() < deadline + 20
+        time.sleep(0.1)
+    wait_for_link(replica, 1, timeout=30)
+    assert master.client().execute_command("ROLE")[0] == b"slave"
+    assert [c["user"] for c in replica.client().client_list(_type="replica")] == ["replica"]
