@@ -340,8 +340,12 @@ def test_the_reference_service_passes_both_usernames_from_its_settings() -> None
 
 
 def test_sentinel_fails_over_as_its_own_user(servers: Servers, tmp_path: Path) -> None:
-    replication = ("--masteruser", redis_acl.REPLICA_USER)
-    replication += ("--masterauth", PASSWORDS[redis_acl.REPLICA_SECRET])
+    replication = (
+        "--masteruser",
+        redis_acl.REPLICA_USER,
+        "--masterauth",
+        PASSWORDS[redis_acl.REPLICA_SECRET],
+    )
     master = start(servers, tmp_path, *replication)
     replica = start(servers, tmp_path, "--replicaof", "127.0.0.1", str(master.port), *replication)
     wait_for_link(master, 1)
