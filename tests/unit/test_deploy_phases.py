@@ -112,6 +112,8 @@ def record(
     calls: list[Call] = []
     fake_inventory = _fake_inventory(lab)
     seawall_ops = Recorder("seawall", calls)
+    # Recorded before every Redis had the ACL users: the services keep the shared passwords.
+    monkeypatch.setattr(services, "_acl_ready", lambda: False)
     for target in (common, postgres, pgbackrest, services):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
