@@ -35,12 +35,12 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import Directory, FindInFile
-from pyinfra.facts.systemd import SystemdStatus
 
 from seawall.components.common import group_members, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD
 from seawall.facts.etcd import EtcdConfigPending, EtcdHealth
+from seawall.facts.systemd import UnitState, is_running
 from seawall.operations import files, systemd
 from seawall.operations.etcd import member_rejoined, member_restarted
 from seawall.settings import setting
@@ -103,7 +103,7 @@ def deploy_etcd() -> None:
     port = context["etcd_client_port"]
     peers = [f"{address}:{port}" for name, address in members if name != host.name]
     # Asked before anything changes: was a member already running here, with its data?
-    was_running = bool(host.get_fact(SystemdStatus).get("etcd.service"))
+    was_running = is_running(host.get_fact(UnitState, unit="etcd.service"))
     has_data = host.get_fact(Directory, path=f"{context['etcd_data_dir']}/member") is not None
     rejoin = not has_data and any(host.get_fact(EtcdHealth, endpoints=peers).values())
     context["initial_cluster_state"] = initial_cluster_state(

@@ -373,7 +373,9 @@ def deploy_metrics() -> None:
     data = host.data
     values = context(data, list(inventory) if "ops" in groups else ())
     # Asked before anything changes: which daemons ran before this deploy.
-    running = host.get_fact(SystemdStatus)
+    # Only this host's exporters' units: without them SystemdStatus lists every unit.
+    units = tuple(f"{package}.service" for package in host_packages(groups))
+    running = host.get_fact(SystemdStatus, services=units)
     install_packages(
         "Install the exporters (started by nothing until configured)", host_packages(groups)
     )

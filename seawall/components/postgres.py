@@ -77,7 +77,6 @@ from pyinfra.api import HiddenValue, deploy
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
-from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
@@ -85,6 +84,7 @@ from seawall.components.common import group_members, host_secrets, install_packa
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.facts.postgres import PostgresTls
+from seawall.facts.systemd import UnitState, is_running
 from seawall.names import client_logins, data_dir, patroni_config_path, patroni_unit, role_secret
 from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
@@ -298,7 +298,7 @@ def deploy_postgres() -> None:
         tls=tls,
         enforced=enforced,
     )
-    was_running = bool(host.get_fact(SystemdStatus).get(patroni_unit(data)))
+    was_running = is_running(host.get_fact(UnitState, unit=patroni_unit(data)))
 
     patroni_yml = _configure(context, archive)
     _activate(

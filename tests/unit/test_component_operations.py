@@ -42,6 +42,22 @@ def test_no_component_asks_a_slow_fact(name: str) -> None:
     assert not imported & SLOW_FACTS
 
 
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_systemd_status_is_asked_of_named_units_only(name: str) -> None:
+    """``SystemdStatus`` without ``services`` lists every unit on the host (0.3 s and more)."""
+    source = Path(seawall.components.__path__[0], f"{name}.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get_fact"
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "SystemdStatus"
+        ):
+            assert "services" in {keyword.arg for keyword in node.keywords}, node.lineno
+
+
 def test_put_and_service_are_seawall_own() -> None:
     assert files.put.__module__ == "seawall.operations.files"
     assert systemd.service.__module__ == "seawall.operations.systemd"

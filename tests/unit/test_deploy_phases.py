@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from pyinfra.api import HiddenValue
 from pyinfra.facts.files import File
-from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, secrets
 from seawall.components import common, pgbackrest, postgres, services
 from seawall.facts.deb import DebInstallState
+from seawall.facts.systemd import UnitState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 from tests.unit.test_services_plan import no_users
 
@@ -104,7 +104,7 @@ def record(
     unit = f"patroni@{data['postgres_version']}-{data['postgres_cluster']}.service"
     facts: dict[tuple[Any, ...], Any] = {
         (DebInstallState,): {"installed": {}, "policy_rc_d": None},
-        (SystemdStatus,): {unit: True} if was_running else {},
+        (UnitState, ("unit", unit)): {"sub": "running" if was_running else "dead"},
         (File, ("path", f"{data['postgres_tls_dir']}/host.pem")): {"mode": 644},
     }
     facts[no_users(data)] = {}

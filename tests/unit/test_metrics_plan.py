@@ -67,9 +67,10 @@ def plan(
     monkeypatch.setenv(secrets.env_name("sentinel_password"), SENTINEL_SECRET)
     monkeypatch.setenv(secrets.env_name(metrics.SCRAPE_SECRET), scrape_secret)
     lab_host = lab.host(name)
+    units = tuple(f"{p}.service" for p in metrics.host_packages(list(lab_host.groups)))
     facts: dict[tuple[Any, ...], Any] = {
         (DebInstallState,): {"installed": {}, "policy_rc_d": None},
-        (SystemdStatus,): dict.fromkeys(UNITS, True) if running else {},
+        (SystemdStatus, ("services", units)): dict.fromkeys(UNITS, True) if running else {},
     }
     for package in metrics.WEB_CONFIG_JOBS:
         key = (("path", metrics.web_config_file(package)), ("user", "prometheus"))
