@@ -126,7 +126,9 @@ SECRETS: dict[str, Any] = {
         # pgbackrest_cipher_pass encrypts the backup repository (repo1-cipher-pass):
         # only the repository host holds it; Postgres hosts get it from there over
         # pgBackRest's own protocol when they push WAL.
-        "ops": ["metrics_scrape_password", "pgbackrest_cipher_pass"],
+        # prometheus_api_password: the one login Prometheus's own API and UI take
+        # (prometheus_api_user); the controller's tests and Grafana send it too.
+        "ops": ["metrics_scrape_password", "pgbackrest_cipher_pass", "prometheus_api_password"],
     },
     # Path of the secrets file on the controller, or None to use the environment only.
     "secrets_file": None,
@@ -642,6 +644,11 @@ METRICS: dict[str, Any] = {
     # blackbox) admit; Prometheus logs in as it with the metrics_scrape_password
     # secret. Named after the scraper, so an exporter's log says who asked.
     "metrics_scrape_user": "prometheus",
+    # The one basic-auth user Prometheus's own API, UI and /metrics admit (its
+    # --web.config.file), with the prometheus_api_password secret: whoever
+    # reaches the port could otherwise read every metric and the alert rules.
+    # Its self-scrape, the lab tests and Grafana log in as it.
+    "prometheus_api_user": "seawall",
 }
 
 LAB: dict[str, Any] = {

@@ -562,6 +562,7 @@ class Metrics(_Model):
     blackbox_probe_timeout: PromDuration
     metrics_gateway_probe_paths: list[UrlPath]
     metrics_scrape_user: UnixName
+    prometheus_api_user: UnixName
 
 
 class Lab(_Model):

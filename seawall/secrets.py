@@ -52,6 +52,8 @@ _WRITTEN_INTO: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
         ("yaml",),
     ),
     (re.compile(r"pgbackrest_cipher_pass"), ("pgbackrest",)),
+    # A password file Prometheus trims, and Grafana's environment.
+    (re.compile(r"prometheus_api_password"), ("env",)),
 )
 
 

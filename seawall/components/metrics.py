@@ -37,6 +37,11 @@ enabled at boot, listening on the host's private address only):
   no basic auth in bookworm (their ``--help``, run from the packages): like
   every exporter they listen on the private address only, and the firewall
   admits the ops host alone;
+- Prometheus's own API, UI and ``/metrics`` admit only ``prometheus_api_user``
+  with the ``prometheus_api_password`` secret (its own ``--web.config.file``,
+  ``PROMETHEUS_WEB_CONFIG``, a bcrypt hash as above); its self-scrape sends it
+  from a 0640 root:prometheus password file (``API_PASSWORD_FILE``), and every
+  client (the lab tests, Grafana's datasource) sends it too;
 - a daemon restarts only when its ``/etc/default`` file (or drop-in, secret, or
   mtail's program) changed, and only if it ran before (one that did not starts
   once, with everything in place); Prometheus and the blackbox exporter reload (SIGHUP, their units'
@@ -147,6 +152,12 @@ DAEMON_GROUP = "prometheus"
 # The password Prometheus sends them; Prometheus reads it at each scrape.
 SCRAPE_PASSWORD_FILE = "/etc/prometheus/scrape-password"
 SCRAPE_SECRET = "metrics_scrape_password"
+# Prometheus's own login (its API, UI and /metrics): a web configuration of its
+# own, outside WEB_CONFIG_DIR (the exporters' logins), and the password its
+# self-scrape sends, read at each scrape.
+PROMETHEUS_WEB_CONFIG = "/etc/prometheus/api-auth.yml"
+API_PASSWORD_FILE = "/etc/prometheus/api-password"
+API_SECRET = "prometheus_api_password"
 
 
 def web_config_file(package: str) -> str:
@@ -157,6 +168,7 @@ def web_config_file(package: str) -> str:
 TEMPLATES: tuple[str, ...] = (
     *(defaults_file(p) for p in (NODE, REDIS, POSTGRES, NGINX, MTAIL, BLACKBOX, PROMETHEUS)),
     *(web_config_file(p) for p in WEB_CONFIG_JOBS),
+    PROMETHEUS_WEB_CONFIG,
     REDIS_DROPIN,
     BLACKBOX_YML,
     PROMETHEUS_YML,
@@ -243,7 +255,7 @@ def _address(member: InventoryHost) -> str:
 def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
     """Return Prometheus's jobs: name, path and targets (``address:port`` and host name)."""
     members = list(hosts)
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     for job, group, port_key, path in SCRAPE_JOBS:
         targets = [
             {"address": f"{_address(m)}:{setting(m.data, port_key)}", "host": m.name}
@@ -251,7 +263,14 @@ def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
             if group is None or group in m.groups
         ]
         if targets:
-            basic_auth = job in WEB_CONFIG_JOBS.values()
+            # "scrape": an exporter's login; "api": Prometheus's own (its self-scrape).
+            basic_auth = (
+                "scrape"
+                if job in WEB_CONFIG_JOBS.values()
+                else "api"
+                if job == "prometheus"
+                else None
+            )
             jobs.append(
                 {"name": job, "metrics_path": path, "targets": targets, "basic_auth": basic_auth}
             )
@@ -269,7 +288,7 @@ def scrape_jobs(hosts: Iterable[InventoryHost]) -> list[dict[str, Any]]:
     ]
     if sentinels:
         sentinel_job = {"name": "sentinel", "metrics_path": "/scrape", "targets": sentinels}
-        jobs.append(sentinel_job | {"basic_auth": False})
+        jobs.append(sentinel_job | {"basic_auth": None})
     return jobs
 
 
@@ -318,6 +337,8 @@ def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
         "jobs": scrape_jobs(members),
         "web_configs": {p: web_config_file(p) for p in WEB_CONFIG_JOBS},
         "scrape_password_file": SCRAPE_PASSWORD_FILE,
+        "prometheus_web_config": PROMETHEUS_WEB_CONFIG,
+        "api_password_file": API_PASSWORD_FILE,
         "probes": probe_targets(members),
     }
     return out
@@ -464,6 +485,16 @@ def _configure(
             mode=640,
             private_dir=False,
         )
+        api_password = host_secrets([API_SECRET], " (Prometheus's own API)")[API_SECRET]
+        # Before the configuration whose self-scrape job names it, likewise.
+        api_password_file = secret_file(
+            name="Install Prometheus's own API password (its self-scrape sends it)",
+            src=api_password,
+            dest=API_PASSWORD_FILE,
+            group=DAEMON_GROUP,
+            mode=640,
+            private_dir=False,
+        )
         # The rules first: promtool's check of the configuration reads them.
         _root_directory("Make the alert rules' directory", ALERTS_DIR)
         rules = validated_file(
@@ -480,26 +511,51 @@ def _configure(
             validate="promtool check config {path}",
             mode=644,
         )
+        api_web = _web_config(
+            PROMETHEUS, values, api_password, PROMETHEUS_WEB_CONFIG, "prometheus_api_user"
+        )
         changed.append(
-            (PROMETHEUS, [_defaults(PROMETHEUS, values)], [rules, config, scrape_password])
+            (
+                PROMETHEUS,
+                [_defaults(PROMETHEUS, values), api_web],
+                [rules, config, scrape_password, api_password_file],
+            )
         )
     return changed
 
 
-def web_config(package: str, values: Mapping[str, Any], password: str, current: str | None) -> str:
-    """Return ``package``'s web configuration: the scrape user and a bcrypt hash of
-    ``password``, ``current`` (the host's) while it still verifies (no new salt, no change)."""
+def web_config(
+    package: str,
+    values: Mapping[str, Any],
+    password: str,
+    current: str | None,
+    path: str | None = None,
+) -> str:
+    """Return ``package``'s web configuration (at ``path``, default its exporter's): its
+    user and a bcrypt hash of ``password``, ``current`` (the host's) while it still
+    verifies (no new salt, no change)."""
     return render(
-        web_config_file(package), {**values, "scrape_hash": scrape_hash(password, current)}
+        path or web_config_file(package), {**values, "scrape_hash": scrape_hash(password, current)}
     )
 
 
-def _web_config(package: str, values: Mapping[str, Any], password: str) -> OperationMeta:
-    path = web_config_file(package)
-    current = host.get_fact(BasicAuthHash, path=path, user=values["metrics_scrape_user"])
+def _web_config(
+    package: str,
+    values: Mapping[str, Any],
+    password: str,
+    path: str | None = None,
+    user_key: str = "metrics_scrape_user",
+) -> OperationMeta:
+    path = path or web_config_file(package)
+    user = values[user_key]
+    current = host.get_fact(BasicAuthHash, path=path, user=user)
     return secret_file(
-        name=f"Admit only Prometheus to {package} (basic auth, a bcrypt hash)",
-        src=web_config(package, values, password, current),
+        name=(
+            f"Admit only Prometheus to {package} (basic auth, a bcrypt hash)"
+            if user_key == "metrics_scrape_user"
+            else f"Admit only {user} to Prometheus's own API (basic auth, a bcrypt hash)"
+        ),
+        src=web_config(package, values, password, current, path),
         dest=path,
         group=DAEMON_GROUP,
         mode=640,

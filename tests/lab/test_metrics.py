@@ -10,9 +10,11 @@ and evaluates without error, and that every metric a rule or dashboard queries
 exists, except those that only exist after an event (named below).
 """
 
+import base64
 import json
 import shlex
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -56,9 +58,33 @@ def prometheus_url(topology: Topology, path: str) -> str:
     return f"http://{ops.address}:{setting(ops.data, 'prometheus_port')}{path}"
 
 
+def api_login(topology: Topology) -> tuple[str, str]:
+    """Prometheus's API login: its user and the prometheus_api_password secret."""
+    ops = topology.group("ops")[0]
+    password = secrets.require([metrics.API_SECRET], setting(ops.data, "secrets_file"), "lab")
+    return str(setting(ops.data, "prometheus_api_user")), password[metrics.API_SECRET]
+
+
+def status_of(url: str, login: tuple[str, str] | None) -> int:
+    """GET ``url`` with basic auth ``login`` (or none); return the HTTP status."""
+    request = urllib.request.Request(url)
+    if login:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
 def api(topology: Topology, path: str, **params: str) -> Any:
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(prometheus_url(topology, path + query), timeout=10) as response:
+    request = urllib.request.Request(prometheus_url(topology, path + query))
+    # Prometheus admits only its API user (basic auth); the header never reaches a log.
+    token = base64.b64encode(":".join(api_login(topology)).encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
         body = json.loads(response.read())
     assert body["status"] == "success", body
     return body["data"]
@@ -253,4 +279,33 @@ def test_node_exporter_admits_only_prometheus_with_the_scrape_password(
     assert seen.startswith("640 root prometheus\n"), seen.splitlines()[0]
     assert password not in seen
     hashed = BasicAuthHash().process([user, *seen.splitlines()[1:]])
+    assert hashed is not None and metrics.hash_verifies(hashed, password)
+
+
+def test_prometheus_admits_only_its_api_user(deployed_lab: Topology) -> None:
+    # Its API, its UI and its own /metrics: each refuses no login, a wrong
+    # password and the exporters' login, and takes its own.
+    user, password = api_login(deployed_lab)
+    ops = deployed_lab.group("ops")[0]
+    scrape_user = str(setting(ops.data, "metrics_scrape_user"))
+    for path in ("/api/v1/query?query=up", "/graph", "/metrics"):
+        url = prometheus_url(deployed_lab, path)
+        assert status_of(url, None) == 401, path
+        assert status_of(url, (user, password + "x")) == 401, path
+        assert status_of(url, (scrape_user, password)) == 401, path
+        assert status_of(url, (user, password)) == 200, path
+    # Its self-scrape gets in (the password from its 0640 file).
+    up = query(deployed_lab, 'up{job="prometheus"}')
+    assert [sample["value"][1] for sample in up] == ["1"], up
+    # Files: the password only in its own file, the web config a hash of it.
+    seen = ssh(
+        deployed_lab,
+        ops.name,
+        f"stat -c '%a %U %G' {metrics.API_PASSWORD_FILE} {metrics.PROMETHEUS_WEB_CONFIG}; "
+        f"cat {metrics.PROMETHEUS_WEB_CONFIG}; ps -eo args; cat /etc/default/{metrics.PROMETHEUS}",
+        check=True,
+    ).stdout
+    assert seen.splitlines()[:2] == ["640 root prometheus"] * 2, seen.splitlines()[:2]
+    assert password not in seen
+    hashed = BasicAuthHash().process([user, *seen.splitlines()[2:]])
     assert hashed is not None and metrics.hash_verifies(hashed, password)

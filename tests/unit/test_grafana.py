@@ -40,6 +40,15 @@ def test_the_datasource_is_prometheus_with_its_address_from_the_environment() ->
     assert not re.search(r"\d+\.\d+\.\d+\.\d+", DATASOURCE.read_text())
 
 
+def test_the_datasource_logs_in_with_a_password_from_the_environment() -> None:
+    # Prometheus admits only its API user; the password is never in this file.
+    source = _datasource()
+    assert source["basicAuth"] is True
+    assert source["basicAuthUser"] == "$SEAWALL_PROMETHEUS_USER"
+    assert source["secureJsonData"] == {"basicAuthPassword": "$SEAWALL_PROMETHEUS_PASSWORD"}
+    assert "password" not in source.get("jsonData", {})
+
+
 def test_the_provider_loads_a_folder_of_read_only_dashboards() -> None:
     data = yaml.safe_load(PROVIDER.read_text())
     assert data["apiVersion"] == 1

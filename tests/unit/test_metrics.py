@@ -416,10 +416,17 @@ def test_every_job_of_a_supporting_exporter_sends_basic_auth(lab: inventory.Topo
         "username": defaults.METRICS["metrics_scrape_user"],
         "password_file": metrics.SCRAPE_PASSWORD_FILE,
     }
+    api = {
+        "username": defaults.METRICS["prometheus_api_user"],
+        "password_file": metrics.API_PASSWORD_FILE,
+    }
     assert set(metrics.WEB_CONFIG_JOBS.values()) <= set(jobs)
     for name, job in jobs.items():
         if name in metrics.WEB_CONFIG_JOBS.values():
             assert job.get("basic_auth") == want, name
+        elif name == "prometheus":
+            # Its own /metrics is behind its API login, not the exporters'.
+            assert job.get("basic_auth") == api, name
         else:
             # An exporter without basic auth would be sent the password for nothing.
             assert "basic_auth" not in job, name
@@ -485,3 +492,85 @@ def get_status(url: str, auth: tuple[str, str] | None) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+
+
+API_PASSWORD = "api-s3cret-never-printed"
+
+
+def test_prometheus_takes_its_own_web_config(lab: inventory.Topology) -> None:
+    context = context_of(lab, "ops-1")
+    args = args_of(metrics.render(metrics.defaults_file(metrics.PROMETHEUS), context))
+    assert f"--web.config.file={metrics.PROMETHEUS_WEB_CONFIG}" in args
+    text = metrics.web_config(
+        metrics.PROMETHEUS, context, API_PASSWORD, None, metrics.PROMETHEUS_WEB_CONFIG
+    )
+    assert API_PASSWORD not in text
+    users = web_users(text)
+    assert list(users) == [defaults.METRICS["prometheus_api_user"]]
+    assert crypt_verifies(users[defaults.METRICS["prometheus_api_user"]], API_PASSWORD)
+
+
+def test_prometheus_api_admits_its_user_only_and_its_self_scrape_gets_in(
+    lab: inventory.Topology, tmp_path: Path
+) -> None:
+    # A real Prometheus (the controller's, the ops host's release) with the web
+    # configuration the deploy writes and the self-scrape job it renders.
+    context = context_of(lab, "ops-1")
+    web = tmp_path / "web-config.yml"
+    web.write_text(
+        metrics.web_config(
+            metrics.PROMETHEUS, context, API_PASSWORD, None, metrics.PROMETHEUS_WEB_CONFIG
+        )
+    )
+    password_file = tmp_path / "api-password"
+    password_file.write_text(API_PASSWORD)
+    port = free_port()
+    rendered = yaml.safe_load(metrics.render(metrics.PROMETHEUS_YML, context))
+    (self_job,) = [j for j in rendered["scrape_configs"] if j["job_name"] == "prometheus"]
+    self_job["basic_auth"]["password_file"] = str(password_file)
+    self_job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+    self_job["scrape_interval"] = "1s"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [self_job]}))
+    command = [
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.config.file={web}",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    user = defaults.METRICS["prometheus_api_user"]
+    scrape_user = defaults.METRICS["metrics_scrape_user"]
+    url = f"http://127.0.0.1:{port}/api/v1/query?query=up"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status = get_status(url, None)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+        assert status == 401
+        assert get_status(url, (user, API_PASSWORD + "x")) == 401
+        # The exporters' login is not Prometheus's.
+        assert get_status(url, (scrape_user, API_PASSWORD)) == 401
+        assert get_status(url, (user, API_PASSWORD)) == 200
+        # Its self-scrape sends the password from the file: `up` turns 1 within 20 s.
+        deadline = time.monotonic() + 20
+        while query_up(url, (user, API_PASSWORD)) != ["1"]:
+            assert time.monotonic() < deadline, "the self-scrape never got in"
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def query_up(url: str, auth: tuple[str, str]) -> list[str]:
+    request = urllib.request.Request(url)
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.loads(response.read())
+    return [sample["value"][1] for sample in body["data"]["result"]]

@@ -24,6 +24,8 @@ from tests.unit.test_common_templates import Call, FakeHost, Recorder
 SECRET = "redis-s3cret-never-printed"
 SENTINEL_SECRET = "sentinel-s3cret-never-printed"
 SCRAPE_SECRET = "scrape-s3cret-never-printed"
+API_SECRET = "api-s3cret-never-printed"
+API_WEB = "Admit only seawall to Prometheus's own API (basic auth, a bcrypt hash)"
 UNITS = {
     f"{p}.service"
     for p in (
@@ -57,15 +59,18 @@ def plan(
     running: bool,
     hashes: dict[str, str | None] | None = None,
     scrape_secret: str = SCRAPE_SECRET,
+    api_hash: str | None = None,
 ) -> list[Call]:
     """Run deploy_metrics for lab host ``name``; ``running``: its daemons ran before;
-    ``hashes``: each exporter's web configuration hash on the host (default: none)."""
+    ``hashes``: each exporter's web configuration hash on the host (default: none);
+    ``api_hash``: Prometheus's own."""
     (tmp_path / metrics.ALERTS_SOURCE).write_text("groups: []\n")
     (tmp_path / metrics.MTAIL_SOURCE).write_text("counter lines\n/./ {\n  lines++\n}\n")
     monkeypatch.setattr(metrics, "FILES", tmp_path)
     monkeypatch.setenv(secrets.env_name("redis_password"), SECRET)
     monkeypatch.setenv(secrets.env_name("sentinel_password"), SENTINEL_SECRET)
     monkeypatch.setenv(secrets.env_name(metrics.SCRAPE_SECRET), scrape_secret)
+    monkeypatch.setenv(secrets.env_name(metrics.API_SECRET), API_SECRET)
     lab_host = lab.host(name)
     units = tuple(f"{p}.service" for p in metrics.host_packages(list(lab_host.groups)))
     facts: dict[tuple[Any, ...], Any] = {
@@ -75,6 +80,8 @@ def plan(
     for package in metrics.WEB_CONFIG_JOBS:
         key = (("path", metrics.web_config_file(package)), ("user", "prometheus"))
         facts[(BasicAuthHash, *key)] = (hashes or {}).get(package)
+    api_key = (("path", metrics.PROMETHEUS_WEB_CONFIG), ("user", "seawall"))
+    facts[(BasicAuthHash, *api_key)] = api_hash
     data = dict(lab_host.data) | {"secrets_file": None}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
     calls: list[Call] = []
@@ -166,16 +173,21 @@ def test_running_daemons_restart_on_settings_and_reload_on_configuration(
 ) -> None:
     calls = by_name(plan(monkeypatch, lab, tmp_path, "ops-1", running=True))
     restart = calls["Restart prometheus (its settings changed)"]
-    assert restart.kwargs["restarted"] and restart.kwargs["_if"].names() == ["Configure prometheus"]
+    # Its ARGS, or who may log in to it (exporter-toolkit reads that file once, at start).
+    assert restart.kwargs["restarted"] and restart.kwargs["_if"].names() == [
+        "Configure prometheus",
+        API_WEB,
+    ]
     reload = calls["Reload prometheus (its configuration changed)"]
     changed, unchanged = reload.kwargs["_if"]
     assert changed.kind == "any" and changed.names() == [
         "Install the alert rules (checked by promtool first)",
         "Configure Prometheus's targets (checked by promtool first)",
         "Install the exporters' scrape password (for Prometheus only)",
+        "Install Prometheus's own API password (its self-scrape sends it)",
     ]
     # Not both: a restart already reads the new configuration.
-    assert unchanged.kind == "none" and unchanged.names() == ["Configure prometheus"]
+    assert unchanged.kind == "none" and unchanged.names() == ["Configure prometheus", API_WEB]
     checks = {
         c.kwargs["dest"]: c.kwargs["validate"] for c in calls.values() if "validate" in c.kwargs
     }
@@ -314,3 +326,44 @@ def test_a_second_deploy_keeps_each_hash_and_a_rotated_secret_replaces_it(
         assert content(call) != content(first[dest])
         (hashed,) = yaml.safe_load(content(call))["basic_auth_users"].values()
         assert metrics.hash_verifies(hashed, "rotated-s3cret")
+
+
+def test_the_api_password_reaches_only_its_file_and_prometheus_gets_its_hash(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, "ops-1", running=True)
+    holding = [c for c in calls if API_SECRET in repr(c.kwargs) + content_or_empty(c)]
+    (password,) = holding
+    assert password.op == "seawall.secret_file"
+    assert password.kwargs == {
+        "name": "Install Prometheus's own API password (its self-scrape sends it)",
+        "src": API_SECRET,
+        "dest": metrics.API_PASSWORD_FILE,
+        "group": "prometheus",
+        "mode": 640,
+        "private_dir": False,
+    }
+    names = [c.name for c in calls]
+    assert names.index(password.name) < names.index(
+        "Configure Prometheus's targets (checked by promtool first)"
+    )
+    web = by_name(calls)[API_WEB]
+    assert web.op == "seawall.secret_file" and web.kwargs["dest"] == metrics.PROMETHEUS_WEB_CONFIG
+    assert (web.kwargs["group"], web.kwargs["mode"]) == ("prometheus", 640)
+    (user, hashed), *_ = yaml.safe_load(content(web))["basic_auth_users"].items()
+    assert user == "seawall" and metrics.hash_verifies(hashed, API_SECRET)
+    # A second deploy keeps the hash (the same file: nothing changes, nothing restarts).
+    with monkeypatch.context() as patch:
+        again = by_name(plan(patch, lab, tmp_path, "ops-1", running=True, api_hash=hashed))
+    assert content(again[API_WEB]) == content(web)
+
+
+def test_no_other_host_needs_or_gets_the_api_password(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    for name in ("data-1", "app-1", "gw-1"):
+        with monkeypatch.context() as patch:
+            calls = plan(patch, lab, tmp_path, name, running=True)
+        assert not [c for c in calls if API_SECRET in repr(c.kwargs) + content_or_empty(c)]
+        assert metrics.API_SECRET not in lab.host(name).required_secrets, name
+    assert metrics.API_SECRET in lab.host("ops-1").required_secrets

@@ -57,7 +57,7 @@ BEFORE: dict[str, Any] = {
             "postgres_role_probe_password",
         ],
         "gateway": ["metrics_scrape_password"],
-        "ops": ["metrics_scrape_password", "pgbackrest_cipher_pass"],
+        "ops": ["metrics_scrape_password", "pgbackrest_cipher_pass", "prometheus_api_password"],
     },
 }
 
