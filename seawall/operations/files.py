@@ -44,9 +44,9 @@ def _installed(src: str, dest: str, user: str, group: str, mode: int, what: str)
         raise OperationError(f"{dest} exists and is not a file")
     if (
         remote["type"] == "file"
-        and remote["mode"] == mode
-        and (remote["user"], remote["group"]) == (user, group)
-        and remote["sha1"] == hashlib.sha1(src.encode()).hexdigest()
+        and remote.get("mode") == mode
+        and (remote.get("user"), remote.get("group")) == (user, group)
+        and remote.get("sha1") == hashlib.sha1(src.encode()).hexdigest()
     ):
         host.noop(f"{what} {dest} is already installed")
         return True
@@ -258,7 +258,8 @@ def put(
                 yield file_utils.chown(parent, user, group)
         elif remote["parent"] == "link":
             host.noop(f"directory {parent} already exists (as a link)")
-    if remote["type"] != "file" or remote["sha1"] != get_file_sha1(local):
+    # A hash the host could not give (unreadable file) is a difference: upload.
+    if remote["type"] != "file" or remote.get("sha1") != get_file_sha1(local):
         temp_dir = (getattr(host, "current_op_global_arguments", None) or {}).get("_temp_dir")
         yield FileUploadCommand(
             local, dest, remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir)
@@ -269,10 +270,10 @@ def put(
             yield file_utils.chmod(dest, wanted_mode)
         return
     changed = False
-    if wanted_mode and remote["mode"] != wanted_mode:
+    if wanted_mode and remote.get("mode") != wanted_mode:
         yield file_utils.chmod(dest, wanted_mode)
         changed = True
-    if (user and remote["user"] != user) or (group and remote["group"] != group):
+    if (user and remote.get("user") != user) or (group and remote.get("group") != group):
         yield file_utils.chown(dest, user, group)
         changed = True
     if not changed:
