@@ -5,8 +5,10 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-# pgBackRest writes its encrypted files in OpenSSL's format, which opens with this.
+# pgBackRest (bookworm's 2.45) writes its encrypted files in OpenSSL's format,
+# which opens with this; an unencrypted info file opens with its INI section.
 MAGIC = "Salted__"
+PLAIN = "[backrest]"
 
 
 class PgbackrestRepositories(FactBase[dict[str, dict[str, Any]]]):
@@ -15,8 +17,10 @@ class PgbackrestRepositories(FactBase[dict[str, dict[str, Any]]]):
 
     Read from the files, so without the cipher pass (and without pgBackRest's
     configuration, which may name another path): ``backup.info`` is encrypted
-    when it starts with OpenSSL's magic; a full backup is a ``<label>F``
-    directory whose ``backup.manifest`` exists (pgBackRest writes it last).
+    when it starts with OpenSSL's magic, plain when with ``[backrest]``, and
+    ``unknown`` otherwise (a format this code does not know: nothing may act on
+    it); a full backup is a ``<label>F`` directory whose ``backup.manifest``
+    exists (pgBackRest writes it last).
 
     .. code:: python
 
@@ -33,8 +37,9 @@ class PgbackrestRepositories(FactBase[dict[str, dict[str, Any]]]):
         return (
             f"for p in {' '.join(q(path) for path in paths)}; do "
             f'd="$p/backup/"{q(stanza)}; s=none; '
-            'if [ -f "$d/backup.info" ]; then s=plain; '
+            'if [ -f "$d/backup.info" ]; then s=unknown; '
             f'[ "$(head -c {len(MAGIC)} "$d/backup.info")" = {MAGIC} ] && s=encrypted; '
+            f'[ "$(head -c {len(PLAIN)} "$d/backup.info")" = {shlex.quote(PLAIN)} ] && s=plain; '
             "fi; "
             "n=$(find \"$d\" -mindepth 2 -maxdepth 2 -path '*F/backup.manifest' 2>/dev/null"
             " | wc -l); "

@@ -26,9 +26,11 @@ def migration_steps(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 
     Raises:
         OperationError: ``new`` holds the stanza unencrypted (it was made without the
-            cipher: deleting it is for a person to decide), or ``old`` encrypted
-            (not a repository this migration made).
+            cipher: deleting it is for a person to decide), ``old`` encrypted (not a
+            repository this migration made), or either in a format not known here.
     """
+    if "unknown" in (old["stanza"], new["stanza"]):
+        raise OperationError("a repository's backup.info is in a format this deploy does not know")
     if new["stanza"] == "plain":
         raise OperationError("the encrypted repository's path holds an unencrypted stanza")
     if old["stanza"] == "encrypted":

@@ -200,6 +200,9 @@ def test_the_old_repository_goes_only_after_a_full_backup_in_the_new_one() -> No
     [
         (_state(PLAIN, 1), _state(PLAIN, 1), "holds an unencrypted stanza"),
         (_state(ENCRYPTED, 1), _state(NONE, 0), "holds an encrypted stanza"),
+        # A backup.info in a format not known here (a later pgBackRest's): hands off.
+        (_state(PLAIN, 2), _state("unknown", 1), "a format this deploy does not know"),
+        (_state("unknown", 2), _state(ENCRYPTED, 1), "a format this deploy does not know"),
     ],
 )
 def test_a_repository_this_migration_did_not_make_stops_it(
