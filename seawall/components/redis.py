@@ -323,6 +323,7 @@ def _context(ready: bool) -> dict[str, Any]:
     context.update(values)
     context["private_address"] = host.data.private_address
     context["users_acl"] = USERS_ACL
+    context["redis_conf"] = REDIS_CONF
     context["acl_ready"] = ready
     context["replica_user"] = redis_acl.REPLICA_USER
     context["sentinel_user"] = redis_acl.SENTINEL_USER

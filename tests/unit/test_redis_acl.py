@@ -14,6 +14,8 @@ import redis
 from redis.sentinel import Sentinel
 
 from seawall import redis_acl
+from seawall.components.templates import render
+from seawall.defaults import REDIS
 from seawall.refservice.config import from_dict
 from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings
 from tests.unit.redis_server import RedisServer, Servers, servers, wait_for_link
@@ -371,3 +373,43 @@ def test_sentinel_fails_over_as_its_own_user(servers: Servers, tmp_path: Path) -
     wait_for_link(replica, 1, timeout=30)
     assert master.client().execute_command("ROLE")[0] == b"slave"
     assert [c["user"] for c in replica.client().client_list(_type="replica")] == ["replica"]
+
+
+class ConfiguredServer(AclServer):
+    """An AclServer started from a configuration file (CONFIG REWRITE needs one)."""
+
+    def __init__(self, directory: Path, config: Path) -> None:
+        super().__init__(directory)
+        self.config = config
+
+    def _command(self) -> list[str]:
+        binary, *options = super()._command()
+        return [binary, str(self.config), *options]
+
+
+def test_users_a_rewrite_left_in_redis_conf_are_dropped_before_redis_starts(
+    servers: Servers, tmp_path: Path
+) -> None:
+    # Redis as the lab ran it before the ACL file: its CONFIG REWRITE (the deploy's
+    # or Sentinel's at a failover) writes the default user into redis.conf.
+    config = tmp_path / "redis.conf"
+    config.write_text(f"requirepass {ADMIN}\n")
+    legacy = ConfiguredServer(servers.directory / "legacy", config)
+    servers.started.append(legacy)
+    legacy.start()
+    assert legacy.client().config_rewrite() == b"OK"
+    legacy.stop()
+    assert "\nuser default " in config.read_text()
+    config.write_text(config.read_text() + f"aclfile {acl_file(tmp_path)}\n")
+    # Redis refuses users in redis.conf beside an aclfile: it would not come back.
+    with pytest.raises(RuntimeError, match="did not start"):
+        legacy.start()
+    # The drop-in's ExecStartPre, as systemd runs it before every start.
+    context = {**REDIS, "redis_conf": str(config)}
+    dropin = render("redis", "/etc/systemd/system/redis-server.service.d/seawall.conf", context)
+    (pre,) = [line for line in dropin.splitlines() if line.startswith("ExecStartPre=")]
+    command = pre.removeprefix("ExecStartPre=").removeprefix("+")
+    subprocess.run(command, shell=True, check=True)
+    assert "\nuser " not in config.read_text()
+    legacy.start()
+    assert service(legacy, "execution").ping() is True
