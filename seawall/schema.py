@@ -726,6 +726,7 @@ SHARED_KEYS: tuple[str, ...] = (
     "redis_port",
     "etcd_client_port",
     "etcd_peer_port",
+    "etcd_metrics_port",
     "etcd_cluster_token",
     "postgres_port",
     "patroni_rest_port",
