@@ -18,7 +18,7 @@ In one session, interleaved in rounds so drift hits every mode alike:
   against the bare proxy of its own protocol; with ``--quiet-lab`` every other lab host
   but the ops host (the central journal) is shut down meanwhile (LAB-NOTES' method);
 - in the same runs, what shipping the gateway's log lines costs on gw-1: the CPU of
-  its systemd-journald and systemd-journal-upload units per request, counted until the
+  its copier, systemd-journald and systemd-journal-upload units per request, counted until the
   upload has sent the run's last line (bounded wait), with the share of requests whose
   line reached gw-1's journal (journald's rate limit may drop some under wrk).
 
@@ -185,9 +185,10 @@ def wrk(url: str, seconds: int, connections: int, container: str, unit: str = "n
     return Wrk(rps, requests, failed, used / requests, (user - user_before) / requests)
 
 
-# The units of gw-1 that take the gateway's log lines to the central journal: journald
-# receives each line (syslog datagram) and writes it; journal-upload reads and ships it.
-LOG_UNITS = ("systemd-journald", "systemd-journal-upload")
+# The units of gw-1 that take the gateway's log lines to the central journal: the copier
+# reads the access log and streams each line to journald, which writes it;
+# journal-upload reads and ships it.
+LOG_UNITS = ("seawall-gateway-journal", "systemd-journald", "systemd-journal-upload")
 # journal-upload saves the cursor of the last entry the ops host accepted here (after
 # each upload, --save-state); Debian's unit keeps it in its StateDirectory.
 UPLOAD_STATE = "/var/lib/systemd/journal-upload/state"
@@ -199,6 +200,7 @@ UPLOAD_DRAIN_S = 90
 class LogCost:
     """What shipping one run's log lines cost gw-1, per request of the run."""
 
+    copier_us: float
     journald_us: float
     upload_us: float
     logged: float  # the run's lines in gw-1's journal, per request (1: none dropped)
@@ -206,7 +208,7 @@ class LogCost:
 
     @property
     def total_us(self) -> float:
-        return self.journald_us + self.upload_us
+        return self.copier_us + self.journald_us + self.upload_us
 
 
 def log_cost(
@@ -221,8 +223,8 @@ def log_cost(
     if restarted:
         raise SystemExit(f"{', '.join(restarted)} restarted during a run on {GATEWAY_HOST}")
     requests = max(1, requests)
-    journald, upload = ((after[u] - before[u]) / requests for u in LOG_UNITS)
-    return LogCost(journald, upload, lines / requests, drained)
+    copier, journald, upload = ((after[u] - before[u]) / requests for u in LOG_UNITS)
+    return LogCost(copier, journald, upload, lines / requests, drained)
 
 
 def log_units_cpu(container: str) -> dict[str, int]:
@@ -297,19 +299,9 @@ def shipped_wrk(
     return result, log_cost(before, after, result.requests, lines, drained)
 
 
-# The sender of the journald floor row: the gateway's own line, as a syslog datagram to
-# /dev/log with NGINX's tag, sent blocking (none dropped), from one process on gw-1.
-FLOOR_SENDER = """
-import socket, sys, time
-line, count, limit = sys.argv[1].encode(), int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.connect("/dev/log")
-end = time.monotonic() + limit
-for i in range(count):
-    s.send(line)
-    if i % 1000 == 0 and time.monotonic() > end:
-        sys.exit(f"stopped after {i} lines: over {limit} s")
-"""
+# The sender of the journald floor row: the gateway's own line, FLOOR_LINES times, to
+# journald as a stream tagged like the gateway's (systemd-cat), as the copier sends it.
+FLOOR_SENDER = "import sys; sys.stdout.write((sys.argv[1] + chr(10)) * int(sys.argv[2]))"
 JOURNALD_FLOOR = "journald floor (same lines, no NGINX)"
 FLOOR_LINES = 20_000
 FLOOR_LIMIT_S = 120.0
@@ -322,14 +314,17 @@ def journald_floor(topology: Topology, tag: str, container: str) -> LogCost:
     line = ssh(topology, GATEWAY_HOST, f"journalctl -q -t {tag} -n 1 -o cat", check=True).stdout
     if not line.strip():
         raise SystemExit(f"no {tag} line in {GATEWAY_HOST}'s journal to measure the floor with")
-    datagram = f"<190>{tag}: {line.strip()}"
     upload_drained(topology, tag)
     before = log_units_cpu(container)
     started = time.time()
-    args = " ".join(
-        shlex.quote(a) for a in (FLOOR_SENDER, datagram, str(FLOOR_LINES), str(FLOOR_LIMIT_S))
+    send = f"python3 -c {shlex.quote(FLOOR_SENDER)} {shlex.quote(line.strip())} {FLOOR_LINES}"
+    ssh(
+        topology,
+        GATEWAY_HOST,
+        f"timeout {FLOOR_LIMIT_S:.0f} sh -c {shlex.quote(f'{send} | systemd-cat -t {tag}')}",
+        check=True,
+        timeout=FLOOR_LIMIT_S + 60,
     )
-    ssh(topology, GATEWAY_HOST, f"python3 -c {args}", check=True, timeout=FLOOR_LIMIT_S + 60)
     ended = time.time()
     drained = upload_drained(topology, tag)
     after = log_units_cpu(container)
@@ -416,10 +411,11 @@ def static_lines(
         "",
         "Shipping the log lines, in the same runs (CPU on gw-1 per request of the run):",
         "",
-        "| through gw-1 | wrk connections | journald µs | journal-upload µs | log pipeline µs: "
+        "| through gw-1 | wrk connections | copier µs | journald µs | journal-upload µs | "
+        "log pipeline µs: "
         "median (min-max) | ratio to bare http proxy's nginx CPU | target | lines in gw-1's "
         "journal per request | upload caught up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, connections), costs in logs.items():
         bare = [r.nginx_cpu_us for r in static[(BARE, connections)]]
@@ -427,6 +423,7 @@ def static_lines(
         target = "-" if name in (BARE, BARE_TLS, JOURNALD_FLOOR) else f"<= {LOG_RATIO_MAX:.2f}×"
         lines.append(
             f"| {name} | {connections} | "
+            f"{statistics.median(c.copier_us for c in costs):.1f} | "
             f"{statistics.median(c.journald_us for c in costs):.1f} | "
             f"{statistics.median(c.upload_us for c in costs):.1f} | {_spread(total)} | "
             f"{_median_ratio(total, bare):.2f} | {target} | "
@@ -826,15 +823,19 @@ def main() -> None:
             "the same protocol is what the full configuration costs; the floor itself is "
             "mostly kernel time (network path, context switches).",
             "",
-            "The log pipeline is the CPU of gw-1's systemd-journald.service and "
-            "systemd-journal-upload.service cgroups (cgroup v2 cpu.stat, user + system) from "
-            "the start of each run until journal-upload's saved cursor is past the run's "
+            "The log pipeline is the CPU of gw-1's seawall-gateway-journal.service (the "
+            "copier), systemd-journald.service and systemd-journal-upload.service cgroups "
+            "(cgroup v2 cpu.stat, user + system) from the start of each run until "
+            "journal-upload's saved cursor is past the run's "
             f"last `{tag}` line (at most {UPLOAD_DRAIN_S} s; 'caught up' counts the runs "
-            "where it was), divided by the run's requests. The gateway writes each access "
-            "line to its file and, one datagram per request, to journald; the upload sends "
-            f"it to the central journal on {ops_host}. Lines per request below 1 are lines "
-            "journald's rate limit dropped: their cost is then not all counted. The bare "
-            "rows (no access log) show what the pipeline spends meanwhile on other lines.",
+            "where it was), divided by the run's requests. NGINX writes each access line to "
+            "its file, buffered; the copier streams the file's lines to journald; the upload "
+            f"sends them to the central journal on {ops_host}. Lines per request below 1 are "
+            "lines that did not reach gw-1's journal: their cost is then not all counted. The "
+            "bare rows (no access log) show what the pipeline spends meanwhile on other lines. "
+            f"The journald floor row sends the gateway's own line {FLOOR_LINES:,} times "
+            "through `systemd-cat` with the same tag and no NGINX: journald's and the "
+            "upload's cost per line alone, divided here by lines, not requests.",
             "",
             "Behind the reference service (~1,000 requests/s per Python process) NGINX "
             "handles each request's events one wake-up at a time instead of in batches, "

@@ -19,13 +19,15 @@ What it guarantees on every host of the ``gateway`` group:
   ``gateway_trading_paths`` in ``trading`` too) answering
   429 with a JSON body; a cap on concurrent connections per client;
 - ``X-Request-ID`` from the client (if well-formed) or generated, sent upstream,
-  returned and logged; a JSON access log with upstream timings, to a file and
-  (``gateway_journal_tag``) to the journal; JSON bodies for the errors NGINX
+  returned and logged; a JSON access log with upstream timings, to a file (buffered)
+  that ``seawall-gateway-journal.service`` copies into the journal, tagged
+  ``gateway_journal_tag`` (none when it is empty); JSON bodies for the errors NGINX
   itself answers; security headers; a body size limit;
 - the same routes and limits over plain HTTP on the private address only, at
   ``gateway_internal_http_port`` (unless None), for callers inside the private network;
-- NGINX's own journald rate limit (a unit drop-in, ``gateway_journal_rate_limit_*``)
-  lets one journal line per request through at the gateway's load;
+- the copier's own journald rate limit (``gateway_journal_rate_limit_*``) lets one
+  journal line per request through at the gateway's load; it reads the file from a
+  stream, so a busy journald slows the copy and drops nothing (NGINX never waits);
 - stub_status on 127.0.0.1:``gateway_status_port`` only;
 - the app hosts named in ``gateway_drained_hosts`` are ``down`` in every upstream
   (the rolling restart's drain; a normal deploy names none, so one left drained
@@ -49,6 +51,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.host import HostData
 from pyinfra.facts.files import File
 from pyinfra.operations import server
+from pyinfra.operations.util import any_changed
 
 from seawall.components import templates
 from seawall.components.common import group_members, install_packages
@@ -59,8 +62,10 @@ from seawall.operations.files import validated_file
 from seawall.settings import setting
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
-JOURNAL_DROPIN = "/etc/systemd/system/nginx.service.d/seawall-journal.conf"
-TEMPLATES: tuple[str, ...] = (NGINX_CONF,)
+JOURNAL_UNIT = "/etc/systemd/system/seawall-gateway-journal.service"
+# Where NGINX's journal rate limit was, when NGINX sent its lines as syslog datagrams.
+OLD_JOURNAL_DROPIN = "/etc/systemd/system/nginx.service.d/seawall-journal.conf"
+TEMPLATES: tuple[str, ...] = (NGINX_CONF, JOURNAL_UNIT)
 # Where the lab's self-signed pair goes when no certificate path is set.
 SELF_SIGNED_DIR = "/etc/nginx/tls"
 
@@ -195,6 +200,52 @@ def routes(data: Data) -> list[dict[str, Any]]:
     return out
 
 
+def journal_copy(data: Data, values: Mapping[str, Any]) -> None:
+    """Copy the access log into the journal with ``seawall-gateway-journal.service``,
+    or, when ``gateway_journal_tag`` is empty, have no copier."""
+    name = JOURNAL_UNIT.rsplit("/", 1)[1]
+    old = files.file(
+        name="Remove NGINX's syslog rate limit (its lines now reach the journal from the file)",
+        path=OLD_JOURNAL_DROPIN,
+        present=False,
+    )
+    if not setting(data, "gateway_journal_tag"):
+        systemd.service(
+            name="Stop copying the access log into the journal (no journal tag)",
+            service=name,
+            running=False,
+            enabled=False,
+        )
+        gone = files.file(name="Remove the journal copier's unit", path=JOURNAL_UNIT, present=False)
+        systemd.daemon_reload(
+            name="Reload systemd (the journal copier's unit went)",
+            _if=any_changed(old, gone),
+        )
+        return
+    unit = files.put(
+        name="Install the unit that copies the access log into the journal",
+        src=StringIO(render(JOURNAL_UNIT, values)),
+        dest=JOURNAL_UNIT,
+        mode="644",
+    )
+    systemd.daemon_reload(
+        name="Reload systemd (the journal copier's unit changed)", _if=any_changed(old, unit)
+    )
+    systemd.service(
+        name="Restart the journal copier (its unit changed)",
+        service=name,
+        running=True,
+        restarted=True,
+        _if=unit.did_change,
+    )
+    systemd.service(
+        name="Copy the access log into the journal, now and at boot",
+        service=name,
+        running=True,
+        enabled=True,
+    )
+
+
 def drained_addresses(data: Data, members: list[tuple[str, str]]) -> list[str]:
     """Return the addresses of the app hosts ``gateway_drained_hosts`` names.
 
@@ -316,17 +367,7 @@ def deploy_gateway() -> None:
         check_installed="nginx -t -q",
         mode=644,
     )
-    journal_limit = files.put(
-        name="Let NGINX's journal lines through at the gateway's load",
-        src=StringIO(render(JOURNAL_DROPIN, context(data, apps, drained, host.name))),
-        dest=JOURNAL_DROPIN,
-        mode="644",
-        create_remote_dir=True,
-    )
-    systemd.daemon_reload(
-        name="Reload systemd (the NGINX unit changed)", _if=journal_limit.did_change
-    )
-    # journald reads a unit's rate limit when NGINX next starts: never restarted here.
+    journal_copy(data, context(data, apps, drained, host.name))
     systemd.service(
         name="Reload NGINX (its configuration changed)",
         service="nginx.service",

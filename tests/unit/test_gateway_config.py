@@ -1,6 +1,8 @@
 """The gateway's nginx.conf rendered from lab data: routes, limits, ids, errors, TLS."""
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -106,25 +108,32 @@ def test_the_access_log_has_the_path_never_the_query_string(conf: str) -> None:
     assert "$query_string" not in log_format(conf)
 
 
-def test_the_access_line_also_goes_to_the_journal(conf: str, lab: inventory.Topology) -> None:
-    tag = lab.host("gw-1").data["gateway_journal_tag"]
-    assert tag == defaults.GATEWAY["gateway_journal_tag"]
-    assert f"access_log syslog:server=unix:/dev/log,tag={tag},nohostname seawall_json;" in conf
-    # Beside the file log, not instead of it; and both at http level, so every
-    # server logs to both (the stub_status server turns both off).
-    http = conf[conf.index("http {") : conf.index("    server {")]
-    assert (
-        "access_log syslog:" in http
-        and f"access_log {defaults.GATEWAY['gateway_access_log']}" in http
-    )
-    assert conf.count("access_log syslog:") == 1
-
-
-def test_nginx_s_journal_lines_pass_journald_s_rate_limit(lab: inventory.Topology) -> None:
+def journal_unit(data: Mapping[str, Any], lab: inventory.Topology) -> str:
     apps = [h.address for h in lab.group("app")]
-    dropin = gateway.render(gateway.JOURNAL_DROPIN, gateway.context(lab.host("gw-1").data, apps))
-    assert dropin.startswith(f"# {gateway.JOURNAL_DROPIN} - managed by seawall")
-    assert "LogRateLimitIntervalSec=30s\nLogRateLimitBurst=300000\n" in dropin
+    return gateway.render(gateway.JOURNAL_UNIT, gateway.context(data, apps))
+
+
+def test_the_access_line_reaches_the_journal_from_the_file(
+    conf: str, lab: inventory.Topology
+) -> None:
+    data = lab.host("gw-1").data
+    unit = journal_unit(data, lab)
+    assert unit.startswith(f"# {gateway.JOURNAL_UNIT} - managed by seawall")
+    log = defaults.GATEWAY["gateway_access_log"]
+    # NGINX writes one buffered file, at http level (every server logs there; the
+    # stub_status server turns it off), and sends nothing per request to syslog.
+    http = conf[conf.index("http {") : conf.index("    server {")]
+    assert f"access_log {log} seawall_json buffer=64k flush=1s;" in http
+    assert "syslog:" not in conf
+    # The copier follows that file by name (logrotate), from its end, tagged.
+    assert f"ExecStart=/usr/bin/tail --lines=0 --follow=name --retry {log}\n" in unit
+    assert f"SyslogIdentifier={data['gateway_journal_tag']}\n" in unit
+    assert "StandardOutput=journal\n" in unit and "Restart=always\n" in unit
+
+
+def test_the_copier_s_lines_pass_journald_s_rate_limit(lab: inventory.Topology) -> None:
+    unit = journal_unit(lab.host("gw-1").data, lab)
+    assert "LogRateLimitIntervalSec=30s\nLogRateLimitBurst=300000\n" in unit
     # Above the site-wide limit every other unit keeps, by the gateway's load.
     site_wide = defaults.COMMON["journald_rate_limit_burst"]
     assert defaults.GATEWAY["gateway_journal_rate_limit_burst"] >= 10 * site_wide

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from seawall import defaults, inventory
-from seawall.components import common, services
+from seawall.components import common, gateway, services
 from seawall.components.templates import TEMPLATES
 
 THRESHOLD = 4.0
@@ -120,11 +120,18 @@ def _thp(lab: inventory.Topology) -> list[tuple[str, str]]:
     return [("seawall-thp.service", text)]
 
 
+def _gateway_journal(lab: inventory.Topology) -> list[tuple[str, str]]:
+    apps = [h.address for h in lab.group("app")]
+    text = gateway.render(gateway.JOURNAL_UNIT, gateway.context(lab.host("gw-1").data, apps))
+    return [("seawall-gateway-journal.service", text)]
+
+
 RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "services/etc/systemd/system/SERVICE.service.j2": _services,
     "services/etc/systemd/system/seawall-healthwatch.service.j2": _healthwatch,
     "services/etc/systemd/system/seawall-unit-failed@.service.j2": _failed,
     "common/etc/systemd/system/seawall-thp.service.j2": _thp,
+    "gateway/etc/systemd/system/seawall-gateway-journal.service.j2": _gateway_journal,
 }
 
 
