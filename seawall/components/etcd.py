@@ -83,7 +83,14 @@ from seawall.facts.systemd import UnitState, is_running
 from seawall.names import patroni_config_path, patroni_unit
 from seawall.operations import files, systemd
 from seawall.operations.etcd import member_rejoined, member_restarted
-from seawall.operations.tls import REQUEST, tls_ca, tls_certificate, tls_key, tls_signed
+from seawall.operations.tls import (
+    CERTIFICATE,
+    REQUEST,
+    tls_ca,
+    tls_certificate,
+    tls_key,
+    tls_signed,
+)
 from seawall.settings import setting
 
 CONCERN = "etcd"
@@ -144,7 +151,12 @@ def stage_of(lines: list[str] | None) -> int:
 
 
 def tls_stage(
-    own: int, members: Sequence[int | None], pending: bool, patroni_https: bool, fresh: bool
+    own: int,
+    members: Sequence[int | None],
+    pending: bool,
+    patroni_https: bool,
+    fresh: bool,
+    certificates: bool = True,
 ) -> int:
     """Return the step of the move to TLS this member's file should be at.
 
@@ -154,12 +166,19 @@ def tls_stage(
     + pending: some member runs an older file than it has (its restart is pending)
     + patroni_https: every Patroni host's configuration says https
     + fresh: no cluster runs yet: it starts at the last step
+    + certificates: this member has its certificate, or gets it in this run
+      (the CA's host is in it); without, it stays where it is: etcd would not
+      start on a file naming certificates it lacks
 
     One step past the lowest member, never back, and no step while a member's
     state is unknown or a restart is pending: each step needs every member at
     the one before, running it.
     """
-    if fresh or own >= TLS_STAGE:
+    if own >= TLS_STAGE:
+        return TLS_STAGE
+    if not certificates:
+        return own
+    if fresh:
         return TLS_STAGE
     if not members or any(stage is None for stage in members) or pending:
         return own
@@ -264,7 +283,12 @@ def deploy_etcd() -> None:
     own = stage_of(host.get_fact(FindInFile, path=DEFAULTS_FILE, pattern=STAGE_PATTERN))
     stages, pending = _cluster_state(members, rejoin)
     fresh = not was_running and not has_data and not rejoin
-    stage = tls_stage(own, stages, pending, not fresh and _patroni_https(), fresh)
+    ca_active = inventory.get_group("etcd")[0].name in _reachable()
+    certificates = ca_active or bool(
+        host.get_fact(File, path=f"{context['etcd_tls_dir']}/{CERTIFICATE}")
+    )
+    patroni_https = not fresh and _patroni_https()
+    stage = tls_stage(own, stages, pending, patroni_https, fresh, certificates)
     context = etcd_context(host.name, host.data, members, stage)
     context["initial_cluster_state"] = initial_cluster_state(
         has_data, rejoin, host.get_fact(FindInFile, path=DEFAULTS_FILE, pattern=STATE_PATTERN)

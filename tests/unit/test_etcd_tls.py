@@ -124,6 +124,14 @@ def test_a_member_moves_one_step_past_the_lowest_and_never_back(
     assert etcd.tls_stage(own, members, pending, patroni_https, fresh) == expected
 
 
+def test_a_member_without_its_certificate_stays_where_it_is() -> None:
+    """Its CA's host out of the run and no certificate here: etcd would not start on TLS."""
+    assert etcd.tls_stage(0, [0, 0, 0], False, False, False, certificates=False) == 0
+    assert etcd.tls_stage(0, [], False, False, True, certificates=False) == 0
+    assert etcd.tls_stage(2, [2, 2, 2], False, True, False, certificates=False) == 2
+    assert etcd.tls_stage(3, [3, 3, 3], False, True, False, certificates=False) == 3
+
+
 def test_a_file_without_a_step_is_plain_http() -> None:
     assert etcd.stage_of(None) == 0
     assert etcd.stage_of([]) == 0
