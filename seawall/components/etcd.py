@@ -332,6 +332,8 @@ def deploy_etcd() -> None:
             name="Restart etcd (its configuration changed)",
             peers=peers,
             client_port=port,
+            # Step 2: the cluster's record of this member moves to https first.
+            member=host.name,
             peer_url=peer_url,
             tls=_etcdctl_tls(context) if own >= 1 else None,
             _serial=True,

@@ -13,15 +13,17 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
 from seawall import inventory
-from seawall.components import etcd, postgres
+from seawall.components import common, etcd, postgres
 from seawall.components.templates import render
 from seawall.facts.etcd import EtcdHealth, EtcdServesTls
+from tests.unit.test_common_templates import Call, Recorder
 
 PASSWORDS = {name: f"secret-{name}" for name in postgres.SECRET_NAMES}
 
@@ -293,3 +295,115 @@ def test_tls_is_told_from_plain_http_without_a_client_certificate(
         plain: False,
         closed: False,
     }
+
+
+# --- the deploy's plan on a member part-way through the move ------------------------------
+
+
+class _Answers:
+    """A host (or a peer) that answers each fact from ``answer(fact name, kwargs)``."""
+
+    def __init__(self, name: str, groups: list[str], data: dict[str, Any], answer: Any) -> None:
+        self.name, self.groups, self.data, self._answer = name, groups, data, answer
+
+    def get_fact(self, fact: Any, **kwargs: Any) -> Any:
+        return self._answer(self.name, fact.__name__, kwargs)
+
+    def log(self, *args: Any) -> None:
+        pass
+
+
+def plan_member(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, name: str, stage: int
+) -> list[Call]:
+    """deploy_etcd's calls on ``name``: every member running at ``stage``, all healthy,
+    Patroni on http, the file about to change."""
+
+    def answer(host_name: str, fact: str, kwargs: dict[str, Any]) -> Any:
+        if fact == "UnitState":
+            return {"sub": "running"}
+        if fact == "FindInFile" and kwargs["pattern"] == etcd.STAGE_PATTERN:
+            return [f'SEAWALL_ETCD_TLS_STAGE="{stage}"']
+        if fact == "FindInFile":
+            return []  # Patroni's files say http; ETCD_INITIAL_CLUSTER_STATE says new
+        if fact == "EtcdHealth":
+            return dict.fromkeys(kwargs["endpoints"], True)
+        if fact in ("EtcdConfigPending", "File"):
+            return False if fact == "EtcdConfigPending" else {"mode": 644}
+        if fact == "Directory":
+            return {"mode": 700}
+        raise AssertionError(f"unexpected fact {fact} {kwargs}")
+
+    hosts = {h.name: _Answers(h.name, list(h.groups), dict(h.data), answer) for h in lab.hosts}
+    calls: list[Call] = []
+    recorder = Recorder("seawall", calls)
+    fake_inventory = SimpleNamespace(
+        get_group=lambda group, default=None: [hosts[h.name] for h in lab.group(group)],
+        get_active_hosts=lambda: list(hosts.values()),
+    )
+    monkeypatch.setattr(etcd, "host", hosts[name])
+    monkeypatch.setattr(etcd, "inventory", fake_inventory)
+    monkeypatch.setattr(common, "inventory", fake_inventory)
+    for module in ("systemd", "server"):
+        monkeypatch.setattr(etcd, module, Recorder(module, calls))
+    for op in (
+        "install_packages",
+        "unit_dropin",
+        "member_restarted",
+        "member_rejoined",
+        "tls_ca",
+        "tls_key",
+        "tls_signed",
+        "tls_certificate",
+    ):
+        monkeypatch.setattr(
+            etcd,
+            op,
+            lambda *args, _op=op, **kwargs: recorder.__getattr__(_op)(args=list(args), **kwargs),
+        )
+    monkeypatch.setattr(etcd, "files", SimpleNamespace(put=_changed(Recorder("files", calls))))
+    etcd.deploy_etcd._inner()
+    return calls
+
+
+def _changed(recorder: Any) -> Any:
+    """files.put that records the call and reports a change (the file is about to change)."""
+
+    def put(**kwargs: Any) -> SimpleNamespace:
+        call = recorder.put(**kwargs)
+        call.changed = True
+        return SimpleNamespace(will_change=True, did_change=call.did_change)
+
+    return put
+
+
+def test_step_two_moves_each_members_peer_url_to_https_before_its_gated_restart(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan_member(monkeypatch, lab, "data-2", stage=1)
+    member = lab.host("data-2")
+    config = next(c for c in calls if c.op == "files.put")
+    assert 'SEAWALL_ETCD_TLS_STAGE="2"' in config.kwargs["src"].getvalue()
+    (restart,) = [c for c in calls if c.op == "seawall.member_restarted"]
+    assert restart.kwargs["member"] == "data-2"
+    assert restart.kwargs["peer_url"] == f"https://{member.address}:{member.data['etcd_peer_port']}"
+    assert restart.kwargs["_serial"] is True
+    # The gate asks the others' health at their metrics port, then their client port.
+    metrics, client = member.data["etcd_metrics_port"], member.data["etcd_client_port"]
+    others = [m for m in lab.group("etcd") if m.name != "data-2"]
+    assert restart.kwargs["peers"] == [f"{m.address}:{metrics}" for m in others]
+    assert restart.kwargs["client_port"] == client
+    assert restart.kwargs["tls"]["cert"] == f"{member.data['etcd_tls_dir']}/host.pem"
+
+
+def test_plain_http_stays_on_the_client_port_while_patroni_uses_it(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
+) -> None:
+    calls = plan_member(monkeypatch, lab, "data-1", stage=2)
+    config = next(c for c in calls if c.op == "files.put")
+    # Every member at step 2, but Patroni's files say http: no step 3.
+    assert 'SEAWALL_ETCD_TLS_STAGE="2"' in config.kwargs["src"].getvalue()
+    # data-1 keeps the CA and signs members (with 127.0.0.1) and Patroni (its own name).
+    signed = [c for c in calls if c.op == "seawall.tls_signed"]
+    assert [c.kwargs.get("loopback", False) for c in signed] == [True, False]
+    assert [c.kwargs.get("suffix", "") for c in signed] == ["", etcd.PATRONI_SUFFIX]
