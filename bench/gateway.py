@@ -292,11 +292,24 @@ def shipped_wrk(
     before = log_units_cpu(container)
     started = time.time()
     result = wrk(url, seconds, connections, container, unit)
-    ended = time.time()
+    lines = settled_lines(topology, tag, started)
     drained = upload_drained(topology, tag)
     after = log_units_cpu(container)
-    lines = journal_lines(topology, tag, started, ended)
     return result, log_cost(before, after, result.requests, lines, drained)
+
+
+def settled_lines(topology: Topology, tag: str, since: float, timeout: float = 60) -> int:
+    """The ``tag`` lines in gw-1's journal since ``since``, once their count stops growing
+    (journald stamps a line when it reads it, which under load is after the run ended)."""
+    deadline = time.monotonic() + timeout
+    count = journal_lines(topology, tag, since, time.time())
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = journal_lines(topology, tag, since, time.time())
+        if now == count:
+            break
+        count = now
+    return count
 
 
 # The sender of the journald floor row: the gateway's own line, FLOOR_LINES times, to
@@ -325,10 +338,9 @@ def journald_floor(topology: Topology, tag: str, container: str) -> LogCost:
         check=True,
         timeout=FLOOR_LIMIT_S + 60,
     )
-    ended = time.time()
+    lines = settled_lines(topology, tag, started)
     drained = upload_drained(topology, tag)
     after = log_units_cpu(container)
-    lines = journal_lines(topology, tag, started, ended)
     return log_cost(before, after, FLOOR_LINES, lines, drained)
 
 
