@@ -67,17 +67,34 @@ def test_a_cpu_stat_without_accounting_stops_the_bench(bench: ModuleType) -> Non
 
 
 def test_log_cost_is_each_units_cpu_per_request(bench: ModuleType) -> None:
-    before = {"systemd-journald": 1_000, "systemd-journal-upload": 500}
-    after = {"systemd-journald": 41_000, "systemd-journal-upload": 20_500}
+    before = {
+        "seawall-gateway-journal": 0,
+        "systemd-journald": 1_000,
+        "systemd-journal-upload": 500,
+    }
+    after = {
+        "seawall-gateway-journal": 2_000,
+        "systemd-journald": 41_000,
+        "systemd-journal-upload": 20_500,
+    }
     cost = bench.log_cost(before, after, requests=2_000, lines=1_900, drained=True)
-    assert (cost.journald_us, cost.upload_us, cost.total_us) == (20.0, 10.0, 30.0)
+    assert (cost.copier_us, cost.journald_us, cost.upload_us) == (1.0, 20.0, 10.0)
+    assert cost.total_us == 31.0
     assert cost.logged == 0.95 and cost.drained
 
 
 def test_a_unit_restarted_during_a_run_stops_the_bench(bench: ModuleType) -> None:
     # A restarted unit has a new cgroup whose counter starts at 0: no delta to trust.
-    before = {"systemd-journald": 1_000, "systemd-journal-upload": 5_000}
-    after = {"systemd-journald": 2_000, "systemd-journal-upload": 100}
+    before = {
+        "seawall-gateway-journal": 0,
+        "systemd-journald": 1_000,
+        "systemd-journal-upload": 5_000,
+    }
+    after = {
+        "seawall-gateway-journal": 10,
+        "systemd-journald": 2_000,
+        "systemd-journal-upload": 100,
+    }
     with pytest.raises(SystemExit, match="systemd-journal-upload restarted"):
         bench.log_cost(before, after, requests=10, lines=10, drained=True)
 
@@ -88,7 +105,11 @@ def _wrk(bench: ModuleType, cpu_us: float) -> object:
 
 def _cost(bench: ModuleType, total_us: float) -> object:
     return bench.LogCost(
-        journald_us=total_us * 0.75, upload_us=total_us / 4, logged=1.0, drained=True
+        copier_us=0.0,
+        journald_us=total_us * 0.75,
+        upload_us=total_us / 4,
+        logged=1.0,
+        drained=True,
     )
 
 
@@ -144,7 +165,7 @@ def test_a_ratio_over_its_target_is_not_met(bench: ModuleType) -> None:
     assert lines.count("**not met**") == 2
     # The pipeline table: journald and upload medians, the total's spread, the ratio.
     assert (
-        "| gateway http | 16 | 16.5 | 5.5 | 22.0 (22.0-22.0) | 0.53 | <= 0.50× | 1.00 | 2/2 |"
+        "| gateway http | 16 | 0.0 | 16.5 | 5.5 | 22.0 (22.0-22.0) | 0.53 | <= 0.50× | 1.00 | 2/2 |"
         in (lines)
     )
 
