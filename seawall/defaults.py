@@ -224,10 +224,6 @@ ETCD: dict[str, Any] = {
     # etcd client and peer ports (Patroni talks to the client port).
     "etcd_client_port": 2379,
     "etcd_peer_port": 2380,
-    # /health and /metrics only, plain HTTP with no client certificate: the
-    # client port asks every client for one, and the controller's status,
-    # the rolling restart's gate and Prometheus read nothing else.
-    "etcd_metrics_port": 2381,
     # Token of the initial cluster: members of another cluster with the same
     # addresses (an old lab) can never join this one by mistake.
     "etcd_cluster_token": "seawall-etcd",
@@ -241,17 +237,6 @@ ETCD: dict[str, Any] = {
     # partition near Patroni's ttl. Still well inside Patroni's retry_timeout.
     "etcd_heartbeat_interval": 50,
     "etcd_election_timeout": 500,
-    # The etcd CA lives on the first etcd member (components/etcd.py says
-    # why). Members keep their key, certificate and the CA's in etcd_tls_dir
-    # (key readable by etcd); Patroni hosts keep theirs in etcd_client_tls_dir
-    # (key readable by postgres only).
-    "etcd_tls_dir": "/etc/seawall/etcd-tls",
-    "etcd_client_tls_dir": "/etc/seawall/etcd-client-tls",
-    "etcd_ca_dir": "/etc/seawall/etcd-ca",
-    # As Postgres's: 397 days, renewed with fewer than etcd_tls_renew_days
-    # left, so a deploy at least monthly never lets one expire.
-    "etcd_tls_days": 397,
-    "etcd_tls_renew_days": 30,
 }
 
 POSTGRES: dict[str, Any] = {
@@ -799,7 +784,6 @@ FIREWALL_SERVED_BY: dict[str, tuple[str, ...] | None] = {
     "sentinel_port": ("sentinel",),
     "etcd_client_port": ("etcd",),
     "etcd_peer_port": ("etcd",),
-    "etcd_metrics_port": ("etcd",),
     "postgres_port": ("postgres",),
     "patroni_rest_port": ("postgres",),
     "pgbouncer_port": ("app",),
@@ -850,12 +834,9 @@ FIREWALL: dict[str, Any] = {
         # for the master; services find the master; admins' drills and status,
         # and the ops host's rolling restart (its switchover and Sentinel gates).
         "sentinel_port": ["sentinel", "redis", "app", "ops", "admin"],
-        # Patroni keeps its lock there (with a client certificate); members
-        # ask each other through it while migrating to TLS.
-        "etcd_client_port": ["etcd", "postgres"],
-        # /health and /metrics: members check each other's health (etcd
-        # deploy), Prometheus scrapes, `seawall status` and the rolling restart ask.
-        "etcd_metrics_port": ["etcd", "postgres", "ops", "admin"],
+        # Members check each other's health (etcd deploy), Patroni keeps its
+        # lock there, Prometheus scrapes /metrics, `seawall status` asks /health.
+        "etcd_client_port": ["etcd", "postgres", "ops", "admin"],
         # Raft between members only.
         "etcd_peer_port": ["etcd"],
         # Streaming replication and pg_rewind from the other member; HAProxy on

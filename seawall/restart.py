@@ -833,7 +833,7 @@ class LiveSteps:
         def healthy() -> str | None:
             sick = []
             for host in self.topology.group("etcd"):
-                url = f"http://{host.address}:{setting(host.data, 'etcd_metrics_port')}/health"
+                url = f"http://{host.address}:{setting(host.data, 'etcd_client_port')}/health"
                 status, body = http_json(url)
                 if not (status == 200 and isinstance(body, dict) and body.get("health") == "true"):
                     sick.append(host.name)

@@ -345,17 +345,10 @@ class Sentinel(_Model):
 class Etcd(_Model):
     etcd_client_port: Port
     etcd_peer_port: Port
-    etcd_metrics_port: Port
     etcd_cluster_token: SafeName
     etcd_data_dir: HostPath
     etcd_heartbeat_interval: Annotated[int, Field(ge=10)]
     etcd_election_timeout: Annotated[int, Field(ge=50, le=50000)]
-    etcd_tls_dir: HostPath
-    etcd_client_tls_dir: HostPath
-    etcd_ca_dir: HostPath
-    # As the journal's: the renewal window is shorter than any lifetime.
-    etcd_tls_days: Annotated[int, Field(ge=366, le=3650)]
-    etcd_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
 
 
 class Postgres(_Model):
@@ -726,7 +719,6 @@ SHARED_KEYS: tuple[str, ...] = (
     "redis_port",
     "etcd_client_port",
     "etcd_peer_port",
-    "etcd_metrics_port",
     "etcd_cluster_token",
     "postgres_port",
     "patroni_rest_port",

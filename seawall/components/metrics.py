@@ -238,10 +238,9 @@ SCRAPE_JOBS: tuple[tuple[str, str | None, str, str], ...] = (
     ("node", None, "node_exporter_port", "/metrics"),
     ("redis", "redis", "redis_exporter_port", "/metrics"),
     ("postgres", "postgres", "postgres_exporter_port", "/metrics"),
-    # Patroni's and etcd's own metrics, on Patroni's REST port and etcd's
-    # metrics port (its client port wants a client certificate).
+    # Patroni's and etcd's own metrics, on their REST and client ports.
     ("patroni", "postgres", "patroni_rest_port", "/metrics"),
-    ("etcd", "etcd", "etcd_metrics_port", "/metrics"),
+    ("etcd", "etcd", "etcd_client_port", "/metrics"),
     ("nginx", "gateway", "nginx_exporter_port", "/metrics"),
     ("mtail", "gateway", "mtail_port", "/metrics"),
     ("prometheus", "ops", "prometheus_port", "/metrics"),

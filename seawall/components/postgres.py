@@ -8,8 +8,6 @@ What it guarantees on every host of the ``postgres`` group:
 - Patroni runs as ``patroni@<version>-<cluster>`` (enabled, restarted after any
   crash) with etcd3 as its store, REST API and Postgres on the private address;
   Debian's stock ``patroni.service`` is stopped and disabled;
-- Patroni reaches etcd over TLS with a client certificate of its own, moving a
-  running cluster from plain http while paused (components/etcd.py, "Moving");
 - the cluster's shared settings (timing, synchronous mode, Postgres parameters)
   match the inventory: they are changed through Patroni (``patronictl
   edit-config``), only when they differ, and settings that need a restart are
@@ -83,7 +81,6 @@ from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
-from seawall.components.etcd import patroni_etcd_resume, patroni_etcd_switch, patroni_etcd_tls
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
 from seawall.facts.postgres import PostgresTls
@@ -193,7 +190,6 @@ def patroni_context(
     archive: bool = True,
     tls: bool = False,
     enforced: bool = False,
-    etcd_tls: bool = True,
 ) -> dict[str, Any]:
     """Return what the Patroni template sees for member ``name``.
 
@@ -219,8 +215,6 @@ def patroni_context(
         wal_markers=WAL_MARKERS,
         tls=tls,
         tls_enforced=tls and enforced,
-        # etcd over https with Patroni's client certificate (components/etcd.py).
-        etcd_tls=etcd_tls,
         hba_type="hostssl" if tls and enforced else "host",
         **tls_files(data),
     )
@@ -293,7 +287,6 @@ def deploy_postgres() -> None:
     # WAL goes to pgBackRest's repository when the inventory has an ops host for it.
     archive = bool(_addresses("ops"))
     tls, enforced = _tls_state(data, ca)
-    etcd_tls, etcd_switch = patroni_etcd_tls(host, data)
     context = patroni_context(
         host.name,
         data,
@@ -304,12 +297,10 @@ def deploy_postgres() -> None:
         archive=archive,
         tls=tls,
         enforced=enforced,
-        etcd_tls=etcd_tls,
     )
     was_running = is_running(host.get_fact(UnitState, unit=patroni_unit(data)))
 
     patroni_yml = _configure(context, archive)
-    patroni_etcd_switch(data, etcd_switch)
     _activate(
         data,
         archive,
@@ -318,7 +309,6 @@ def deploy_postgres() -> None:
         {r: passwords[role_secret(r)] for r in roles},
         tls,
     )
-    patroni_etcd_resume(host, data, etcd_switch)
 
 
 def _active() -> set[str]:

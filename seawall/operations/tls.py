@@ -110,29 +110,18 @@ def tls_key(directory: str, common_name: str, group: str):
         )
 
 
-def _san(name: str, address: str, loopback: bool = False) -> list[str]:
-    return [f"DNS:{name}", f"IP:{address}", *(["IP:127.0.0.1"] if loopback else [])]
-
-
-def _extensions(name: str, address: str, loopback: bool = False) -> str:
+def _extensions(name: str, address: str) -> str:
     # The CA states every extension itself: nothing a request asks for is copied.
     return (
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth,clientAuth\n"
-        f"subjectAltName={','.join(_san(name, address, loopback))}\n"
+        f"subjectAltName=DNS:{name},IP:{address}\n"
     )
 
 
 @operation()
-def tls_signed(
-    directory: str,
-    peers: list[tuple[str, str, str]],
-    days: int,
-    renew_days: int,
-    suffix: str = "",
-    loopback: bool = False,
-):
+def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, renew_days: int):
     """
     Sign each peer's request with the CA in ``directory``, unless its certificate is current.
 
@@ -141,9 +130,6 @@ def tls_signed(
     + days: a new certificate's lifetime
     + renew_days: a certificate with fewer days left, for another key or another
       name or address, is signed again
-    + suffix: appended to the certificate's file name (``certs/<name><suffix>.pem``),
-      so one CA signs two certificates for one host (an etcd member's, Patroni's)
-    + loopback: 127.0.0.1 is in the certificate's names too (a server local tools reach there)
 
     Requests are read from the peers when the operation runs, so a request
     made earlier in the same deploy is signed in it. The certificate's name and
@@ -168,7 +154,7 @@ def tls_signed(
         if request is None:
             host.log(f"{name} has no certificate request yet: sign it at the next deploy")
             continue
-        cert_path = f"{directory}/certs/{name}{suffix}.pem"
+        cert_path = f"{directory}/certs/{name}.pem"
         current = host.get_fact(
             TlsCertificate, path=cert_path, ca=f"{directory}/ca.pem", valid_days=renew_days
         )
@@ -176,15 +162,14 @@ def tls_signed(
             current is not None
             and current["valid"]
             and current["key_sha256"] == request["key_sha256"]
-            and current["san"]
-            == ",".join(_san(name, address, loopback)).replace("IP:", "IPAddress:")
+            and current["san"] == f"DNS:{name},IPAddress:{address}"
         ):
             continue
         signed = True
-        staged = f"{directory}/requests/{name}{suffix}"
+        staged = f"{directory}/requests/{name}"
         yield f"install -d -m 700 -o root -g root {shlex.quote(directory + '/requests')}"
         yield _upload(request["pem"], f"{staged}.csr")
-        yield _upload(_extensions(name, address, loopback), f"{staged}.ext")
+        yield _upload(_extensions(name, address), f"{staged}.ext")
         new = shlex.quote(f"{cert_path}.seawall-new")
         # The request's own signature is checked (it proves the key); its
         # subject is replaced by the inventory name.
@@ -199,9 +184,7 @@ def tls_signed(
 
 
 @operation()
-def tls_certificate(
-    directory: str, ca_host: str, ca_directory: str, renew_days: int, suffix: str = ""
-):
+def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days: int):
     """
     Install this host's certificate and the CA's certificate, as signed on ``ca_host``.
 
@@ -209,7 +192,6 @@ def tls_certificate(
     + ca_host: the inventory name of the CA's host
     + ca_directory: the CA's directory there (``tls_signed`` wrote ``certs/<name>.pem``)
     + renew_days: passed to the CA host's certificate check (see ``tls_signed``)
-    + suffix: as ``tls_signed``'s: the certificate is ``certs/<this host><suffix>.pem``
 
     A certificate for another key than this host's own is never installed.
     Read from the CA's host when the operation runs.
@@ -229,7 +211,7 @@ def tls_certificate(
     ca = inventory.get_host(ca_host)
     signed = ca.get_fact(
         TlsCertificate,
-        path=f"{ca_directory}/certs/{host.name}{suffix}.pem",
+        path=f"{ca_directory}/certs/{host.name}.pem",
         ca=f"{ca_directory}/{CA_CERTIFICATE}",
         valid_days=renew_days,
     )

@@ -183,8 +183,7 @@ def postgres_status(topology: Topology) -> PostgresStatus:
         if m.lag_bytes is not None and isinstance(limit, int) and m.lag_bytes > limit:
             report.problems.append(f"{m.name}: {m.lag_bytes} bytes behind (limit {limit})")
     for host in topology.group("etcd"):
-        # The metrics port: plain HTTP, no client certificate (the client port wants one).
-        url = f"http://{host.address}:{host.data['etcd_metrics_port']}/health"
+        url = f"http://{host.address}:{host.data['etcd_client_port']}/health"
         status, body = http_json(url)
         healthy = status == 200 and isinstance(body, dict) and body.get("health") == "true"
         report.etcd.append(EtcdMember(host.name, host.address, healthy))

@@ -30,7 +30,7 @@ _PACKAGE_UNITS: dict[str, tuple[str, ...]] = {
     "sentinel": ("redis-sentinel.service",),
     "etcd": ("etcd.service",),
     "app": ("haproxy.service", "pgbouncer.service"),
-    "gateway": ("nginx.service", "seawall-gateway-journal.service"),
+    "gateway": ("nginx.service",),
 }
 # The exporters (and Prometheus) components/metrics.py installs, Debian's units
 # too; None: every host. Each listens on its host's private address only, at
@@ -116,14 +116,7 @@ def expected(topology: Topology, host: Host) -> Expected:
         listeners |= _tcp((address, data["sentinel_port"]), (LOOPBACK, data["sentinel_port"]))
     if "etcd" in roles:
         client, peer = data["etcd_client_port"], data["etcd_peer_port"]
-        metrics = data["etcd_metrics_port"]
-        listeners |= _tcp(
-            (address, client),
-            (LOOPBACK, client),
-            (address, peer),
-            (address, metrics),
-            (LOOPBACK, metrics),
-        )
+        listeners |= _tcp((address, client), (LOOPBACK, client), (address, peer))
     if "postgres" in roles:
         units.append(names.patroni_unit(data))
         stopped.append(STOCK_PATRONI)

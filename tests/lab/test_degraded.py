@@ -25,7 +25,6 @@ from seawall.redis.topology import RedisStatus, redis_status
 from seawall.runtime.reconnect import RedisUnavailableError, connect
 from seawall.ssh import run as ssh_run
 from tests.lab.conftest import changed_operations, remote_python, run_deploy, run_site_deploy
-from tests.lab.test_etcd_tls import etcdctl
 
 CRASHED = "data-3"
 # Down with it in the redeploy: every host reads the ops host's keys.
@@ -90,8 +89,7 @@ def test_site_redeploy_with_a_data_host_and_the_ops_host_crashed_keeps_every_rol
 
 
 def _etcd(topology: Topology, host: str, command: str) -> subprocess.CompletedProcess[str]:
-    # Over TLS with the member's own certificate (etcd asks every client for one).
-    return ssh_run(topology, host, etcdctl(topology, host, command))
+    return ssh_run(topology, host, f"ETCDCTL_API=3 etcdctl {command}")
 
 
 def _run_etcd_deploy() -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,6 @@ from seawall.postgres.status import cluster, http_json, leader_of, postgres_stat
 from seawall.postgres.tunnel import tunnel
 from seawall.ssh import run as ssh_run
 from tests.lab.conftest import PYINFRA, ROOT, changed_operations
-from tests.lab.test_etcd_tls import etcdctl
 from tests.lab.timelines import check_postgres_timeline
 
 OWN_DEPLOYS = [
@@ -58,7 +57,7 @@ def pg_lab(deployed_lab: Topology) -> Topology:
 
 def test_etcd_has_three_healthy_members(pg_lab: Topology) -> None:
     first = pg_lab.group("etcd")[0].name
-    result = ssh_run(pg_lab, first, etcdctl(pg_lab, first, "endpoint health --cluster"))
+    result = ssh_run(pg_lab, first, "etcdctl endpoint health --cluster")
     assert result.returncode == 0, result.stderr
     # etcdctl reports health on stderr.
     output = result.stdout + result.stderr

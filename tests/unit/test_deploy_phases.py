@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 from pyinfra.api import HiddenValue
-from pyinfra.facts.files import File, FindInFile
+from pyinfra.facts.files import File
 
 from seawall import inventory, secrets
-from seawall.components import common, etcd, pgbackrest, postgres, services
+from seawall.components import common, pgbackrest, postgres, services
 from seawall.facts.deb import DebInstallState
 from seawall.facts.systemd import UnitState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
@@ -106,13 +106,6 @@ def record(
         (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (UnitState, ("unit", unit)): {"sub": "running" if was_running else "dead"},
         (File, ("path", f"{data['postgres_tls_dir']}/host.pem")): {"mode": 644},
-        # Patroni already reaches etcd over TLS, and no pause of seawall's is left.
-        (
-            FindInFile,
-            ("path", postgres.patroni_config_path(data)),
-            ("pattern", etcd.PATRONI_HTTPS_PATTERN),
-        ): ["  protocol: https"],
-        (File, ("path", etcd.PAUSE_MARKER)): None,
     }
     facts[no_users(data)] = {}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
