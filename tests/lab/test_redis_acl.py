@@ -8,6 +8,7 @@ restarts (``aclfile`` is read at start): the module's fixture runs the rolling r
 and a second deploy then, the order ``seawall/components/redis.py`` describes.
 """
 
+import time
 from typing import Any
 
 import pytest
@@ -133,7 +134,8 @@ def test_a_service_reaches_its_own_keys_and_is_refused_another_services(
             _as_service(acl_lab, OTHER, "GET", theirs),
         ],
     )
-    assert results[0] == {"ok": True, "reply": "OK"} and results[1] == results[0]
+    # redis-py turns SET's OK into True.
+    assert results[0] == {"ok": True, "reply": True} and results[1] == results[0]
     for refused in results[2:4]:
         assert not refused["ok"] and "no permissions" in refused["reply"], refused
     assert results[4] == {"ok": True, "reply": "1"}
@@ -191,18 +193,42 @@ def test_unauthenticated_and_wrong_password_attempts_fail(acl_lab: Topology) -> 
     sentinel_attempts += _sentinels(acl_lab, redis_acl.SENTINEL_CLIENT_USER, "wrong", "PING")
     for result in _probe(acl_lab, redis_attempts + sentinel_attempts):
         assert not result["ok"], result
-        assert any(word in result["reply"] for word in ("NOAUTH", "WRONGPASS", "invalid")), result
+        # redis-py words NOAUTH as "Authentication required."
+        words = ("NOAUTH", "WRONGPASS", "invalid", "Authentication required")
+        assert any(word in result["reply"] for word in words), result
 
 
 def test_replicas_sentinels_and_services_log_in_as_their_own_users(acl_lab: Topology) -> None:
     host, port = _master(acl_lab)
-    conn = connect(host, port, redis_settings(acl_lab).password, 2)
+    password = redis_settings(acl_lab).password
+    replicas = [h for h in acl_lab.group("redis") if h.address != host]
+    # Set live by CONFIG SET, so a replication link made before keeps its login
+    # (components/redis.py, step 3): cut one replica's link, and its new one must
+    # log in as the replica user.
+    cut = replicas[0]
+    for replica in replicas:
+        conn = connect(replica.address, int(replica.data["redis_port"]), password, 2)
+        try:
+            assert conn.config_get("masteruser")["masteruser"] == redis_acl.REPLICA_USER
+            if replica is cut:
+                conn.client_kill_filter(_type="master")
+        finally:
+            conn.close()
+    conn = connect(host, port, password, 2)
     try:
-        replicas = {c["user"] for c in conn.client_list(_type="replica")}
+        deadline = time.monotonic() + 30
+        links: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            links = {
+                c["addr"].rsplit(":", 1)[0]: c["user"] for c in conn.client_list(_type="replica")
+            }
+            if links.get(cut.address) == redis_acl.REPLICA_USER:
+                break
+            time.sleep(0.5)
         users = {c["user"] for c in conn.client_list(_type="normal")}
     finally:
         conn.close()
-    assert replicas == {redis_acl.REPLICA_USER}
+    assert links.get(cut.address) == redis_acl.REPLICA_USER, links
     assert redis_acl.SENTINEL_USER in users
     prefix = str(setting(acl_lab.host(APP_HOST).data, "services_unit_prefix"))
     assert redis_acl.service_user(prefix, OWNER) in users, users
