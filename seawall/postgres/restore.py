@@ -121,6 +121,9 @@ def restore_drill(topology: Topology, log: Log = print) -> RestoreReport:
             f"-c hba_file={scratch}/hba.conf",
             f"-c ident_file={scratch}/ident.conf",
             "-c archive_mode=off",
+            # The restored settings name the member's certificate, which this host lacks;
+            # the copy listens on a socket only.
+            "-c ssl=off",
             "-c hot_standby=off",
             "-c cluster_name=restore-drill",
         ]
