@@ -1,6 +1,5 @@
 """`seawall lab up | down | status`: the lab's whole life, from nothing and from leftovers."""
 
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -118,22 +117,48 @@ def ensure_controller_limits(log: Log) -> None:
 
 
 @contextmanager
-def _exclusive(config: LabConfig) -> Iterator[None]:
-    """Serialise lab changes: two `up`s at once would race for the same containers."""
+def _exclusive(config: LabConfig, timeout: float | None = None) -> Iterator[None]:
+    """Serialise lab changes: two `up`s at once would race for the same containers.
+
+    ``timeout`` None waits for the lock without end (the CLI); a number bounds the wait.
+    """
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(config.state_dir / "lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with faults.exclusive_lock(config.state_dir / "lock", timeout=timeout):
         yield
 
 
-def up(topology: Topology, log: Log = print, timeout: float = 180) -> LabReport:
+def up(
+    topology: Topology, log: Log = print, timeout: float = 180, lock_timeout: float | None = None
+) -> LabReport:
     """Bring the lab up from any state: nothing, stopped hosts, or a lab already up.
 
+    ``lock_timeout`` bounds the wait for another session's `up`/`down` (None: no bound).
+
     Raises:
-        SeawallError: a step failed; the message says which.
+        SeawallError: a step failed, or the lab lock stayed held; the message says which.
     """
-    with _exclusive(lab_config(topology)):
+    with _exclusive(lab_config(topology), lock_timeout):
         return _up(topology, log, timeout)
+
+
+def remove(
+    topology: Topology, names: list[str], log: Log = print, lock_timeout: float | None = None
+) -> None:
+    """Remove the named hosts' containers, leaving the rest of the lab as it is.
+
+    For hosts a benchmark added to a copy of the lab inventory (``bench/scale.py``).
+    Every name must be a host of ``topology``; nothing is removed otherwise.
+
+    Raises:
+        SeawallError: a name is not a host of ``topology``, or the lab lock stayed held.
+    """
+    config = lab_config(topology)
+    chosen = [config.host(name) for name in names]
+    with _exclusive(config, lock_timeout):
+        for host in chosen:
+            if hosts.state(host) != "ABSENT" or hosts.container_dir(host).exists():
+                log(f"{host.name}: removing {host.container}")
+                hosts.destroy(host)
 
 
 def _up(topology: Topology, log: Log, timeout: float) -> LabReport:
