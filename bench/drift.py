@@ -36,12 +36,13 @@ BIN = Path(sys.executable).parent
 TARGET_S = 15.0
 
 
-def drift_run() -> tuple[float, dict]:
-    """One `seawall drift --json`, as cron runs it; (seconds, report). Stops unless exit 0."""
+def drift_run(tree: Path = ROOT) -> tuple[float, dict]:
+    """One `seawall drift --json` of ``tree``'s lab inventory, as cron runs it; (seconds,
+    report). Stops unless exit 0. ``tree``: a checkout, or bench/scale.py's copy of one."""
     started = time.monotonic()
     result = subprocess.run(
         [str(BIN / "seawall"), "drift", "-i", LAB_INVENTORY, "--json"],
-        cwd=ROOT,
+        cwd=tree,
         capture_output=True,
         text=True,
         timeout=600,
