@@ -210,14 +210,18 @@ def _acl(loaded: str | None) -> dict[tuple[type, str], Any]:
     return {(RedisAclFile, get_kwargs_str({"port": 6379})): loaded}
 
 
-def test_replicas_sentinels_and_services_move_to_acl_users_only_when_every_redis_has_them() -> None:
+def test_acl_users_are_used_only_when_every_running_redis_has_them() -> None:
     loaded = [FakeHost(n, _acl(USERS_ACL)) for n in ADDRESSES]
     assert acl_ready(loaded) is True
-    # One Redis started before the ACL file (it has no replica user yet), one not
-    # running, one unreachable: each would refuse a replica logging in as `replica`.
-    for odd in (_acl(""), _acl(None)):
-        assert acl_ready([*loaded[:2], FakeHost("data-3", odd)]) is False
-    assert acl_ready([*loaded[:2], FakeHost("data-3", {}, reachable=False)]) is False
+    # One Redis started before the ACL file has no replica user yet: it would
+    # refuse a replica logging in as `replica`.
+    assert acl_ready([*loaded[:2], FakeHost("data-3", _acl(""))]) is False
+    # One not running, or its host down (a redeploy during an outage): it reads
+    # the file when it starts, so the move stays (no flip back and forth).
+    assert acl_ready([*loaded[:2], FakeHost("data-3", _acl(None))]) is True
+    assert acl_ready([*loaded[:2], FakeHost("data-3", {}, reachable=False)]) is True
+    # Nobody answering says nothing.
+    assert acl_ready([FakeHost(n, {}, reachable=False) for n in ADDRESSES]) is False
     assert acl_ready([]) is False
 
 
