@@ -38,8 +38,8 @@ cluster that stopped half way, and every deploy finds out where it stands):
    Redis: replicas first, then a failover, then the old master. Each comes back
    with every user; the others keep replicating (they log in as ``default``).
 3. The next deploy finds every ``redis`` host's Redis with the ACL file
-   (:func:`acl_ready`; one running without the file means "not yet", one down
-   reads the file when it starts). Then,
+   (:func:`acl_ready`; one running without the file means "not yet"; one down
+   reads the file when it starts, and a new cluster starts with it). Then,
    and only then, since every possible master has the users: replicas get
    ``masteruser replica`` (CONFIG SET; the live link stays, the next one logs in
    as ``replica``), each Sentinel logs in as ``sentinel`` (SENTINEL SET), and
@@ -284,22 +284,21 @@ def plan_redis(this: Any, sentinels: list[Any], redis_hosts: list[Any]) -> Redis
 
 
 def acl_ready(redis_hosts: list[Any]) -> bool:
-    """Return whether every running ``redis`` host's Redis loaded seawall's ACL file (and
-    at least one answered).
+    """Return whether no running ``redis`` host's Redis lacks seawall's ACL file.
 
     Only then does every possible master know the replica's, Sentinel's and the
     services' users: replicas, Sentinels and services move to them then. A Redis
     that runs without the file (started before seawall wrote it) means not ready.
     An unreachable host, or a Redis not running, does not hold the move back: it
-    reads the file named in its configuration when it starts. So a redeploy while
-    a data host is down keeps every user as it is instead of moving the services
-    back to the shared password and forward again once the host returns.
+    reads the file named in its configuration when it starts. So a new cluster
+    starts with the users (none runs yet), and a redeploy while a data host is
+    down keeps every user as it is instead of moving the services back to the
+    shared password and forward again once the host returns.
     """
-    answers = [
-        ask(other, RedisAclFile, port=setting(other.data, "redis_port")) for other in redis_hosts
-    ]
-    running = [answer for answer in answers if answer is not None]
-    return bool(running) and all(answer == USERS_ACL for answer in running)
+    return all(
+        ask(other, RedisAclFile, port=setting(other.data, "redis_port")) in (USERS_ACL, None)
+        for other in redis_hosts
+    )
 
 
 def sentinel_updates(live: dict[str, str] | None, context: dict[str, Any]) -> list[tuple[str, str]]:
