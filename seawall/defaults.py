@@ -247,20 +247,6 @@ POSTGRES: dict[str, Any] = {
     # /etc/patroni/<version>-<cluster>.yml, its unit patroni@<version>-<cluster>.
     "postgres_version": 15,
     "postgres_cluster": "main",
-    # TLS for every network connection to Postgres (clients and replication).
-    # The Postgres CA lives on the ops host, apart from the journal's: a
-    # journal certificate (every host has one) must never pass as a Postgres
-    # server, and clients that go through HAProxy can only check the CA.
-    # Members keep their key, certificate and the CA's in postgres_tls_dir;
-    # app hosts keep the CA's certificate there too.
-    "postgres_tls_dir": "/etc/seawall/postgres-tls",
-    "postgres_ca_dir": "/etc/seawall/postgres-ca",
-    # A member's certificate lives 397 days (the longest public TLS allows, so
-    # no client balks); a deploy renews one with fewer than
-    # postgres_tls_renew_days left, so a deploy at least monthly never lets
-    # one expire. Postgres reloads (never restarts) for a new one.
-    "postgres_tls_days": 397,
-    "postgres_tls_renew_days": 30,
     # postgres_service_roles, postgres_databases and postgres_database_readers
     # are added below SERVICES: they are derived from the service catalogue
     # (postgres_logins), never stated. Read them with seawall.settings.setting.

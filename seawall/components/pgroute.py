@@ -15,13 +15,6 @@ What it guarantees on every host of the ``app`` group:
 - both run, are enabled at boot, and reload (never restart) when their
   configuration changes; a HAProxy configuration ``haproxy -c`` rejects is never
   installed;
-- PgBouncer's connections to Postgres are TLS (with an ops host, which keeps
-  the Postgres CA): ``server_tls_sslmode = verify-ca`` with the Postgres CA's
-  certificate (installed from the ops host into ``postgres_tls_dir``).
-  ``verify-ca``, not ``verify-full``: PgBouncer dials HAProxy on 127.0.0.1,
-  and which member answers is HAProxy's choice, so no name can be checked;
-  the Postgres CA signs only Postgres members, so a server that passes is
-  one. Services reach PgBouncer on loopback, where TLS adds nothing;
 - a HAProxy reload keeps every server's state: it is saved through the admin
   socket just before the reload and loaded by the new process, so new sessions
   never reach a replica while the new process's first checks run.
@@ -37,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from io import StringIO
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.host import HostData
 from pyinfra.operations.util import any_changed
@@ -48,7 +41,6 @@ from seawall.defaults import HAPROXY, PGBOUNCER, POSTGRES
 from seawall.names import role_secret
 from seawall.operations import files, systemd
 from seawall.operations.files import secret_file, validated_file
-from seawall.operations.tls import CA_CERTIFICATE, tls_ca_trusted
 from seawall.settings import setting
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
@@ -65,15 +57,9 @@ def pgroute_context(
     data: Mapping[str, Any] | HostData,
     members: Sequence[tuple[str, str]],
     passwords: Mapping[str, str],
-    tls: bool = False,
 ) -> dict[str, Any]:
-    """Return what the HAProxy and PgBouncer templates see; ``members`` is (name, address).
-
-    ``tls``: PgBouncer checks the servers with the Postgres CA (the inventory has a CA host).
-    """
+    """Return what the HAProxy and PgBouncer templates see; ``members`` is (name, address)."""
     context = {key: setting(data, key) for key in DEFAULTS}
-    context["tls"] = tls
-    context["tls_ca_file"] = f"{setting(data, 'postgres_tls_dir')}/{CA_CERTIFICATE}"
     context["members"] = [{"name": name, "address": address} for name, address in members]
     context["databases"] = sorted(dict(context["postgres_databases"]))
     context["passwords"] = dict(passwords)
@@ -102,13 +88,8 @@ def deploy_pgroute() -> None:
     names = [role_secret(role) for role in roles]
     values = host_secrets(names)
     members = group_members("postgres")
-    # The Postgres CA's host (components/postgres.py): the first ops host.
-    ca_hosts = inventory.get_group("ops", default=[])
     context = pgroute_context(
-        host.data,
-        members,
-        {role: values[role_secret(role)] for role in roles},
-        tls=bool(ca_hosts),
+        host.data, members, {role: values[role_secret(role)] for role in roles}
     )
 
     # python3-psycopg: the client the reference service, drills and checks use here;
@@ -131,16 +112,6 @@ def deploy_pgroute() -> None:
         validate="haproxy -c -q -f {path}",
         mode=644,
     )
-    trusted = []
-    if ca_hosts and ca_hosts[0].name in {h.name for h in inventory.get_active_hosts()}:
-        trusted.append(
-            tls_ca_trusted(
-                name="Trust the Postgres CA (PgBouncer checks each server with it)",
-                directory=setting(host.data, "postgres_tls_dir"),
-                ca_host=ca_hosts[0].name,
-                ca_directory=setting(host.data, "postgres_ca_dir"),
-            )
-        )
     ini = files.put(
         name="Configure PgBouncer (loopback, transaction pooling)",
         src=StringIO(render(CONCERN, PGBOUNCER_INI, context)),
@@ -173,12 +144,11 @@ def deploy_pgroute() -> None:
         name="Start and enable PgBouncer", service="pgbouncer.service", running=True, enabled=True
     )
 
-    # SIGHUP: PgBouncer rereads both files and its TLS settings (the CA file too)
-    # and keeps its client connections.
+    # SIGHUP: PgBouncer rereads both files and keeps its client connections.
     systemd.service(
         name="Reload PgBouncer (its configuration changed)",
         service="pgbouncer.service",
         running=True,
         reloaded=True,
-        _if=any_changed(ini, users, *trusted),
+        _if=any_changed(ini, users),
     )

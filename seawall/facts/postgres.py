@@ -81,37 +81,3 @@ class PostgresRole(FactBase[dict[str, Any] | None]):
     def process(self, output: list[str]) -> dict[str, Any]:
         login, _, members = output[0].partition("\t")
         return {"login": login == "t", "member_of": [m for m in members.split(",") if m]}
-
-
-# ssl is on, and pg_hba refuses plain TCP (a hostnossl line: only seawall's reject writes one).
-TLS_QUERY = (
-    "select current_setting('ssl'), "
-    "exists (select 1 from pg_hba_file_rules where type = 'hostnossl')"
-)
-
-
-class PostgresTls(FactBase[dict[str, bool] | None]):
-    """Returns whether the running Postgres serves TLS and whether its pg_hba refuses plain
-    TCP, or None when no Postgres answers on the socket.
-
-    .. code:: python
-
-        {"ssl": True, "enforced": False}
-    """
-
-    @staticmethod
-    def default() -> None:
-        # Not running (psql failed and printed nothing).
-        return None
-
-    def command(self) -> str:
-        return f"cd / && runuser -u postgres -- psql -XAtq -F '\t' -c {shlex.quote(TLS_QUERY)}"
-
-    def requires_command(self) -> str:
-        return "psql"
-
-    def process(self, output: list[str]) -> dict[str, bool] | None:
-        ssl, _, enforced = output[0].partition("\t") if output else ("", "", "")
-        if ssl not in ("on", "off"):
-            return None
-        return {"ssl": ssl == "on", "enforced": enforced == "t"}

@@ -189,13 +189,10 @@ def probe_commands(topology: Topology, host: Host) -> dict[str, str]:
 # Run on an app host as root: log in as a service does (its settings file, its
 # secrets file; the password never leaves the host nor reaches a command line),
 # once through PgBouncer and once through HAProxy's read-write port, and say
-# which server answered and whether it is a primary. Through HAProxy the
-# connection crosses the network to Postgres: TLS, the server checked against the
-# Postgres CA (verify-ca: HAProxy's address is no member's name). PgBouncer is on
-# loopback, and its own connection to Postgres is TLS (pgbouncer.ini).
+# which server answered and whether it is a primary.
 _PG_ROUTE = """
 import json, sys
-config, secrets, env, haproxy, ca = sys.argv[1:6]
+config, secrets, env, haproxy = sys.argv[1:5]
 pg = json.load(open(config))["postgres"]
 password = None
 for line in open(secrets):
@@ -203,12 +200,10 @@ for line in open(secrets):
     if key == env:
         password = value
 import psycopg
-tls = {"sslmode": 'verify-ca', "sslrootcert": ca}
-for label, port, extra in (("pgbouncer", pg["port"], {}), ("haproxy", int(haproxy), tls)):
+for label, port in (("pgbouncer", pg["port"]), ("haproxy", int(haproxy))):
     try:
         with psycopg.connect(host=pg["host"], port=port, dbname=pg["dbname"], user=pg["user"],
-                             password=password, connect_timeout=3, prepare_threshold=None,
-                             **extra) as c:
+                             password=password, connect_timeout=3, prepare_threshold=None) as c:
             row = c.execute("select host(inet_server_addr()), pg_is_in_recovery()").fetchone()
         print(label, "ok", row[0], "replica" if row[1] else "primary")
     except Exception as error:
@@ -224,8 +219,7 @@ def pg_route_probe(data: Mapping[str, Any]) -> str | None:
     if name is None:
         return None
     config, secrets = service_files(data, name)
-    ca = f"{data['postgres_tls_dir']}/ca.pem"
-    args = [config, secrets, ENV_POSTGRES_PASSWORD, str(data["haproxy_rw_port"]), ca]
+    args = [config, secrets, ENV_POSTGRES_PASSWORD, str(data["haproxy_rw_port"])]
     return "python3 -c " + " ".join(shlex.quote(a) for a in [_PG_ROUTE, *args])
 
 

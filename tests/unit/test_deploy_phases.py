@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from pyinfra.api import HiddenValue
-from pyinfra.facts.files import File
 
 from seawall import inventory, secrets
 from seawall.components import common, pgbackrest, postgres, services
@@ -72,21 +71,11 @@ class _Changed:
         self.calls = calls
 
 
-# What every Postgres member's PostgresTls says: a cluster that requires TLS already.
-TLS_STATE = {"ssl": True, "enforced": True}
-
-
 def _fake_inventory(lab: inventory.Topology) -> SimpleNamespace:
-    def member(h: Any) -> SimpleNamespace:
-        # The only fact a deploy asks another host for here: PostgresTls.
-        return SimpleNamespace(name=h.name, data=dict(h.data), get_fact=lambda fact: TLS_STATE)
-
     def get_group(name: str, default: Any = None) -> list[SimpleNamespace]:
-        return [member(h) for h in lab.group(name)]
+        return [SimpleNamespace(name=h.name, data=dict(h.data)) for h in lab.group(name)]
 
-    return SimpleNamespace(
-        get_group=get_group, get_active_hosts=lambda: [member(h) for h in lab.hosts]
-    )
+    return SimpleNamespace(get_group=get_group)
 
 
 def record(
@@ -105,7 +94,6 @@ def record(
     facts: dict[tuple[Any, ...], Any] = {
         (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (UnitState, ("unit", unit)): {"sub": "running" if was_running else "dead"},
-        (File, ("path", f"{data['postgres_tls_dir']}/host.pem")): {"mode": 644},
     }
     facts[no_users(data)] = {}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
@@ -130,11 +118,6 @@ def record(
             "repository",
             "ssh_keypair",
             "trust_peers",
-            "tls_ca",
-            "tls_key",
-            "tls_signed",
-            "tls_certificate",
-            "tls_ca_trusted",
         ):
             if hasattr(target, op):
                 monkeypatch.setattr(target, op, getattr(seawall_ops, op))
@@ -154,7 +137,6 @@ CASES: dict[str, tuple[Any, str, bool]] = {
     "postgres data-1 (first member, fresh)": (postgres, "data-1", False),
     "postgres data-2 (running)": (postgres, "data-2", True),
     "postgres app-1 (not a member)": (postgres, "app-1", True),
-    "postgres ops-1 (the Postgres CA)": (postgres, "ops-1", True),
     "backup ops-1 (repository)": (pgbackrest, "ops-1", True),
     "backup data-1 (Postgres host)": (pgbackrest, "data-1", True),
     "backup app-1 (neither)": (pgbackrest, "app-1", True),

@@ -56,15 +56,14 @@ def _record(
     fake_inventory = SimpleNamespace(
         get_group=lambda group, default=None: [
             m for m, h in zip(members, lab, strict=True) if group in h.groups
-        ],
-        get_active_hosts=lambda: members,
+        ]
     )
     for target in (common, module):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
         for ops in ("apt", "files", "server", "systemd"):
             monkeypatch.setattr(target, ops, Recorder(ops, calls), raising=False)
-        for op in ("validated_file", "secret_file", "managed_include_last", "tls_ca_trusted"):
+        for op in ("validated_file", "secret_file", "managed_include_last"):
             if hasattr(target, op):
                 monkeypatch.setattr(target, op, getattr(seawall_ops, op))
     monkeypatch.setattr(module, "any_changed", lambda *calls: calls, raising=False)
