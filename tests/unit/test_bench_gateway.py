@@ -3,11 +3,9 @@ the ratios issue 12's acceptance names, the bare https proxy's TLS settings, --q
 hosts. The bench itself runs against the lab (the lead runs it)."""
 
 import dataclasses
-import importlib.util
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,23 +13,14 @@ import pytest
 
 from seawall import inventory
 from seawall.components import gateway as gateway_component
+from tests.unit.benches import load_bench
 
-REPO = Path(__file__).resolve().parents[2]
 CPU_STAT_ROOTS = (Path("/sys/fs/cgroup/unified/cpu.stat"), Path("/sys/fs/cgroup/cpu.stat"))
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    # bench/gateway.py imports bench/report.py as a top-level module.
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_gateway", REPO / "bench/gateway.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    return module
+    return load_bench("gateway")
 
 
 # A cgroup v2 cpu.stat as the kernel writes it (with pressure keys that share a suffix).

@@ -4,7 +4,6 @@ the ratios and the report, and its refusals before it touches anything. The benc
 runs against the lab (the lead runs it)."""
 
 import dataclasses
-import importlib.util
 import ipaddress
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from seawall.errors import SeawallError
 from seawall.inventory import Topology
 from seawall.lab import hosts
 from seawall.lab.config import lab_config
+from tests.unit.benches import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "inventories" / "lab.py"
@@ -24,16 +24,7 @@ LAB = REPO / "inventories" / "lab.py"
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    # bench/scale.py imports bench/report.py and bench/drift.py as top-level modules.
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_scale", REPO / "bench/scale.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    return module
+    return load_bench("scale")
 
 
 @pytest.fixture(scope="module")

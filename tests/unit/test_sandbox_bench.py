@@ -4,7 +4,6 @@ The reports parsed here are systemd-analyze's own (systemd 252, offline mode on
 rendered units), not hand-written samples.
 """
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,14 @@ import pytest
 
 from seawall import inventory
 from seawall.components import services
+from tests.unit.benches import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    # bench/sandbox.py imports bench/report.py as a top-level module.
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_sandbox", REPO / "bench/sandbox.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    return module
+    return load_bench("sandbox")
 
 
 def test_units_are_every_unit_we_write_and_every_drop_in(bench: ModuleType) -> None:
