@@ -462,14 +462,7 @@ def test_an_exporter_admits_the_scrape_user_with_the_secret_only(
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status = get_status(url, None)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.2)
+        status = first_status(server, url)
         user = defaults.METRICS["metrics_scrape_user"]
         assert status == 401
         assert get_status(url, (user, SCRAPE_PASSWORD + "x")) == 401
@@ -492,6 +485,18 @@ def get_status(url: str, auth: tuple[str, str] | None) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+
+
+def first_status(server: subprocess.Popen[bytes], url: str) -> int:
+    """The status of ``url`` without credentials, once the started ``server`` answers
+    (at most 30 s; it must not exit meanwhile)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return get_status(url, None)
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.2)
 
 
 API_PASSWORD = "api-s3cret-never-printed"
@@ -544,14 +549,7 @@ def test_prometheus_api_admits_its_user_only_and_its_self_scrape_gets_in(
     scrape_user = defaults.METRICS["metrics_scrape_user"]
     url = f"http://127.0.0.1:{port}/api/v1/query?query=up"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status = get_status(url, None)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.2)
+        status = first_status(server, url)
         assert status == 401
         assert get_status(url, (user, API_PASSWORD + "x")) == 401
         # The exporters' login is not Prometheus's.
