@@ -137,9 +137,9 @@ def test_the_acl_file_holds_hashes_never_passwords() -> None:
     assert len(text.splitlines()) == 3 + len(SERVICES)
 
 
-def test_a_replica_replicates_as_the_replica_user(servers: Servers, tmp_path: Path) -> None:
-    master = start(servers, tmp_path)
-    replica = start(
+def start_replica(servers: Servers, tmp_path: Path, master: AclServer) -> AclServer:
+    """A Redis replicating from ``master`` as the replica user."""
+    return start(
         servers,
         tmp_path,
         "--replicaof",
@@ -150,6 +150,11 @@ def test_a_replica_replicates_as_the_replica_user(servers: Servers, tmp_path: Pa
         "--masterauth",
         PASSWORDS[redis_acl.REPLICA_SECRET],
     )
+
+
+def test_a_replica_replicates_as_the_replica_user(servers: Servers, tmp_path: Path) -> None:
+    master = start(servers, tmp_path)
+    replica = start_replica(servers, tmp_path, master)
     wait_for_link(master, 1)
     master.client().set("replicated", "yes")
     assert master.client().execute_command("WAIT", 1, 2000) == 1
@@ -160,17 +165,7 @@ def test_a_replica_replicates_as_the_replica_user(servers: Servers, tmp_path: Pa
 
 def test_the_runtime_client_logs_in_as_its_service_user(servers: Servers, tmp_path: Path) -> None:
     master = start(servers, tmp_path)
-    replica = start(
-        servers,
-        tmp_path,
-        "--replicaof",
-        "127.0.0.1",
-        str(master.port),
-        "--masteruser",
-        redis_acl.REPLICA_USER,
-        "--masterauth",
-        PASSWORDS[redis_acl.REPLICA_SECRET],
-    )
+    replica = start_replica(servers, tmp_path, master)
     wait_for_link(master, 1)
     sentinel_dir = servers.directory / "sentinel"
     sentinel_dir.mkdir(parents=True)
@@ -277,17 +272,7 @@ def test_the_sentinel_client_user_can_only_ask_for_the_master(
 
 def test_services_find_the_master_through_the_client_user(servers: Servers, tmp_path: Path) -> None:
     master = start(servers, tmp_path)
-    replica = start(
-        servers,
-        tmp_path,
-        "--replicaof",
-        "127.0.0.1",
-        str(master.port),
-        "--masteruser",
-        redis_acl.REPLICA_USER,
-        "--masterauth",
-        PASSWORDS[redis_acl.REPLICA_SECRET],
-    )
+    replica = start_replica(servers, tmp_path, master)
     wait_for_link(master, 1)
     sentinel = sentinel_with_client_user(servers, master)
     # The runtime's client (all the reference service uses).
