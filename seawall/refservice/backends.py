@@ -9,6 +9,8 @@ import threading
 from typing import Any
 
 import psycopg
+import redis
+from redis.exceptions import ReadOnlyError
 
 from seawall.refservice import outbox
 from seawall.refservice.config import ServiceConfig
@@ -20,6 +22,13 @@ log = logging.getLogger("refservice")
 # A health probe must answer well within the health checker's timeout.
 PROBE_DEADLINE_S = 1.0
 CONNECT_TIMEOUT_S = 2
+
+
+def _ask_master(conn: redis.Redis) -> None:
+    role = conn.execute_command("ROLE")[0]
+    if (role.decode() if isinstance(role, bytes) else role) != "master":
+        # The reconnect helper rediscovers on READONLY, as after a write to a replica.
+        raise ReadOnlyError(f"the probe's Redis is a {role!r} now")
 
 
 class Redis:
@@ -57,8 +66,14 @@ class Redis:
         self.maxlen = config.stream_maxlen
 
     def ping(self) -> None:
+        """Answer only if the master itself answers.
+
+        A PING would pass on a demoted master: the probe's connection outlives a
+        failover (nothing fails on it), and /health would report a Redis this
+        service no longer writes to.
+        """
         with self._probe_lock:
-            self._probe.call(lambda conn: conn.ping(), deadline=PROBE_DEADLINE_S)
+            self._probe.call(_ask_master, deadline=PROBE_DEADLINE_S)
 
     def drain_legacy_spool(self) -> None:
         """Replay what an earlier version left in the spool, if anything."""
