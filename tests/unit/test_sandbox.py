@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from seawall import defaults, inventory
-from seawall.components import common, gateway, services
+from seawall.components import common, firewall, gateway, services
 from seawall.components.templates import TEMPLATES
 
 THRESHOLD = 4.0
@@ -50,9 +50,6 @@ SANDBOX = (
 # Units of other concerns, not sandboxed yet: each must still lack the set (so
 # this list can only shrink), and no unit may be added to it without a reason.
 NOT_YET: dict[str, str] = {
-    "firewall/etc/systemd/system/seawall-firewall.service.j2": (
-        "nft needs root and CAP_NET_ADMIN before the network is up (firewall concern)"
-    ),
     "logging/etc/systemd/system/seawall-journal-vacuum.service.j2": (
         "could run as systemd-journal-remote with ReadWritePaths= (logging concern)"
     ),
@@ -126,12 +123,17 @@ def _gateway_journal(lab: inventory.Topology) -> list[tuple[str, str]]:
     return [("seawall-gateway-journal.service", text)]
 
 
+def _firewall(lab: inventory.Topology) -> list[tuple[str, str]]:
+    return [(firewall.UNIT, firewall.unit())]
+
+
 RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "services/etc/systemd/system/SERVICE.service.j2": _services,
     "services/etc/systemd/system/seawall-healthwatch.service.j2": _healthwatch,
     "services/etc/systemd/system/seawall-unit-failed@.service.j2": _failed,
     "common/etc/systemd/system/seawall-thp.service.j2": _thp,
     "gateway/etc/systemd/system/seawall-gateway-journal.service.j2": _gateway_journal,
+    "firewall/etc/systemd/system/seawall-firewall.service.j2": _firewall,
 }
 
 
@@ -184,3 +186,24 @@ def test_the_failure_hook_writes_only_its_log_and_the_textfile_directory(
     assert f"ReadWritePaths={log_dir} -{data['services_textfile_dir']}\n" in text
     assert "ProtectSystem=strict" in text and "PrivateNetwork=yes" in text
     assert "CapabilityBoundingSet=CAP_DAC_OVERRIDE\n" in text
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, value in re.findall(r"^([A-Za-z]+)=(.*)$", text, re.M):
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_firewall_keeps_the_host_network_and_net_admin_only(lab: inventory.Topology) -> None:
+    # nft must load into the host's own network namespace, over netlink, as root
+    # with CAP_NET_ADMIN; nothing else is left to it.
+    ((_, text),) = _firewall(lab)
+    found = directives(text)
+    assert "PrivateNetwork" not in found
+    assert found["User"] == ["root"]
+    assert found["CapabilityBoundingSet"] == ["CAP_NET_ADMIN"]
+    assert found["RestrictAddressFamilies"] == ["AF_NETLINK"]
+    assert found["ProtectSystem"] == ["strict"] and "ReadWritePaths" not in found
+    # No private /tmp: it would order the boot load after systemd-tmpfiles-setup.
+    assert found["PrivateTmp"] == ["no"]
