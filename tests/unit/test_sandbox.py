@@ -6,8 +6,11 @@ a new unit cannot forget them), and each, rendered from lab data, scores at most
 hosts; the controller package ``systemd``).
 """
 
+import os
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,9 @@ import pytest
 
 from seawall import defaults, inventory
 from seawall.components import common, firewall, gateway, services
-from seawall.components.templates import TEMPLATES
+from seawall.components import logging as journal
+from seawall.components.templates import TEMPLATES, render
+from seawall.names import CENTRAL_JOURNAL
 
 THRESHOLD = 4.0
 
@@ -50,9 +55,6 @@ SANDBOX = (
 # Units of other concerns, not sandboxed yet: each must still lack the set (so
 # this list can only shrink), and no unit may be added to it without a reason.
 NOT_YET: dict[str, str] = {
-    "logging/etc/systemd/system/seawall-journal-vacuum.service.j2": (
-        "could run as systemd-journal-remote with ReadWritePaths= (logging concern)"
-    ),
     "pgbackrest/etc/systemd/system/seawall-pgbackrest-full.service.j2": (
         "runs as the repository account; ssh, the repository and pgBackRest's /tmp lock "
         "need ReadWritePaths= proven in the lab first (pgbackrest concern)"
@@ -127,6 +129,12 @@ def _firewall(lab: inventory.Topology) -> list[tuple[str, str]]:
     return [(firewall.UNIT, firewall.unit())]
 
 
+def _vacuum(lab: inventory.Topology) -> list[tuple[str, str]]:
+    sink = lab.group("ops")[0]
+    context = journal.logging_context(sink.data, sink.name, sink.address)
+    return [("seawall-journal-vacuum.service", render("logging", journal.VACUUM_SERVICE, context))]
+
+
 RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "services/etc/systemd/system/SERVICE.service.j2": _services,
     "services/etc/systemd/system/seawall-healthwatch.service.j2": _healthwatch,
@@ -134,6 +142,7 @@ RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "common/etc/systemd/system/seawall-thp.service.j2": _thp,
     "gateway/etc/systemd/system/seawall-gateway-journal.service.j2": _gateway_journal,
     "firewall/etc/systemd/system/seawall-firewall.service.j2": _firewall,
+    "logging/etc/systemd/system/seawall-journal-vacuum.service.j2": _vacuum,
 }
 
 
@@ -207,3 +216,105 @@ def test_the_firewall_keeps_the_host_network_and_net_admin_only(lab: inventory.T
     assert found["ProtectSystem"] == ["strict"] and "ReadWritePaths" not in found
     # No private /tmp: it would order the boot load after systemd-tmpfiles-setup.
     assert found["PrivateTmp"] == ["no"]
+
+
+def as_the_unit(text: str) -> list[str]:
+    """setpriv arguments giving a command the unit's user, group and capability bound."""
+    found = directives(text)
+    user = found["User"][-1]
+    group = found.get("Group", [user])[-1]
+    caps = found["CapabilityBoundingSet"][-1].split()
+    bound = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
+    args = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups"]
+    args += [f"--bounding-set={bound}", "--inh-caps=-all"]
+    return args + (["--no-new-privs"] if found["NoNewPrivileges"] == ["yes"] else [])
+
+
+def exec_start(text: str) -> list[str]:
+    (line,) = directives(text)["ExecStart"]
+    return line.split()
+
+
+def test_the_firewall_loads_with_its_units_capabilities_only(
+    lab: inventory.Topology, tmp_path: Path
+) -> None:
+    # The unit's own ExecStart, user and bounding set, in a fresh network
+    # namespace: nft loads the lab host's real ruleset.
+    assert os.geteuid() == 0, "a network namespace needs root"
+    ((_, text),) = _firewall(lab)
+    host = lab.host("ops-1")
+    content, comment = firewall.ruleset(host.name, host.groups, host.data, list(lab))
+    (tmp_path / "firewall.nft").write_text(content)
+    command = [tmp_path / "firewall.nft" if a == firewall.RULESET else a for a in exec_start(text)]
+    script = f"{' '.join(map(str, command))} && nft list table inet seawall"
+    result = subprocess.run(
+        ["unshare", "--net", *as_the_unit(text), "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert comment in result.stdout
+    # Without CAP_NET_ADMIN it would not: the one capability left is the one it needs.
+    bare = text.replace("CapabilityBoundingSet=CAP_NET_ADMIN\n", "CapabilityBoundingSet=\n")
+    result = subprocess.run(
+        ["unshare", "--net", *as_the_unit(bare), *map(str, command)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0 and "Operation not permitted" in result.stderr
+
+
+def test_the_vacuum_runs_as_journal_remote_and_writes_its_directory_only(
+    lab: inventory.Topology,
+) -> None:
+    ((_, text),) = _vacuum(lab)
+    found = directives(text)
+    assert found["User"] == ["systemd-journal-remote"]
+    assert found["CapabilityBoundingSet"] == [""]
+    assert found["LogsDirectory"] == [CENTRAL_JOURNAL.removeprefix("/var/log/")]
+    assert "ReadWritePaths" not in found and found["PrivateNetwork"] == ["yes"]
+
+
+def test_the_vacuum_removes_archived_files_as_its_unit_runs_it(lab: inventory.Topology) -> None:
+    # The unit's own ExecStart as journal-remote's account with no capability,
+    # on journal files journal-remote wrote (as it owns them on the ops host):
+    # the archived file goes, the active one stays.
+    assert os.geteuid() == 0, "switching to systemd-journal-remote needs root"
+    ((_, text),) = _vacuum(lab)
+    # Under /tmp itself: pytest's own temporary folders are root's alone.
+    top = Path(tempfile.mkdtemp(prefix="seawall-vacuum-"))
+    try:
+        top.chmod(0o755)
+        directory = top / "remote"
+        directory.mkdir()
+        export = top / "entry.export"
+        export.write_text(
+            "__REALTIME_TIMESTAMP=1600000000000000\n__MONOTONIC_TIMESTAMP=1\n"
+            "_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=app-1\nMESSAGE=old\n\n"
+        )
+        active = directory / "remote-app-1.journal"
+        subprocess.run(
+            ["/lib/systemd/systemd-journal-remote", "-o", str(active), str(export)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        # Named as journald names a file it archived (2020: past any retention).
+        archived = directory / (
+            "remote-app-1@0123456789abcdef0123456789abcdef-0000000000000001-0005b2c0bc4a8000.journal"
+        )
+        shutil.copy(active, archived)
+        shutil.chown(directory, "systemd-journal-remote", "systemd-journal-remote")
+        for path in (active, archived):
+            shutil.chown(path, "systemd-journal-remote", "systemd-journal-remote")
+        command = [str(directory) if a == CENTRAL_JOURNAL else a for a in exec_start(text)]
+        assert str(directory) in command
+        result = subprocess.run(
+            [*as_the_unit(text), *command], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert not archived.exists() and active.exists()
+    finally:
+        shutil.rmtree(top)
