@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from seawall import defaults, inventory
-from seawall.components import common, firewall, gateway, services
+from seawall.components import common, firewall, gateway, pgbackrest, services
 from seawall.components import logging as journal
 from seawall.components.templates import TEMPLATES, render
 from seawall.names import CENTRAL_JOURNAL
@@ -55,10 +55,6 @@ SANDBOX = (
 # Units of other concerns, not sandboxed yet: each must still lack the set (so
 # this list can only shrink), and no unit may be added to it without a reason.
 NOT_YET: dict[str, str] = {
-    "pgbackrest/etc/systemd/system/seawall-pgbackrest-full.service.j2": (
-        "runs as the repository account; ssh, the repository and pgBackRest's /tmp lock "
-        "need ReadWritePaths= proven in the lab first (pgbackrest concern)"
-    ),
     "ops/etc/systemd/system/seawall-restart.service.j2": (
         "the rolling restart's controller run: SSH to every host from the ops venv (ops concern)"
     ),
@@ -135,6 +131,17 @@ def _vacuum(lab: inventory.Topology) -> list[tuple[str, str]]:
     return [("seawall-journal-vacuum.service", render("logging", journal.VACUUM_SERVICE, context))]
 
 
+def _backup_context(lab: inventory.Topology) -> dict[str, Any]:
+    repo = lab.group("ops")[0]
+    members = [(h.name, h.address) for h in lab.group("postgres")]
+    return pgbackrest.backup_context(repo.data, True, members, repo.address)
+
+
+def _backup(lab: inventory.Topology) -> list[tuple[str, str]]:
+    text = render("pgbackrest", pgbackrest.SERVICE, _backup_context(lab))
+    return [("seawall-pgbackrest-full.service", text)]
+
+
 RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "services/etc/systemd/system/SERVICE.service.j2": _services,
     "services/etc/systemd/system/seawall-healthwatch.service.j2": _healthwatch,
@@ -143,6 +150,7 @@ RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "gateway/etc/systemd/system/seawall-gateway-journal.service.j2": _gateway_journal,
     "firewall/etc/systemd/system/seawall-firewall.service.j2": _firewall,
     "logging/etc/systemd/system/seawall-journal-vacuum.service.j2": _vacuum,
+    "pgbackrest/etc/systemd/system/seawall-pgbackrest-full.service.j2": _backup,
 }
 
 
@@ -318,3 +326,32 @@ def test_the_vacuum_removes_archived_files_as_its_unit_runs_it(lab: inventory.To
         assert not archived.exists() and active.exists()
     finally:
         shutil.rmtree(top)
+
+
+def test_the_backup_writes_its_repository_and_the_hosts_lock_folder(
+    lab: inventory.Topology,
+) -> None:
+    ((_, text),) = _backup(lab)
+    found = directives(text)
+    context = _backup_context(lab)
+    user, home = context["pgbackrest_user"], str(context["pgbackrest_repo_path"])
+    assert found["User"] == [user] and found["CapabilityBoundingSet"] == [""]
+    # The repository (old and encrypted), log/ and spool/ (both in the repository
+    # path, as pgbackrest.conf names them) and the SSH key's home: all writable.
+    writable = found["ReadWritePaths"][0].split()
+    assert home in writable and context["pgbackrest_cipher_repo_path"] in writable
+    conf = render("pgbackrest", pgbackrest.CONFIG, {**context, "cipher_pass": "x"})
+    for key in ("log-path", "spool-path"):
+        (value,) = re.findall(rf"^{key}=(.*)$", conf, re.M)
+        assert value.startswith(home + "/")
+    # pgBackRest's lock stays in the host's /tmp (no lock-path set), shared with
+    # the deploy's and the restore drill's runs: no private /tmp, /tmp writable.
+    assert "lock-path" not in conf
+    assert found["PrivateTmp"] == ["no"] and "/tmp" in writable
+    # ProtectHome= hides /home, /root and /run/user: the account's home is elsewhere.
+    assert found["ProtectHome"] == ["yes"]
+    assert not home.startswith(("/home/", "/root/", "/run/user/"))
+    # The restore drill's Postgres runs as this account: its IPC must survive a backup's end.
+    assert found["RemoveIPC"] == ["no"]
+    assert "PrivateNetwork" not in found
+    assert found["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
