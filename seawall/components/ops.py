@@ -218,6 +218,8 @@ def ops_context(data: Mapping[str, Any] | Any, inventory_file: str) -> dict[str,
     context.update(
         inventory=inventory_file,
         textfile_dir=setting(data, "services_textfile_dir"),
+        # The restart unit may write there (its operations lock), and nowhere else but metrics.
+        lock_dir=str(Path(str(setting(data, "restart_lock_file"))).parent),
         record_script=RECORD,
         report=f"{context['ops_state_dir']}/{DRIFT_REPORT}",
     )

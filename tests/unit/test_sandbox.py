@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from seawall import defaults, inventory
-from seawall.components import common, firewall, gateway, pgbackrest, services
+from seawall.components import common, firewall, gateway, ops, pgbackrest, services
 from seawall.components import logging as journal
 from seawall.components.templates import TEMPLATES, render
 from seawall.names import CENTRAL_JOURNAL
@@ -54,11 +54,7 @@ SANDBOX = (
 
 # Units of other concerns, not sandboxed yet: each must still lack the set (so
 # this list can only shrink), and no unit may be added to it without a reason.
-NOT_YET: dict[str, str] = {
-    "ops/etc/systemd/system/seawall-restart.service.j2": (
-        "the rolling restart's controller run: SSH to every host from the ops venv (ops concern)"
-    ),
-}
+NOT_YET: dict[str, str] = {}
 
 
 def unit_templates() -> list[str]:
@@ -142,6 +138,11 @@ def _backup(lab: inventory.Topology) -> list[tuple[str, str]]:
     return [("seawall-pgbackrest-full.service", text)]
 
 
+def _restart(lab: inventory.Topology) -> list[tuple[str, str]]:
+    context = ops.ops_context(lab.host("ops-1").data, "inventories/lab.py")
+    return [("seawall-restart.service", render(ops.CONCERN, ops.SERVICE, context))]
+
+
 RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "services/etc/systemd/system/SERVICE.service.j2": _services,
     "services/etc/systemd/system/seawall-healthwatch.service.j2": _healthwatch,
@@ -151,6 +152,7 @@ RENDERERS: dict[str, Callable[[inventory.Topology], list[tuple[str, str]]]] = {
     "firewall/etc/systemd/system/seawall-firewall.service.j2": _firewall,
     "logging/etc/systemd/system/seawall-journal-vacuum.service.j2": _vacuum,
     "pgbackrest/etc/systemd/system/seawall-pgbackrest-full.service.j2": _backup,
+    "ops/etc/systemd/system/seawall-restart.service.j2": _restart,
 }
 
 
@@ -355,3 +357,54 @@ def test_the_backup_writes_its_repository_and_the_hosts_lock_folder(
     assert found["RemoveIPC"] == ["no"]
     assert "PrivateNetwork" not in found
     assert found["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+
+
+def test_the_restart_reads_roots_key_and_writes_its_lock_and_metrics_only(
+    lab: inventory.Topology,
+) -> None:
+    ((_, text),) = _restart(lab)
+    found = directives(text)
+    data: Any = lab.host("ops-1").data
+    # Root's key, which a lab inventory's ssh_key links to: home stays readable.
+    assert ops.OPS_KEY.startswith("/root/") and found["ProtectHome"] == ["read-only"]
+    assert found["User"] == ["root"]
+    assert found["CapabilityBoundingSet"] == ["CAP_DAC_OVERRIDE"]
+    # The operations lock in the host's own /run/lock (the drift cron takes it
+    # too) and the recorder's textfile directory: nothing else is writable.
+    lock_dir = str(Path(data["restart_lock_file"]).parent)
+    assert found["ReadWritePaths"] == [f"{lock_dir} -{data['services_textfile_dir']}"]
+    assert found["ProtectSystem"] == ["strict"] and "PrivateNetwork" not in found
+    assert found["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    # psycopg's ctypes callbacks may need writable executable memory.
+    assert found["MemoryDenyWriteExecute"] == ["no"]
+
+
+def test_the_restart_recorder_writes_node_exporters_folder_with_the_units_one_capability(
+    lab: inventory.Topology,
+) -> None:
+    # ExecStopPost= runs in the unit's sandbox: as root bound to CAP_DAC_OVERRIDE
+    # it writes a textfile directory root does not own; with no capability it could not.
+    assert os.geteuid() == 0, "switching capabilities needs root"
+    ((_, text),) = _restart(lab)
+    top = Path(tempfile.mkdtemp(prefix="seawall-record-"))
+    try:
+        textfile = top / "node-exporter"
+        textfile.mkdir(mode=0o755)
+        shutil.chown(textfile, "nobody", "nogroup")
+        context = ops.ops_context(
+            {**lab.host("ops-1").data, "services_textfile_dir": str(textfile)},
+            "inventories/lab.py",
+        )
+        script = top / "record"
+        script.write_text(render(ops.CONCERN, ops.RECORD, context))
+        script.chmod(0o755)
+        env = {"SERVICE_RESULT": "success", "PATH": "/usr/bin:/bin"}
+        bare = text.replace("CapabilityBoundingSet=CAP_DAC_OVERRIDE\n", "CapabilityBoundingSet=\n")
+        refused = subprocess.run(
+            [*as_the_unit(bare), str(script)], env=env, capture_output=True, timeout=30
+        )
+        assert refused.returncode != 0 and not (textfile / "seawall_restart.prom").exists()
+        subprocess.run([*as_the_unit(text), str(script)], env=env, check=True, timeout=30)
+        assert "seawall_restart_ok 1" in (textfile / "seawall_restart.prom").read_text()
+    finally:
+        shutil.rmtree(top)
