@@ -3,7 +3,7 @@
 Who logs in to Redis, and with which rights:
 
 - ``default``: seawall's own tools (deploy, verify, status, drills, restart
-  gates, the exporter) with the ``redis_password`` secret, all rights. Never
+  gates) with the ``redis_password`` secret, all rights. Never
   without a password. Being ``default`` keeps every tool's password-only
   login working on a Redis that has not loaded the ACL file yet (migration,
   see ``seawall/components/redis.py``);
@@ -12,7 +12,10 @@ Who logs in to Redis, and with which rights:
   :func:`key_prefix`), the platform's shared streams and consumer groups
   (:data:`SHARED_KEYS`), no Pub/Sub channel, and :data:`SERVICE_COMMANDS`;
 - ``replica``: what a replica sends its master (PSYNC, REPLCONF, PING);
-- ``sentinel``: what Sentinel sends a Redis it monitors and fails over.
+- ``sentinel``: what Sentinel sends a Redis it monitors and fails over;
+- ``exporter``: what ``prometheus-redis-exporter`` sends its Redis and its
+  Sentinel (:data:`EXPORTER_COMMANDS`, :data:`EXPORTER_SENTINEL_COMMANDS`):
+  reads of the server's state, no key, no channel, nothing it could change.
 
 Passwords go into the file as SHA-256 hashes (``#<hex>``): the ACL file holds
 no password a reader could use.
@@ -30,6 +33,9 @@ REPLICA_SECRET = "redis_replica_password"
 # Sentinel logs in to every Redis it monitors as this user (sentinel auth-user/auth-pass).
 SENTINEL_USER = "sentinel"
 SENTINEL_SECRET = "redis_sentinel_user_password"
+# The redis exporter logs in to its Redis, and to its host's Sentinel, as this user.
+EXPORTER_USER = "exporter"
+EXPORTER_SECRET = "redis_exporter_password"
 
 # Services ask the Sentinels for the master as this user (Sentinel's own ACL).
 SENTINEL_CLIENT_USER = "client"
@@ -67,6 +73,31 @@ SENTINEL_COMMANDS = (
     "+info +client|setname +client|kill +script|kill"
 )
 
+# What redis_exporter 1.45 (bookworm's prometheus-redis-exporter) sends a Redis
+# with the flags seawall gives it (exporter/exporter.go scrapeRedisHost at
+# v1.45.0; the bookworm binary's calls, counted by INFO commandstats of a
+# loopback Redis 7.0, are these and AUTH, which needs no rule):
+# - CLIENT SETNAME redis_exporter (--set-client-name, on by default);
+# - CONFIG GET * (databases, maxmemory...): CONFIG is @dangerous, so GET alone,
+#   never SET, REWRITE or RESETSTAT;
+# - INFO ALL (nearly every metric; INFO is @dangerous as it names clients' addresses);
+# - LATENCY LATEST, SLOWLOG LEN and SLOWLOG GET 1 (their @admin subcommands alone,
+#   never LATENCY RESET or SLOWLOG RESET).
+# No key rights: the flags that read keys (--check-keys, --check-single-keys,
+# --check-streams, --count-keys, --check-key-groups, --script) are not given,
+# and SELECT comes only with them. PING only with --ping-on-connect (not
+# given), CLUSTER INFO only on a cluster, CLIENT LIST only with --export-client-list.
+EXPORTER_COMMANDS = "+client|setname +config|get +info +latency|latest +slowlog|len +slowlog|get"
+# What it sends its host's Sentinel (the /scrape job): INFO and CLIENT SETNAME as
+# above (CONFIG, LATENCY and SLOWLOG are unknown to Sentinel, an error the exporter
+# ignores), then, since INFO names a Sentinel, SENTINEL MASTERS and, per master,
+# CKQUORUM, SENTINELS and SLAVES (exporter/sentinels.go). Never SET, FAILOVER,
+# RESET, REMOVE, MONITOR, CONFIG or ACL.
+EXPORTER_SENTINEL_COMMANDS = (
+    "+client|setname +info +sentinel|masters +sentinel|ckquorum +sentinel|sentinels "
+    "+sentinel|slaves"
+)
+
 
 def service_user(unit_prefix: str, service: str) -> str:
     """Return the ACL user of ``service``: its unit's system user (``quantum-execution``)."""
@@ -84,21 +115,29 @@ def key_prefix(service: str) -> str:
 
 
 def all_secrets(services: Iterable[str]) -> list[str]:
-    """Return every secret the ACL file is made from: the admin's, replica's, Sentinel's and
-    each service's (Redis hosts write the file; app hosts need the services' ones)."""
-    return [ADMIN_SECRET, REPLICA_SECRET, SENTINEL_SECRET, *map(service_secret, services)]
+    """Return every secret the ACL file is made from: the admin's, replica's, Sentinel's,
+    the exporter's and each service's (Redis hosts write the file; app hosts need the
+    services' ones)."""
+    return [
+        ADMIN_SECRET,
+        REPLICA_SECRET,
+        SENTINEL_SECRET,
+        EXPORTER_SECRET,
+        *map(service_secret, services),
+    ]
 
 
 # The groups whose hosts need each ACL user's secret: Redis hosts write the ACL
 # file; each Sentinel logs in to Redis as SENTINEL_USER and admits services as
-# SENTINEL_CLIENT_USER; app hosts give each service its own passwords.
+# SENTINEL_CLIENT_USER and the exporter as EXPORTER_USER; app hosts give each
+# service its own passwords.
 def required_secrets(
     required: Mapping[str, list[str]], services: list[str]
 ) -> dict[str, list[str]]:
     """Return ``required`` (SECRETS required_secrets) plus the ACL users' secrets where needed."""
     wanted = {
         "redis": all_secrets(services),
-        "sentinel": [SENTINEL_SECRET, SENTINEL_CLIENT_SECRET],
+        "sentinel": [SENTINEL_SECRET, SENTINEL_CLIENT_SECRET, EXPORTER_SECRET],
         "app": [SENTINEL_CLIENT_SECRET, *(service_secret(name) for name in services)],
     }
     out = {group: list(names) for group, names in required.items()}
@@ -137,6 +176,9 @@ def acl_file(unit_prefix: str, services: Iterable[str], passwords: Mapping[str, 
             REPLICA_USER, passwords[REPLICA_SECRET], f"resetchannels -@all {REPLICA_COMMANDS}"
         ),
         user_line(SENTINEL_USER, passwords[SENTINEL_SECRET], f"&* -@all {SENTINEL_COMMANDS}"),
+        user_line(
+            EXPORTER_USER, passwords[EXPORTER_SECRET], f"resetchannels -@all {EXPORTER_COMMANDS}"
+        ),
     ]
     lines += [
         user_line(
@@ -155,4 +197,13 @@ def sentinel_setuser(password: str) -> str:
     """
     return f"ACL SETUSER {SENTINEL_CLIENT_USER} reset on {_hashed(password)} -@all " + (
         SENTINEL_CLIENT_COMMANDS + "\n"
+    )
+
+
+def sentinel_exporter_setuser(password: str) -> str:
+    """Return the ACL SETUSER command (for redis-cli's stdin) of Sentinel's exporter user
+    (redis_exporter logs in to every target as one user: its Redis's and its Sentinel's)."""
+    return (
+        f"ACL SETUSER {EXPORTER_USER} reset on {_hashed(password)} resetchannels -@all "
+        f"{EXPORTER_SENTINEL_COMMANDS}\n"
     )

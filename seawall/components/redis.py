@@ -21,7 +21,8 @@ What it guarantees:
   SENTINEL SET when it differs;
 - systemd restarts both after a crash;
 - Sentinel admits services as ``client``, who may only ask where the master
-  is; Sentinel's admin password stays with seawall's tools;
+  is, and the redis exporter as ``exporter``, who may only read its state;
+  Sentinel's admin password stays with seawall's tools;
 - Redis's users are seawall's (``seawall/redis_acl.py``): /etc/redis/users.acl
   (password hashes only) is Redis's ``aclfile``; a changed file reaches a
   running Redis user by user (ACL SETUSER, which keeps every connection; ACL
@@ -42,8 +43,9 @@ cluster that stopped half way, and every deploy finds out where it stands):
    reads the file when it starts, and a new cluster starts with it). Then,
    and only then, since every possible master has the users: replicas get
    ``masteruser replica`` (CONFIG SET; the live link stays, the next one logs in
-   as ``replica``), each Sentinel logs in as ``sentinel`` (SENTINEL SET), and
-   the services' deploy gives each service its own user.
+   as ``replica``), each Sentinel logs in as ``sentinel`` (SENTINEL SET), the
+   services' deploy gives each service its own user, and the metrics deploy
+   (after this one in ``deploys/site.py``) moves the redis exporter to ``exporter``.
 
 What it never does:
 
@@ -323,7 +325,11 @@ def _context(ready: bool) -> dict[str, Any]:
     if "redis" in host.groups:
         names += redis_acl.all_secrets(_service_names())
     if "sentinel" in host.groups:
-        names += [redis_acl.SENTINEL_SECRET, redis_acl.SENTINEL_CLIENT_SECRET]
+        names += [
+            redis_acl.SENTINEL_SECRET,
+            redis_acl.SENTINEL_CLIENT_SECRET,
+            redis_acl.EXPORTER_SECRET,
+        ]
     values = host_secrets(sorted(set(names)))
     context = {key: setting(host.data, key) for key in DEFAULTS}
     context.update(values)
@@ -502,18 +508,25 @@ def _sentinel(context: dict[str, Any], plan: RedisPlan) -> None:
         running=True,
         enabled=True,
     )
-    # Services ask for the master as this user: it can do nothing else. Set live
-    # (ACL SETUSER, from stdin), then Sentinel writes it into its own file.
+    # Services ask for the master as this user: it can do nothing else; the redis
+    # exporter reads Sentinel's state as its own. Set live (ACL SETUSER, from
+    # stdin; one OK a line, anything else fails), whatever acl_ready says: Sentinel
+    # has no ACL file to wait for. Then Sentinel writes them into its own file.
     users = secret_file(
-        name="Store the ACL user of Sentinel's clients",
-        src=redis_acl.sentinel_setuser(context[redis_acl.SENTINEL_CLIENT_SECRET]),
+        name="Store the ACL users of Sentinel's clients and the redis exporter",
+        src=redis_acl.sentinel_setuser(context[redis_acl.SENTINEL_CLIENT_SECRET])
+        + redis_acl.sentinel_exporter_setuser(context[redis_acl.EXPORTER_SECRET]),
         dest=SENTINEL_USERS,
         private_dir=False,
     )
     server.shell(
-        name=f"Let clients ask Sentinel for the master as user {redis_acl.SENTINEL_CLIENT_USER}",
+        name=(
+            f"Let clients ask Sentinel for the master as user {redis_acl.SENTINEL_CLIENT_USER}, "
+            f"the redis exporter read it as {redis_acl.EXPORTER_USER}"
+        ),
         commands=[
-            f"{cli(SENTINEL_CLI_AUTH, port, '')} < {SENTINEL_USERS} | grep -qx OK && "
+            f"out=$({cli(SENTINEL_CLI_AUTH, port, '')} < {SENTINEL_USERS}) && "
+            f'[ "$(printf %s "$out" | grep -c -x OK)" = "$(grep -c . {SENTINEL_USERS})" ] && '
             + cli(SENTINEL_CLI_AUTH, port, "SENTINEL FLUSHCONFIG")
             + ' | grep -qx OK || { echo "ACL SETUSER on Sentinel failed"; exit 1; }'
         ],

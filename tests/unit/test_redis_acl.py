@@ -134,7 +134,78 @@ def test_wrong_or_missing_passwords_are_refused(servers: Servers, tmp_path: Path
 def test_the_acl_file_holds_hashes_never_passwords() -> None:
     text = redis_acl.acl_file(PREFIX, SERVICES, PASSWORDS)
     assert not [value for value in PASSWORDS.values() if value in text]
-    assert len(text.splitlines()) == 3 + len(SERVICES)
+    assert len(text.splitlines()) == 4 + len(SERVICES)
+
+
+# What redis_exporter 1.45 sends a Redis at each scrape with seawall's flags
+# (exporter.go scrapeRedisHost, latency.go, slowlog.go at v1.45.0), AUTH aside.
+EXPORTER_SCRAPE = [
+    ("CLIENT", "SETNAME", "redis_exporter"),
+    ("CONFIG", "GET", "*"),
+    ("INFO", "ALL"),
+    ("LATENCY", "LATEST"),
+    ("SLOWLOG", "LEN"),
+    ("SLOWLOG", "GET", "1"),
+]
+# What it sends a Sentinel beside CLIENT SETNAME and INFO (sentinels.go).
+EXPORTER_SENTINEL_SCRAPE = [
+    ("SENTINEL", "MASTERS"),
+    ("SENTINEL", "CKQUORUM", "seawall"),
+    ("SENTINEL", "SENTINELS", "seawall"),
+    ("SENTINEL", "SLAVES", "seawall"),
+]
+
+
+def exporter(server: RedisServer) -> redis.Redis:
+    return login(server, redis_acl.EXPORTER_USER, redis_acl.EXPORTER_SECRET)
+
+
+def test_the_exporter_user_runs_every_scrape_command_and_nothing_else(
+    servers: Servers, tmp_path: Path
+) -> None:
+    server = start(servers, tmp_path)
+    server.client().set("kept", "1")
+    server.client().execute_command("SLOWLOG", "RESET")
+    user = exporter(server)
+    for command in EXPORTER_SCRAPE:
+        user.execute_command(*command)
+    # CONFIG GET * is whole (databases, maxmemory): not cut to what a user may see.
+    config = user.config_get("*")
+    assert config["databases"] == "16" and "maxmemory" in config
+    # redis-py parses INFO into a dict.
+    assert "redis_version" in user.execute_command("INFO", "ALL")
+    names = {
+        c["name"] for c in server.client().client_list(_type="normal") if c["user"] == "exporter"
+    }
+    assert names == {"redis_exporter"}
+    for command in (
+        ("CONFIG", "SET", "maxmemory", "1"),
+        ("CONFIG", "RESETSTAT"),
+        ("CONFIG", "REWRITE"),
+        ("FLUSHALL",),
+        ("GET", "kept"),
+        ("SET", "kept", "2"),
+        ("KEYS", "*"),
+        ("SCAN", "0"),
+        ("SELECT", "1"),
+        ("ACL", "LIST"),
+        ("ACL", "SETUSER", "exporter", "+@all"),
+        ("SLOWLOG", "RESET"),
+        ("LATENCY", "RESET"),
+        ("CLIENT", "KILL", "TYPE", "normal"),
+        ("CLIENT", "LIST"),
+        ("PUBLISH", "__sentinel__:hello", "x"),
+        ("REPLICAOF", "127.0.0.1", "1"),
+        ("DEBUG", "SLEEP", "0"),
+        ("SHUTDOWN", "NOSAVE"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError, match="no permissions"):
+            user.execute_command(*command)
+    assert server.client().get("kept") == b"1"
+    assert server.client().config_get("maxmemory") == {"maxmemory": "0"}
+    # The admin's password does not make a login as the exporter.
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=server.port, username="exporter", password=ADMIN).ping()
 
 
 def start_replica(servers: Servers, tmp_path: Path, master: AclServer) -> AclServer:
@@ -223,17 +294,22 @@ def sentinel_with_client_user(servers: Servers, master: RedisServer) -> RedisSer
     sentinel = AdminSentinel(directory, sentinel_of=master.port)
     servers.started.append(sentinel)
     sentinel.start()
-    line = redis_acl.sentinel_setuser(PASSWORDS[redis_acl.SENTINEL_CLIENT_SECRET])
+    # Both users, as the deploy's file holds them.
+    lines = redis_acl.sentinel_setuser(
+        PASSWORDS[redis_acl.SENTINEL_CLIENT_SECRET]
+    ) + redis_acl.sentinel_exporter_setuser(PASSWORDS[redis_acl.EXPORTER_SECRET])
     command = ["redis-cli", "--no-auth-warning", "-p", str(sentinel.port)]
     env = {**os.environ, "REDISCLI_AUTH": "sentinel-admin"}
-    applied = subprocess.run(command, input=line, env=env, capture_output=True, text=True)
-    assert applied.stdout.split() == ["OK"], applied
+    applied = subprocess.run(command, input=lines, env=env, capture_output=True, text=True)
+    assert applied.stdout.split() == ["OK", "OK"], applied
     flushed = subprocess.run(
         [*command, "SENTINEL", "FLUSHCONFIG"], env=env, capture_output=True, text=True
     )
     assert flushed.stdout.split() == ["OK"], flushed
     # Sentinel wrote the user into its own file: a restart keeps it.
-    assert f"user {redis_acl.SENTINEL_CLIENT_USER} " in (directory / "sentinel.conf").read_text()
+    written = (directory / "sentinel.conf").read_text()
+    assert f"user {redis_acl.SENTINEL_CLIENT_USER} " in written
+    assert f"user {redis_acl.EXPORTER_USER} " in written
     return sentinel
 
 
@@ -268,6 +344,32 @@ def test_the_sentinel_client_user_can_only_ask_for_the_master(
     assert isinstance(state, dict) and state["quorum"] == 1
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis(port=sentinel.port).sentinel_get_master_addr_by_name("seawall")
+
+
+def test_the_exporter_user_reads_sentinel_and_changes_nothing(
+    servers: Servers, tmp_path: Path
+) -> None:
+    master = start(servers, tmp_path)
+    sentinel = sentinel_with_client_user(servers, master)
+    user = exporter(sentinel)
+    assert user.client_setname("redis_exporter") is True
+    assert user.execute_command("INFO", "ALL")["sentinel_masters"] == 1
+    for command in EXPORTER_SENTINEL_SCRAPE:
+        user.execute_command(*command)
+    for command in (
+        ("SENTINEL", "SET", "seawall", "quorum", "2"),
+        ("SENTINEL", "FAILOVER", "seawall"),
+        ("SENTINEL", "RESET", "*"),
+        ("SENTINEL", "REMOVE", "seawall"),
+        ("SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"),
+        ("SENTINEL", "FLUSHCONFIG"),
+        ("ACL", "LIST"),
+        ("SHUTDOWN",),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.execute_command(*command)
+    state = sentinel.client().sentinel_master("seawall")
+    assert isinstance(state, dict) and state["quorum"] == 1
 
 
 def test_services_find_the_master_through_the_client_user(servers: Servers, tmp_path: Path) -> None:
