@@ -8,10 +8,17 @@ enabled at boot, listening on the host's private address only):
   ``seawall_unit_failures_total`` is scraped, and its systemd collector on (unit states);
 - ``redis`` hosts: ``prometheus-redis-exporter`` on ``redis_exporter_port`` over the
   local Redis, and over the local Sentinel through its ``/scrape`` endpoint (job
-  ``sentinel``); the passwords reach it in a password file (a redis URI ->
-  password map) kept 0600 root-only and copied at each start into the unit's own
-  runtime directory, never through ``ARGS`` (Debian's unit puts ``ARGS`` on the
-  command line, which every user can read) nor the environment;
+  ``sentinel``); it logs in to both as its own ACL user ``exporter``
+  (``seawall/redis_acl.py``: reads of their state, no key, nothing it could
+  change) once :func:`seawall.components.redis.acl_ready` says every Redis has
+  the users, the gate the services' move takes (the redis deploy, before this
+  one in ``deploys/site.py``, gives every Redis and Sentinel that user); until
+  then (a Redis started before its ACL file) as ``default`` with the admin
+  passwords, so it keeps working. The passwords reach it in a password file (a redis URI -> password
+  map) kept 0600 root-only and copied at each start into the unit's own runtime
+  directory, never through ``ARGS`` (Debian's unit puts ``ARGS`` on the command
+  line, which every user can read) nor the environment, which holds only the
+  user name (``REDIS_USER``, in the unit's drop-in);
 - ``postgres`` hosts: ``prometheus-postgres-exporter`` on ``postgres_exporter_port``
   over the Unix socket, peer-authenticated as the role ``prometheus`` (the user
   Debian's unit runs as), a passwordless login member of ``pg_monitor`` created on
@@ -73,9 +80,11 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations.util import any_changed
 
+from seawall import redis_acl
 from seawall.components import templates
 from seawall.components.common import host_secrets, install_packages, unit_dropin
 from seawall.components.postgres import patroni_config_path
+from seawall.components.redis import acl_ready
 from seawall.defaults import METRICS
 from seawall.facts.metrics import BasicAuthHash
 from seawall.operations import files, systemd
@@ -222,13 +231,25 @@ def redis_uri(address: str, port: int) -> str:
     return f"redis://{address}:{port}"
 
 
-def redis_passwords(data: Data, groups: Sequence[str], values: Mapping[str, str]) -> str:
+def redis_secrets(groups: Sequence[str], exporter_user: bool) -> list[str]:
+    """Return the secrets in the redis exporter's password map: its own user's, or (before the
+    ACL users, logging in as ``default``) the Redis and, on a Sentinel host, Sentinel admin's."""
+    if exporter_user:
+        return [redis_acl.EXPORTER_SECRET]
+    return ["redis_password", *(["sentinel_password"] if "sentinel" in groups else [])]
+
+
+def redis_passwords(
+    data: Data, groups: Sequence[str], values: Mapping[str, str], exporter_user: bool = False
+) -> str:
     """Return the redis exporter's password map (JSON): its local Redis and, on a Sentinel host,
-    its Sentinel; ``values`` holds the ``redis_password`` and ``sentinel_password`` secrets."""
-    passwords = {redis_uri("127.0.0.1", setting(data, "redis_port")): values["redis_password"]}
+    its Sentinel; ``values`` holds :func:`redis_secrets`. redis_exporter 1.45 logs in to
+    every target as one user (``REDIS_USER``), so as ``exporter`` both take its secret."""
+    names = redis_secrets(groups, exporter_user)
+    passwords = {redis_uri("127.0.0.1", setting(data, "redis_port")): values[names[0]]}
     if "sentinel" in groups:
         uri = redis_uri(str(data.get("private_address")), setting(data, "sentinel_port"))
-        passwords[uri] = values["sentinel_password"]
+        passwords[uri] = values[names[-1]]
     return json.dumps(passwords, indent=2, sort_keys=True) + "\n"
 
 
@@ -313,8 +334,11 @@ def probe_targets(hosts: Iterable[InventoryHost]) -> list[dict[str, str]]:
     return probes
 
 
-def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
-    """Return what the metrics templates see for a host; ``hosts`` is the inventory (ops only)."""
+def context(
+    data: Data, hosts: Iterable[InventoryHost] = (), exporter_user: bool = False
+) -> dict[str, Any]:
+    """Return what the metrics templates see for a host; ``hosts`` is the inventory (ops only);
+    ``exporter_user``: the redis exporter logs in as its ACL user (else as ``default``)."""
     out = {key: setting(data, key) for key in METRICS}
     members = list(hosts)
     out |= {
@@ -324,6 +348,7 @@ def context(data: Data, hosts: Iterable[InventoryHost] = ()) -> dict[str, Any]:
         "redis_secret_file": redis_secret_file(data),
         "redis_runtime_dir": REDIS_RUNTIME_DIR,
         "redis_password_file": REDIS_PASSWORD_FILE,
+        "redis_user": redis_acl.EXPORTER_USER if exporter_user else None,
         "postgres_port": setting(data, "postgres_port"),
         "postgres_socket_dir": POSTGRES_SOCKET_DIR,
         "exporter_role": EXPORTER_ROLE,
@@ -392,7 +417,10 @@ def deploy_metrics() -> None:
     """
     groups = list(host.groups)
     data = host.data
-    values = context(data, list(inventory) if "ops" in groups else ())
+    # The services' gate: only once every Redis has the ACL users (else one that
+    # started before its ACL file would refuse the exporter's login).
+    exporter_user = "redis" in groups and _acl_ready()
+    values = context(data, list(inventory) if "ops" in groups else (), exporter_user)
     # Asked before anything changes: which daemons ran before this deploy.
     # Only this host's exporters' units: without them SystemdStatus lists every unit.
     units = tuple(f"{package}.service" for package in host_packages(groups))
@@ -402,6 +430,11 @@ def deploy_metrics() -> None:
     )
     changed = _configure(data, groups, values)
     _activate(changed, running)
+
+
+def _acl_ready() -> bool:
+    """Whether every Redis runs with seawall's ACL users (asked of the ``redis`` hosts)."""
+    return acl_ready(inventory.get_group("redis", default=[]))
 
 
 def _defaults(package: str, values: Mapping[str, Any]) -> OperationMeta:
@@ -430,10 +463,13 @@ def _configure(
         (NODE, [_defaults(NODE, values), _web_config(NODE, values, password)], [])
     ]
     if "redis" in groups:
-        names = ["redis_password", *(["sentinel_password"] if "sentinel" in groups else [])]
+        exporter_user = values["redis_user"] is not None
+        names = redis_secrets(groups, exporter_user)
         secret = secret_file(
             name="Install the redis exporter's passwords (root-only)",
-            src=redis_passwords(data, groups, host_secrets(names, " (for the redis exporter)")),
+            src=redis_passwords(
+                data, groups, host_secrets(names, " (for the redis exporter)"), exporter_user
+            ),
             dest=str(values["redis_secret_file"]),
         )
         dropin = unit_dropin(

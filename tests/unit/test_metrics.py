@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from seawall import defaults, inventory
+from seawall import defaults, inventory, redis_acl
 from seawall.components import metrics
 from seawall.components.templates import template_path
 from seawall.facts.metrics import BCRYPT, BasicAuthHash
@@ -136,6 +136,12 @@ def test_the_password_map_keys_are_the_uris_the_exporter_is_given(
     assert passwords == {addr: 'r"1', target: "s 2"}
     # A Redis host that runs no Sentinel gets no Sentinel password.
     assert list(json.loads(metrics.redis_passwords(member.data, ["redis"], values))) == [addr]
+    # As the exporter user (REDIS_USER, one user for every target): its secret for both,
+    # and no admin secret asked for.
+    assert metrics.redis_secrets(member.groups, True) == [redis_acl.EXPORTER_SECRET]
+    own = {redis_acl.EXPORTER_SECRET: "e 3"}
+    as_user = json.loads(metrics.redis_passwords(member.data, member.groups, own, True))
+    assert as_user == {addr: "e 3", target: "e 3"}
 
 
 def scrape_config(lab: inventory.Topology) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import yaml
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.systemd import SystemdStatus
 
-from seawall import inventory, secrets
+from seawall import inventory, redis_acl, secrets
 from seawall.components import common, metrics
 from seawall.facts.deb import DebInstallState
 from seawall.facts.metrics import BasicAuthHash
@@ -25,6 +25,7 @@ SECRET = "redis-s3cret-never-printed"
 SENTINEL_SECRET = "sentinel-s3cret-never-printed"
 SCRAPE_SECRET = "scrape-s3cret-never-printed"
 API_SECRET = "api-s3cret-never-printed"
+EXPORTER_SECRET = "exporter-s3cret-never-printed"
 API_WEB = "Admit only seawall to Prometheus's own API (basic auth, a bcrypt hash)"
 UNITS = {
     f"{p}.service"
@@ -60,10 +61,11 @@ def plan(
     hashes: dict[str, str | None] | None = None,
     scrape_secret: str = SCRAPE_SECRET,
     api_hash: str | None = None,
+    acl_ready: bool = False,
 ) -> list[Call]:
     """Run deploy_metrics for lab host ``name``; ``running``: its daemons ran before;
     ``hashes``: each exporter's web configuration hash on the host (default: none);
-    ``api_hash``: Prometheus's own."""
+    ``api_hash``: Prometheus's own; ``acl_ready``: every Redis has the ACL users."""
     (tmp_path / metrics.ALERTS_SOURCE).write_text("groups: []\n")
     (tmp_path / metrics.MTAIL_SOURCE).write_text("counter lines\n/./ {\n  lines++\n}\n")
     monkeypatch.setattr(metrics, "FILES", tmp_path)
@@ -71,6 +73,7 @@ def plan(
     monkeypatch.setenv(secrets.env_name("sentinel_password"), SENTINEL_SECRET)
     monkeypatch.setenv(secrets.env_name(metrics.SCRAPE_SECRET), scrape_secret)
     monkeypatch.setenv(secrets.env_name(metrics.API_SECRET), API_SECRET)
+    monkeypatch.setenv(secrets.env_name(redis_acl.EXPORTER_SECRET), EXPORTER_SECRET)
     lab_host = lab.host(name)
     units = tuple(f"{p}.service" for p in metrics.host_packages(list(lab_host.groups)))
     facts: dict[tuple[Any, ...], Any] = {
@@ -93,6 +96,7 @@ def plan(
     for op in ("validated_file", "secret_file", "monitoring_role"):
         monkeypatch.setattr(metrics, op, getattr(seawall_ops, op))
     monkeypatch.setattr(metrics, "inventory", list(lab))
+    monkeypatch.setattr(metrics, "_acl_ready", lambda: acl_ready)
     monkeypatch.setattr(metrics, "any_changed", lambda *c: Changed("any", *c))
     monkeypatch.setattr(metrics, "_unchanged", lambda *c: Changed("none", *c))
     metrics.deploy_metrics._inner()
@@ -154,6 +158,49 @@ def test_the_redis_password_reaches_only_the_secret_file(
 
 def content_or_empty(call: Call) -> str:
     return content(call) if "src" in call.kwargs else ""
+
+
+def test_the_exporter_logs_in_as_its_own_user_once_every_redis_has_the_acl_users(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, "data-1", running=True, acl_ready=True)
+    # Neither admin secret reaches anything of the exporter's; its own only its file.
+    for value in (SECRET, SENTINEL_SECRET):
+        assert not [c for c in calls if value in repr(c.kwargs) or value in content_or_empty(c)]
+    holding = [
+        c
+        for c in calls
+        if EXPORTER_SECRET in repr(c.kwargs) or EXPORTER_SECRET in content_or_empty(c)
+    ]
+    assert [c.name for c in holding] == ["Install the redis exporter's passwords (root-only)"]
+    address = lab.host("data-1").address
+    # One user for every target (REDIS_USER): the Redis and the Sentinel both take its secret.
+    assert json.loads(holding[0].kwargs["src"]) == {
+        "redis://127.0.0.1:6379": EXPORTER_SECRET,
+        f"redis://{address}:26379": EXPORTER_SECRET,
+    }
+    dropin = content(
+        by_name(calls)["Give the redis exporter its passwords from the root-only file"]
+    )
+    assert f"Environment=REDIS_USER={redis_acl.EXPORTER_USER}" in dropin.splitlines()
+    # The user name travels in the drop-in's environment, never in ARGS.
+    args = content(by_name(calls)["Configure prometheus-redis-exporter"])
+    assert "user" not in args.split("ARGS=")[1].lower()
+    restart = by_name(calls)["Restart prometheus-redis-exporter (its settings changed)"]
+    assert holding[0].name in restart.kwargs["_if"].names()
+
+
+def test_the_exporter_stays_default_while_a_redis_lacks_the_acl_users(
+    monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
+) -> None:
+    calls = plan(monkeypatch, lab, tmp_path, "data-1", running=True, acl_ready=False)
+    assert not [c for c in calls if EXPORTER_SECRET in repr(c.kwargs) + content_or_empty(c)]
+    dropin = content(
+        by_name(calls)["Give the redis exporter its passwords from the root-only file"]
+    )
+    assert not [line for line in dropin.splitlines() if "REDIS_USER=" in line]
+    secret = by_name(calls)["Install the redis exporter's passwords (root-only)"]
+    assert set(json.loads(secret.kwargs["src"]).values()) == {SECRET, SENTINEL_SECRET}
 
 
 def test_postgres_role_is_made_on_the_leader_for_the_exporters_user(
