@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from seawall import secrets
+from seawall import redis_acl, secrets
 from seawall.components import metrics
 from seawall.facts.metrics import BasicAuthHash
 from seawall.inventory import Topology
@@ -201,7 +201,8 @@ def test_no_redis_password_on_a_command_line_or_in_the_environment(
 ) -> None:
     host = deployed_lab.host("data-1")
     values, missing = secrets.resolve(
-        ["redis_password", "sentinel_password"], setting(host.data, "secrets_file")
+        ["redis_password", "sentinel_password", redis_acl.EXPORTER_SECRET],
+        setting(host.data, "secrets_file"),
     )
     assert not missing and all(len(v) >= 8 for v in values.values())
     pid = ssh(

@@ -1,19 +1,22 @@
 """Redis and Sentinel ACL users on the lab (issue 14, item 2), tried from app-1 with the
 lab's real generated passwords: a service reaches its own keys only, no service runs an
-admin command, Sentinel's client user can only ask where the master is, and nobody gets
-in without a password.
+admin command, Sentinel's client user can only ask where the master is, the redis
+exporter logs in as its own user, and nobody gets in without a password.
 
 A lab deployed before the ACL users runs Redis without the ACL file until each Redis
 restarts (``aclfile`` is read at start): the module's fixture runs the rolling restart
 and a second deploy then, the order ``seawall/components/redis.py`` describes.
 """
 
+import hashlib
+import shlex
 import time
 from typing import Any
 
 import pytest
 
 from seawall import redis_acl, secrets
+from seawall.components import metrics
 from seawall.components.redis import USERS_ACL
 from seawall.inventory import Topology
 from seawall.redis.client import redis_settings
@@ -21,6 +24,7 @@ from seawall.redis.failover import wait_healthy
 from seawall.restart import rolling_restart
 from seawall.runtime.reconnect import MajorityClient, connect
 from seawall.settings import setting
+from seawall.ssh import run as ssh
 from tests.lab.conftest import changed_operations, remote_python, run_site_deploy
 
 APP_HOST = "app-1"
@@ -50,6 +54,12 @@ print(json.dumps(results))
 
 def _secret(topology: Topology, name: str) -> str:
     host = topology.host(APP_HOST)
+    return secrets.require([name], setting(host.data, "secrets_file"), host.name)[name]
+
+
+def _secret_of(topology: Topology, name: str) -> str:
+    """A secret of the ``redis`` hosts (app hosts hold no exporter's)."""
+    host = topology.group("redis")[0]
     return secrets.require([name], setting(host.data, "secrets_file"), host.name)[name]
 
 
@@ -242,3 +252,80 @@ def test_a_second_deploy_changes_no_acl_user(acl_lab: Topology) -> None:
     changed = changed_operations(run_site_deploy("--json"))
     touched = [name for name in changed if "ACL" in name or "Sentinel" in name]
     assert touched == [], touched
+
+
+# Run on the ops host (the firewall admits only it to the exporters): each URL's
+# redis_up value, one a line ("none" if the page has none).
+_REDIS_UP = """
+import sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+for url in sys.argv[1:]:
+    body = opener.open(url, timeout=30).read().decode()
+    up = [line.split()[1] for line in body.splitlines() if line.startswith("redis_up ")]
+    print(up[0] if up else "none")
+"""
+
+
+def _redis_up(topology: Topology, urls: list[str]) -> list[str]:
+    """redis_up of each exporter page: the exporter logs in afresh at every scrape."""
+    ops = topology.group("ops")[0]
+    args = " ".join(shlex.quote(url) for url in urls)
+    out = ssh(topology, ops.name, f"python3 -c {shlex.quote(_REDIS_UP)} {args}", check=True)
+    return out.stdout.split()
+
+
+def _exporter_urls(topology: Topology, host: Any) -> list[str]:
+    """The exporter's own Redis page and, on a Sentinel host, its Sentinel's (as Prometheus
+    asks)."""
+    base = f"http://{host.address}:{setting(host.data, 'redis_exporter_port')}"
+    urls = [f"{base}/metrics"]
+    if "sentinel" in host.groups:
+        target = metrics.redis_uri(host.address, int(setting(host.data, "sentinel_port")))
+        urls.append(f"{base}/scrape?target={target}")
+    return urls
+
+
+def _set_exporter(conn: Any, state: str) -> None:
+    assert conn.execute_command("ACL", "SETUSER", redis_acl.EXPORTER_USER, state) in (b"OK", "OK")
+
+
+def test_the_redis_exporter_logs_in_as_its_own_user(acl_lab: Topology) -> None:
+    settings = redis_settings(acl_lab)
+    exporter_secret = _secret_of(acl_lab, redis_acl.EXPORTER_SECRET)
+    for host in acl_lab.group("redis"):
+        urls = _exporter_urls(acl_lab, host)
+        assert _redis_up(acl_lab, urls) == ["1"] * len(urls), host.name
+        # Its map holds the exporter's secret for every target and nothing else
+        # (compared as SHA-256 on the controller: the secret never travels), and
+        # its environment names the user.
+        want = metrics.redis_passwords(
+            host.data, list(host.groups), {redis_acl.EXPORTER_SECRET: exporter_secret}, True
+        )
+        pid = ssh(
+            acl_lab, host.name, f"systemctl show -p MainPID --value {metrics.REDIS}", check=True
+        ).stdout.strip()
+        seen = ssh(
+            acl_lab,
+            host.name,
+            f"sha256sum < {metrics.redis_secret_file(host.data)}; "
+            f"tr '\\0' '\\n' < /proc/{pid}/environ",
+            check=True,
+        ).stdout.splitlines()
+        assert seen[0].split()[0] == hashlib.sha256(want.encode()).hexdigest(), host.name
+        assert f"REDIS_USER={redis_acl.EXPORTER_USER}" in seen, host.name
+        # The proof it is that user: switched off on this Redis (and on its Sentinel),
+        # the exporter no longer gets in; back on, it does. A few seconds of
+        # redis_up 0, under the InstanceDown alert's minute.
+        servers = [connect(host.address, int(host.data["redis_port"]), settings.password, 2)]
+        if "sentinel" in host.groups:
+            port = int(host.data["sentinel_port"])
+            servers.append(connect(host.address, port, settings.sentinel_password, 2))
+        try:
+            for conn in servers:
+                _set_exporter(conn, "off")
+            assert _redis_up(acl_lab, urls) == ["0"] * len(urls), host.name
+        finally:
+            for conn in servers:
+                _set_exporter(conn, "on")
+                conn.close()
+        assert _redis_up(acl_lab, urls) == ["1"] * len(urls), host.name
