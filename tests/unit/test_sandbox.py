@@ -22,6 +22,7 @@ from seawall.components import common, firewall, gateway, ops, pgbackrest, servi
 from seawall.components import logging as journal
 from seawall.components.templates import TEMPLATES, render
 from seawall.names import CENTRAL_JOURNAL
+from tests.unit.test_logging_upload import REMOTE as JOURNAL_REMOTE
 
 THRESHOLD = 4.0
 
@@ -306,7 +307,7 @@ def test_the_vacuum_removes_archived_files_as_its_unit_runs_it(lab: inventory.To
         )
         active = directory / "remote-app-1.journal"
         subprocess.run(
-            ["/lib/systemd/systemd-journal-remote", "-o", str(active), str(export)],
+            [JOURNAL_REMOTE, "-o", str(active), str(export)],
             check=True,
             capture_output=True,
             timeout=30,
