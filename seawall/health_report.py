@@ -8,7 +8,7 @@ from typing import Any
 from seawall import defaults
 from seawall.errors import SeawallError
 from seawall.inventory import Host, Topology
-from seawall.netguard import require_lab_bridge
+from seawall.netguard import require_lab_network
 from seawall.output import table
 from seawall.runtime.health import Status, fetch_health
 
@@ -101,11 +101,12 @@ def collect(topology: Topology, timeout: float = 5.0) -> HealthSummary:
     """Ask every service of the catalogue on every ``app`` host for its /health.
 
     Raises:
-        SeawallError: the inventory has no app host, or (lab) the lab's bridge is missing.
+        SeawallError: the inventory has no app host, or (a lab inventory, run from
+            outside the lab) the lab's bridge is missing.
     """
     apps = topology.group("app")
     if not apps:
         raise SeawallError(f"{topology.path}: no host in group app")
-    if "lab" in topology.hosts[0].groups:
-        require_lab_bridge(topology)
+    # The ops host runs this inside the lab (the restart timer's preflight): no bridge there.
+    require_lab_network(topology)
     return ask_all([target for host in apps for target in targets(host)], timeout)
