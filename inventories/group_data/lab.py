@@ -26,8 +26,9 @@ ssh_key = f"{lab_state_dir}/id_ed25519"
 ssh_known_hosts_file = f"{lab_state_dir}/known_hosts"
 ssh_strict_host_key_checking = "yes"
 
-# The admin account gets the lab's own key.
-admin_ssh_public_key_file = f"{ssh_key}.pub"
+# The admin account gets the lab's own key, from a copy apart from ssh_key's
+# own `.pub`: on the ops host ssh_key is that host's key (seawall lab up writes it).
+admin_ssh_public_key_file = f"{lab_state_dir}/admin_ed25519.pub"
 
 # Lab hosts reach nothing but the bridge: packages come through the apt proxy the lab runs.
 lab_apt_proxy_port = 3142

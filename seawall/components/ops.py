@@ -57,6 +57,7 @@ from seawall.components.services import failure_hook
 from seawall.components.templates import render
 from seawall.defaults import OPS
 from seawall.errors import SeawallError
+from seawall.facts.files import FileState
 from seawall.inventory import checked_inventory
 from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
@@ -391,8 +392,52 @@ def _install(data: Any) -> None:
     )
 
 
+def _ops_key_at(key: str) -> None:
+    """Make the inventory's ``ssh_key`` path (the controller's key) this host's own key."""
+    files.directory(
+        name="Create the folder of the inventory's ssh_key",
+        path=str(Path(key).parent),
+        mode="700",
+        present=True,
+    )
+    files.link(name="Point the inventory's ssh_key at the ops key", path=key, target=OPS_KEY)
+    # OpenSSH offers the public key beside an identity file (`<key>.pub`) and
+    # then fails when the private key does not match it: that file must be the
+    # ops key's own. A regular file there is an admin key an earlier deploy
+    # copied (the lab's admin key once lived at `<ssh_key>.pub`).
+    public = f"{key}.pub"
+    if (host.get_fact(FileState, path=public) or {}).get("type") == "file":
+        server.shell(
+            name="Point the ssh_key's public half at the ops key's (was a copied file)",
+            commands=[f"ln -sfn {OPS_KEY}.pub {public}"],
+        )
+    else:
+        files.link(
+            name="Point the ssh_key's public half at the ops key's",
+            path=public,
+            target=f"{OPS_KEY}.pub",
+        )
+
+
+def admin_key_apart(data: Any) -> None:
+    """Refuse an admin key at ``<ssh_key>.pub``.
+
+    Raises:
+        DeployError: here ssh_key is the ops host's own key, and its ``.pub`` must be
+            that key's public half (OpenSSH offers it), so the admin's key cannot live there.
+    """
+    admin_key = setting(data, "admin_ssh_public_key_file")
+    if admin_key and data.get("ssh_key") and str(admin_key) == f"{data['ssh_key']}.pub":
+        raise DeployError(
+            f"{host.name}: admin_ssh_public_key_file: {admin_key} is ssh_key's public half; "
+            "on the ops host ssh_key is the host's own key, so keep the admin's key apart "
+            "(e.g. /etc/seawall/admin_ed25519.pub)"
+        )
+
+
 def _configure(data: Any) -> None:
     """Copy the deploys, inventory, secrets and admin key; make the key; write known_hosts."""
+    admin_key_apart(data)
     cwd = Path.cwd()
     relative = inventory_in_use()
     site = str(setting(data, "ops_site_dir"))
@@ -437,16 +482,7 @@ def _configure(data: Any) -> None:
     ssh_keypair(name="Give the ops host's root an SSH key of its own", user=OPS_USER, home=OPS_HOME)
     key = data.get("ssh_key")
     if key and str(key) != OPS_KEY:
-        # The copied inventory names the controller's key path: here it is this host's key.
-        files.directory(
-            name="Create the folder of the inventory's ssh_key",
-            path=str(Path(str(key)).parent),
-            mode="700",
-            present=True,
-        )
-        files.link(
-            name="Point the inventory's ssh_key at the ops key", path=str(key), target=OPS_KEY
-        )
+        _ops_key_at(str(key))
     known = str(data.get("ssh_known_hosts_file") or f"{OPS_HOME}/.ssh/known_hosts")
     down = unreachable(sorted(member.name for member in inventory))
     if down:

@@ -53,12 +53,16 @@ def log_tail(host: LabHost, lines: int = 5) -> str:
 
 
 def ensure_lab_key(config: LabConfig) -> None:
-    """Generate the lab's SSH key once; it never leaves the state directory."""
+    """Generate the lab's SSH key once (it never leaves the state directory), and keep
+    the admin's public key file, where the inventory names it, a copy of its public half."""
     key = config.ssh_key
-    if key.exists():
-        return
-    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seawall-lab", "-f", str(key)])
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seawall-lab", "-f", str(key)])
+    public = key.with_suffix(".pub").read_text()
+    admin = Path(str(config.topology.value("admin_ssh_public_key_file")))
+    if admin != key.with_suffix(".pub") and (not admin.exists() or admin.read_text() != public):
+        _write_file(admin, public, 0o644)
 
 
 def _host_key(config: LabConfig, host: LabHost) -> Path:

@@ -5,11 +5,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import FileContents
 
-from seawall import defaults, schema
+from seawall import defaults, inventory, schema
 from seawall.components import ops
 from seawall.components.templates import render
+from seawall.facts.files import FileState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -273,3 +275,56 @@ def test_the_wheelhouse_is_copied_only_when_its_manifest_differs(
     # A wheel swapped on the host shows in its manifest: copied again.
     fake, calls = _install_plan(monkeypatch, tmp_path / "c", [lines[0].replace("a", "b", 1)])
     assert [c.name for c in calls] == copy
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        # An admin key an earlier deploy copied beside the linked key: replaced by a link.
+        ({"type": "file"}, "server.shell"),
+        ({"type": "link"}, "files.link"),
+        (None, "files.link"),
+    ],
+)
+def test_the_ssh_keys_public_half_is_the_ops_keys_own(
+    monkeypatch: pytest.MonkeyPatch, found: dict[str, str] | None, expected: str
+) -> None:
+    key = "/var/lib/seawall/lab/id_ed25519"
+    fake = FakeHost(
+        data={}, groups=["ops"], facts={(FileState, ("path", f"{key}.pub")): found}, name="ops-1"
+    )
+    calls: list[Call] = []
+    monkeypatch.setattr(ops, "host", fake)
+    for module in ("files", "server"):
+        monkeypatch.setattr(ops, module, Recorder(module, calls))
+    ops._ops_key_at(key)
+    assert [c.op for c in calls] == ["files.directory", "files.link", expected]
+    assert calls[1].kwargs == {
+        "name": "Point the inventory's ssh_key at the ops key",
+        "path": key,
+        "target": ops.OPS_KEY,
+    }
+    last = calls[2].kwargs
+    if expected == "files.link":
+        assert (last["path"], last["target"]) == (f"{key}.pub", f"{ops.OPS_KEY}.pub")
+    else:
+        assert last["commands"] == [f"ln -sfn {ops.OPS_KEY}.pub {key}.pub"]
+
+
+def test_an_admin_key_at_the_ssh_keys_public_half_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = defaults.all_defaults() | {
+        "ssh_key": "/root/.ssh/id_ed25519",
+        "admin_ssh_public_key_file": "/root/.ssh/id_ed25519.pub",
+    }
+    monkeypatch.setattr(ops, "host", FakeHost(data=data, groups=["ops"], facts={}, name="ops-1"))
+    with pytest.raises(DeployError, match=r"ops-1: admin_ssh_public_key_file: /root/\.ssh/id_ed"):
+        ops.admin_key_apart(data)
+    ops.admin_key_apart(data | {"admin_ssh_public_key_file": "/etc/seawall/admin_ed25519.pub"})
+
+
+def test_the_lab_keeps_the_admin_key_apart_from_the_ssh_keys_public_half() -> None:
+    lab = inventory.load(REPO / "inventories/lab.py")
+    for member in lab:
+        assert member.data["admin_ssh_public_key_file"] != f"{member.data['ssh_key']}.pub"
