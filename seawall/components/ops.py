@@ -426,8 +426,8 @@ def admin_key_apart(data: Any) -> None:
         DeployError: here ssh_key is the ops host's own key, and its ``.pub`` must be
             that key's public half (OpenSSH offers it), so the admin's key cannot live there.
     """
-    admin_key = setting(data, "admin_ssh_public_key_file")
-    if admin_key and data.get("ssh_key") and str(admin_key) == f"{data['ssh_key']}.pub":
+    admin_key, key = setting(data, "admin_ssh_public_key_file"), data.get("ssh_key")
+    if admin_key and key and str(admin_key) == f"{key}.pub":
         raise DeployError(
             f"{host.name}: admin_ssh_public_key_file: {admin_key} is ssh_key's public half; "
             "on the ops host ssh_key is the host's own key, so keep the admin's key apart "

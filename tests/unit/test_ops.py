@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pyinfra.api.exceptions import DeployError
+from pyinfra.api.host import HostData
 from pyinfra.facts.files import FileContents
 
 from seawall import defaults, inventory, schema
@@ -319,9 +320,11 @@ def test_an_admin_key_at_the_ssh_keys_public_half_is_refused(
         "admin_ssh_public_key_file": "/root/.ssh/id_ed25519.pub",
     }
     monkeypatch.setattr(ops, "host", FakeHost(data=data, groups=["ops"], facts={}, name="ops-1"))
+    # pyinfra's own HostData, as a deploy passes it (no [] access).
     with pytest.raises(DeployError, match=r"ops-1: admin_ssh_public_key_file: /root/\.ssh/id_ed"):
-        ops.admin_key_apart(data)
-    ops.admin_key_apart(data | {"admin_ssh_public_key_file": "/etc/seawall/admin_ed25519.pub"})
+        ops.admin_key_apart(HostData(None, data))
+    apart = data | {"admin_ssh_public_key_file": "/etc/seawall/admin_ed25519.pub"}
+    ops.admin_key_apart(HostData(None, apart))
 
 
 def test_the_lab_keeps_the_admin_key_apart_from_the_ssh_keys_public_half() -> None:
