@@ -24,6 +24,10 @@ import pytest
 
 from seawall import inventory, lab
 from seawall.inventory import Topology
+from seawall.lab import faults
+from seawall.lab.config import lab_config
+from seawall.postgres import failover as pg_failover
+from seawall.redis.failover import wait_healthy
 from seawall.ssh import ssh_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +210,19 @@ def deployed_lab(
 ) -> Topology:
     """The lab after one successful site deploy."""
     return lab_topology
+
+
+# How long a test that needs the lab to itself waits for other users' fault locks.
+QUIET_LOCK_WAIT_S = 1800
+
+
+@pytest.fixture
+def quiet_lab(deployed_lab: Topology) -> Iterator[Topology]:
+    """The deployed lab, healthy, with no other session's fault in it while the test runs."""
+    wait = QUIET_LOCK_WAIT_S
+    with faults.exclusive_lock(faults.DATA_FAULT_LOCK, timeout=wait), faults.app_fault_lock(wait):
+        assert faults.active_faults(lab_config(deployed_lab)) == []
+        wait_healthy(deployed_lab, 120)  # raises unless healthy
+        healthy, _ = pg_failover.wait_healthy(deployed_lab, 120)
+        assert healthy
+        yield deployed_lab

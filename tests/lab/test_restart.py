@@ -12,16 +12,12 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seawall.inventory import Topology
-from seawall.lab import faults
-from seawall.lab.config import lab_config
-from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock
 from seawall.postgres import failover as pg_failover
 from seawall.redis.failover import wait_healthy
 from seawall.ssh import run as ssh
@@ -30,7 +26,6 @@ from tests.lab.restart_load import GatewayClient, RestartLoad, gateway_tls
 from tests.lab.test_services import PREFIX
 
 SEAWALL = str(Path(sys.executable).with_name("seawall"))
-LOCK_WAIT_S = 1800
 # The whole lab's rolling restart: app hosts (drain up to 150 s each, gates 60 s),
 # data tier (gates 120 s each): minutes, bounded far below this.
 RESTART_TIMEOUT_S = 2400
@@ -66,17 +61,6 @@ def nginx_conf(topology: Topology) -> str:
 
 def down_addresses(conf: str) -> set[str]:
     return set(re.findall(r"server ([0-9.]+):[0-9]+ [^;]* down;", conf))
-
-
-@pytest.fixture
-def quiet_lab(deployed_lab: Topology) -> Iterator[Topology]:
-    """The deployed lab, healthy, with no other session's fault in it while the test runs."""
-    with exclusive_lock(DATA_FAULT_LOCK, timeout=LOCK_WAIT_S), app_fault_lock(LOCK_WAIT_S):
-        assert faults.active_faults(lab_config(deployed_lab)) == []
-        wait_healthy(deployed_lab, 120)
-        healthy, _ = pg_failover.wait_healthy(deployed_lab, 120)
-        assert healthy
-        yield deployed_lab
 
 
 def test_a_rolling_restart_under_load_fails_and_loses_nothing(quiet_lab: Topology) -> None:

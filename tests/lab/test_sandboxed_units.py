@@ -10,25 +10,17 @@ metrics. Every wait is bounded.
 """
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from seawall.components import firewall, ops
 from seawall.components import logging as journal
 from seawall.inventory import Topology
-from seawall.lab import faults
-from seawall.lab.config import lab_config
-from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock
+from seawall.lab.faults import app_fault_lock
 from seawall.names import BACKUP_SERVICE, CENTRAL_JOURNAL
 from seawall.postgres import drill
-from seawall.postgres import failover as pg_failover
-from seawall.redis.failover import wait_healthy
 from seawall.settings import setting
 from seawall.ssh import run as ssh
 from tests.lab.test_firewall import intended, live_comment
 
-LOCK_WAIT_S = 1800
 # The firewall drill host (app-2, as tests/lab/test_firewall.py uses it).
 FIREWALL_HOST = "app-2"
 # A full backup of the lab's cluster takes well under this.
@@ -48,17 +40,6 @@ def started(topology: Topology, host: str, unit: str, timeout: float, verb: str 
     logs = ssh(topology, host, f"journalctl -u {unit} -n 30 --no-pager").stdout
     assert result.returncode == 0, f"{host} {unit}: {result.stderr}\n{shown}\n{logs}"
     assert "Result=success" in shown, f"{host} {unit}: {shown}\n{logs}"
-
-
-@pytest.fixture
-def quiet_lab(deployed_lab: Topology) -> Iterator[Topology]:
-    """The deployed lab, healthy, with no other session's fault in it while the test runs."""
-    with exclusive_lock(DATA_FAULT_LOCK, timeout=LOCK_WAIT_S), app_fault_lock(LOCK_WAIT_S):
-        assert faults.active_faults(lab_config(deployed_lab)) == []
-        wait_healthy(deployed_lab, 120)
-        healthy, _ = pg_failover.wait_healthy(deployed_lab, 120)
-        assert healthy
-        yield deployed_lab
 
 
 def test_the_firewall_unit_loads_the_table_in_its_sandbox(deployed_lab: Topology) -> None:
