@@ -77,6 +77,14 @@ def test_the_firewall_unit_loads_the_table_at_every_boot(deployed_lab: Topology)
                 assert "Result=success" in shown and "ActiveState=active" in shown, (boot, shown)
                 got = live_comment(deployed_lab, FIREWALL_HOST)
                 assert got == intended(deployed_lab, FIREWALL_HOST)[1], boot
+                # And the whole boot ends with no unit failed (the next test finds it booted).
+                state = ssh(
+                    deployed_lab,
+                    FIREWALL_HOST,
+                    "timeout 180 systemctl is-system-running --wait; systemctl --failed --plain",
+                    timeout=240,
+                ).stdout
+                assert state.startswith("running"), (boot, state)
         finally:
             faults.restore(config)
 
