@@ -9,12 +9,15 @@ import threading
 from typing import Any
 
 import psycopg
-import redis
-from redis.exceptions import ReadOnlyError
 
 from seawall.refservice import outbox
 from seawall.refservice.config import ServiceConfig
-from seawall.runtime.reconnect import EventPublisher, MajorityClient, RedisSettings
+from seawall.runtime.reconnect import (
+    EventPublisher,
+    MajorityClient,
+    RedisSettings,
+    require_master,
+)
 from seawall.runtime.spool import DiskSpool
 
 log = logging.getLogger("refservice")
@@ -22,13 +25,6 @@ log = logging.getLogger("refservice")
 # A health probe must answer well within the health checker's timeout.
 PROBE_DEADLINE_S = 1.0
 CONNECT_TIMEOUT_S = 2
-
-
-def _ask_master(conn: redis.Redis) -> None:
-    role = conn.execute_command("ROLE")[0]
-    if (role.decode() if isinstance(role, bytes) else role) != "master":
-        # The reconnect helper rediscovers on READONLY, as after a write to a replica.
-        raise ReadOnlyError(f"the probe's Redis is a {role!r} now")
 
 
 class Redis:
@@ -73,7 +69,7 @@ class Redis:
         service no longer writes to.
         """
         with self._probe_lock:
-            self._probe.call(_ask_master, deadline=PROBE_DEADLINE_S)
+            self._probe.call(require_master, deadline=PROBE_DEADLINE_S)
 
     def drain_legacy_spool(self) -> None:
         """Replay what an earlier version left in the spool, if anything."""

@@ -928,5 +928,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def require_master(conn: redis.Redis) -> None:
+    """Raise READONLY unless ``conn`` is on a master: a check to run through
+    :meth:`MajorityClient.call`, which rediscovers on it (a connection made before a
+    failover stays on the demoted master, where PING still answers)."""
+    role = _text(conn.execute_command("ROLE")[0])
+    if role != "master":
+        raise rex.ReadOnlyError(f"this Redis is a {role} now")
+
+
 def _is_poison(error: Exception) -> bool:
     return isinstance(error, rex.ResponseError) and any(w in str(error) for w in _POISON)
