@@ -42,6 +42,7 @@ from seawall import defaults
 from seawall.components.common import install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import FIREWALL, FIREWALL_SERVED_BY, SSH_PORT
+from seawall.facts import memo
 from seawall.facts.firewall import FirewallState
 from seawall.operations import files, systemd
 from seawall.operations.files import validated_file
@@ -227,7 +228,7 @@ def deploy_firewall() -> None:
         deploy_firewall()
     """
     content, comment = ruleset(host.name, list(host.groups), host.data, list(inventory))
-    pending = bool(host.get_fact(FirewallState)["rollback_pending"])
+    pending = bool(memo.get_fact(host, FirewallState)["rollback_pending"])
 
     install_packages("Install nftables (Debian's unit stays off: it flushes every table)", PACKAGES)
 

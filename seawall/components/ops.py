@@ -57,6 +57,7 @@ from seawall.components.services import failure_hook
 from seawall.components.templates import render
 from seawall.defaults import OPS
 from seawall.errors import SeawallError
+from seawall.facts import memo
 from seawall.facts.files import FileState
 from seawall.inventory import checked_inventory
 from seawall.operations import files, systemd
@@ -298,7 +299,7 @@ def known_hosts_text() -> str:
         name = f"[{address}]:{port}" if port and int(port) != 22 else address
         for kind in HOST_KEY_TYPES:
             for key in (
-                member.get_fact(FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
+                memo.get_fact(member, FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
             ):
                 lines.append(f"{name} {' '.join(key.split()[:2])}\n")
     return "".join(lines)

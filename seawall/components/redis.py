@@ -81,6 +81,7 @@ from seawall import redis_acl
 from seawall.components.common import host_secrets, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import REDIS, SENTINEL
+from seawall.facts import memo
 from seawall.facts.redis import (
     INITIALISED_MARKER,
     REDIS_CLI_AUTH,
@@ -153,20 +154,21 @@ def majority_master(
     return None
 
 
-def ask(other: Any, fact: type[FactBase[T]], **kwargs: Any) -> T | None:
+def ask(other: Any, fact: type[FactBase[T]], once: bool = False, **kwargs: Any) -> T | None:
     """Return ``fact`` of another inventory host, or None when that host cannot be reached.
 
     pyinfra drops a host it could not connect to at the start from
     ``state.active_hosts`` into ``state.failed_hosts``; asking it again would
     wait for another connect timeout. A host outside ``--limit``/``--exclude``
     is not connected yet: ``get_fact`` connects, and raises ``ConnectError``
-    when it cannot.
+    when it cannot. ``once``: a fact seawall's own operations change, asked once
+    per run (``seawall.facts.memo``).
     """
     state = getattr(other, "state", None)
     if not getattr(other, "connected", False) and state is not None and other in state.failed_hosts:
         return None
     try:
-        return other.get_fact(fact, **kwargs)
+        return memo.get_fact(other, fact, **kwargs) if once else other.get_fact(fact, **kwargs)
     except ConnectError:
         return None
 
@@ -298,7 +300,8 @@ def acl_ready(redis_hosts: list[Any]) -> bool:
     shared password and forward again once the host returns.
     """
     return all(
-        ask(other, RedisAclFile, port=setting(other.data, "redis_port")) in (USERS_ACL, None)
+        ask(other, RedisAclFile, once=True, port=setting(other.data, "redis_port"))
+        in (USERS_ACL, None)
         for other in redis_hosts
     )
 
@@ -420,7 +423,7 @@ def _redis(context: dict[str, Any], plan: RedisPlan) -> None:
         "Restart Redis after a crash", render("redis", REDIS_DROPIN, context), REDIS_DROPIN, "Redis"
     )
     running = host.get_fact(RedisRole, port=port) is not None
-    if running and host.get_fact(RedisAclFile, port=port) == USERS_ACL:
+    if running and memo.get_fact(host, RedisAclFile, port=port) == USERS_ACL:
         # User by user: ACL LOAD would drop every connection of an ACL user
         # (replicas' links included); ACL SETUSER keeps them. From stdin: no
         # hash on a command line. A user taken out of the file stays until a restart.

@@ -9,6 +9,8 @@ from pyinfra.api import operation
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.facts.files import File, FileContents
 
+from seawall.facts import memo
+
 # The host key types OpenSSH's server offers, in the order it prefers them.
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 
@@ -92,14 +94,15 @@ def trust_peers(
     authorized, known = [], []
     for name, peer_home, address in peers:
         peer = inventory.get_host(name)
-        public = peer.get_fact(FileContents, path=f"{peer_home}/.ssh/id_ed25519.pub") or []
+        public = memo.get_fact(peer, FileContents, path=f"{peer_home}/.ssh/id_ed25519.pub") or []
         # Every host key the peer offers: ssh's UpdateHostKeys would otherwise add
         # the others to known_hosts at the first login, and the next deploy would
         # see that as drift (a host with RSA and ECDSA keys too, as Vagrant's are).
         host_keys = [
             line
             for kind in HOST_KEY_TYPES
-            for line in peer.get_fact(FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub") or []
+            for line in memo.get_fact(peer, FileContents, path=f"/etc/ssh/ssh_host_{kind}_key.pub")
+            or []
         ]
         if not public or not host_keys:
             host.log(f"{name} has no SSH key yet: trust it at the next deploy")
@@ -159,7 +162,7 @@ def key_trusted(user: str, home: str, peer: str, peer_key: str):
         # and asking for it would stop the whole run; what is trusted stays.
         host.noop(f"{peer} unreachable: {user}'s trust of its key left as it is")
         return
-    public = inventory.get_host(peer).get_fact(FileContents, path=peer_key) or []
+    public = memo.get_fact(inventory.get_host(peer), FileContents, path=peer_key) or []
     if not public or len(public[0].split()) < 2:
         host.log(f"{peer} has no SSH key yet: trust it at the next deploy")
         host.noop(f"{user} accepts no key of {peer} yet")

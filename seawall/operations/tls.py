@@ -8,6 +8,7 @@ from pyinfra.api import OperationError, operation
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.facts.files import File, FileContents
 
+from seawall.facts import memo
 from seawall.facts.tls import TlsCertificate, TlsRequest
 
 # ECDSA P-256: both TLS stacks the journal tools link (libmicrohttpd's GnuTLS,
@@ -150,7 +151,7 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
     ca_key, ca_cert = shlex.quote(f"{directory}/ca.key"), shlex.quote(f"{directory}/ca.pem")
     signed = False
     for name, request_path, address in peers:
-        request = inventory.get_host(name).get_fact(TlsRequest, path=request_path)
+        request = memo.get_fact(inventory.get_host(name), TlsRequest, path=request_path)
         if request is None:
             host.log(f"{name} has no certificate request yet: sign it at the next deploy")
             continue
@@ -209,13 +210,14 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
         )
     """
     ca = inventory.get_host(ca_host)
-    signed = ca.get_fact(
+    signed = memo.get_fact(
+        ca,
         TlsCertificate,
         path=f"{ca_directory}/certs/{host.name}.pem",
         ca=f"{ca_directory}/{CA_CERTIFICATE}",
         valid_days=renew_days,
     )
-    ca_pem = _text(ca.get_fact(FileContents, path=f"{ca_directory}/{CA_CERTIFICATE}"))
+    ca_pem = _text(memo.get_fact(ca, FileContents, path=f"{ca_directory}/{CA_CERTIFICATE}"))
     request = host.get_fact(TlsRequest, path=f"{directory}/{REQUEST}")
     if signed is None or not ca_pem:
         host.log(f"{ca_host} has not signed a certificate for {host.name} yet: at the next deploy")

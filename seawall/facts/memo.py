@@ -1,0 +1,74 @@
+"""Facts gathered once per host and run, while no operation has changed that host.
+
+pyinfra 3 keeps no fact cache: each ``host.get_fact`` runs its command again.
+Deploy code asks some facts on every host about the same few hosts (every host
+asks each Redis host whether it runs seawall's ACL file), and an operation asks
+again what the deploy code asked: a no-op redeploy gathered 105 facts twice.
+
+``get_fact(host, Fact, ...)`` answers a repeated question from this run's
+memo. It is for facts that describe what seawall's own operations change
+(files, keys, certificates, a firewall table): such a value changes only when
+an operation runs commands on that host, and then that host's answers are
+dropped once the operation ends (on every host: pyinfra runs each operation
+on all hosts before the next). Facts about a cluster's live state (who leads,
+is a unit running) change on their own and are never asked through here.
+
+Concurrent askers (one greenlet per host while the deploy code runs) wait for
+the first one's answer instead of running the command again.
+"""
+
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
+
+from gevent.event import AsyncResult
+from pyinfra.api import FactBase
+from pyinfra.api.state import BaseStateCallback, State
+
+T = TypeVar("T")
+
+
+class _Memo(BaseStateCallback):
+    """One run's answers, by host; dropped for a host an operation ran commands on."""
+
+    def __init__(self) -> None:
+        self.answers: dict[Any, dict[tuple[Any, ...], AsyncResult]] = {}
+
+    def operation_end(self, state: State, op_hash: str) -> None:  # type: ignore[override]
+        for host, ops in state.ops.items():
+            data = ops.get(op_hash)
+            if data is not None and data.operation_meta.executed:
+                self.answers.pop(host, None)
+
+
+_MEMOS: "WeakKeyDictionary[State, _Memo]" = WeakKeyDictionary()
+
+
+def _memo(state: State) -> _Memo:
+    memo = _MEMOS.get(state)
+    if memo is None:
+        memo = _MEMOS[state] = _Memo()
+        state.add_callback_handler(memo)
+    return memo
+
+
+def get_fact(host: Any, fact: type[FactBase[T]], *args: Any, **kwargs: Any) -> T:
+    """``host.get_fact(fact, *args, **kwargs)``, asked at most once per host while no
+    operation has run commands on it. Raises what ``host.get_fact`` raises (and the
+    next ask tries again)."""
+    state = getattr(host, "state", None)
+    if not isinstance(state, State):
+        return host.get_fact(fact, *args, **kwargs)
+    answers = _memo(state).answers.setdefault(host, {})
+    key = (fact, repr(args), repr(sorted(kwargs.items())))
+    pending = answers.get(key)
+    if pending is not None:
+        return pending.get()
+    pending = answers[key] = AsyncResult()
+    try:
+        value = host.get_fact(fact, *args, **kwargs)
+    except BaseException as error:
+        answers.pop(key, None)
+        pending.set_exception(error)
+        raise
+    pending.set(value)
+    return value
