@@ -578,3 +578,20 @@ def query_up(url: str, auth: tuple[str, str]) -> list[str]:
     with urllib.request.urlopen(request, timeout=10) as response:
         body = json.loads(response.read())
     return [sample["value"][1] for sample in body["data"]["result"]]
+
+
+def test_scrape_hash_keeps_a_hash_of_its_cost_and_remakes_one_of_another_cost() -> None:
+    crypt = metrics._crypt()
+    password = "s3cret-for-the-scrape"
+    ours = metrics.scrape_hash(password, None)
+    assert ours.startswith(f"$2b${metrics.BCRYPT_LOG_ROUNDS:02d}$")
+    assert metrics.hash_verifies(ours, password)
+    # Kept while it verifies: no new salt, so a second deploy changes nothing.
+    assert metrics.scrape_hash(password, ours) == ours
+    # A hash from before the cost changed (crypt's default, 12) is made again, once.
+    old = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**12))
+    remade = metrics.scrape_hash(password, old)
+    assert remade != old and remade.startswith(f"$2b${metrics.BCRYPT_LOG_ROUNDS:02d}$")
+    assert metrics.hash_verifies(remade, password)
+    # Another password's hash of our cost is replaced too.
+    assert metrics.scrape_hash("rotated", ours) != ours
