@@ -47,3 +47,8 @@ class FirewallState(FactBase[dict[str, Any]]):
             elif line == "rollback-pending":
                 state["rollback_pending"] = True
         return state
+
+
+def is_loaded(state: dict[str, Any], comment: str) -> bool:
+    """Whether ``state`` (a ``FirewallState``) says the live table is ruleset ``comment``."""
+    return bool(state["table"]) and state["comment"] == comment

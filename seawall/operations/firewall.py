@@ -5,7 +5,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import operation
 
-from seawall.facts.firewall import ROLLBACK_UNIT, TABLE, FirewallState
+from seawall.facts.firewall import ROLLBACK_UNIT, TABLE, FirewallState, is_loaded
 
 # Where the live table is saved before a new one is loaded (root-only).
 STATE_DIR = "/var/lib/seawall/firewall"
@@ -45,8 +45,7 @@ def ruleset_loaded(path: str, comment: str, rollback_seconds: int, boot_file: st
             rollback_seconds=90,
         )
     """
-    state = host.get_fact(FirewallState)
-    if state["table"] and state["comment"] == comment:
+    if is_loaded(host.get_fact(FirewallState), comment):
         host.noop(f"firewall ruleset {comment} is already loaded")
         return
     saved, new = shlex.quote(SAVED), shlex.quote(f"{SAVED}.new")
