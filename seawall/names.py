@@ -5,7 +5,7 @@ lines, the lab's access tests and any audit read the same list.
 
 The deploys (``seawall/components``) and the code that checks or drills what
 they made (``seawall/verify``, ``seawall/postgres``) both import these, so a
-drill or ``seawall verify`` loads no deploy module, and a changed version,
+drill or ``seawall verify`` needs no deploy module for them, and a changed version,
 cluster or unit prefix changes what they expect with it.
 """
 

@@ -1,7 +1,9 @@
 """Ask every host, over SSH and through its services, whether each promise of the deploys holds.
 
 Per host, in one SSH session (and one admin login): the common baseline
-(:mod:`seawall.verify.common`), and what its roles promise
+(:mod:`seawall.verify.common`), the firewall (:mod:`seawall.verify.firewall`:
+its boot unit, its live table against the rendered ruleset, no rollback left
+armed), and what its roles promise
 (:mod:`seawall.verify.roles`): units running and enabled, timers scheduled,
 listening sockets exactly as configured, on app hosts PgBouncer and HAProxy
 reaching the Postgres leader, and on the first ops host the drift cron and the
@@ -28,7 +30,7 @@ from seawall.inventory import Host, Topology
 from seawall.netguard import require_lab_network
 from seawall.postgres.status import PostgresStatus, postgres_status
 from seawall.redis.topology import redis_status
-from seawall.verify import cluster, common, ops, roles
+from seawall.verify import cluster, common, firewall, ops, roles
 from seawall.verify.common import CHECKS, judge, parse_sshd_t
 from seawall.verify.probe import Probe, parse_probes, probe_of, probe_script
 from seawall.verify.report import Check, HostReport, VerifyReport, confirmed
@@ -55,9 +57,10 @@ T = TypeVar("T")
 
 
 def host_script(topology: Topology, host: Host) -> str:
-    """Return the one script run on ``host``: common probes, its roles', the ops host's jobs'."""
+    """Return the one script run on ``host``: common probes, the firewall's, its roles', ops'."""
     return probe_script(
         common.probe_commands(host)
+        | firewall.probe_commands(topology, host)
         | roles.probe_commands(topology, host)
         | ops.probe_commands(topology, host)
     )
@@ -96,12 +99,13 @@ def host_checks(
     admin: Probe,
     leader: tuple[str, str] | None,
 ) -> list[Check]:
-    """Judge one host's probe session: common checks, units, timers, listeners, Postgres route.
+    """Judge one host's probe session: common checks, firewall, units, timers, listeners, route.
 
     On the first ops host also its drift cron's and rolling restart's last runs.
     """
     want = roles.expected(topology, host)
     checks = list(judge(host.data, list(host.roles), probes, admin))
+    checks += firewall.judge(firewall.intended(topology, host), probes)
     checks += roles.judge_units(want, probe_of(probes, "units"))
     checks.append(
         roles.judge_listeners(want, probe_of(probes, "listeners"), probe_of(probes, "sshd"))

@@ -21,7 +21,7 @@ their own):
 The ages are measured on the ops host's clock (``date +%s`` in the same session),
 the one that stamped the records. Paths and names are the ones
 ``seawall/components/ops.py`` and ``seawall/drift.py`` give them
-(tests/unit/test_verify.py holds them equal); verify loads no deploy module.
+(tests/unit/test_verify.py holds them equal); these checks load no deploy module.
 """
 
 import json

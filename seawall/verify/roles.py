@@ -4,7 +4,8 @@ The expectations come from the same inventory data and defaults the components
 read (``seawall/components/*.py``), through the helpers they share in
 ``seawall/names.py`` (the service catalogue's unit names, Patroni's unit, the
 backup timer), so a changed port, service or version changes what verify expects
-with it. Verify loads no deploy module.
+with it. These checks load no deploy module (only the firewall's checks do, for
+the ruleset that component alone renders: ``seawall/verify/firewall.py``).
 """
 
 import shlex

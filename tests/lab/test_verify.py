@@ -1,11 +1,12 @@
 """`seawall verify` on the deployed lab: every promise holds, and each one broken is named.
 
 Each test breaks one promise (a stopped unit, a replica cut from its master, a
-stopped service, a stray listener), expects verify to fail naming the host and
-the check, undoes the fault in a ``finally`` and waits, bounded, for verify to
-pass again. Faults are serialised with other sessions through the lab's data-
-and app-fault locks (held together, data first, for the whole test), so
-another session's fault never reads as ours and ours never reaches theirs.
+stopped service, a stray listener, a deleted firewall table), expects verify to
+fail naming the host and the check, undoes the fault in a ``finally`` and waits,
+bounded, for verify to pass again. Faults are serialised with other sessions
+through the lab's data- and app-fault locks (held together, data first, for the
+whole test), so another session's fault never reads as ours and ours never
+reaches theirs.
 """
 
 import json
@@ -18,13 +19,15 @@ from pathlib import Path
 import pytest
 
 from seawall import defaults
+from seawall.components.firewall import UNIT as FIREWALL_UNIT
+from seawall.facts.firewall import TABLE
 from seawall.inventory import Topology
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock
 from seawall.redis.client import redis_settings
 from seawall.redis.topology import redis_status
 from seawall.runtime.reconnect import connect
 from seawall.ssh import run as ssh
-from seawall.verify import CHECKS, VerifyReport, verify, verify_settled
+from seawall.verify import CHECKS, VerifyReport, firewall, verify, verify_settled
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAWALL = str(Path(sys.executable).with_name("seawall"))
@@ -78,6 +81,10 @@ def test_every_promise_of_every_role_holds_within_the_target(quiet_lab: Topology
     names = {h.host: [c.name for c in h.checks] for h in report.hosts}
     for host in quiet_lab:
         assert names[host.name][: len(CHECKS)] == list(CHECKS)
+        # Every host runs the firewall: its checks follow the common ones.
+        assert names[host.name][len(CHECKS) : len(CHECKS) + len(firewall.CHECKS)] == list(
+            firewall.CHECKS
+        )
         assert "listeners" in names[host.name] and "unit ssh.service" in names[host.name]
     for data in ("data-1", "data-2", "data-3"):
         for check in ("redis replication", "sentinel agreement", "etcd health"):
@@ -184,3 +191,19 @@ def test_a_stray_listener_is_named(quiet_lab: Topology) -> None:
     assert {check for name, check in failures(report) if name == host.name} == {"listeners"}
     assert f"unexpected tcp {host.address}:8999 (python3)" in detail(report, host.name, "listeners")
     wait_for_ok(quiet_lab, HEAL_WITHIN, "the stray listener gone")
+
+
+def test_a_host_without_its_firewall_table_is_named(quiet_lab: Topology) -> None:
+    # ops-1's boot in issue 14: the unit failed and the host ran with no table.
+    host = "app-2"
+    ssh(quiet_lab, host, f"nft delete table inet {TABLE}", check=True, timeout=30)
+    try:
+        report = verify(quiet_lab)
+    finally:
+        # As a boot would: the unit loads the boot file, the intended ruleset.
+        ssh(quiet_lab, host, f"systemctl restart {FIREWALL_UNIT}", check=True, timeout=60)
+    on_host = {check for name, check in failures(report) if name == host}
+    assert on_host & set(firewall.CHECKS) == {"firewall table"}, report.summary()
+    assert detail(report, host, "firewall table") == f"no table inet {TABLE} loaded"
+    assert not {c for h, c in failures(report) if h != host} & set(firewall.CHECKS)
+    wait_for_ok(quiet_lab, HEAL_WITHIN, f"{host}'s table loaded again by {FIREWALL_UNIT}")
