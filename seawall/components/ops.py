@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from fnmatch import fnmatch
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from seawall.components.templates import render
 from seawall.defaults import OPS
 from seawall.errors import SeawallError
 from seawall.facts import memo
-from seawall.facts.files import FileState
+from seawall.facts.files import TREE_SKIP, FileState, TreeState
 from seawall.inventory import checked_inventory
 from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
@@ -260,6 +261,22 @@ def inventory_in_use() -> Path:
         raise DeployError(message) from None
 
 
+def wanted_tree(root: Path, file_mode: int = 644, dir_mode: int = 755) -> dict[str, dict[str, Any]]:
+    """Return what ``TreeState`` reads of ``root`` once ``files.sync`` copied it with
+    these modes: its folders and files (by hash), Python's caches (``TREE_SKIP``) left out."""
+    tree: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(fnmatch(part, pattern) for part in relative.parts for pattern in TREE_SKIP):
+            continue
+        if path.is_dir():
+            tree[relative.as_posix()] = {"type": "directory", "mode": dir_mode}
+        elif path.is_file():
+            sha1 = hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()
+            tree[relative.as_posix()] = {"type": "file", "mode": file_mode, "sha1": sha1}
+    return tree
+
+
 def site_files(cwd: Path, inventory_file: Path) -> list[tuple[Path, str]]:
     """Return (local file, path in the site copy) of config.py, the inventory, its group data."""
     found = [(cwd / "config.py", "config.py")] if (cwd / "config.py").is_file() else []
@@ -443,17 +460,22 @@ def _configure(data: Any) -> None:
     relative = inventory_in_use()
     site = str(setting(data, "ops_site_dir"))
     files.directory(name="Create the site copy's folder", path=site, mode="755", present=True)
-    files.sync(
-        name="Copy deploys/",
-        src=str(cwd / "deploys"),
-        dest=f"{site}/deploys",
-        mode="644",
-        dir_mode="755",
-        delete=True,
-        exclude=["*.pyc"],
-        exclude_dir=["__pycache__"],
-        add_deploy_dir=False,
-    )
+    deploys = f"{site}/deploys"
+    if host.get_fact(TreeState, path=deploys) == wanted_tree(cwd / "deploys"):
+        # One listing with hashes instead of files.sync's two facts per file.
+        host.noop(f"{deploys} is the controller's deploys/")
+    else:
+        files.sync(
+            name="Copy deploys/",
+            src=str(cwd / "deploys"),
+            dest=deploys,
+            mode="644",
+            dir_mode="755",
+            delete=True,
+            exclude=["*.pyc"],
+            exclude_dir=["__pycache__"],
+            add_deploy_dir=False,
+        )
     for local, target in site_files(cwd, relative):
         files.put(
             name=f"Copy {target}",

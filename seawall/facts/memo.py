@@ -14,15 +14,19 @@ on all hosts before the next). Facts about a cluster's live state (who leads,
 is a unit running) change on their own and are never asked through here.
 
 Concurrent askers (one greenlet per host while the deploy code runs) wait for
-the first one's answer instead of running the command again.
+the first one's answer instead of running the command again. ``ask_all`` asks
+several at once, where an operation would otherwise wait for each in turn.
 """
 
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
+import gevent
 from gevent.event import AsyncResult
 from pyinfra.api import FactBase
 from pyinfra.api.state import BaseStateCallback, State
+from pyinfra.context import ContextObject, ctx_host
 
 T = TypeVar("T")
 
@@ -55,6 +59,10 @@ def get_fact(host: Any, fact: type[FactBase[T]], *args: Any, **kwargs: Any) -> T
     """``host.get_fact(fact, *args, **kwargs)``, asked at most once per host while no
     operation has run commands on it. Raises what ``host.get_fact`` raises (and the
     next ask tries again)."""
+    # pyinfra's ``host`` names whichever host the current greenlet deploys: the
+    # memo keys and the greenlets of ask_all need the host itself.
+    if isinstance(host, ContextObject):
+        host = host._get_module()
     state = getattr(host, "state", None)
     if not isinstance(state, State):
         return host.get_fact(fact, *args, **kwargs)
@@ -72,3 +80,22 @@ def get_fact(host: Any, fact: type[FactBase[T]], *args: Any, **kwargs: Any) -> T
         raise
     pending.set(value)
     return value
+
+
+def ask_all(questions: Iterable[tuple[Any, type[FactBase[Any]], Mapping[str, Any]]]) -> None:
+    """Ask every (host, fact, keyword arguments) at the same time, into the memo: one
+    round trip's wait for them all, read back with ``get_fact``. Raises the first
+    error (the other answers are kept)."""
+
+    def ask(host: Any, fact: type[FactBase[Any]], kwargs: Mapping[str, Any]) -> None:
+        with ctx_host.use(host):
+            get_fact(host, fact, **kwargs)
+
+    real = [
+        (host._get_module() if isinstance(host, ContextObject) else host, fact, kwargs)
+        for host, fact, kwargs in questions
+    ]
+    gevent.joinall(
+        [gevent.spawn(ask, host, fact, kwargs) for host, fact, kwargs in real],
+        raise_error=True,
+    )

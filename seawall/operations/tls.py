@@ -2,6 +2,7 @@
 
 import shlex
 from io import StringIO
+from typing import Any
 
 from pyinfra import host, inventory
 from pyinfra.api import OperationError, operation
@@ -149,6 +150,19 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
         )
     """
     ca_key, ca_cert = shlex.quote(f"{directory}/ca.key"), shlex.quote(f"{directory}/ca.pem")
+
+    def certificate(name: str) -> dict[str, Any]:
+        return {
+            "path": f"{directory}/certs/{name}.pem",
+            "ca": f"{directory}/ca.pem",
+            "valid_days": renew_days,
+        }
+
+    # Every request and certificate at once, not two round trips per peer in turn.
+    memo.ask_all(
+        [(inventory.get_host(name), TlsRequest, {"path": path}) for name, path, _ in peers]
+        + [(host, TlsCertificate, certificate(name)) for name, _, _ in peers]
+    )
     signed = False
     for name, request_path, address in peers:
         request = memo.get_fact(inventory.get_host(name), TlsRequest, path=request_path)
@@ -156,9 +170,7 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
             host.log(f"{name} has no certificate request yet: sign it at the next deploy")
             continue
         cert_path = f"{directory}/certs/{name}.pem"
-        current = host.get_fact(
-            TlsCertificate, path=cert_path, ca=f"{directory}/ca.pem", valid_days=renew_days
-        )
+        current = memo.get_fact(host, TlsCertificate, **certificate(name))
         if (
             current is not None
             and current["valid"]
@@ -210,15 +222,25 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
         )
     """
     ca = inventory.get_host(ca_host)
-    signed = memo.get_fact(
-        ca,
-        TlsCertificate,
-        path=f"{ca_directory}/certs/{host.name}.pem",
-        ca=f"{ca_directory}/{CA_CERTIFICATE}",
-        valid_days=renew_days,
+    certificate: dict[str, Any] = {
+        "path": f"{ca_directory}/certs/{host.name}.pem",
+        "ca": f"{ca_directory}/{CA_CERTIFICATE}",
+        "valid_days": renew_days,
+    }
+    ca_file: dict[str, Any] = {"path": f"{ca_directory}/{CA_CERTIFICATE}"}
+    installed: list[dict[str, Any]] = [
+        {"path": f"{directory}/{target}"} for target in (CERTIFICATE, CA_CERTIFICATE)
+    ]
+    request_file: dict[str, Any] = {"path": f"{directory}/{REQUEST}"}
+    # All five at once, not one round trip after another.
+    memo.ask_all(
+        [(ca, TlsCertificate, certificate), (ca, FileContents, ca_file)]
+        + [(host, TlsRequest, request_file)]
+        + [(host, FileContents, path) for path in installed]
     )
-    ca_pem = _text(memo.get_fact(ca, FileContents, path=f"{ca_directory}/{CA_CERTIFICATE}"))
-    request = host.get_fact(TlsRequest, path=f"{directory}/{REQUEST}")
+    signed = memo.get_fact(ca, TlsCertificate, **certificate)
+    ca_pem = _text(memo.get_fact(ca, FileContents, **ca_file))
+    request = memo.get_fact(host, TlsRequest, **request_file)
     if signed is None or not ca_pem:
         host.log(f"{ca_host} has not signed a certificate for {host.name} yet: at the next deploy")
         host.noop(f"{host.name} waits for its certificate")
@@ -230,7 +252,7 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
     changed = False
     for target, content in ((CERTIFICATE, signed["pem"]), (CA_CERTIFICATE, ca_pem)):
         path = f"{directory}/{target}"
-        if _text(host.get_fact(FileContents, path=path)) == content:
+        if _text(memo.get_fact(host, FileContents, path=path)) == content:
             continue
         changed = True
         yield _upload(content, path)

@@ -1,5 +1,6 @@
 """seawall.facts.memo: a fact asked once per host and run, until an operation changes that host."""
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -7,6 +8,8 @@ import gevent
 import pytest
 from pyinfra.api import FactBase
 from pyinfra.api import state as pyinfra_state
+from pyinfra.context import ctx_host
+from pyinfra.context import host as pyinfra_host
 
 from seawall.facts import memo
 
@@ -113,3 +116,28 @@ def test_a_host_outside_a_run_is_asked_every_time() -> None:
     memo.get_fact(host, Answer, path="/a")
     memo.get_fact(host, Answer, path="/a")
     assert len(host.asked) == 2
+
+
+def test_ask_all_asks_at_once_and_leaves_the_answers_in_the_memo() -> None:
+    state = State()
+    slow = [Host(state, f"host-{n}", delay=0.2) for n in range(5)]
+    started = time.monotonic()
+    memo.ask_all([(host, Answer, {"path": "/a"}) for host in slow])
+    # Five answers of 0.2 s each in about one's time: asked at the same time.
+    assert time.monotonic() - started < 0.6
+    assert all(len(host.asked) == 1 for host in slow)
+    for host in slow:
+        memo.get_fact(host, Answer, path="/a")
+    assert all(len(host.asked) == 1 for host in slow)
+
+
+def test_pyinfras_current_host_is_remembered_as_the_host_itself() -> None:
+    state = State()
+    one, two = Host(state, "one"), Host(state, "two")
+    with ctx_host.use(one):
+        memo.ask_all([(pyinfra_host, Answer, {"path": "/a"})])
+        first = memo.get_fact(pyinfra_host, Answer, path="/a")
+    with ctx_host.use(two):
+        assert memo.get_fact(pyinfra_host, Answer, path="/a") != first
+    assert memo.get_fact(one, Answer, path="/a") == first
+    assert (len(one.asked), len(two.asked)) == (1, 1)

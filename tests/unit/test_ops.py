@@ -1,8 +1,10 @@
 """The ops host as controller: rendered units, the wheelhouse's reuse, the inventory keys."""
 
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyinfra.api.exceptions import DeployError
@@ -12,7 +14,7 @@ from pyinfra.facts.files import FileContents
 from seawall import defaults, inventory, schema
 from seawall.components import ops
 from seawall.components.templates import render
-from seawall.facts.files import FileState
+from seawall.facts.files import FileState, TreeState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,3 +333,40 @@ def test_the_lab_keeps_the_admin_key_apart_from_the_ssh_keys_public_half() -> No
     lab = inventory.load(REPO / "inventories/lab.py")
     for member in lab:
         assert member.data["admin_ssh_public_key_file"] != f"{member.data['ssh_key']}.pub"
+
+
+def test_tree_state_reads_a_real_tree_as_wanted_tree_describes_the_copy(tmp_path: Path) -> None:
+    """TreeState's command, run by a real shell on a copy made as files.sync makes it,
+    equals wanted_tree of the source; a changed byte, mode or extra file does not."""
+    source, copy = tmp_path / "deploys", tmp_path / "copy"
+    (source / "sub" / "__pycache__").mkdir(parents=True)
+    (source / "site.py").write_text("print('site')\n")
+    (source / "sub" / "a file.py").write_text("x = 1\n")
+    (source / "sub" / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    (source / "stale.pyc").write_bytes(b"cache")
+    shutil.copytree(source, copy)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    def read() -> Any:
+        fact = TreeState()
+        run = subprocess.run(
+            ["sh", "-c", fact.command(str(copy))], capture_output=True, text=True, check=True
+        )
+        return fact.process(run.stdout.splitlines())
+
+    wanted = ops.wanted_tree(source)
+    assert set(wanted) == {"site.py", "sub", "sub/a file.py"}
+    assert read() == wanted
+    (copy / "site.py").write_text("print('changed')\n")
+    assert read() != wanted
+    (copy / "site.py").write_text("print('site')\n")
+    (copy / "sub" / "a file.py").chmod(0o600)
+    assert read() != wanted
+    (copy / "sub" / "a file.py").chmod(0o644)
+    (copy / "extra.py").write_text("")
+    assert read() != wanted
+    (copy / "extra.py").unlink()
+    assert read() == wanted
+    shutil.rmtree(copy)
+    assert read() is None
