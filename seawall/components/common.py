@@ -42,6 +42,7 @@ from seawall import defaults, secrets
 from seawall.components import templates
 from seawall.defaults import COMMON
 from seawall.errors import SeawallError
+from seawall.facts import memo
 from seawall.facts.deb import DebInstallState
 from seawall.facts.server import Container, PasswdEntries
 from seawall.operations import files, systemd
@@ -110,15 +111,15 @@ def install_packages(name: str, packages: Sequence[str], no_recommends: bool = T
 
     Updates the package lists only when a package is missing, and runs apt only
     then (or for a version pin the installed version differs from), so a run
-    that installs nothing changes nothing and costs one ``dpkg-query`` of these
+    that installs nothing changes nothing and costs one ``dpkg-query`` of the
     packages. A ``policy-rc.d`` seawall left behind by an interrupted run is
     removed; one from anyone else is left alone.
+
+    Every install on a host decides from one listing of all its packages, asked
+    once per run (``seawall.facts.memo``: an install that runs drops it).
     """
-    state = host.get_fact(
-        DebInstallState,
-        packages=tuple(package.split("=")[0] for package in packages),
-        policy_rc_d=POLICY_RC_D,
-        marker=_POLICY_MARKER,
+    state = memo.get_fact(
+        host, DebInstallState, packages=(), policy_rc_d=POLICY_RC_D, marker=_POLICY_MARKER
     )
     installed = state["installed"]
     missing = [package for package in packages if package.split("=")[0] not in installed]

@@ -14,9 +14,12 @@ class DebInstallState(FactBase[dict[str, Any]]):
     """Returns the installed version of each of ``packages`` that is installed, and what is
     at ``policy_rc_d`` (``"ours"`` when it holds ``marker``, ``"other"``, or ``None``).
 
-    ``dpkg-query`` of the named packages: pyinfra's ``DebPackages`` lists every
-    package (about 0.5 s a gathering). The ``policy-rc.d`` probe rides along, so
-    an install decides from one round trip.
+    ``dpkg-query`` of the named packages, or of every package when ``packages``
+    is empty (dpkg answers in milliseconds either way: the round trip is the
+    cost, so a host's installs can all decide from one listing). pyinfra's
+    ``DebPackages`` lists every package too, through ``apt`` (about 0.5 s a
+    gathering). The ``policy-rc.d`` probe rides along, so an install decides
+    from one round trip.
 
     .. code:: python
 
@@ -37,7 +40,7 @@ class DebInstallState(FactBase[dict[str, Any]]):
         # names it knows are still printed, and a missing one is simply absent.
         return (
             "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' "
-            f"-- {names} 2>/dev/null; "
+            f"{'-- ' + names if names else ''} 2>/dev/null; "
             f"if [ -e {policy} ]; then if grep -qF -- {shlex.quote(marker)} {policy}; "
             "then echo 'policy-rc.d: ours'; else echo 'policy-rc.d: other'; fi; fi; true"
         )

@@ -1,4 +1,10 @@
-"""Facts that ask Patroni (through ``patronictl``) about its cluster."""
+"""Facts that ask Patroni about its cluster: its REST API on this host, else ``patronictl``.
+
+The REST API answers in milliseconds; ``patronictl`` starts a Python program
+that takes about 0.3 s, which a deploy paid on each database host for each
+operation that needs the leader. It still answers when this host's Patroni is
+down (it reads the DCS itself).
+"""
 
 import json
 import shlex
@@ -15,6 +21,46 @@ def running_leader(members: list[dict[str, Any]]) -> str | None:
     return None
 
 
+# Patroni's REST roles as patronictl lists them.
+_ROLES = {"leader": "Leader", "replica": "Replica", "sync_standby": "Sync Standby"}
+_REST = "source: rest"
+
+
+def _rest_or_ctl(config: str, endpoint: str, ctl: str) -> str:
+    """A command printing ``endpoint`` of this host's Patroni REST API (its
+    ``restapi.connect_address`` in ``config``) after a marker line, else ``ctl``'s output."""
+    quoted = shlex.quote(config)
+    found = f"sed -n '/^restapi:/,/^[^ ]/s/^ *connect_address: *//p' {quoted} 2>/dev/null"
+    address = f"$({found} | head -n 1)"
+    return (
+        f'{{ a={address}; [ -n "$a" ] && r=$(curl -sf --max-time 2 "http://$a/{endpoint}") '
+        f'&& echo {shlex.quote(_REST)} && printf "%s\\n" "$r"; }} || {ctl}'
+    )
+
+
+def _source(output: list[str]) -> tuple[str, str]:
+    """("rest" or "ctl", the JSON text) of a ``_rest_or_ctl`` command's output."""
+    if output and output[0].strip() == _REST:
+        return "rest", "\n".join(output[1:])
+    return "ctl", "\n".join(output)
+
+
+def _as_listed(member: dict[str, Any]) -> dict[str, Any]:
+    """A ``GET /cluster`` member as ``patronictl list -f json`` shows it."""
+    listed = {
+        "Member": member.get("name"),
+        "Host": member.get("host"),
+        "Role": _ROLES.get(
+            str(member.get("role")), str(member.get("role")).replace("_", " ").title()
+        ),
+        "State": member.get("state"),
+        "TL": member.get("timeline"),
+    }
+    if isinstance(member.get("lag"), int):
+        listed["Lag in MB"] = round(member["lag"] / 1024 / 1024)
+    return listed
+
+
 class PatroniCluster(FactBase[list[dict[str, Any]]]):
     """Returns the members of this host's Patroni cluster, as ``patronictl list`` sees them.
 
@@ -26,17 +72,26 @@ class PatroniCluster(FactBase[list[dict[str, Any]]]):
     default = list
 
     def command(self, config: str) -> str:
-        return f"patronictl -c {shlex.quote(config)} list -f json 2>/dev/null || echo '[]'"
+        return (
+            _rest_or_ctl(
+                config, "cluster", f"patronictl -c {shlex.quote(config)} list -f json 2>/dev/null"
+            )
+            + " || echo '[]'"
+        )
 
     def requires_command(self, config: str) -> str:
         return "patronictl"
 
     def process(self, output: list[str]) -> list[dict[str, Any]]:
+        source, text = _source(output)
         try:
-            members = json.loads("\n".join(output) or "[]")
+            value = json.loads(text or "[]")
         except ValueError:
             return []
-        return members if isinstance(members, list) else []
+        if source == "rest":
+            members = value.get("members") if isinstance(value, dict) else None
+            return [_as_listed(member) for member in members or [] if isinstance(member, dict)]
+        return value if isinstance(value, list) else []
 
 
 class PatroniDynamicConfig(FactBase[dict[str, Any] | None]):
@@ -50,17 +105,18 @@ class PatroniDynamicConfig(FactBase[dict[str, Any] | None]):
     def command(self, config: str) -> str:
         # The controller need not have PyYAML: the host's Patroni brings it.
         to_json = "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"
-        return (
+        ctl = (
             f"patronictl -c {shlex.quote(config)} show-config 2>/dev/null "
-            f"| python3 -c {shlex.quote(to_json)} || echo null"
+            f"| python3 -c {shlex.quote(to_json)}"
         )
+        return _rest_or_ctl(config, "config", ctl) + " || echo null"
 
     def requires_command(self, config: str) -> str:
         return "patronictl"
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
         try:
-            value = json.loads("\n".join(output) or "null")
+            value = json.loads(_source(output)[1] or "null")
         except ValueError:
             return None
         return value if isinstance(value, dict) and value else None

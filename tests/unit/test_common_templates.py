@@ -154,14 +154,15 @@ class FakeHost:
 
     def get_fact(self, fact: Any, **kwargs: Any) -> Any:
         if fact is DebInstallState and (fact,) in self.facts:
-            # One answer for every install_packages: each sees the packages it asks about.
+            # One answer for every install_packages: every package when none is
+            # named (dpkg's whole list), else the packages it asks about.
             known = self.facts[(fact,)]
             assert kwargs["policy_rc_d"] == common.POLICY_RC_D
             return known | {
                 "installed": {
                     package: version
                     for package, version in known["installed"].items()
-                    if package in kwargs["packages"]
+                    if not kwargs["packages"] or package in kwargs["packages"]
                 }
             }
         key = (fact, *sorted(kwargs.items()))
