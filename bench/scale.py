@@ -406,11 +406,14 @@ def main() -> None:
             claims = lxc_claims()
             for size in sizes:
                 extras = extra_hosts(lab, size - len(lab.hosts), claims)
-                write_tree(tree, lab, extras)
-                scaled = load_tree(tree)
+                # A tree per size: pyinfra keeps the code of a file it ran by its path,
+                # so a rewritten inventory at the same path would load the old hosts.
+                sized = tree / str(size)
+                write_tree(sized, lab, extras)
+                scaled = load_tree(sized)
                 problems = inventory.validate(scaled, check_secrets=False)
                 if problems:
-                    raise SystemExit("\n".join(f"{tree}: {problem}" for problem in problems))
+                    raise SystemExit("\n".join(f"{sized}: {problem}" for problem in problems))
                 new = [name for name, _ in extras if name not in added]
                 if new:
                     print(f"{size} hosts: bringing up {', '.join(new)}", file=sys.stderr)
@@ -424,7 +427,11 @@ def main() -> None:
                 results[size] = SizeResult(
                     hosts=size, app_hosts=len(scaled.group(ROLE)), op_hosts=0
                 )
-                measure(tree, results[size], args.rounds)
+                measure(sized, results[size], args.rounds)
+        except BaseException as error:
+            # Said now: the restore's own failure would otherwise be all that shows.
+            print(f"stopped: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            raise
         finally:
             restore(lab, scaled, added, tree, touched=bool(added or results))
 
