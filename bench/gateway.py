@@ -313,9 +313,10 @@ def settled_lines(topology: Topology, tag: str, since: float, timeout: float = 6
 
 
 # The sender of the journald floor row: the gateway's own line, FLOOR_LINES times, to
-# journald as a stream tagged like the gateway's (systemd-cat), as the copier sends it.
+# journald as a stream tagged like the gateway's (systemd-cat): one entry per line, as
+# the copier sent them before it sent batches.
 FLOOR_SENDER = "import sys; sys.stdout.write((sys.argv[1] + chr(10)) * int(sys.argv[2]))"
-JOURNALD_FLOOR = "journald floor (same lines, no NGINX)"
+JOURNALD_FLOOR = "journald floor (same lines, one entry each, no NGINX)"
 FLOOR_LINES = 20_000
 FLOOR_LIMIT_S = 120.0
 
@@ -323,8 +324,10 @@ FLOOR_LIMIT_S = 120.0
 def journald_floor(topology: Topology, tag: str, container: str) -> LogCost:
     """What journald and the upload spend per line when a bare sender writes the gateway's
     own access line (the last one in gw-1's journal) FLOOR_LINES times: the pipeline's
-    floor for one journal line per request, with no NGINX in the way."""
-    line = ssh(topology, GATEWAY_HOST, f"journalctl -q -t {tag} -n 1 -o cat", check=True).stdout
+    floor for one journal entry per request, with no NGINX in the way."""
+    # The last entry holds a batch of lines: its last one.
+    last = f"journalctl -q -t {tag} -n 1 -o cat | tail -n 1"
+    line = ssh(topology, GATEWAY_HOST, last, check=True).stdout
     if not line.strip():
         raise SystemExit(f"no {tag} line in {GATEWAY_HOST}'s journal to measure the floor with")
     upload_drained(topology, tag)
@@ -841,13 +844,16 @@ def main() -> None:
             "journal-upload's saved cursor is past the run's "
             f"last `{tag}` line (at most {UPLOAD_DRAIN_S} s; 'caught up' counts the runs "
             "where it was), divided by the run's requests. NGINX writes each access line to "
-            "its file, buffered; the copier streams the file's lines to journald; the upload "
+            "its file, buffered; the copier sends the file's lines to journald in batches, "
+            "one entry each (`gateway_journal_batch_lines` lines, or what came within "
+            "`gateway_journal_batch_wait`); the upload "
             f"sends them to the central journal on {ops_host}. Lines per request below 1 are "
             "lines that did not reach gw-1's journal: their cost is then not all counted. The "
             "bare rows (no access log) show what the pipeline spends meanwhile on other lines. "
             f"The journald floor row sends the gateway's own line {FLOOR_LINES:,} times "
-            "through `systemd-cat` with the same tag and no NGINX: journald's and the "
-            "upload's cost per line alone, divided here by lines, not requests.",
+            "through `systemd-cat` with the same tag and no NGINX, one entry per line: "
+            "journald's and the upload's cost per entry alone, divided here by lines, not "
+            "requests (what a line per entry would cost, the copier's way before batches).",
             "",
             "Behind the reference service (~1,000 requests/s per Python process) NGINX "
             "handles each request's events one wake-up at a time instead of in batches, "

@@ -4,13 +4,11 @@ Each concern is one ``local.include`` line, in the order they build on each
 other; a concern's deploy picks its hosts by their groups.
 """
 
-from pathlib import Path
-
 from pyinfra import local
 
 from seawall.components import name_deploy_files
 
-name_deploy_files(Path(__file__).parent)
+name_deploy_files(__file__)
 local.include("deploys/common.py")
 local.include("deploys/firewall.py")
 local.include("deploys/logging.py")

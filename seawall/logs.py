@@ -127,12 +127,22 @@ def _gateway_line_matches(message: str, request_id: str) -> bool:
     return isinstance(line, dict) and line.get("request_id") == request_id
 
 
+def _request_messages(entry: dict[str, Any], request_id: str) -> list[str]:
+    """The entry's message if its ``REQUEST_ID`` is the id; else the lines of its message
+    that are gateway access lines of the id (the copier sends many lines per entry)."""
+    message = _field(entry, "MESSAGE") or ""
+    if _field(entry, "REQUEST_ID") == request_id:
+        return [message]
+    return [line for line in message.split("\n") if _gateway_line_matches(line, request_id)]
+
+
 def parse_entries(lines: Iterable[str], request_id: str) -> list[LogLine]:
     """Return the request's entries among journalctl's JSON lines, in time order, once each.
 
-    An entry counts if its ``REQUEST_ID`` field is the id, or its ``MESSAGE``
-    is JSON whose ``request_id`` is the id (the gateway's access line). An
-    entry seen twice (same host, boot, timestamps and message) counts once.
+    An entry counts if its ``REQUEST_ID`` field is the id; of the gateway's
+    entries (up to ``gateway_journal_batch_lines`` access lines each, one JSON
+    object per line), each line whose ``request_id`` is the id, at the entry's
+    time. A line seen twice (same host, boot, timestamps and message) counts once.
     """
     seen: set[tuple[Any, ...]] = set()
     found = []
@@ -145,32 +155,29 @@ def parse_entries(lines: Iterable[str], request_id: str) -> list[LogLine]:
             continue
         if not isinstance(entry, dict):
             continue
-        message = _field(entry, "MESSAGE") or ""
-        if _field(entry, "REQUEST_ID") != request_id and not _gateway_line_matches(
-            message, request_id
-        ):
-            continue
+        messages = _request_messages(entry, request_id)
         realtime = _field(entry, "__REALTIME_TIMESTAMP")
-        if realtime is None or not realtime.isdigit():
+        if not messages or realtime is None or not realtime.isdigit():
             continue
         host = _field(entry, "_HOSTNAME") or "?"
-        key = (
-            host,
-            _field(entry, "_BOOT_ID"),
-            _field(entry, "__MONOTONIC_TIMESTAMP"),
-            realtime,
-            message,
-        )
-        if key in seen:
-            continue
-        seen.add(key)
         unit = (
             _field(entry, "SERVICE")
             or _field(entry, "_SYSTEMD_UNIT")
             or _field(entry, "SYSLOG_IDENTIFIER")
             or "?"
         )
-        found.append(LogLine(int(realtime), host, unit, message))
+        for message in messages:
+            key = (
+                host,
+                _field(entry, "_BOOT_ID"),
+                _field(entry, "__MONOTONIC_TIMESTAMP"),
+                realtime,
+                message,
+            )
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append(LogLine(int(realtime), host, unit, message))
     return sorted(found, key=lambda line: (line.realtime_us, line.host, line.unit, line.message))
 
 

@@ -519,6 +519,9 @@ class Gateway(_Model):
     ]
     gateway_journal_rate_limit_burst: NonNegative
     gateway_journal_rate_limit_interval: TimeSpan
+    gateway_journal_batch_lines: Annotated[int, Field(ge=1, le=10000)]
+    gateway_journal_batch_bytes: Annotated[int, Field(ge=1024, le=131072)]
+    gateway_journal_batch_wait: Annotated[float, Field(gt=0, le=5)]
     gateway_hsts_max_age: NonNegative
     # Each must be an app host (seawall.inventory checks, with the whole topology).
     gateway_drained_hosts: list[SafeName]

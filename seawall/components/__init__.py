@@ -5,8 +5,8 @@ from pathlib import Path
 from types import ModuleType
 
 
-def name_deploy_files(directory: str | Path) -> None:
-    """Name each ``*.py`` file in ``directory`` as a module in ``sys.modules``.
+def name_deploy_files(beside: str | Path) -> None:
+    """Name each ``*.py`` file in the folder of file ``beside`` as a module in ``sys.modules``.
 
     pyinfra places every operation by reading the call stack (``inspect.stack``),
     and for each frame asks which module holds its file. Deploy files are run by
@@ -14,8 +14,8 @@ def name_deploy_files(directory: str | Path) -> None:
     searched all of ``sys.modules`` anew: 5,000 searches and 2-3 s of the
     controller's CPU in a no-op site deploy. Named here, each is a dict lookup.
     """
-    for path in sorted(Path(directory).resolve().glob("*.py")):
-        name = f"seawall_deploy_file_{path.stem}"
+    for path in sorted(Path(beside).resolve().parent.glob("*.py")):
+        name = f"seawall deploy file {path}"
         if name not in sys.modules:
             module = ModuleType(name, f"deploy file {path} (run by pyinfra, not imported)")
             module.__file__ = str(path)

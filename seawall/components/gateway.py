@@ -21,13 +21,15 @@ What it guarantees on every host of the ``gateway`` group:
 - ``X-Request-ID`` from the client (if well-formed) or generated, sent upstream,
   returned and logged; a JSON access log with upstream timings, to a file (buffered)
   that ``seawall-gateway-journal.service`` copies into the journal, tagged
-  ``gateway_journal_tag`` (none when it is empty); JSON bodies for the errors NGINX
+  ``gateway_journal_tag`` (none when it is empty), up to
+  ``gateway_journal_batch_lines`` lines per entry; JSON bodies for the errors NGINX
   itself answers; security headers; a body size limit;
 - the same routes and limits over plain HTTP on the private address only, at
   ``gateway_internal_http_port`` (unless None), for callers inside the private network;
-- the copier's own journald rate limit (``gateway_journal_rate_limit_*``) lets one
-  journal line per request through at the gateway's load; it reads the file from a
-  stream, so a busy journald slows the copy and drops nothing (NGINX never waits);
+- the copier (``files/gateway/seawall-gateway-journal``, python3-systemd) sends a
+  batch as one entry after ``gateway_journal_batch_wait`` s at most; its own journald
+  rate limit (``gateway_journal_rate_limit_*``) holds the gateway's load; a busy
+  journald slows the copy and drops nothing (NGINX never waits);
 - stub_status on 127.0.0.1:``gateway_status_port`` only;
 - the app hosts named in ``gateway_drained_hosts`` are ``down`` in every upstream
   (the rolling restart's drain; a normal deploy names none, so one left drained
@@ -44,6 +46,7 @@ What it never does:
 
 from collections.abc import Mapping
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 from pyinfra import host
@@ -63,6 +66,11 @@ from seawall.settings import setting
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
 JOURNAL_UNIT = "/etc/systemd/system/seawall-gateway-journal.service"
+# The copier the unit runs (a static file: files/gateway/).
+JOURNAL_COPIER = "/usr/local/libexec/seawall-gateway-journal"
+COPIER_SOURCE = (
+    Path(__file__).resolve().parents[1] / "files" / "gateway" / "seawall-gateway-journal"
+)
 # Where NGINX's journal rate limit was, when NGINX sent its lines as syslog datagrams.
 OLD_JOURNAL_DROPIN = "/etc/systemd/system/nginx.service.d/seawall-journal.conf"
 TEMPLATES: tuple[str, ...] = (NGINX_CONF, JOURNAL_UNIT)
@@ -217,11 +225,19 @@ def journal_copy(data: Data, values: Mapping[str, Any]) -> None:
             enabled=False,
         )
         gone = files.file(name="Remove the journal copier's unit", path=JOURNAL_UNIT, present=False)
+        files.file(name="Remove the journal copier", path=JOURNAL_COPIER, present=False)
         systemd.daemon_reload(
             name="Reload systemd (the journal copier's unit went)",
             _if=any_changed(old, gone),
         )
         return
+    install_packages("Install python3-systemd (the copier's journal client)", ["python3-systemd"])
+    copier = files.put(
+        name="Install the copier of the access log into the journal",
+        src=str(COPIER_SOURCE),
+        dest=JOURNAL_COPIER,
+        mode="755",
+    )
     unit = files.put(
         name="Install the unit that copies the access log into the journal",
         src=StringIO(render(JOURNAL_UNIT, values)),
@@ -236,7 +252,7 @@ def journal_copy(data: Data, values: Mapping[str, Any]) -> None:
         service=name,
         running=True,
         restarted=True,
-        _if=unit.did_change,
+        _if=any_changed(unit, copier),
     )
     systemd.service(
         name="Copy the access log into the journal, now and at boot",
@@ -290,6 +306,10 @@ def context(
         "worker_rlimit_nofile": setting(data, "gateway_worker_rlimit_nofile"),
         "access_log": setting(data, "gateway_access_log"),
         "journal_tag": setting(data, "gateway_journal_tag"),
+        "journal_copier": JOURNAL_COPIER,
+        "journal_batch_lines": setting(data, "gateway_journal_batch_lines"),
+        "journal_batch_bytes": setting(data, "gateway_journal_batch_bytes"),
+        "journal_batch_wait": setting(data, "gateway_journal_batch_wait"),
         "journal_rate_limit_burst": setting(data, "gateway_journal_rate_limit_burst"),
         "journal_rate_limit_interval": setting(data, "gateway_journal_rate_limit_interval"),
         "rate_limit_exempt": list(setting(data, "gateway_rate_limit_exempt")),

@@ -125,8 +125,14 @@ def test_the_access_line_reaches_the_journal_from_the_file(
     http = conf[conf.index("http {") : conf.index("    server {")]
     assert f"access_log {log} seawall_json buffer=64k flush=1s;" in http
     assert "syslog:" not in conf
-    # The copier follows that file by name (logrotate), from its end, tagged.
-    assert f"ExecStart=/usr/bin/tail --lines=0 --follow=name --retry {log}\n" in unit
+    # The copier follows that file (by name, from its end: tail in the copier), tagged,
+    # in batches of the configured size.
+    assert (
+        f"ExecStart=/usr/bin/python3 {gateway.JOURNAL_COPIER} --tag {data['gateway_journal_tag']}"
+        f" --max-lines {defaults.GATEWAY['gateway_journal_batch_lines']}"
+        f" --max-bytes {defaults.GATEWAY['gateway_journal_batch_bytes']}"
+        f" --max-wait {defaults.GATEWAY['gateway_journal_batch_wait']} {log}\n"
+    ) in unit
     assert f"SyslogIdentifier={data['gateway_journal_tag']}\n" in unit
     assert "StandardOutput=journal\n" in unit and "Restart=always\n" in unit
 

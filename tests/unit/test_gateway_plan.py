@@ -30,9 +30,17 @@ def test_gateway_config_is_checked_then_reloaded_never_restarted(
     # NGINX is never restarted (the journal copier is, when its own unit changes).
     nginx = [call for call in calls if call.kwargs.get("service") == "nginx.service"]
     assert nginx and not any(call.kwargs.get("restarted") for call in nginx)
-    copier = named["Restart the journal copier (its unit changed)"]
+    restart = named["Restart the journal copier (its unit changed)"]
     unit = named["Install the unit that copies the access log into the journal"]
-    assert copier.kwargs["_if"] == unit.did_change
+    copier = named["Install the copier of the access log into the journal"]
+    assert copier.kwargs["src"] == str(gateway.COPIER_SOURCE) and copier.kwargs["mode"] == "755"
+    assert gateway.COPIER_SOURCE.read_text().startswith("#!/usr/bin/python3\n")
+    # Restarted when the unit or the copier changed, not otherwise.
+    assert restart.kwargs["_if"]() is False
+    unit.changed = True
+    assert restart.kwargs["_if"]() is True
+    unit.changed, copier.changed = False, True
+    assert restart.kwargs["_if"]() is True
     # The certificate exists: it is never generated again.
     assert not any(call.op == "server.shell" for call in calls)
 

@@ -313,3 +313,26 @@ def test_a_missing_central_journal_exits_2_naming_the_host(
     result = runner.invoke(app, ["logs", "--request-id", RID, "-i", str(path)])
     assert result.exit_code == 2, result.output
     assert "ops-1: no central journal at" in result.output
+
+
+def test_a_batch_entry_of_the_gateway_gives_each_line_of_the_id() -> None:
+    # The copier sends many access lines per entry: only this request's are kept,
+    # each as a line of its own, at the entry's time.
+    mine = json.dumps({"request_id": RID, "uri": "/api/execution/orders", "status": 201})
+    again = json.dumps({"request_id": RID, "uri": "/api/execution/orders", "status": 409})
+    other = json.dumps({"request_id": RID + "x", "uri": "/api/health", "status": 200})
+    entry = {
+        "MESSAGE": "\n".join([other, mine, "not json", again]),
+        "SYSLOG_IDENTIFIER": "nginx_access",
+        "_HOSTNAME": "gw-1",
+        "_BOOT_ID": "b",
+        "__MONOTONIC_TIMESTAMP": "7",
+        "__REALTIME_TIMESTAMP": "1764475200500000",
+    }
+    # Uploaded twice: its lines count once.
+    found = logs.parse_entries([json.dumps(entry), json.dumps(entry)], RID)
+    assert [line.message for line in found] == sorted([mine, again])
+    assert {(line.host, line.unit, line.realtime_us) for line in found} == {
+        ("gw-1", "nginx_access", 1764475200500000)
+    }
+    assert [line.message for line in logs.parse_entries([json.dumps(entry)], RID + "x")] == [other]
