@@ -5,6 +5,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +92,17 @@ def timed_site_deploy(tree: Path = ROOT) -> tuple[float, int, int]:
     )
     seconds = time.monotonic() - started
     if result.returncode != 0:
-        raise SystemExit(f"site deploy from {tree} failed:\n{result.stderr[-3000:]}")
+        # The whole output is kept: the error is often far above the tail (every
+        # later operation prints "Skipped" for each host).
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="seawall-site-deploy-", suffix=".log", delete=False
+        ) as log:
+            log.write(result.stdout + "\n" + result.stderr)
+        errors = [line for line in result.stderr.splitlines() if "rror" in line][:20]
+        raise SystemExit(
+            f"site deploy from {tree} failed (whole output: {log.name}):\n"
+            + "\n".join(errors)
+            + f"\n{result.stderr[-1500:]}"
+        )
     totals = json.loads(result.stdout)["results"]["totals"]
     return seconds, int(totals["hosts"]), int(totals["success"])
