@@ -168,7 +168,9 @@ def ask(other: Any, fact: type[FactBase[T]], once: bool = False, **kwargs: Any) 
     if not getattr(other, "connected", False) and state is not None and other in state.failed_hosts:
         return None
     try:
-        return memo.get_fact(other, fact, **kwargs) if once else other.get_fact(fact, **kwargs)
+        return (
+            memo.get_fact(other, fact, **kwargs) if once else memo.ask_live(other, fact, **kwargs)
+        )
     except ConnectError:
         return None
 

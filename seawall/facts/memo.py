@@ -16,6 +16,12 @@ is a unit running) change on their own and are never asked through here.
 Concurrent askers (one greenlet per host while the deploy code runs) wait for
 the first one's answer instead of running the command again. ``ask_all`` asks
 several at once, where an operation would otherwise wait for each in turn.
+
+Every host is asked at most ``SESSIONS`` facts at a time through here
+(``ask_live`` too, for live state): each is an SSH session on the one connection
+pyinfra keeps to the host, and OpenSSH's server refuses sessions past
+``MaxSessions`` (10). With 14 hosts asking the ops host for their certificates at
+once, it refused them and the ops host failed the deploy.
 """
 
 from collections.abc import Iterable, Mapping
@@ -24,11 +30,16 @@ from weakref import WeakKeyDictionary
 
 import gevent
 from gevent.event import AsyncResult
+from gevent.lock import BoundedSemaphore
 from pyinfra.api import FactBase
 from pyinfra.api.state import BaseStateCallback, State
 from pyinfra.context import ContextObject, ctx_host
 
 T = TypeVar("T")
+
+# Sessions one host is asked at once through here, well under sshd's MaxSessions
+# (10): the host's own operation may hold one, and pyinfra's own facts others.
+SESSIONS = 4
 
 
 class _Memo(BaseStateCallback):
@@ -36,6 +47,14 @@ class _Memo(BaseStateCallback):
 
     def __init__(self) -> None:
         self.answers: dict[Any, dict[tuple[Any, ...], AsyncResult]] = {}
+        self.sessions: dict[Any, BoundedSemaphore] = {}
+
+    def session(self, host: Any) -> BoundedSemaphore:
+        """The bound on ``host``'s concurrent facts asked through here."""
+        found = self.sessions.get(host)
+        if found is None:
+            found = self.sessions[host] = BoundedSemaphore(SESSIONS)
+        return found
 
     def operation_end(self, state: State, op_hash: str) -> None:  # type: ignore[override]
         for host, ops in state.ops.items():
@@ -59,21 +78,20 @@ def get_fact(host: Any, fact: type[FactBase[T]], *args: Any, **kwargs: Any) -> T
     """``host.get_fact(fact, *args, **kwargs)``, asked at most once per host while no
     operation has run commands on it. Raises what ``host.get_fact`` raises (and the
     next ask tries again)."""
-    # pyinfra's ``host`` names whichever host the current greenlet deploys: the
-    # memo keys and the greenlets of ask_all need the host itself.
-    if isinstance(host, ContextObject):
-        host = host._get_module()
+    host = _itself(host)
     state = getattr(host, "state", None)
     if not isinstance(state, State):
         return host.get_fact(fact, *args, **kwargs)
-    answers = _memo(state).answers.setdefault(host, {})
+    memo = _memo(state)
+    answers = memo.answers.setdefault(host, {})
     key = (fact, repr(args), repr(sorted(kwargs.items())))
     pending = answers.get(key)
     if pending is not None:
         return pending.get()
     pending = answers[key] = AsyncResult()
     try:
-        value = host.get_fact(fact, *args, **kwargs)
+        with memo.session(host):
+            value = host.get_fact(fact, *args, **kwargs)
     except BaseException as error:
         answers.pop(key, None)
         pending.set_exception(error)
@@ -91,11 +109,25 @@ def ask_all(questions: Iterable[tuple[Any, type[FactBase[Any]], Mapping[str, Any
         with ctx_host.use(host):
             get_fact(host, fact, **kwargs)
 
-    real = [
-        (host._get_module() if isinstance(host, ContextObject) else host, fact, kwargs)
-        for host, fact, kwargs in questions
-    ]
+    real = [(_itself(host), fact, kwargs) for host, fact, kwargs in questions]
     gevent.joinall(
         [gevent.spawn(ask, host, fact, kwargs) for host, fact, kwargs in real],
         raise_error=True,
     )
+
+
+def ask_live(host: Any, fact: type[FactBase[T]], *args: Any, **kwargs: Any) -> T:
+    """``host.get_fact(...)`` asked anew (live state: who leads, what runs), within the
+    host's bound on concurrent sessions."""
+    host = _itself(host)
+    state = getattr(host, "state", None)
+    if not isinstance(state, State):
+        return host.get_fact(fact, *args, **kwargs)
+    with _memo(state).session(host):
+        return host.get_fact(fact, *args, **kwargs)
+
+
+def _itself(host: Any) -> Any:
+    """The host itself: pyinfra's ``host`` names whichever host the current greenlet
+    deploys, and the memo's keys and ask_all's greenlets need the host it names now."""
+    return host._get_module() if isinstance(host, ContextObject) else host

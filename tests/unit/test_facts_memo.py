@@ -141,3 +141,27 @@ def test_pyinfras_current_host_is_remembered_as_the_host_itself() -> None:
         assert memo.get_fact(pyinfra_host, Answer, path="/a") != first
     assert memo.get_fact(one, Answer, path="/a") == first
     assert (len(one.asked), len(two.asked)) == (1, 1)
+
+
+def test_a_host_is_asked_at_most_sessions_facts_at_once() -> None:
+    # sshd refuses sessions past MaxSessions (10) on pyinfra's one connection: 14 hosts
+    # asking the ops host for their certificates at once failed the ops host.
+    state = State()
+    busy = Host(state, "ops", delay=0.05)
+    now, most = [0], [0]
+    asked = busy.get_fact
+
+    def counting(fact: type, *args: Any, **kwargs: Any) -> str:
+        now[0] += 1
+        most[0] = max(most[0], now[0])
+        try:
+            return asked(fact, *args, **kwargs)
+        finally:
+            now[0] -= 1
+
+    busy.get_fact = counting  # type: ignore[method-assign]
+    memo.ask_all([(busy, Answer, {"path": f"/cert/{n}"}) for n in range(14)])
+    live = [gevent.spawn(memo.ask_live, busy, Other) for _ in range(6)]
+    gevent.joinall(live, timeout=5, raise_error=True)
+    assert len(busy.asked) == 20
+    assert 1 < most[0] <= memo.SESSIONS
