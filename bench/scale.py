@@ -37,6 +37,7 @@ import argparse
 import ipaddress
 import os
 import re
+import resource
 import shutil
 import statistics
 import sys
@@ -252,6 +253,11 @@ class SizeResult:
     op_hosts: int = 0
     deploy_s: list[float] = field(default_factory=list)
     drift_s: list[float] = field(default_factory=list)
+    # The controller's CPU (user + system) of each timed run, and the machine's load
+    # average as it ended: the 2 cores also run every lab host's services.
+    deploy_cpu_s: list[float] = field(default_factory=list)
+    drift_cpu_s: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
 
 
 def ratios(medians: Mapping[int, float]) -> dict[int, float]:
@@ -277,14 +283,21 @@ def report_lines(results: Mapping[int, SizeResult], rounds: int, sizes_arg: str)
         f"<= {TARGET_RATIO}x the time.",
         "",
         "| hosts | app hosts | operation-hosts | redeploy median s | min s | max s "
-        "| drift median s | min s | max s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| drift median s | min s | max s | controller CPU s, redeploy / drift (median) "
+        "| load average (1 min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for size in sizes:
         r = results[size]
+        cpu = (
+            f"{statistics.median(r.deploy_cpu_s):.1f} / {statistics.median(r.drift_cpu_s):.1f}"
+            if r.deploy_cpu_s and r.drift_cpu_s
+            else "-"
+        )
+        load = f"{min(r.load):.1f}-{max(r.load):.1f}" if r.load else "-"
         lines.append(
             f"| {r.hosts} | {r.app_hosts} | {r.op_hosts} | {spread(r.deploy_s)} "
-            f"| {spread(r.drift_s)} |"
+            f"| {spread(r.drift_s)} | {cpu} | {load} |"
         )
     base = sizes[0]
     deploy = ratios({s: statistics.median(results[s].deploy_s) for s in sizes})
@@ -304,6 +317,12 @@ def report_lines(results: Mapping[int, SizeResult], rounds: int, sizes_arg: str)
     return lines
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(tree: Path, result: SizeResult, rounds: int) -> None:
     """Deploy the tree's inventory once (untimed), then time ``rounds`` no-op redeploys and
     drift checks into ``result``. Stops when a redeploy changes anything or drift is found."""
@@ -311,8 +330,10 @@ def measure(tree: Path, result: SizeResult, rounds: int) -> None:
     for round_ in range(rounds):
         order = ("deploy", "drift") if round_ % 2 == 0 else ("drift", "deploy")
         for what in order:
+            before = _children_cpu()
             if what == "deploy":
                 seconds, result.op_hosts, changed = timed_site_deploy(tree)
+                result.deploy_cpu_s.append(_children_cpu() - before)
                 if changed:
                     raise SystemExit(
                         f"{result.hosts} hosts: the no-op redeploy changed {changed} "
@@ -326,6 +347,8 @@ def measure(tree: Path, result: SizeResult, rounds: int) -> None:
                         f"{result.hosts} hosts: drift checked {len(report['checked'])} hosts"
                     )
                 result.drift_s.append(seconds)
+                result.drift_cpu_s.append(_children_cpu() - before)
+            result.load.append(os.getloadavg()[0])
         print(
             f"{result.hosts} hosts, round {round_ + 1}: no-op redeploy "
             f"{result.deploy_s[-1]:.1f} s, drift {result.drift_s[-1]:.1f} s",

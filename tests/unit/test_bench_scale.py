@@ -141,14 +141,19 @@ def test_ratios_are_to_the_smallest_size(bench: ModuleType) -> None:
 
 def test_the_report_has_a_row_per_size_and_the_ratios(bench: ModuleType) -> None:
     results = {
-        7: bench.SizeResult(7, 2, 343, [20.0, 22.0], [18.0, 19.0]),
+        7: bench.SizeResult(
+            7, 2, 343, [20.0, 22.0], [18.0, 19.0], [4.0, 5.0], [3.0, 3.5], [2.5, 6.0]
+        ),
         14: bench.SizeResult(14, 9, 600, [25.0, 27.0], [30.0, 32.0]),
         21: bench.SizeResult(21, 16, 860, [29.0, 31.0], [40.0, 44.0]),
     }
     lines = bench.report_lines(results, 2, "7,14,21")
     text = "\n".join(lines)
-    assert "| 7 | 2 | 343 | 21.00 | 20.00 | 22.00 | 18.50 | 18.00 | 19.00 |" in lines
-    assert "| 21 | 16 | 860 | 30.00 | 29.00 | 31.00 | 42.00 | 40.00 | 44.00 |" in lines
+    assert (
+        "| 7 | 2 | 343 | 21.00 | 20.00 | 22.00 | 18.50 | 18.00 | 19.00 | 4.5 / 3.2 | 2.5-6.0 |"
+        in lines
+    )
+    assert "| 21 | 16 | 860 | 30.00 | 29.00 | 31.00 | 42.00 | 40.00 | 44.00 | - | - |" in lines
     # 26/21 and 31/18.5; 30/21 and 42/18.5.
     assert "| time(14) / time(7) | 1.24 | 1.68 | met / NOT met |" in lines
     assert "| time(21) / time(7) | 1.43 | 2.27 | met / NOT met |" in lines
