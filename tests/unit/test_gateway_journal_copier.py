@@ -3,7 +3,6 @@ bounded in lines, bytes and time, none lost or cut; fed by a real ``tail`` here.
 
 import importlib.machinery
 import importlib.util
-import inspect
 import subprocess
 import threading
 import time
@@ -13,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from seawall.components import gateway, name_deploy_files
+from seawall.components import gateway
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +112,3 @@ def test_lines_appended_to_the_file_reach_the_sender_within_the_wait(
     # Three at once (max lines), the fourth alone once its wait ran out.
     assert [len(batch) for _, batch in got] == [3, 1]
     assert got[-1][0] - written < 0.3 + 2.0
-
-
-def test_deploy_files_are_named_as_modules(tmp_path: Path) -> None:
-    (tmp_path / "site.py").write_text("")
-    (tmp_path / "redis.py").write_text("")
-    name_deploy_files(tmp_path / "site.py")
-    for name in ("site", "redis"):
-        found = inspect.getmodule(None, _filename=str(tmp_path / f"{name}.py"))
-        assert found is not None and found.__file__ == str((tmp_path / f"{name}.py").resolve())
