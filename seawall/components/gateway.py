@@ -46,7 +46,6 @@ What it never does:
 
 from collections.abc import Mapping
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host
@@ -68,9 +67,7 @@ NGINX_CONF = "/etc/nginx/nginx.conf"
 JOURNAL_UNIT = "/etc/systemd/system/seawall-gateway-journal.service"
 # The copier the unit runs (a static file: files/gateway/).
 JOURNAL_COPIER = "/usr/local/libexec/seawall-gateway-journal"
-COPIER_SOURCE = (
-    Path(__file__).resolve().parents[1] / "files" / "gateway" / "seawall-gateway-journal"
-)
+COPIER_SOURCE = templates.static_path("gateway", "seawall-gateway-journal")
 # Where NGINX's journal rate limit was, when NGINX sent its lines as syslog datagrams.
 OLD_JOURNAL_DROPIN = "/etc/systemd/system/nginx.service.d/seawall-journal.conf"
 TEMPLATES: tuple[str, ...] = (NGINX_CONF, JOURNAL_UNIT)

@@ -69,7 +69,6 @@ import json
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from io import StringIO
-from pathlib import Path
 from typing import Any, Protocol
 
 from pyinfra import host, inventory
@@ -96,7 +95,6 @@ CONCERN = "metrics"
 Data = Mapping[str, Any] | HostData
 
 # The static files another part of seawall writes (package data, like the templates).
-FILES = Path(__file__).resolve().parents[1] / "files" / "metrics"
 ALERTS_SOURCE = "alerts.yml"
 MTAIL_SOURCE = "gateway.mtail"
 
@@ -399,7 +397,7 @@ def static_file(name: str) -> str:
     Raises:
         DeployError: the package carries no such file.
     """
-    path = FILES / name
+    path = templates.static_path(CONCERN, name)
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

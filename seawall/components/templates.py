@@ -1,6 +1,7 @@
-"""Rendering of the templates under seawall/templates/<concern>/, which mirror their target paths.
+"""Rendering of the templates under seawall/templates/<concern>/, which mirror their target paths,
+and the static files under seawall/files/<concern>/ (dashboards, rule files, scripts).
 
-They are package data (pyproject.toml): a wheel of seawall carries them, and they
+Both are package data (pyproject.toml): a wheel of seawall carries them, and they
 are found beside the installed package, never through the repository.
 """
 
@@ -11,8 +12,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-# The package's own folder: seawall/templates, wherever seawall is installed.
+# The package's own folders: seawall/templates and seawall/files, wherever seawall is installed.
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+FILES = Path(__file__).resolve().parents[1] / "files"
 
 
 @cache
@@ -30,6 +32,11 @@ def _environment(concern: str) -> Environment:
 def template_path(concern: str, target: str) -> Path:
     """Return the template file of ``target`` (a path on the host) for ``concern``."""
     return TEMPLATES / concern / (target.lstrip("/") + ".j2")
+
+
+def static_path(concern: str, name: str) -> Path:
+    """Return static file ``name`` of ``concern``: seawall/files/<concern>/<name>."""
+    return FILES / concern / name
 
 
 def render(concern: str, target: str, context: Mapping[str, Any]) -> str:

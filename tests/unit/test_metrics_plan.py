@@ -16,7 +16,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.systemd import SystemdStatus
 
 from seawall import inventory, redis_acl, secrets
-from seawall.components import common, metrics
+from seawall.components import common, metrics, templates
 from seawall.facts.deb import DebInstallState
 from seawall.facts.metrics import BasicAuthHash
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
@@ -66,9 +66,12 @@ def plan(
     """Run deploy_metrics for lab host ``name``; ``running``: its daemons ran before;
     ``hashes``: each exporter's web configuration hash on the host (default: none);
     ``api_hash``: Prometheus's own; ``acl_ready``: every Redis has the ACL users."""
-    (tmp_path / metrics.ALERTS_SOURCE).write_text("groups: []\n")
-    (tmp_path / metrics.MTAIL_SOURCE).write_text("counter lines\n/./ {\n  lines++\n}\n")
-    monkeypatch.setattr(metrics, "FILES", tmp_path)
+    (tmp_path / metrics.CONCERN).mkdir(exist_ok=True)
+    (tmp_path / metrics.CONCERN / metrics.ALERTS_SOURCE).write_text("groups: []\n")
+    (tmp_path / metrics.CONCERN / metrics.MTAIL_SOURCE).write_text(
+        "counter lines\n/./ {\n  lines++\n}\n"
+    )
+    monkeypatch.setattr(templates, "FILES", tmp_path)
     monkeypatch.setenv(secrets.env_name("redis_password"), SECRET)
     monkeypatch.setenv(secrets.env_name("sentinel_password"), SENTINEL_SECRET)
     monkeypatch.setenv(secrets.env_name(metrics.SCRAPE_SECRET), scrape_secret)
@@ -284,8 +287,8 @@ def test_a_fresh_host_starts_each_daemon_once_and_restarts_nothing(
 def test_a_missing_static_file_is_named(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(metrics, "FILES", tmp_path / "nowhere")
-    with pytest.raises(DeployError, match="nowhere/alerts.yml is missing"):
+    monkeypatch.setattr(templates, "FILES", tmp_path / "nowhere")
+    with pytest.raises(DeployError, match="nowhere/metrics/alerts.yml is missing"):
         metrics.static_file(metrics.ALERTS_SOURCE)
 
 
