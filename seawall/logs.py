@@ -160,6 +160,7 @@ def parse_entries(lines: Iterable[str], request_id: str) -> list[LogLine]:
         if not messages or realtime is None or not realtime.isdigit():
             continue
         host = _field(entry, "_HOSTNAME") or "?"
+        place = (host, _field(entry, "_BOOT_ID"), _field(entry, "__MONOTONIC_TIMESTAMP"), realtime)
         unit = (
             _field(entry, "SERVICE")
             or _field(entry, "_SYSTEMD_UNIT")
@@ -167,13 +168,7 @@ def parse_entries(lines: Iterable[str], request_id: str) -> list[LogLine]:
             or "?"
         )
         for message in messages:
-            key = (
-                host,
-                _field(entry, "_BOOT_ID"),
-                _field(entry, "__MONOTONIC_TIMESTAMP"),
-                realtime,
-                message,
-            )
+            key = (*place, message)
             if key in seen:
                 continue
             seen.add(key)

@@ -5,6 +5,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import operation
 
+from seawall.facts import memo
 from seawall.facts.firewall import ROLLBACK_UNIT, TABLE, FirewallState, is_loaded
 
 # Where the live table is saved before a new one is loaded (root-only).
@@ -96,7 +97,9 @@ def rollback_cancelled(comment: str, scheduled: bool = False):
             scheduled=loaded.will_change,
         )
     """
-    if not scheduled and not host.get_fact(FirewallState)["rollback_pending"]:
+    # The deploy asked this before any operation (seawall.facts.memo); a rollback is
+    # armed only by a load, which runs commands here and so drops that answer.
+    if not scheduled and not memo.get_fact(host, FirewallState)["rollback_pending"]:
         host.noop("no firewall rollback is pending")
         return
     # Not loaded (already collected) counts as stopped; the table check decides.

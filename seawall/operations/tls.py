@@ -169,7 +169,7 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
         if request is None:
             host.log(f"{name} has no certificate request yet: sign it at the next deploy")
             continue
-        cert_path = f"{directory}/certs/{name}.pem"
+        cert_path = certificate(name)["path"]
         current = memo.get_fact(host, TlsCertificate, **certificate(name))
         if (
             current is not None
@@ -227,16 +227,14 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
         "ca": f"{ca_directory}/{CA_CERTIFICATE}",
         "valid_days": renew_days,
     }
-    ca_file: dict[str, Any] = {"path": f"{ca_directory}/{CA_CERTIFICATE}"}
-    installed: list[dict[str, Any]] = [
-        {"path": f"{directory}/{target}"} for target in (CERTIFICATE, CA_CERTIFICATE)
-    ]
+    ca_file: dict[str, Any] = {"path": certificate["ca"]}
+    installed = {target: f"{directory}/{target}" for target in (CERTIFICATE, CA_CERTIFICATE)}
     request_file: dict[str, Any] = {"path": f"{directory}/{REQUEST}"}
     # All five at once, not one round trip after another.
     memo.ask_all(
         [(ca, TlsCertificate, certificate), (ca, FileContents, ca_file)]
         + [(host, TlsRequest, request_file)]
-        + [(host, FileContents, path) for path in installed]
+        + [(host, FileContents, {"path": path}) for path in installed.values()]
     )
     signed = memo.get_fact(ca, TlsCertificate, **certificate)
     ca_pem = _text(memo.get_fact(ca, FileContents, **ca_file))
@@ -251,7 +249,7 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
         return
     changed = False
     for target, content in ((CERTIFICATE, signed["pem"]), (CA_CERTIFICATE, ca_pem)):
-        path = f"{directory}/{target}"
+        path = installed[target]
         if _text(memo.get_fact(host, FileContents, path=path)) == content:
             continue
         changed = True
