@@ -440,10 +440,21 @@ def test_sentinel_fails_over_as_its_own_user(servers: Servers, tmp_path: Path) -
     wait_for_link(master, 1)
     sentinel = sentinel_with_client_user(servers, master)
     deadline = time.monotonic() + 10
-    # Sentinel finds the replica through INFO, as its own user.
-    while not sentinel.client().sentinel_slaves("seawall"):
-        assert time.monotonic() < deadline, "Sentinel never saw the replica"
+
+    # Sentinel finds the replica through INFO, as its own user, and promotes only a
+    # replica it has read INFO from with its link up (else NOGOODSLAVE): wait for that.
+    def promotable() -> bool:
+        return any(
+            r.get("master-link-status") == "ok" and not r.get("is_sdown")
+            for r in sentinel.client().sentinel_slaves("seawall")
+        )
+
+    # Sentinel reads a replica's INFO every 10 s: up to one period after it appears.
+    up_by = time.monotonic() + 30
+    while not promotable():
+        assert time.monotonic() < up_by, "Sentinel never saw the replica up"
         time.sleep(0.1)
+    deadline = time.monotonic()
     # It logs in as `sentinel` only: nothing else it needs is missing from its rules.
     users = {c["user"] for c in master.client().client_list(_type="normal")}
     assert redis_acl.SENTINEL_USER in users
