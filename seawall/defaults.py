@@ -247,6 +247,23 @@ POSTGRES: dict[str, Any] = {
     # /etc/patroni/<version>-<cluster>.yml, its unit patroni@<version>-<cluster>.
     "postgres_version": 15,
     "postgres_cluster": "main",
+    # TLS for every network connection to Postgres (components/postgres.py).
+    # The Postgres CA lives on the ops host in its own directory, apart from
+    # the journal's: every host holds a journal certificate, and PgBouncer can
+    # check only the CA (verify-ca, through HAProxy), so a CA that signs
+    # anything but Postgres members would let any host pass for one. Members
+    # keep their key (root:postgres 0640), certificate and the CA's in
+    # postgres_tls_dir; app hosts keep the CA's certificate there.
+    "postgres_tls_dir": "/etc/seawall/postgres-tls",
+    "postgres_ca_dir": "/etc/seawall/postgres-ca",
+    # The CA outlives every certificate it signs many times over: replacing it
+    # means every member and app host trusting a new one (the deploy never does).
+    "postgres_ca_days": 3650,
+    # A member's certificate lives 397 days; a deploy renews one with fewer
+    # than postgres_tls_renew_days left (so a deploy at least monthly never
+    # lets one expire), and Postgres takes it with a reload, never a restart.
+    "postgres_tls_days": 397,
+    "postgres_tls_renew_days": 30,
     # postgres_service_roles, postgres_databases and postgres_database_readers
     # are added below SERVICES: they are derived from the service catalogue
     # (postgres_logins), never stated. Read them with seawall.settings.setting.

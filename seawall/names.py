@@ -75,6 +75,30 @@ def client_logins(data: Data) -> list[tuple[str, str]]:
     return pairs
 
 
+# --- Postgres TLS (components/postgres.py, operations/tls.py) ---------------------
+
+
+def postgres_tls_files(data: Data) -> dict[str, str]:
+    """Return where a host keeps its Postgres TLS files (``postgres_tls_dir``).
+
+    ``key``, ``request`` and ``cert`` on members only; ``ca`` (the Postgres CA's
+    certificate, which clients check servers with) on members and app hosts.
+    The names are those ``operations.tls`` gives them.
+    """
+    directory = setting(data, "postgres_tls_dir")
+    return {
+        "key": f"{directory}/host.key",
+        "request": f"{directory}/host.csr",
+        "cert": f"{directory}/host.pem",
+        "ca": f"{directory}/ca.pem",
+    }
+
+
+# --- PgBouncer on the app hosts (components/pgroute.py) ------------------------------
+
+PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
+
+
 # --- pgBackRest's full backup (components/pgbackrest.py) --------------------------
 
 BACKUP_SERVICE = "/etc/systemd/system/seawall-pgbackrest-full.service"

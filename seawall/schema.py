@@ -356,6 +356,13 @@ class Postgres(_Model):
     patroni_rest_port: Port
     postgres_version: Annotated[int, Field(ge=13, le=17)]
     postgres_cluster: SafeName
+    postgres_tls_dir: HostPath
+    postgres_ca_dir: HostPath
+    # The ranges keep the renewal window shorter than a certificate's lifetime,
+    # and that shorter than the CA's.
+    postgres_ca_days: Annotated[int, Field(ge=1826, le=36500)]
+    postgres_tls_days: Annotated[int, Field(ge=366, le=1825)]
+    postgres_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
     postgres_service_roles: list[PgName]
     postgres_databases: dict[PgName, PgName]
     postgres_database_readers: dict[PgName, list[PgName]]
