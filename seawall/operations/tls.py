@@ -112,18 +112,29 @@ def tls_key(directory: str, common_name: str, group: str):
         )
 
 
-def _extensions(name: str, address: str) -> str:
+def _addresses(address: str, extra: list[str] | None) -> list[str]:
+    return [address, *(one for one in extra or [] if one != address)]
+
+
+def _extensions(name: str, addresses: list[str]) -> str:
     # The CA states every extension itself: nothing a request asks for is copied.
+    ips = "".join(f",IP:{address}" for address in addresses)
     return (
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth,clientAuth\n"
-        f"subjectAltName=DNS:{name},IP:{address}\n"
+        f"subjectAltName=DNS:{name}{ips}\n"
     )
 
 
 @operation()
-def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, renew_days: int):
+def tls_signed(
+    directory: str,
+    peers: list[tuple[str, str, str]],
+    days: int,
+    renew_days: int,
+    extra_addresses: list[str] | None = None,
+):
     """
     Sign each peer's request with the CA in ``directory``, unless its certificate is current.
 
@@ -132,6 +143,8 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
     + days: a new certificate's lifetime
     + renew_days: a certificate with fewer days left, for another key or another
       name or address, is signed again
+    + extra_addresses: addresses every certificate names besides the peer's own
+      (``127.0.0.1`` for a server its own host's tools reach on loopback)
 
     Requests are read from the peers when the operation runs, so a request
     made earlier in the same deploy is signed in it. The certificate's name and
@@ -171,18 +184,20 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
             continue
         cert_path = f"{directory}/certs/{name}.pem"
         current = memo.get_fact(host, TlsCertificate, **certificate(name))
+        addresses = _addresses(address, extra_addresses)
+        san = f"DNS:{name}" + "".join(f",IPAddress:{one}" for one in addresses)
         if (
             current is not None
             and current["valid"]
             and current["key_sha256"] == request["key_sha256"]
-            and current["san"] == f"DNS:{name},IPAddress:{address}"
+            and current["san"] == san
         ):
             continue
         signed = True
         staged = f"{directory}/requests/{name}"
         yield f"install -d -m 700 -o root -g root {shlex.quote(directory + '/requests')}"
         yield _upload(request["pem"], f"{staged}.csr")
-        yield _upload(_extensions(name, address), f"{staged}.ext")
+        yield _upload(_extensions(name, addresses), f"{staged}.ext")
         new = shlex.quote(f"{cert_path}.seawall-new")
         # The request's own signature is checked (it proves the key); its
         # subject is replaced by the inventory name.
