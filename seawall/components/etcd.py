@@ -187,8 +187,9 @@ def patroni_needs_restart(running: bool, store: str | None, restart_marker: bool
 class TlsPlan:
     """Who takes part in etcd's TLS on this run, from the inventory alone."""
 
-    # The CA's host (the first ops host), and whether this run reaches it.
-    ca: str
+    # The CA's host (the first ops host; None: the inventory has none), and
+    # whether this run reaches it.
+    ca: str | None
     ca_active: bool
     # Hosts that need a certificate: etcd members and Postgres hosts, in order.
     holders: list[Any]
@@ -205,18 +206,16 @@ def tls_plan() -> TlsPlan | None:
     if not inventory.get_group("etcd", default=[]):
         return None
     cas = inventory.get_group("ops", default=[])
-    if not cas:
-        raise DeployError(
-            f"{host.name}: etcd takes only peers and clients with a certificate from the "
-            "etcd CA, kept on the ops host: the inventory has no ops host"
-        )
     # Hosts this run reaches: pyinfra fails (or --exclude leaves out) the
     # others before any operation, and asking one for a fact would fail the asker.
     active = list(inventory.get_active_hosts())
     holders: list[Any] = []
     for group in ("etcd", "postgres"):
         holders += [one for one in inventory.get_group(group, default=[]) if one not in holders]
-    return TlsPlan(ca=cas[0].name, ca_active=cas[0] in active, holders=holders, active=active)
+    ca = cas[0] if cas else None
+    return TlsPlan(
+        ca=ca.name if ca else None, ca_active=ca in active, holders=holders, active=active
+    )
 
 
 def pause_host() -> str | None:
@@ -317,6 +316,11 @@ def deploy_etcd() -> None:
     is_ca = host.name == plan.ca
     if not (is_member or is_client or is_ca):
         return
+    if plan.ca is None:
+        raise DeployError(
+            f"{host.name}: etcd takes only peers and clients with a certificate from the "
+            "etcd CA, kept on the ops host: the inventory has no ops host"
+        )
     data = host.data
     tls_dir = setting(data, "etcd_tls_dir")
     if is_member or is_client:
@@ -332,7 +336,7 @@ def deploy_etcd() -> None:
         install_packages("Install etcd and openssl (started by nothing until configured)", PACKAGES)
     else:
         member = None
-        install_packages("Install openssl (makes this host's etcd key)", ["openssl"])
+        install_packages("Install openssl (this host's etcd key, or the etcd CA)", ["openssl"])
 
     _certificates(plan, is_ca, is_member or is_client, tls_dir)
     if pausing:
@@ -394,7 +398,7 @@ def _certificates(plan: TlsPlan, is_ca: bool, holder: bool, tls_dir: str) -> Non
         )
     if not holder:
         return
-    if not plan.ca_active:
+    if plan.ca is None or not plan.ca_active:
         host.log(f"{plan.ca} is not in this run: this host's etcd certificate stays as it is")
         return
     tls_certificate(

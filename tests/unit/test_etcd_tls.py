@@ -676,6 +676,8 @@ def test_an_inventory_without_an_ops_host_cannot_have_etcd(
     )
     with pytest.raises(DeployError, match="^data-1: etcd takes only peers and clients"):
         plan(monkeypatch, lab, "data-1", site)
+    # A host with no etcd part is not stopped for it.
+    assert plan(monkeypatch, lab, "app-1", site)[1] == []
 
 
 # --- the Postgres deploy's part ------------------------------------------------------------
