@@ -18,6 +18,8 @@ from seawall.settings import setting
 
 HTTP_TIMEOUT = 2.0
 LEADER_ROLES = ("leader", "master")
+# The problem a cluster in maintenance mode (``patronictl pause``) is reported with.
+PAUSED = "Patroni is paused (maintenance mode): no automatic failover"
 
 
 def http_json(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
@@ -189,7 +191,7 @@ def postgres_status(topology: Topology) -> PostgresStatus:
     if paused:
         # Postgres serves, but a lost leader is never replaced: flagged until
         # resumed (the deploy resumes a pause of its own, docs/security.md).
-        report.problems.append("Patroni is paused (maintenance mode): no automatic failover")
+        report.problems.append(PAUSED)
     expected = {host.name for host in topology.group("postgres")}
     running = {m.name for m in members if m.state in ("running", "streaming")}
     for name in sorted(expected - running):

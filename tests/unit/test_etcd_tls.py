@@ -789,3 +789,16 @@ def test_status_asks_etcd_health_on_the_metrics_port_and_flags_a_pause(
         lambda host: (200, {"members": members}, 200 if host.name == "data-1" else 503),
     )
     assert status.postgres_status(lab).ok
+
+
+def test_verify_fails_the_leader_of_a_paused_cluster(lab: inventory.Topology) -> None:
+    from seawall.postgres.status import PAUSED, PostgresStatus
+    from seawall.verify import cluster
+    from tests.unit.test_verify import LEADING, SYNC, failing, postgres
+
+    status: PostgresStatus = postgres([LEADING, SYNC])
+    assert failing(cluster.postgres_findings(lab, status)) == []
+    status.problems.append(PAUSED)
+    found = cluster.postgres_findings(lab, status)
+    assert failing(found) == [("data-1", "patroni")]
+    assert found["data-1"][0].detail.endswith("; paused: no automatic failover")
