@@ -80,6 +80,7 @@ from pyinfra.operations import server
 from seawall.components.common import group_members, install_packages, unit_dropin
 from seawall.components.templates import render
 from seawall.defaults import ETCD
+from seawall.facts import memo
 from seawall.facts.etcd import EtcdConfigPending, EtcdHealth, EtcdMembers
 from seawall.facts.patroni import PatroniStore
 from seawall.facts.systemd import UnitState, is_running
@@ -268,14 +269,16 @@ def _migration_needed(plan: TlsPlan) -> bool:
     Patroni on a plain store or marked for its restart onto the TLS one.
     """
     members = [one for one in inventory.get_group("etcd", default=[]) if one in plan.active]
+    # Files only seawall changes go through the run's memo (each member asks its
+    # own too); live state is asked anew, within the host's bound on sessions.
     for one in members:
-        if one.get_fact(FindInFile, path=DEFAULTS_FILE, pattern=PLAIN_PATTERN):
+        if memo.get_fact(one, FindInFile, path=DEFAULTS_FILE, pattern=PLAIN_PATTERN):
             return True
     for one in members:
         # One member that answers tells every member's peer URL.
         client = f"{LOOPBACK}:{setting(one.data, 'etcd_client_port')}"
         tls_dir = setting(one.data, "etcd_tls_dir")
-        membership = one.get_fact(EtcdMembers, endpoints=[client], tls_dir=tls_dir)
+        membership = memo.ask_live(one, EtcdMembers, endpoints=[client], tls_dir=tls_dir)
         if membership is not None:
             if plain_members(membership):
                 return True
@@ -283,9 +286,9 @@ def _migration_needed(plan: TlsPlan) -> bool:
     for one in inventory.get_group("postgres", default=[]):
         if one not in plan.active:
             continue
-        running = is_running(one.get_fact(UnitState, unit=patroni_unit(one.data)))
-        store = one.get_fact(PatroniStore, config=patroni_config_path(one.data))
-        marked = bool(one.get_fact(File, path=PATRONI_RESTART_MARKER))
+        running = is_running(memo.ask_live(one, UnitState, unit=patroni_unit(one.data)))
+        store = memo.get_fact(one, PatroniStore, config=patroni_config_path(one.data))
+        marked = bool(memo.get_fact(one, File, path=PATRONI_RESTART_MARKER))
         if patroni_needs_restart(running, store, marked):
             return True
     return False
@@ -439,7 +442,7 @@ def _member_facts(data: HostData) -> _MemberFacts:
     context["initial_cluster_state"] = initial_cluster_state(
         has_data, rejoin, host.get_fact(FindInFile, path=DEFAULTS_FILE, pattern=STATE_PATTERN)
     )
-    plain_file = bool(host.get_fact(FindInFile, path=DEFAULTS_FILE, pattern=PLAIN_PATTERN))
+    plain_file = bool(memo.get_fact(host, FindInFile, path=DEFAULTS_FILE, pattern=PLAIN_PATTERN))
     membership = None
     if was_running:
         membership = host.get_fact(

@@ -61,6 +61,7 @@ from seawall.components.common import group_members, host_secrets, install_packa
 from seawall.components.etcd import patroni_members, patroni_needs_restart, pause_host
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
+from seawall.facts import memo
 from seawall.facts.patroni import PatroniStore
 from seawall.facts.systemd import UnitState, is_running
 from seawall.names import (
@@ -224,8 +225,8 @@ def deploy_postgres() -> None:
     # Asked before the file is rewritten: does this Patroni run on a plain store?
     restart = patroni_needs_restart(
         was_running,
-        host.get_fact(PatroniStore, config=patroni_config_path(data)),
-        bool(host.get_fact(File, path=PATRONI_RESTART_MARKER)),
+        memo.get_fact(host, PatroniStore, config=patroni_config_path(data)),
+        bool(memo.get_fact(host, File, path=PATRONI_RESTART_MARKER)),
     )
 
     _install(data)

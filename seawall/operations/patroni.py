@@ -14,6 +14,7 @@ from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
 
+from seawall.facts import memo
 from seawall.facts.etcd import EtcdHealth
 from seawall.facts.patroni import (
     PatroniCluster,
@@ -128,7 +129,7 @@ def patroni_modes(members: list[Member]) -> dict[str, str]:
     return {
         name: "unreachable"
         if name in gone
-        else inventory.get_host(name).get_fact(PatroniMode, unit=unit, endpoint=endpoint)
+        else memo.ask_live(inventory.get_host(name), PatroniMode, unit=unit, endpoint=endpoint)
         for name, unit, endpoint in members
     }
 
@@ -289,7 +290,7 @@ def patroni_restarted_on_store(
         name
         for name, _, metrics in etcd
         if name in gone
-        or not inventory.get_host(name).get_fact(EtcdHealth, endpoints=[metrics]).get(metrics)
+        or not memo.ask_live(inventory.get_host(name), EtcdHealth, endpoints=[metrics]).get(metrics)
     ]
     if len(etcd) - len(behind) <= len(etcd) // 2:
         host.noop(
@@ -368,7 +369,7 @@ def patroni_resumed(
     waiting = gone + [
         name
         for name in names
-        if name not in gone and inventory.get_host(name).get_fact(File, path=restart_marker)
+        if name not in gone and memo.ask_live(inventory.get_host(name), File, path=restart_marker)
     ]
     if waiting:
         host.noop(
