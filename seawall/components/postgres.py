@@ -6,8 +6,18 @@ What it guarantees on every host of the ``postgres`` group:
   no ``main`` cluster and starts no daemon (a Debian ``main`` cluster found
   anyway is dropped: Patroni's bootstrap fails on it);
 - Patroni runs as ``patroni@<version>-<cluster>`` (enabled, restarted after any
-  crash) with etcd3 as its store, REST API and Postgres on the private address;
-  Debian's stock ``patroni.service`` is stopped and disabled;
+  crash) with etcd3 as its store over HTTPS, with this host's client
+  certificate from the etcd CA (made by the etcd deploy; read through the
+  drop-in's ``SupplementaryGroups=``), REST API and Postgres on the private
+  address; Debian's stock ``patroni.service`` is stopped and disabled;
+- a Patroni still running on its plain store from before etcd had TLS is
+  restarted onto HTTPS, one host at a time, only while the cluster is paused
+  (the etcd deploy paused it: a paused Patroni stops no Postgres and fails
+  nothing over), once a majority of etcd members answers this host over
+  HTTPS; the first Postgres host then resumes the cluster, if the deploy
+  paused it and every member runs on the new store. A host marked "restart
+  pending" (``names.PATRONI_RESTART_MARKER``) by a deploy cut before its
+  restart is restarted by the next one;
 - the cluster's shared settings (timing, synchronous mode, Postgres parameters)
   match the inventory: they are changed through Patroni (``patronictl
   edit-config``), only when they differ, and settings that need a restart are
@@ -80,7 +90,9 @@ What it never does:
 
 - write Postgres's own configuration files: Patroni writes them;
 - promote, demote, switch over or restart Postgres: a redeploy after a failover
-  changes nothing and keeps the leader where it is;
+  changes nothing and keeps the leader where it is (Patroni itself restarts
+  only paused, onto its TLS store);
+- resume a cluster someone else paused;
 - drop a role or a database, or re-bootstrap an existing cluster;
 - put a password on a command line;
 - copy a private key, or replace the Postgres CA.
@@ -95,15 +107,21 @@ from pyinfra import host, inventory
 from pyinfra.api import HiddenValue, deploy
 from pyinfra.api.host import HostData
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from seawall.components.common import group_members, host_secrets, install_packages, unit_dropin
+from seawall.components.etcd import patroni_members, patroni_needs_restart, pause_host
 from seawall.components.templates import render
 from seawall.defaults import ETCD, PATRONI, PGBACKREST, POSTGRES
+from seawall.facts import memo
+from seawall.facts.patroni import PatroniStore
 from seawall.facts.postgres import PGBOUNCER_DEFAULT_SERVER_TLS, PgbouncerServerTls, PostgresTls
 from seawall.facts.systemd import UnitState, is_running
 from seawall.names import (
+    PATRONI_PAUSE_MARKER,
+    PATRONI_RESTART_MARKER,
     PGBOUNCER_INI,
     client_logins,
     data_dir,
@@ -115,7 +133,12 @@ from seawall.names import (
 from seawall.operations import files, systemd
 from seawall.operations.files import secret_file
 from seawall.operations.order import barrier
-from seawall.operations.patroni import patroni_dynamic_config, patroni_leader
+from seawall.operations.patroni import (
+    patroni_dynamic_config,
+    patroni_leader,
+    patroni_restarted_on_store,
+    patroni_resumed,
+)
 from seawall.operations.postgres import debian_cluster_absent, service_roles
 from seawall.operations.tls import (
     tls_ca,
@@ -429,8 +452,14 @@ def deploy_postgres() -> None:
         tls=tls,
     )
     was_running = is_running(host.get_fact(UnitState, unit=patroni_unit(data)))
+    # Asked before the file is rewritten: does this Patroni run on a plain store?
+    restart = patroni_needs_restart(
+        was_running,
+        memo.get_fact(host, PatroniStore, config=patroni_config_path(data)),
+        bool(memo.get_fact(host, File, path=PATRONI_RESTART_MARKER)),
+    )
 
-    patroni_yml = _configure(context, archive, tls)
+    patroni_yml = _configure(context, archive, tls, restart)
     _activate(
         data,
         archive,
@@ -438,6 +467,7 @@ def deploy_postgres() -> None:
         [patroni_yml, *certificate],
         {r: passwords[role_secret(r)] for r in roles},
         tls,
+        restart,
     )
 
 
@@ -557,8 +587,22 @@ def _certificates(data: HostData, ca: Any, is_member: bool) -> list[OperationMet
     return []
 
 
-def _configure(context: Mapping[str, Any], archive: bool, tls: TlsPlan) -> Any:
-    """Write the WAL callback, the Patroni file and its drop-in; return the file's operation."""
+def _configure(context: Mapping[str, Any], archive: bool, tls: TlsPlan, restart: bool) -> Any:
+    """Write the WAL callback, the Patroni file and its drop-in; return the file's operation.
+
+    With ``restart`` (Patroni runs on its plain store), this host is first
+    marked "restart pending", so a deploy cut after the file's rewrite still
+    restarts Patroni onto it before the cluster is resumed.
+    """
+    if restart:
+        files.put(
+            name="Mark Patroni's restart onto its TLS store as pending",
+            src=StringIO("Patroni restarts onto etcd over TLS, paused (seawall etcd deploy)\n"),
+            dest=PATRONI_RESTART_MARKER,
+            user="root",
+            group="root",
+            mode="644",
+        )
     if archive:
         files.put(
             name="Install the callback that unblocks WAL archiving after a rewind",
@@ -611,9 +655,11 @@ def _activate(
     reload_on: Sequence[Any],
     role_passwords: Mapping[str, str],
     tls: TlsPlan,
+    restart: bool,
 ) -> None:
-    """Run Patroni (reloaded when its file or certificate changed), wait for a leader, keep
-    the shared settings and roles."""
+    """Run Patroni (reloaded when its file or certificate changed, restarted paused onto a
+    new store), wait for a leader, keep the shared settings and roles, resume a cluster the
+    deploy paused."""
     config_path, unit = patroni_config_path(data), patroni_unit(data)
     systemd.service(
         name="Stop and disable Debian's stock patroni.service (it reads another file)",
@@ -622,6 +668,32 @@ def _activate(
         enabled=False,
     )
     systemd.service(name="Start and enable Patroni", service=unit, running=True, enabled=True)
+    # Whether Postgres is to reread its files: after Patroni's restart onto its TLS
+    # store (a Patroni joining a running replica may leave postgresql.conf as it
+    # was), else when its file or certificate changed.
+    reread: Any = any_changed(*reload_on)
+    if restart:
+        # Its store's protocol and certificates are read at start only.
+        etcd = inventory.get_group("etcd", default=[])
+        reread = patroni_restarted_on_store(
+            name="Restart Patroni onto etcd over TLS (paused: Postgres keeps running)",
+            unit=unit,
+            endpoint=f"{data.get('private_address')}:{setting(data, 'patroni_rest_port')}",
+            members=patroni_members(),
+            etcd=[
+                (
+                    one.name,
+                    f"https://{one.data.get('private_address')}:"
+                    f"{setting(one.data, 'etcd_client_port')}",
+                    f"{one.data.get('private_address')}:{setting(one.data, 'etcd_metrics_port')}",
+                )
+                for one in etcd
+            ],
+            tls_dir=setting(data, "etcd_tls_dir"),
+            tls_group=setting(data, "etcd_tls_group"),
+            marker=PATRONI_RESTART_MARKER,
+            _serial=True,
+        ).did_change
     if was_running:
         # SIGHUP: Patroni rereads its file (pg_hba, REST API, TLS) and always reloads
         # Postgres, which rereads its certificate: never a restart.
@@ -630,7 +702,7 @@ def _activate(
             service=unit,
             running=True,
             reloaded=True,
-            _if=any_changed(*reload_on),
+            _if=reread,
         )
         if tls.on:
             # A certificate Postgres could not load leaves TLS as it was: say so here,
@@ -644,7 +716,7 @@ def _activate(
                         postgres_tls_files(data)["ca"],
                     )
                 ],
-                _if=any_changed(*reload_on),
+                _if=reread,
             )
     patroni_leader(name="Wait for the cluster to have a running leader", config=config_path)
     if host.name == inventory.get_group("postgres")[0].name:
@@ -661,3 +733,12 @@ def _activate(
         databases=dict(setting(data, "postgres_databases")),
         readers={k: list(v) for k, v in dict(setting(data, "postgres_database_readers")).items()},
     )
+    if host.name == pause_host():
+        # Last: only once every member runs on its TLS store (the operation checks).
+        patroni_resumed(
+            name="Resume Patroni if the deploy paused it (every member on its TLS store)",
+            config=config_path,
+            members=patroni_members(),
+            marker=PATRONI_PAUSE_MARKER,
+            restart_marker=PATRONI_RESTART_MARKER,
+        )

@@ -117,23 +117,27 @@ def tls_key(directory: str, common_name: str, group: str):
 BOTH_USAGES = "serverAuth,clientAuth"
 
 
-def _san(name: str, address: str, names: Sequence[str]) -> list[str]:
+def _addresses(address: str, extra: Sequence[str] | None) -> list[str]:
+    return [address, *(one for one in extra or [] if one != address)]
+
+
+def _san(name: str, addresses: Sequence[str], names: Sequence[str]) -> list[str]:
     """The subjectAltName entries, in the order ``openssl x509 -ext`` prints them back."""
-    return [f"DNS:{one}" for one in (name, *names)] + [f"IP:{address}"]
+    return [f"DNS:{one}" for one in (name, *names)] + [f"IP:{one}" for one in addresses]
 
 
-def _printed_san(name: str, address: str, names: Sequence[str]) -> str:
+def _printed_san(name: str, addresses: Sequence[str], names: Sequence[str]) -> str:
     """The subjectAltName as ``TlsCertificate`` reads it back (openssl's "IP Address", unspaced)."""
-    return ",".join(_san(name, address, names)).replace("IP:", "IPAddress:")
+    return ",".join(_san(name, addresses, names)).replace("IP:", "IPAddress:")
 
 
-def _extensions(name: str, address: str, names: Sequence[str], usage: str) -> str:
+def _extensions(name: str, addresses: Sequence[str], names: Sequence[str], usage: str) -> str:
     # The CA states every extension itself: nothing a request asks for is copied.
     return (
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         f"extendedKeyUsage={usage}\n"
-        f"subjectAltName={','.join(_san(name, address, names))}\n"
+        f"subjectAltName={','.join(_san(name, addresses, names))}\n"
     )
 
 
@@ -145,6 +149,7 @@ def tls_signed(
     renew_days: int,
     names: Sequence[str] = (),
     extended_key_usage: str = BOTH_USAGES,
+    extra_addresses: Sequence[str] | None = None,
 ):
     """
     Sign each peer's request with the CA in ``directory``, unless its certificate is current.
@@ -157,6 +162,8 @@ def tls_signed(
     + names: DNS names every peer's certificate carries besides its own name
       (``localhost`` for a server its own host dials by that name)
     + extended_key_usage: what a certificate may do (``serverAuth`` for a server only)
+    + extra_addresses: addresses every certificate names besides the peer's own
+      (``127.0.0.1`` for a server its own host's tools reach on loopback)
 
     Requests are read from the peers when the operation runs, so a request
     made earlier in the same deploy is signed in it. The certificate's names,
@@ -197,18 +204,19 @@ def tls_signed(
             continue
         cert_path = f"{directory}/certs/{name}.pem"
         current = memo.get_fact(host, TlsCertificate, **certificate(name))
+        addresses = _addresses(address, extra_addresses)
         if (
             current is not None
             and current["valid"]
             and current["key_sha256"] == request["key_sha256"]
-            and current["san"] == _printed_san(name, address, names)
+            and current["san"] == _printed_san(name, addresses, names)
         ):
             continue
         signed = True
         staged = f"{directory}/requests/{name}"
         yield f"install -d -m 700 -o root -g root {shlex.quote(directory + '/requests')}"
         yield _upload(request["pem"], f"{staged}.csr")
-        yield _upload(_extensions(name, address, names, extended_key_usage), f"{staged}.ext")
+        yield _upload(_extensions(name, addresses, names, extended_key_usage), f"{staged}.ext")
         new = shlex.quote(f"{cert_path}.seawall-new")
         # The request's own signature is checked (it proves the key); its
         # subject is replaced by the inventory name.

@@ -117,7 +117,10 @@ def expected(topology: Topology, host: Host) -> Expected:
         listeners |= _tcp((address, data["sentinel_port"]), (LOOPBACK, data["sentinel_port"]))
     if "etcd" in roles:
         client, peer = data["etcd_client_port"], data["etcd_peer_port"]
-        listeners |= _tcp((address, client), (LOOPBACK, client), (address, peer))
+        metrics = data["etcd_metrics_port"]
+        listeners |= _tcp(
+            (address, client), (LOOPBACK, client), (address, peer), (address, metrics)
+        )
     if "postgres" in roles:
         units.append(names.patroni_unit(data))
         stopped.append(STOCK_PATRONI)

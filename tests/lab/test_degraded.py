@@ -90,7 +90,8 @@ def test_site_redeploy_with_a_data_host_and_the_ops_host_crashed_keeps_every_rol
 
 
 def _etcd(topology: Topology, host: str, command: str) -> subprocess.CompletedProcess[str]:
-    return ssh_run(topology, host, f"ETCDCTL_API=3 etcdctl {command}")
+    # Over HTTPS with that member's own certificate (etcd takes no client without one).
+    return ssh_run(topology, host, f"{names.etcdctl(topology.host(host).data)} {command}")
 
 
 def _run_etcd_deploy() -> subprocess.CompletedProcess[str]:

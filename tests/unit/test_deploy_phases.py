@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 from pyinfra.api import HiddenValue
+from pyinfra.facts.files import File
 
-from seawall import inventory, secrets
-from seawall.components import common, pgbackrest, postgres, services
+from seawall import inventory, names, secrets
+from seawall.components import common, etcd, pgbackrest, postgres, services
 from seawall.facts.deb import DebInstallState
+from seawall.facts.patroni import PatroniStore
 from seawall.facts.systemd import UnitState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 from tests.unit.test_services_plan import no_users
@@ -77,8 +79,14 @@ def record(
     module: Any,
     name: str,
     was_running: bool = True,
+    store: str | None = "https",
+    restart_marker: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run ``module``'s deploy for lab host ``name`` on a fake host; return its operations."""
+    """Run ``module``'s deploy for lab host ``name`` on a fake host; return its operations.
+
+    ``store``: the protocol Patroni's file names before the deploy (``PatroniStore``);
+    ``restart_marker``: the host holds ``names.PATRONI_RESTART_MARKER``.
+    """
     lab_host = lab.host(name)
     data = dict(lab_host.data) | {"secrets_file": None}
     for secret in SECRET_NAMES:
@@ -87,6 +95,8 @@ def record(
     facts: dict[tuple[Any, ...], Any] = {
         (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (UnitState, ("unit", unit)): {"sub": "running" if was_running else "dead"},
+        (PatroniStore, ("config", names.patroni_config_path(data))): store,
+        (File, ("path", names.PATRONI_RESTART_MARKER)): {"mode": 644} if restart_marker else None,
     }
     facts[no_users(data)] = {}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
@@ -96,7 +106,7 @@ def record(
     seawall_ops = Recorder("seawall", calls)
     # Recorded before every Redis had the ACL users: the services keep the shared passwords.
     monkeypatch.setattr(services, "_acl_ready", lambda: False)
-    for target in (common, postgres, pgbackrest, services):
+    for target in (common, etcd, postgres, pgbackrest, services):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
         for ops in ("apt", "files", "server", "systemd"):
@@ -108,6 +118,8 @@ def record(
             "debian_cluster_absent",
             "patroni_leader",
             "patroni_dynamic_config",
+            "patroni_restarted_on_store",
+            "patroni_resumed",
             "service_roles",
             "repository",
             "ssh_keypair",

@@ -29,10 +29,11 @@ from pyinfra.facts.files import File
 from pyinfra.operations import server
 
 from seawall import inventory, names, secrets
-from seawall.components import common, pgroute, postgres
+from seawall.components import common, etcd, pgroute, postgres
 from seawall.components.postgres import MemberTls, TlsPlan
 from seawall.components.templates import render
 from seawall.facts.deb import DebInstallState
+from seawall.facts.patroni import PatroniStore
 from seawall.facts.postgres import PgbouncerServerTls, PostgresTls
 from seawall.facts.systemd import UnitState
 from tests.unit import tls_inventory
@@ -241,14 +242,18 @@ def plan(
         (UnitState, ("unit", unit)): {"sub": "dead" if scenario is FRESH else "running"},
         (PgbouncerServerTls, ("path", names.PGBOUNCER_INI)): scenario.pgbouncer,
         (File, ("path", f"{TLS_DIR}/ca.pem")): {"mode": 644} if held else None,
+        # Patroni already on etcd over TLS: no restart onto its store (test_etcd_tls).
+        (PatroniStore, ("config", names.patroni_config_path(data))): "https",
+        (File, ("path", names.PATRONI_RESTART_MARKER)): None,
         **(facts or {}),
     }
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=known, name=name)
     calls: list[Call] = []
     fake_inventory = FakeInventory(lab, scenario, down)
     ops = Recorder("seawall", calls)
-    # common too: host_secrets and group_members read the host and inventory there.
-    for target in (common, postgres, pgroute):
+    # common and etcd too: host_secrets, group_members and pause_host read the host
+    # and inventory there.
+    for target in (common, etcd, postgres, pgroute):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
     for target in (postgres, pgroute):
@@ -261,6 +266,8 @@ def plan(
             "debian_cluster_absent",
             "patroni_leader",
             "patroni_dynamic_config",
+            "patroni_restarted_on_store",
+            "patroni_resumed",
             "service_roles",
             "barrier",
             "tls_ca",
