@@ -116,8 +116,16 @@ def run_migration(topology: inventory.Topology, trades: int) -> list[str]:
             import psycopg
             from psycopg.conninfo import make_conninfo
 
+            # TLS on the app host's hop to the member, as every network client of
+            # Postgres (require: this machine holds no copy of the Postgres CA; the
+            # tunnel to the app host is SSH).
             dsn = make_conninfo(
-                host="127.0.0.1", port=port, dbname=database, user=role, password=password
+                host="127.0.0.1",
+                port=port,
+                dbname=database,
+                user=role,
+                password=password,
+                sslmode="require",
             )
 
             with psycopg.connect(dsn, autocommit=True) as conn:

@@ -221,9 +221,16 @@ SENTINEL: dict[str, Any] = {
 }
 
 ETCD: dict[str, Any] = {
-    # etcd client and peer ports (Patroni talks to the client port).
+    # etcd client and peer ports (Patroni talks to the client port), both
+    # HTTPS with client certificates: whoever reaches 2379 without one can
+    # neither read nor rewrite Patroni's configuration (a command Postgres runs).
     "etcd_client_port": 2379,
     "etcd_peer_port": 2380,
+    # Plain HTTP, /metrics and /health only (ETCD_LISTEN_METRICS_URLS): what
+    # Prometheus scrapes, `seawall status` and the rolling restart ask, and the
+    # members' health gate uses; etcd's own registered metrics port. No key is
+    # read or written there.
+    "etcd_metrics_port": 2381,
     # Token of the initial cluster: members of another cluster with the same
     # addresses (an old lab) can never join this one by mistake.
     "etcd_cluster_token": "seawall-etcd",
@@ -237,6 +244,22 @@ ETCD: dict[str, Any] = {
     # partition near Patroni's ttl. Still well inside Patroni's retry_timeout.
     "etcd_heartbeat_interval": 50,
     "etcd_election_timeout": 500,
+    # The etcd CA, on the ops host (the first of the group), root-only: its own,
+    # not the journal's, so a journal certificate never opens etcd.
+    "etcd_ca_dir": "/etc/seawall/etcd-ca",
+    # Each etcd member's and Patroni host's key (made there, never copied),
+    # request, certificate and the CA's certificate. The key is root:
+    # etcd_tls_group 0640; etcd (user etcd) and Patroni (user postgres) read it
+    # through SupplementaryGroups= in their unit drop-ins.
+    "etcd_tls_dir": "/etc/seawall/etcd-tls",
+    "etcd_tls_group": "seawall-etcd-tls",
+    # The CA outlives every certificate it signs many times over; replacing it
+    # means every member and client trusting a new one at once.
+    "etcd_ca_days": 3650,
+    # Certificates live this many days; a deploy renews one with fewer than
+    # etcd_tls_renew_days left (a deploy at least monthly never lets one expire).
+    "etcd_tls_days": 397,
+    "etcd_tls_renew_days": 30,
 }
 
 POSTGRES: dict[str, Any] = {
@@ -247,6 +270,23 @@ POSTGRES: dict[str, Any] = {
     # /etc/patroni/<version>-<cluster>.yml, its unit patroni@<version>-<cluster>.
     "postgres_version": 15,
     "postgres_cluster": "main",
+    # TLS for every network connection to Postgres (components/postgres.py).
+    # The Postgres CA lives on the ops host in its own directory, apart from
+    # the journal's: every host holds a journal certificate, and PgBouncer can
+    # check only the CA (verify-ca, through HAProxy), so a CA that signs
+    # anything but Postgres members would let any host pass for one. Members
+    # keep their key (root:postgres 0640), certificate and the CA's in
+    # postgres_tls_dir; app hosts keep the CA's certificate there.
+    "postgres_tls_dir": "/etc/seawall/postgres-tls",
+    "postgres_ca_dir": "/etc/seawall/postgres-ca",
+    # The CA outlives every certificate it signs many times over: replacing it
+    # means every member and app host trusting a new one (the deploy never does).
+    "postgres_ca_days": 3650,
+    # A member's certificate lives 397 days; a deploy renews one with fewer
+    # than postgres_tls_renew_days left (so a deploy at least monthly never
+    # lets one expire), and Postgres takes it with a reload, never a restart.
+    "postgres_tls_days": 397,
+    "postgres_tls_renew_days": 30,
     # postgres_service_roles, postgres_databases and postgres_database_readers
     # are added below SERVICES: they are derived from the service catalogue
     # (postgres_logins), never stated. Read them with seawall.settings.setting.
@@ -780,6 +820,7 @@ FIREWALL_SERVED_BY: dict[str, tuple[str, ...] | None] = {
     "sentinel_port": ("sentinel",),
     "etcd_client_port": ("etcd",),
     "etcd_peer_port": ("etcd",),
+    "etcd_metrics_port": ("etcd",),
     "postgres_port": ("postgres",),
     "patroni_rest_port": ("postgres",),
     "pgbouncer_port": ("app",),
@@ -830,11 +871,15 @@ FIREWALL: dict[str, Any] = {
         # for the master; services find the master; admins' drills and status,
         # and the ops host's rolling restart (its switchover and Sentinel gates).
         "sentinel_port": ["sentinel", "redis", "app", "ops", "admin"],
-        # Members check each other's health (etcd deploy), Patroni keeps its
-        # lock there, Prometheus scrapes /metrics, `seawall status` asks /health.
-        "etcd_client_port": ["etcd", "postgres", "ops", "admin"],
-        # Raft between members only.
+        # HTTPS with a client certificate from the etcd CA: Patroni keeps its
+        # lock there, members change the membership through each other (etcd deploy).
+        "etcd_client_port": ["etcd", "postgres"],
+        # Raft between members only (HTTPS, a member certificate both ways).
         "etcd_peer_port": ["etcd"],
+        # Plain /metrics and /health: Prometheus and the rolling restart (ops),
+        # `seawall status` (admin), and the members' health gate before a
+        # restart (etcd deploy: a rebuilt member has no certificate yet).
+        "etcd_metrics_port": ["etcd", "ops", "admin"],
         # Streaming replication and pg_rewind from the other member; HAProxy on
         # the app hosts carries PgBouncer's logins. Backups go over SSH.
         "postgres_port": ["postgres", "app"],

@@ -75,6 +75,59 @@ def client_logins(data: Data) -> list[tuple[str, str]]:
     return pairs
 
 
+# Left by the deploy while it has Patroni in maintenance mode to move etcd to
+# TLS (on the Postgres host that paused it), and on each Postgres host whose
+# Patroni still waits for its restart onto the TLS store: the next deploy
+# finishes what a cut one began, and resumes only its own pause.
+PATRONI_PAUSE_MARKER = "/var/lib/seawall/patroni-paused-by-seawall"
+PATRONI_RESTART_MARKER = "/var/lib/seawall/patroni-store-restart-pending"
+
+
+# --- Postgres TLS (components/postgres.py, operations/tls.py) ---------------------
+
+
+def postgres_tls_files(data: Data) -> dict[str, str]:
+    """Return where a host keeps its Postgres TLS files (``postgres_tls_dir``).
+
+    ``key``, ``request`` and ``cert`` on members only; ``ca`` (the Postgres CA's
+    certificate, which clients check servers with) on members and app hosts.
+    The names are those ``operations.tls`` gives them.
+    """
+    directory = setting(data, "postgres_tls_dir")
+    return {
+        "key": f"{directory}/host.key",
+        "request": f"{directory}/host.csr",
+        "cert": f"{directory}/host.pem",
+        "ca": f"{directory}/ca.pem",
+    }
+
+
+# --- PgBouncer on the app hosts (components/pgroute.py) ------------------------------
+
+PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
+
+
+# --- etcd (components/etcd.py) ------------------------------------------------------
+
+
+def etcd_tls_files(data: Data) -> tuple[str, str, str]:
+    """Return this host's etcd CA certificate, certificate and key (``etcd_tls_dir``)."""
+    directory = setting(data, "etcd_tls_dir")
+    return f"{directory}/ca.pem", f"{directory}/host.pem", f"{directory}/host.key"
+
+
+def etcdctl(data: Data, endpoints: str | None = None) -> str:
+    """Return ``etcdctl`` (API 3) with this host's etcd client certificate, against
+    ``endpoints`` (URLs), else the member on this host (``https://127.0.0.1``).
+
+    etcd takes no client without a certificate from its CA: on a member, run
+    what follows as root (the key is root: ``etcd_tls_group`` 0640).
+    """
+    cacert, cert, key = etcd_tls_files(data)
+    target = endpoints or f"https://127.0.0.1:{setting(data, 'etcd_client_port')}"
+    return f"ETCDCTL_API=3 etcdctl --endpoints={target} --cacert={cacert} --cert={cert} --key={key}"
+
+
 # --- pgBackRest's full backup (components/pgbackrest.py) --------------------------
 
 BACKUP_SERVICE = "/etc/systemd/system/seawall-pgbackrest-full.service"

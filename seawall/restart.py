@@ -60,7 +60,7 @@ from seawall.inventory import Host, Topology
 from seawall.names import catalogue, patroni_unit, unit_name
 from seawall.output import table
 from seawall.postgres import failover as pg_failover
-from seawall.postgres.status import cluster, http_json, leader_of
+from seawall.postgres.status import cluster, etcd_health_url, http_json, leader_of
 from seawall.redis import failover as redis_failover
 from seawall.redis.client import redis_settings
 from seawall.redis.topology import redis_status
@@ -833,8 +833,7 @@ class LiveSteps:
         def healthy() -> str | None:
             sick = []
             for host in self.topology.group("etcd"):
-                url = f"http://{host.address}:{setting(host.data, 'etcd_client_port')}/health"
-                status, body = http_json(url)
+                status, body = http_json(etcd_health_url(host))
                 if not (status == 200 and isinstance(body, dict) and body.get("health") == "true"):
                     sick.append(host.name)
             return f"unhealthy: {', '.join(sick)}" if sick else None

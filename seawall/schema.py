@@ -345,10 +345,19 @@ class Sentinel(_Model):
 class Etcd(_Model):
     etcd_client_port: Port
     etcd_peer_port: Port
+    etcd_metrics_port: Port
     etcd_cluster_token: SafeName
     etcd_data_dir: HostPath
     etcd_heartbeat_interval: Annotated[int, Field(ge=10)]
     etcd_election_timeout: Annotated[int, Field(ge=50, le=50000)]
+    etcd_ca_dir: HostPath
+    etcd_tls_dir: HostPath
+    etcd_tls_group: UnixName
+    # The ranges keep the renewal window shorter than any lifetime, and the CA
+    # longer than any certificate it signs.
+    etcd_ca_days: Annotated[int, Field(ge=3650, le=36500)]
+    etcd_tls_days: Annotated[int, Field(ge=366, le=3650)]
+    etcd_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
 
 
 class Postgres(_Model):
@@ -356,6 +365,13 @@ class Postgres(_Model):
     patroni_rest_port: Port
     postgres_version: Annotated[int, Field(ge=13, le=17)]
     postgres_cluster: SafeName
+    postgres_tls_dir: HostPath
+    postgres_ca_dir: HostPath
+    # The ranges keep the renewal window shorter than a certificate's lifetime,
+    # and that shorter than the CA's.
+    postgres_ca_days: Annotated[int, Field(ge=1826, le=36500)]
+    postgres_tls_days: Annotated[int, Field(ge=366, le=1825)]
+    postgres_tls_renew_days: Annotated[int, Field(ge=1, le=365)]
     postgres_service_roles: list[PgName]
     postgres_databases: dict[PgName, PgName]
     postgres_database_readers: dict[PgName, list[PgName]]
@@ -717,7 +733,9 @@ SHARED_KEYS: tuple[str, ...] = (
     "redis_port",
     "etcd_client_port",
     "etcd_peer_port",
+    "etcd_metrics_port",
     "etcd_cluster_token",
+    "etcd_ca_dir",
     "postgres_port",
     "patroni_rest_port",
     "patroni_scope",

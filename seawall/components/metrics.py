@@ -268,9 +268,10 @@ SCRAPE_JOBS: tuple[tuple[str, str | None, str, str], ...] = (
     ("node", None, "node_exporter_port", "/metrics"),
     ("redis", "redis", "redis_exporter_port", "/metrics"),
     ("postgres", "postgres", "postgres_exporter_port", "/metrics"),
-    # Patroni's and etcd's own metrics, on their REST and client ports.
+    # Patroni's own metrics on its REST port; etcd's on its plain metrics
+    # listener (its client port wants a client certificate).
     ("patroni", "postgres", "patroni_rest_port", "/metrics"),
-    ("etcd", "etcd", "etcd_client_port", "/metrics"),
+    ("etcd", "etcd", "etcd_metrics_port", "/metrics"),
     ("nginx", "gateway", "nginx_exporter_port", "/metrics"),
     ("mtail", "gateway", "mtail_port", "/metrics"),
     ("prometheus", "ops", "prometheus_port", "/metrics"),

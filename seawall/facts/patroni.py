@@ -120,3 +120,81 @@ class PatroniDynamicConfig(FactBase[dict[str, Any] | None]):
         except ValueError:
             return None
         return value if isinstance(value, dict) and value else None
+
+
+def patroni_mode_probe(endpoint: str) -> str:
+    """Return a shell snippet printing the mode of the Patroni whose REST API is ``endpoint``.
+
+    ``paused`` or ``managing`` from its ``GET /patroni`` (its own view: what
+    it does if its store goes away or it is stopped), ``unknown`` when it gives
+    no such answer. bash's /dev/tcp: no curl needed.
+    """
+    address, _, port = endpoint.rpartition(":")
+    request = (
+        f"exec 3<>/dev/tcp/{address}/{int(port)} && "
+        "printf 'GET /patroni HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    )
+    return (
+        f"out=$(timeout 3 bash -c {shlex.quote(request)} 2>/dev/null); "
+        'case "$out" in '
+        "*'\"pause\": true'*) echo paused ;; "
+        "*'\"patroni\": {'*) echo managing ;; "
+        "*) echo unknown ;; esac"
+    )
+
+
+class PatroniMode(FactBase[str]):
+    """Returns what this host's Patroni does now: ``paused``, ``managing``, ``stopped`` or
+    ``unknown``.
+
+    ``stopped``: its unit is not running (it manages nothing); otherwise its
+    REST API at ``endpoint`` (``address:port``) says whether it is in
+    maintenance mode (``patronictl pause``: stopping it, or losing its store,
+    leaves Postgres as it is) or manages the cluster (stopping it stops
+    Postgres; losing its store demotes a leader). ``unknown``: running, no
+    answer.
+
+    .. code:: python
+
+        "paused"
+    """
+
+    def command(self, unit: str, endpoint: str) -> str:
+        return (
+            f"if systemctl is-active -q {shlex.quote(unit)}; then "
+            f"{patroni_mode_probe(endpoint)}; else echo stopped; fi"
+        )
+
+    def process(self, output: list[str]) -> str:
+        words = [line.strip() for line in output if line.strip()]
+        modes = ("paused", "managing", "stopped")
+        return words[-1] if words and words[-1] in modes else "unknown"
+
+    @staticmethod
+    def default() -> str:
+        return "unknown"
+
+
+class PatroniStore(FactBase[str | None]):
+    """Returns the protocol of the store Patroni's file ``config`` names (``https`` or
+    ``http``), or None when there is no such file.
+
+    ``http``: the file's ``etcd3`` section has no ``protocol: https`` (before
+    etcd had TLS, it named none).
+
+    .. code:: python
+
+        "https"
+    """
+
+    def command(self, config: str) -> str:
+        quoted = shlex.quote(config)
+        return (
+            f"if [ -f {quoted} ]; then "
+            f"if grep -q '^  protocol: https$' {quoted}; then echo https; else echo http; fi; "
+            "else echo none; fi"
+        )
+
+    def process(self, output: list[str]) -> str | None:
+        words = [line.strip() for line in output if line.strip()]
+        return words[0] if words and words[0] in ("https", "http") else None

@@ -1,6 +1,7 @@
 """A private CA on one host: keys made where they are used, only requests and certificates move."""
 
 import shlex
+from collections.abc import Sequence
 from io import StringIO
 from typing import Any
 
@@ -112,18 +113,44 @@ def tls_key(directory: str, common_name: str, group: str):
         )
 
 
-def _extensions(name: str, address: str) -> str:
+# Both: a journal certificate serves journal-remote and identifies journal-upload.
+BOTH_USAGES = "serverAuth,clientAuth"
+
+
+def _addresses(address: str, extra: Sequence[str] | None) -> list[str]:
+    return [address, *(one for one in extra or [] if one != address)]
+
+
+def _san(name: str, addresses: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The subjectAltName entries, in the order ``openssl x509 -ext`` prints them back."""
+    return [f"DNS:{one}" for one in (name, *names)] + [f"IP:{one}" for one in addresses]
+
+
+def _printed_san(name: str, addresses: Sequence[str], names: Sequence[str]) -> str:
+    """The subjectAltName as ``TlsCertificate`` reads it back (openssl's "IP Address", unspaced)."""
+    return ",".join(_san(name, addresses, names)).replace("IP:", "IPAddress:")
+
+
+def _extensions(name: str, addresses: Sequence[str], names: Sequence[str], usage: str) -> str:
     # The CA states every extension itself: nothing a request asks for is copied.
     return (
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth,clientAuth\n"
-        f"subjectAltName=DNS:{name},IP:{address}\n"
+        f"extendedKeyUsage={usage}\n"
+        f"subjectAltName={','.join(_san(name, addresses, names))}\n"
     )
 
 
 @operation()
-def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, renew_days: int):
+def tls_signed(
+    directory: str,
+    peers: list[tuple[str, str, str]],
+    days: int,
+    renew_days: int,
+    names: Sequence[str] = (),
+    extended_key_usage: str = BOTH_USAGES,
+    extra_addresses: Sequence[str] | None = None,
+):
     """
     Sign each peer's request with the CA in ``directory``, unless its certificate is current.
 
@@ -132,10 +159,16 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
     + days: a new certificate's lifetime
     + renew_days: a certificate with fewer days left, for another key or another
       name or address, is signed again
+    + names: DNS names every peer's certificate carries besides its own name
+      (``localhost`` for a server its own host dials by that name)
+    + extended_key_usage: what a certificate may do (``serverAuth`` for a server only)
+    + extra_addresses: addresses every certificate names besides the peer's own
+      (``127.0.0.1`` for a server its own host's tools reach on loopback)
 
     Requests are read from the peers when the operation runs, so a request
-    made earlier in the same deploy is signed in it. The certificate's name and
-    address come from the inventory, never from the request.
+    made earlier in the same deploy is signed in it. The certificate's names,
+    address and usages come from the inventory and these arguments, never
+    from the request.
 
     **Example:**
 
@@ -171,18 +204,19 @@ def tls_signed(directory: str, peers: list[tuple[str, str, str]], days: int, ren
             continue
         cert_path = certificate(name)["path"]
         current = memo.get_fact(host, TlsCertificate, **certificate(name))
+        addresses = _addresses(address, extra_addresses)
         if (
             current is not None
             and current["valid"]
             and current["key_sha256"] == request["key_sha256"]
-            and current["san"] == f"DNS:{name},IPAddress:{address}"
+            and current["san"] == _printed_san(name, addresses, names)
         ):
             continue
         signed = True
         staged = f"{directory}/requests/{name}"
         yield f"install -d -m 700 -o root -g root {shlex.quote(directory + '/requests')}"
         yield _upload(request["pem"], f"{staged}.csr")
-        yield _upload(_extensions(name, address), f"{staged}.ext")
+        yield _upload(_extensions(name, addresses, names, extended_key_usage), f"{staged}.ext")
         new = shlex.quote(f"{cert_path}.seawall-new")
         # The request's own signature is checked (it proves the key); its
         # subject is replaced by the inventory name.
@@ -257,3 +291,98 @@ def tls_certificate(directory: str, ca_host: str, ca_directory: str, renew_days:
         yield f"chown root:root {shlex.quote(path)} && chmod 644 {shlex.quote(path)}"
     if not changed:
         host.noop(f"{host.name} has its current certificate and the CA's")
+
+
+@operation()
+def tls_ca_trusted(directory: str, ca_host: str, ca_directory: str):
+    """
+    Install the CA's certificate (only) from ``ca_host``, for a host that checks servers with it.
+
+    + directory: where ``ca.pem`` goes (root:root 0644; the directory root:root 0755)
+    + ca_host: the inventory name of the CA's host
+    + ca_directory: the CA's directory there (``tls_ca``)
+
+    For a client that holds no key of its own. Read from the CA's host when the
+    operation runs, so a CA made earlier in the same deploy is installed.
+
+    **Example:**
+
+    .. code:: python
+
+        tls_ca_trusted(
+            name="Trust the Postgres CA",
+            directory="/etc/seawall/postgres-tls",
+            ca_host="ops-1",
+            ca_directory="/etc/seawall/postgres-ca",
+        )
+    """
+    ca_pem = _text(
+        inventory.get_host(ca_host).get_fact(FileContents, path=f"{ca_directory}/{CA_CERTIFICATE}")
+    )
+    if not ca_pem:
+        host.log(f"{ca_host} has no CA in {ca_directory} yet: it is installed at the next deploy")
+        host.noop(f"{host.name} waits for the CA's certificate")
+        return
+    path = f"{directory}/{CA_CERTIFICATE}"
+    if _text(host.get_fact(FileContents, path=path)) == ca_pem:
+        host.noop(f"{host.name} trusts the CA of {ca_host}:{ca_directory}")
+        return
+    yield f"install -d -m 755 -o root -g root {shlex.quote(directory)}"
+    yield _upload(ca_pem, path)
+    yield f"chown root:root {shlex.quote(path)} && chmod 644 {shlex.quote(path)}"
+
+
+def _missing(directory: str, key_group: str | None) -> str | None:
+    """Return what ``directory`` lacks for TLS now (see ``tls_ready``), or None."""
+    ca = f"{directory}/{CA_CERTIFICATE}"
+    if not host.get_fact(File, path=ca):
+        return f"no CA certificate {ca}"
+    if key_group is None:
+        return None
+    key, cert = f"{directory}/{KEY}", f"{directory}/{CERTIFICATE}"
+    state = host.get_fact(File, path=key)
+    if not state:
+        return f"no key {key}"
+    if (state["user"], state["group"], state["mode"]) != ("root", key_group, 640):
+        return f"{key} is not root:{key_group} 0640"
+    request = host.get_fact(TlsRequest, path=f"{directory}/{REQUEST}")
+    signed = host.get_fact(TlsCertificate, path=cert, ca=ca, valid_days=0)
+    if signed is None or not signed["valid"]:
+        return f"no current certificate {cert} from the CA in {ca}"
+    if request is None or signed["key_sha256"] != request["key_sha256"]:
+        return f"{cert} is not for the key {key}"
+    return None
+
+
+@operation()
+def tls_ready(directory: str, key_group: str | None = None):
+    """
+    Stop this host, saying what is missing, unless ``directory`` holds what TLS needs now.
+
+    + directory: the host's TLS directory: the CA's certificate (``ca.pem``) and, with
+      ``key_group``, the host's key and a certificate for it from that CA
+    + key_group: for a server: the group that reads its key (``root:<group>`` 0640);
+      None for a client, which needs the CA's certificate only
+
+    Put right before the operation that makes a daemon use these files, so a
+    daemon is never told to serve or check TLS with files it lacks. Decided
+    when the operation runs: files an earlier operation of the same deploy
+    installs count. Where they are missing when the deploy is planned, the plan
+    shows the check as a change (a command that stops the host), and the run
+    finds them there or stops.
+
+    **Example:**
+
+    .. code:: python
+
+        tls_ready(
+            name="Check this member's TLS files before Patroni turns TLS on",
+            directory="/etc/seawall/postgres-tls",
+            key_group="postgres",
+        )
+    """
+    missing = _missing(directory, key_group)
+    if missing is None:
+        host.noop(f"{directory} holds what TLS needs")
+        return
+    yield f"echo {shlex.quote(f'{host.name}: {missing}: TLS cannot be turned on')} >&2; exit 1"

@@ -1,7 +1,8 @@
 """Where the Postgres cluster stands: Patroni's leader, replica lag, etcd health.
 
 Asks the services themselves (Patroni's REST API ``GET /cluster``, etcd's
-``GET /health``) over the hosts' private addresses, never a file.
+``GET /health`` on its plain metrics listener: its client port wants a client
+certificate) over the hosts' private addresses, never a file.
 """
 
 import json
@@ -13,9 +14,12 @@ from typing import Any, NamedTuple
 
 from seawall.inventory import Host, Topology
 from seawall.netguard import require_lab_network
+from seawall.settings import setting
 
 HTTP_TIMEOUT = 2.0
 LEADER_ROLES = ("leader", "master")
+# The problem a cluster in maintenance mode (``patronictl pause``) is reported with.
+PAUSED = "Patroni is paused (maintenance mode): no automatic failover"
 
 
 def http_json(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
@@ -95,11 +99,16 @@ class PostgresStatus:
 
 
 class ClusterView(NamedTuple):
-    """The cluster as one member's Patroni reports it, and who holds the leader lock now."""
+    """The cluster as one member's Patroni reports it, and who holds the leader lock now.
+
+    ``paused``: that member's Patroni is in maintenance mode (``patronictl
+    pause``): it fails nothing over.
+    """
 
     source: str | None
     members: list[dict[str, Any]]
     primaries: list[str]
+    paused: bool = False
 
 
 def _ask(host: Host) -> tuple[int, Any, int]:
@@ -124,21 +133,26 @@ def cluster(topology: Topology) -> ClusterView:
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         answers = list(zip(hosts, pool.map(_ask, hosts), strict=True))
     views = [
-        (host.name, list(body.get("members", [])), primary == 200)
+        (host.name, list(body.get("members", [])), primary == 200, body.get("pause") is True)
         for host, (status, body, primary) in answers
         if status == 200 and isinstance(body, dict)
     ]
-    primaries = [name for name, _, primary in views if primary]
-    for name, members, primary in views:
+    primaries = [name for name, _, primary, _ in views if primary]
+    for name, members, primary, paused in views:
         if primary:
-            return ClusterView(name, members, primaries)
+            return ClusterView(name, members, primaries, paused)
     if not views:
         return ClusterView(None, [], [])
-    name, members, _ = views[0]
+    name, members, _, paused = views[0]
     unconfirmed = [
         {**m, "state": "unconfirmed"} if m.get("role") in LEADER_ROLES else m for m in members
     ]
-    return ClusterView(name, unconfirmed, [])
+    return ClusterView(name, unconfirmed, [], paused)
+
+
+def etcd_health_url(host: Host) -> str:
+    """Return etcd's ``GET /health`` on ``host``'s plain metrics listener (no certificate)."""
+    return f"http://{host.address}:{setting(host.data, 'etcd_metrics_port')}/health"
 
 
 def leader_of(members: list[dict[str, Any]]) -> str | None:
@@ -155,7 +169,7 @@ def postgres_status(topology: Topology) -> PostgresStatus:
         SeawallError: on a lab inventory whose bridge is missing.
     """
     require_lab_network(topology)
-    source, raw, primaries = cluster(topology)
+    source, raw, primaries, paused = cluster(topology)
     members = [
         Member(
             name=str(m.get("name")),
@@ -174,6 +188,10 @@ def postgres_status(topology: Topology) -> PostgresStatus:
         report.problems.append("the cluster has no running leader")
     if len(primaries) > 1:
         report.problems.append(f"more than one member says it is the primary: {primaries}")
+    if paused:
+        # Postgres serves, but a lost leader is never replaced: flagged until
+        # resumed (the deploy resumes a pause of its own, docs/security.md).
+        report.problems.append(PAUSED)
     expected = {host.name for host in topology.group("postgres")}
     running = {m.name for m in members if m.state in ("running", "streaming")}
     for name in sorted(expected - running):
@@ -183,7 +201,7 @@ def postgres_status(topology: Topology) -> PostgresStatus:
         if m.lag_bytes is not None and isinstance(limit, int) and m.lag_bytes > limit:
             report.problems.append(f"{m.name}: {m.lag_bytes} bytes behind (limit {limit})")
     for host in topology.group("etcd"):
-        url = f"http://{host.address}:{host.data['etcd_client_port']}/health"
+        url = etcd_health_url(host)
         status, body = http_json(url)
         healthy = status == 200 and isinstance(body, dict) and body.get("health") == "true"
         report.etcd.append(EtcdMember(host.name, host.address, healthy))

@@ -17,7 +17,7 @@ from typing import Any
 
 from seawall.health_report import HealthSummary
 from seawall.inventory import Host, Topology
-from seawall.postgres.status import LEADER_ROLES, PostgresStatus
+from seawall.postgres.status import LEADER_ROLES, PAUSED, PostgresStatus
 from seawall.redis.topology import RedisStatus
 from seawall.verify.report import Check
 
@@ -114,6 +114,9 @@ def postgres_findings(topology: Topology, status: PostgresStatus) -> Findings:
                 problems.append(f"state {member.state}")
             if host.data.get("patroni_synchronous_mode") and len(sync_standbys) != 1:
                 problems.append(f"synchronous standbys {sync_standbys or 'none'} (want one)")
+            if PAUSED in status.problems:
+                # Postgres serves, but nothing would replace this leader if it failed.
+                problems.append("paused: no automatic failover")
             detail = f"leader, {member.state}, timeline {member.timeline}"
             detail += f", sync standby {', '.join(sync_standbys) or 'none'}"
             check = Check(name, not problems, "; ".join([detail, *problems]))
@@ -130,8 +133,9 @@ def postgres_findings(topology: Topology, status: PostgresStatus) -> Findings:
             detail = f"{member.role}, {member.state}, lag {lag} bytes of {limit}"
             check = Check(name, not problems, "; ".join([detail, *problems]))
         _add(findings, host.name, check)
+    many = [p for p in status.problems if p.startswith("more than one member says")]
     for primary in _many_primaries(status):
-        _add(findings, primary, Check("patroni single primary", False, status.problems[-1]))
+        _add(findings, primary, Check("patroni single primary", False, many[0]))
     for etcd in status.etcd:
         detail = "GET /health: true" if etcd.healthy else "GET /health: not healthy or no answer"
         _add(findings, etcd.name, Check("etcd health", etcd.healthy, detail))

@@ -117,7 +117,10 @@ def expected(topology: Topology, host: Host) -> Expected:
         listeners |= _tcp((address, data["sentinel_port"]), (LOOPBACK, data["sentinel_port"]))
     if "etcd" in roles:
         client, peer = data["etcd_client_port"], data["etcd_peer_port"]
-        listeners |= _tcp((address, client), (LOOPBACK, client), (address, peer))
+        metrics = data["etcd_metrics_port"]
+        listeners |= _tcp(
+            (address, client), (LOOPBACK, client), (address, peer), (address, metrics)
+        )
     if "postgres" in roles:
         units.append(names.patroni_unit(data))
         stopped.append(STOCK_PATRONI)
@@ -190,10 +193,13 @@ def probe_commands(topology: Topology, host: Host) -> dict[str, str]:
 # Run on an app host as root: log in as a service does (its settings file, its
 # secrets file; the password never leaves the host nor reaches a command line),
 # once through PgBouncer and once through HAProxy's read-write port, and say
-# which server answered and whether it is a primary.
+# which server answered and whether it is a primary. Through HAProxy the login
+# crosses the network to a member: TLS, checked against the Postgres CA where the
+# host has its certificate (verify-ca: HAProxy's address is no member's name),
+# as PgBouncer checks it; PgBouncer itself is on loopback.
 _PG_ROUTE = """
-import json, sys
-config, secrets, env, haproxy = sys.argv[1:5]
+import json, os, sys
+config, secrets, env, haproxy, ca = sys.argv[1:6]
 pg = json.load(open(config))["postgres"]
 password = None
 for line in open(secrets):
@@ -201,10 +207,12 @@ for line in open(secrets):
     if key == env:
         password = value
 import psycopg
-for label, port in (("pgbouncer", pg["port"]), ("haproxy", int(haproxy))):
+tls = {"sslmode": "verify-ca", "sslrootcert": ca} if os.path.isfile(ca) else {}
+for label, port, extra in (("pgbouncer", pg["port"], {}), ("haproxy", int(haproxy), tls)):
     try:
         with psycopg.connect(host=pg["host"], port=port, dbname=pg["dbname"], user=pg["user"],
-                             password=password, connect_timeout=3, prepare_threshold=None) as c:
+                             password=password, connect_timeout=3, prepare_threshold=None,
+                             **extra) as c:
             row = c.execute("select host(inet_server_addr()), pg_is_in_recovery()").fetchone()
         print(label, "ok", row[0], "replica" if row[1] else "primary")
     except Exception as error:
@@ -220,7 +228,13 @@ def pg_route_probe(data: Mapping[str, Any]) -> str | None:
     if name is None:
         return None
     config, secrets = service_files(data, name)
-    args = [config, secrets, ENV_POSTGRES_PASSWORD, str(data["haproxy_rw_port"])]
+    args = [
+        config,
+        secrets,
+        ENV_POSTGRES_PASSWORD,
+        str(data["haproxy_rw_port"]),
+        names.postgres_tls_files(data)["ca"],
+    ]
     return "python3 -c " + " ".join(shlex.quote(a) for a in [_PG_ROUTE, *args])
 
 

@@ -11,6 +11,7 @@ import time
 import pytest
 import redis
 
+from seawall import names
 from seawall.components.redis import MANAGED_CONF, REDIS_CONF, REDIS_DIR
 from seawall.facts.redis import shadowed_command
 from seawall.inventory import Topology
@@ -89,7 +90,8 @@ def test_site_redeploy_with_a_data_host_and_the_ops_host_crashed_keeps_every_rol
 
 
 def _etcd(topology: Topology, host: str, command: str) -> subprocess.CompletedProcess[str]:
-    return ssh_run(topology, host, f"ETCDCTL_API=3 etcdctl {command}")
+    # Over HTTPS with that member's own certificate (etcd takes no client without one).
+    return ssh_run(topology, host, f"{names.etcdctl(topology.host(host).data)} {command}")
 
 
 def _run_etcd_deploy() -> subprocess.CompletedProcess[str]:
@@ -275,8 +277,10 @@ for _ in range(s["reloads"]):
     end = time.monotonic() + s["window"]
     while time.monotonic() < end:
         try:
+            # HAProxy's port: TLS to whichever member leads, checked against the CA.
             with psycopg.connect(host="127.0.0.1", port=s["port"], dbname=s["dbname"],
-                                 user=s["user"], password=s["password"], connect_timeout=2) as c:
+                                 user=s["user"], password=s["password"], connect_timeout=2,
+                                 sslmode="verify-ca", sslrootcert=s["ca"]) as c:
                 recovery = c.execute("select pg_is_in_recovery()").fetchone()[0]
             hits["replica" if recovery else "leader"] += 1
         except psycopg.OperationalError:
@@ -297,6 +301,7 @@ def test_haproxy_reloads_never_send_a_new_session_to_the_replica(deployed_lab: T
         "window": 1.0,
         "pause": 2.0,
         "port": app.data["haproxy_rw_port"],
+        "ca": names.postgres_tls_files(app.data)["ca"],
         "dbname": app.data["postgres_drill_database"],
         "user": role,
         "password": role_password(deployed_lab, role),

@@ -84,7 +84,13 @@ def test_the_gateway_reaches_no_data_port(deployed_lab: Topology) -> None:
     # Exporters are Prometheus's alone.
     assert connect(deployed_lab, "gw-1", "app-1", "node_exporter_port") == DROPPED
     for target in deployed_lab.group("redis"):
-        keys = ["redis_port", "sentinel_port", "etcd_client_port", "etcd_peer_port"]
+        keys = [
+            "redis_port",
+            "sentinel_port",
+            "etcd_client_port",
+            "etcd_peer_port",
+            "etcd_metrics_port",
+        ]
         if "postgres" in target.groups:
             keys += ["postgres_port", "patroni_rest_port"]
         for key in keys:
@@ -96,7 +102,12 @@ def test_an_app_host_reaches_what_it_needs_and_no_more(deployed_lab: Topology) -
         for key in ("redis_port", "sentinel_port"):
             assert connect(deployed_lab, "app-1", target.name, key) == CONNECTED, (target, key)
         # etcd is Patroni's, never a service's.
-        for key in ("etcd_client_port", "etcd_peer_port", "redis_exporter_port"):
+        for key in (
+            "etcd_client_port",
+            "etcd_peer_port",
+            "etcd_metrics_port",
+            "redis_exporter_port",
+        ):
             assert connect(deployed_lab, "app-1", target.name, key) == DROPPED, (target, key)
     for target in deployed_lab.group("postgres"):
         # HAProxy's route: Postgres itself and the Patroni checks.

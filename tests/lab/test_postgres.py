@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from seawall import names
 from seawall.components import postgres
 from seawall.errors import SeawallError
 from seawall.inventory import Topology
@@ -56,8 +57,9 @@ def pg_lab(deployed_lab: Topology) -> Topology:
 
 
 def test_etcd_has_three_healthy_members(pg_lab: Topology) -> None:
-    first = pg_lab.group("etcd")[0].name
-    result = ssh_run(pg_lab, first, "etcdctl endpoint health --cluster")
+    first = pg_lab.group("etcd")[0]
+    # Over HTTPS with the member's own certificate: etcd takes no client without one.
+    result = ssh_run(pg_lab, first.name, f"{names.etcdctl(first.data)} endpoint health --cluster")
     assert result.returncode == 0, result.stderr
     # etcdctl reports health on stderr.
     output = result.stdout + result.stderr
@@ -147,7 +149,9 @@ def test_tradestore_migration_resumes_verifies_and_is_idempotent(
     monkeypatch.setenv("PGPASSWORD", drill.role_password(pg_lab, "probe"))
     # The migration talks to the leader through HAProxy's read-write port.
     with tunnel(pg_lab, app.name, app.data["haproxy_rw_port"]) as port:
-        dsn = f"host=127.0.0.1 port={port} dbname=probe user=probe"
+        # TLS on the app host's hop to the member (sslmode=require: this machine holds
+        # no copy of the Postgres CA; the tunnel to the app host is SSH).
+        dsn = f"host=127.0.0.1 port={port} dbname=probe user=probe sslmode=require"
         with psycopg.connect(dsn, autocommit=True) as conn:
             for table in ("trades", "positions", tradestore.PROGRESS_TABLE):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
@@ -189,7 +193,9 @@ def test_tradestore_cli_reports_verified(pg_lab: Topology, tmp_path: Path) -> No
             env={
                 **os.environ,
                 "PGPASSWORD": drill.role_password(pg_lab, "probe"),
-                "SEAWALL_TRADESTORE_DSN": f"host=127.0.0.1 port={port} dbname=probe user=probe",
+                "SEAWALL_TRADESTORE_DSN": (
+                    f"host=127.0.0.1 port={port} dbname=probe user=probe sslmode=require"
+                ),
             },
         )
     assert result.returncode == 0, result.stderr

@@ -5,6 +5,10 @@ on), so the refusal asked about is Postgres's own: a service role logs in to
 the databases it owns or reads and meets "no pg_hba.conf entry" on any other,
 and Patroni's roles (the superuser first) are refused with the right password.
 Passwords reach the host on the probe's stdin only, never on a command line.
+Every login is TLS checked with ``verify-full`` against the Postgres CA (app
+hosts carry its certificate): pg_hba's ``hostssl`` lines are the ones asked
+about, and a plain login would meet the ``hostnossl`` reject instead
+(tests/lab/test_postgres_tls.py).
 """
 
 from typing import Any
@@ -35,7 +39,8 @@ results = []
 for a in json.loads(sys.stdin.readline()):
     try:
         with psycopg.connect(host=a["host"], port=a["port"], dbname=a["dbname"], user=a["user"],
-                             password=a["password"], connect_timeout=5) as c:
+                             password=a["password"], connect_timeout=5,
+                             sslmode="verify-full", sslrootcert=a["sslrootcert"]) as c:
             row = c.execute("select current_user, current_database()").fetchone()
         results.append({"ok": True, "as": list(row), "error": ""})
     except psycopg.OperationalError as error:
@@ -45,7 +50,10 @@ print(json.dumps(results))
 
 
 def probe(topology: Topology, host: str, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Try each login from ``host``; return one result per attempt, in order."""
+    """Try each login from ``host`` over TLS (verify-full with the Postgres CA, as the
+    ``hostssl`` lines require); return one result per attempt, in order."""
+    ca = names.postgres_tls_files(topology.host(host).data)["ca"]
+    attempts = [{**attempt, "sslrootcert": ca} for attempt in attempts]
     out = remote_python(topology, host, _PROBE, attempts, timeout=120)
     assert len(out) == len(attempts)
     return list(out)

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -49,13 +49,21 @@ class PostgresServer:
                 timeout=60,
             )
 
-    def start(self) -> "PostgresServer":
+    def start(
+        self,
+        options: str = "",
+        listen: str = "127.0.0.1",
+        prepare: Callable[["PostgresServer"], None] | None = None,
+    ) -> "PostgresServer":
+        """initdb, then ``prepare`` (files in the new cluster), then start with ``options``."""
         self._as_postgres(str(BIN / "initdb"), "-A", "trust", "-U", "postgres", str(self.data))
+        if prepare is not None:
+            prepare(self)
         options = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c listen_addresses={listen} -c port={self.port} "
             f"-c unix_socket_directories={self.directory} -c fsync=off "
-            "-c shared_buffers=16MB -c max_connections=40"
-        )
+            f"-c shared_buffers=16MB -c max_connections=40 {options}"
+        ).strip()
         self._as_postgres(
             str(BIN / "pg_ctl"),
             *("-D", str(self.data), "-l", str(self.directory / "server.log")),

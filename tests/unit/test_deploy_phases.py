@@ -16,18 +16,20 @@ import json
 import os
 from io import StringIO
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pyinfra.api import HiddenValue
+from pyinfra.facts.files import File
 
-from seawall import inventory, secrets
-from seawall.components import common, pgbackrest, postgres, services
+from seawall import inventory, names, secrets
+from seawall.components import common, etcd, pgbackrest, postgres, services
 from seawall.facts.deb import DebInstallState
+from seawall.facts.patroni import PatroniStore
 from seawall.facts.systemd import UnitState
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
 from tests.unit.test_services_plan import no_users
+from tests.unit.tls_inventory import CONVERGED, FRESH, FakeInventory
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANS = Path(__file__).with_name("deploy_plans.json")
@@ -71,21 +73,20 @@ class _Changed:
         self.calls = calls
 
 
-def _fake_inventory(lab: inventory.Topology) -> SimpleNamespace:
-    def get_group(name: str, default: Any = None) -> list[SimpleNamespace]:
-        return [SimpleNamespace(name=h.name, data=dict(h.data)) for h in lab.group(name)]
-
-    return SimpleNamespace(get_group=get_group)
-
-
 def record(
     monkeypatch: pytest.MonkeyPatch,
     lab: inventory.Topology,
     module: Any,
     name: str,
     was_running: bool = True,
+    store: str | None = "https",
+    restart_marker: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run ``module``'s deploy for lab host ``name`` on a fake host; return its operations."""
+    """Run ``module``'s deploy for lab host ``name`` on a fake host; return its operations.
+
+    ``store``: the protocol Patroni's file names before the deploy (``PatroniStore``);
+    ``restart_marker``: the host holds ``names.PATRONI_RESTART_MARKER``.
+    """
     lab_host = lab.host(name)
     data = dict(lab_host.data) | {"secrets_file": None}
     for secret in SECRET_NAMES:
@@ -94,15 +95,18 @@ def record(
     facts: dict[tuple[Any, ...], Any] = {
         (DebInstallState,): {"installed": {}, "policy_rc_d": None},
         (UnitState, ("unit", unit)): {"sub": "running" if was_running else "dead"},
+        (PatroniStore, ("config", names.patroni_config_path(data))): store,
+        (File, ("path", names.PATRONI_RESTART_MARKER)): {"mode": 644} if restart_marker else None,
     }
     facts[no_users(data)] = {}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
     calls: list[Call] = []
-    fake_inventory = _fake_inventory(lab)
+    # A running cluster has TLS rolled on; a fresh one has nothing yet.
+    fake_inventory = FakeInventory(lab, CONVERGED if was_running else FRESH)
     seawall_ops = Recorder("seawall", calls)
     # Recorded before every Redis had the ACL users: the services keep the shared passwords.
     monkeypatch.setattr(services, "_acl_ready", lambda: False)
-    for target in (common, postgres, pgbackrest, services):
+    for target in (common, etcd, postgres, pgbackrest, services):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
         for ops in ("apt", "files", "server", "systemd"):
@@ -114,10 +118,19 @@ def record(
             "debian_cluster_absent",
             "patroni_leader",
             "patroni_dynamic_config",
+            "patroni_restarted_on_store",
+            "patroni_resumed",
             "service_roles",
             "repository",
             "ssh_keypair",
             "trust_peers",
+            "barrier",
+            "tls_ca",
+            "tls_key",
+            "tls_signed",
+            "tls_certificate",
+            "tls_ca_trusted",
+            "tls_ready",
         ):
             if hasattr(target, op):
                 monkeypatch.setattr(target, op, getattr(seawall_ops, op))
@@ -136,7 +149,9 @@ CASES: dict[str, tuple[Any, str, bool]] = {
     "postgres data-1 (first member, running)": (postgres, "data-1", True),
     "postgres data-1 (first member, fresh)": (postgres, "data-1", False),
     "postgres data-2 (running)": (postgres, "data-2", True),
-    "postgres app-1 (not a member)": (postgres, "app-1", True),
+    "postgres app-1 (not a member: trusts the CA)": (postgres, "app-1", True),
+    "postgres ops-1 (the Postgres CA)": (postgres, "ops-1", True),
+    "postgres gw-1 (neither)": (postgres, "gw-1", True),
     "backup ops-1 (repository)": (pgbackrest, "ops-1", True),
     "backup data-1 (Postgres host)": (pgbackrest, "data-1", True),
     "backup app-1 (neither)": (pgbackrest, "app-1", True),

@@ -39,8 +39,9 @@ DATA_HOST = {
     "ssh": OPS | ADMIN,
     "redis_port": DATA | APP | OPS | ADMIN,
     "sentinel_port": DATA | APP | OPS | ADMIN,
-    "etcd_client_port": DATA | OPS | ADMIN,
+    "etcd_client_port": DATA,
     "etcd_peer_port": DATA,
+    "etcd_metrics_port": DATA | OPS | ADMIN,
     "node_exporter_port": OPS,
     "redis_exporter_port": OPS,
 }

@@ -165,7 +165,7 @@ def targets_of(config: dict[str, Any], job: str, label: str | None = None) -> se
         ("redis", "redis", "redis_exporter_port"),
         ("postgres", "postgres", "postgres_exporter_port"),
         ("patroni", "postgres", "patroni_rest_port"),
-        ("etcd", "etcd", "etcd_client_port"),
+        ("etcd", "etcd", "etcd_metrics_port"),
         ("nginx", "gateway", "nginx_exporter_port"),
         ("mtail", "gateway", "mtail_port"),
         ("prometheus", "ops", "prometheus_port"),

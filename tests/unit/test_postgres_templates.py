@@ -57,11 +57,11 @@ def test_etcd_member_lists_every_member_on_private_addresses(lab: inventory.Topo
     member = lab.host("data-2")
     peer, client = member.data["etcd_peer_port"], member.data["etcd_client_port"]
     assert 'ETCD_NAME="data-2"' in text
-    assert f'ETCD_LISTEN_PEER_URLS="http://{member.address}:{peer}"' in text
+    assert f'ETCD_LISTEN_PEER_URLS="https://{member.address}:{peer}"' in text
     assert (
-        f'ETCD_LISTEN_CLIENT_URLS="http://{member.address}:{client},http://127.0.0.1:{client}"'
+        f'ETCD_LISTEN_CLIENT_URLS="https://{member.address}:{client},https://127.0.0.1:{client}"'
     ) in text
-    cluster = ",".join(f"{m.name}=http://{m.address}:{peer}" for m in lab.group("etcd"))
+    cluster = ",".join(f"{m.name}=https://{m.address}:{peer}" for m in lab.group("etcd"))
     assert len(lab.group("etcd")) == 3 and f'ETCD_INITIAL_CLUSTER="{cluster}"' in text
     # Never Debian's default data directory, where a stray lone member may live.
     assert "/var/lib/etcd/default" not in text
@@ -75,6 +75,13 @@ def test_patroni_config_is_valid_yaml_with_the_traps_avoided(lab: inventory.Topo
     assert "etcd" not in config
     client = host.data["etcd_client_port"]
     assert config["etcd3"]["hosts"] == [f"{m.address}:{client}" for m in lab.group("etcd")]
+    # Over HTTPS, with this host's client certificate (etcd takes no client without one).
+    assert {k: v for k, v in config["etcd3"].items() if k != "hosts"} == {
+        "protocol": "https",
+        "cacert": "/etc/seawall/etcd-tls/ca.pem",
+        "cert": "/etc/seawall/etcd-tls/host.pem",
+        "key": "/etc/seawall/etcd-tls/host.key",
+    }
     # An explicit address, never `:8008` (LAB-NOTES trap 4).
     assert config["restapi"]["listen"] == f"{host.address}:{host.data['patroni_rest_port']}"
     assert config["postgresql"]["connect_address"] == (

@@ -10,16 +10,19 @@ the metrics deploy: test_metrics_plan.py.)
 
 import ast
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pyinfra.facts.files import File
 
 from seawall import inventory, secrets
-from seawall.components import common, pgroute, redis
+from seawall.components import common, pgroute, postgres, redis
 from seawall.facts.deb import DebInstallState
+from seawall.facts.postgres import PgbouncerServerTls
 from seawall.facts.redis import RedisAclFile, RedisRole, SentinelMasterSettings
+from seawall.names import PGBOUNCER_INI, postgres_tls_files
 from tests.unit.test_common_templates import Call, FakeHost, Recorder
+from tests.unit.tls_inventory import CONVERGED, FakeInventory
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-component-never-printed"
@@ -49,23 +52,23 @@ def _record(
             ("port", data.get("sentinel_port", 26379)),
         ): None,
     }
+    # PgBouncer's TLS (components/pgroute.py): a cluster TLS has been rolled onto.
+    facts[(PgbouncerServerTls, ("path", PGBOUNCER_INI))] = "verify-ca"
+    facts[(File, ("path", postgres_tls_files(data)["ca"]))] = {"mode": 644}
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=facts, name=name)
     calls: list[Call] = []
     seawall_ops = Recorder("seawall", calls)
-    members = [SimpleNamespace(name=h.name, data=dict(h.data)) for h in lab]
-    fake_inventory = SimpleNamespace(
-        get_group=lambda group, default=None: [
-            m for m, h in zip(members, lab, strict=True) if group in h.groups
-        ]
-    )
+    fake_inventory = FakeInventory(lab, CONVERGED)
     for target in (common, module):
         monkeypatch.setattr(target, "host", fake)
         monkeypatch.setattr(target, "inventory", fake_inventory, raising=False)
         for ops in ("apt", "files", "server", "systemd"):
             monkeypatch.setattr(target, ops, Recorder(ops, calls), raising=False)
-        for op in ("validated_file", "secret_file", "managed_include_last"):
+        for op in ("validated_file", "secret_file", "managed_include_last", "tls_ready"):
             if hasattr(target, op):
                 monkeypatch.setattr(target, op, getattr(seawall_ops, op))
+    # PgBouncer's TLS mode comes from the Postgres deploy's reading of the cluster.
+    monkeypatch.setattr(postgres, "inventory", fake_inventory)
     monkeypatch.setattr(module, "any_changed", lambda *calls: calls, raising=False)
     if module is redis:
         master = (str(lab.group("redis")[0].data["private_address"]), 6379)

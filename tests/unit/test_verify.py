@@ -163,6 +163,7 @@ tcp LISTEN 0 511 10.77.0.11:26379 0.0.0.0:* users:(("redis-sentinel",pid=1,fd=7)
 tcp LISTEN 0 4096 10.77.0.11:2379 0.0.0.0:* users:(("etcd",pid=2,fd=8))
 tcp LISTEN 0 4096 10.77.0.11:2380 0.0.0.0:* users:(("etcd",pid=2,fd=7))
 tcp LISTEN 0 4096 127.0.0.1:2379 0.0.0.0:* users:(("etcd",pid=2,fd=9))
+tcp LISTEN 0 4096 10.77.0.11:2381 0.0.0.0:* users:(("etcd",pid=2,fd=10))
 tcp LISTEN 0 511 10.77.0.11:6379 0.0.0.0:* users:(("redis-server",pid=3,fd=6))
 tcp LISTEN 0 511 127.0.0.1:6379 0.0.0.0:* users:(("redis-server",pid=3,fd=7))
 tcp LISTEN 0 5 10.77.0.11:8008 0.0.0.0:* users:(("patroni",pid=4,fd=5))
@@ -218,6 +219,7 @@ def test_each_role_expects_the_units_and_listeners_its_component_runs(lab: Topol
             ("10.77.0.11", 2379),
             ("127.0.0.1", 2379),
             ("10.77.0.11", 2380),
+            ("10.77.0.11", 2381),
             ("10.77.0.11", 8008),
             ("10.77.0.11", 5432),
             ("127.0.0.1", 5432),
@@ -320,7 +322,7 @@ def test_expectations_follow_the_inventory_data(lab: Topology) -> None:
 def test_listeners_exactly_as_configured_pass(lab: Topology) -> None:
     want = roles.expected(lab, lab.host("data-1"))
     check = roles.judge_listeners(want, Probe(0, SS_DATA_1), Probe(0, SSHD_LISTEN))
-    assert check == Check("listeners", True, "exactly the 15 configured")
+    assert check == Check("listeners", True, "exactly the 16 configured")
 
 
 def test_a_stray_or_missing_listener_fails_naming_it(lab: Topology) -> None:
