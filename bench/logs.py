@@ -42,7 +42,9 @@ from report import load_note, publish, spread  # noqa: E402  (bench/report.py)
 from seawall import inventory, ssh  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
 from seawall.logs import LogsReport, find_request  # noqa: E402
+from seawall.names import CENTRAL_JOURNAL  # noqa: E402
 from seawall.netguard import require_lab_network  # noqa: E402
+from seawall.settings import setting  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab.py"
 SEAWALL = str(Path(sys.executable).with_name("seawall"))
@@ -64,6 +66,17 @@ def until(check: Callable[[], bool], started: float) -> float | None:
         if check():
             return time.monotonic() - started
     return None
+
+
+def gateway_lines_last_hour(topology: inventory.Topology, tag: str) -> int:
+    """How many gateway access lines the central journal holds from the last hour: the
+    volume each query searched (a busy gateway's hour once made it slow)."""
+    sink = topology.group("ops")[0]
+    command = (
+        f"journalctl -D {CENTRAL_JOURNAL} --since=-1h SYSLOG_IDENTIFIER={tag} "
+        "-o cat --output-fields=SEAWALL_LINES | awk '{n += $1} END {print n + 0}'"
+    )
+    return int(ssh.run(topology, sink.name, command, check=True, timeout=300).stdout)
 
 
 def main() -> None:
@@ -143,6 +156,7 @@ def main() -> None:
                 file=sys.stderr,
             )
     worst = max(command) if command else float("inf")
+    volume = gateway_lines_last_hour(topology, str(setting(gateway.data, "gateway_journal_tag")))
     lines = [
         "## `seawall logs --request-id`: a request's full path from the central journal",
         "",
@@ -154,8 +168,11 @@ def main() -> None:
         "| what | median s | min s | max s |",
         "|---|---|---|---|",
         f"| found: library polled back to back until the full path is there | {spread(found)} |",
-        f"| one library query (one SSH session, both journalctl queries) | {spread(query)} |",
+        f"| one library query (one SSH session, one journalctl query) | {spread(query)} |",
         f"| **`seawall logs` run until it returns the full path** | {spread(command)} |",
+        "",
+        f"The central journal held {volume:,} gateway access lines from the last hour, the",
+        "span each query searched.",
         "",
         f"Target: the full path within {TARGET_S:.0f} s of the request; "
         f"`seawall logs` max {worst:.2f} s: "

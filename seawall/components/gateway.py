@@ -27,7 +27,8 @@ What it guarantees on every host of the ``gateway`` group:
 - the same routes and limits over plain HTTP on the private address only, at
   ``gateway_internal_http_port`` (unless None), for callers inside the private network;
 - the copier (``files/gateway/seawall-gateway-journal``, python3-systemd) sends a
-  batch as one entry after ``gateway_journal_batch_wait`` s at most; its own journald
+  batch as one entry after ``gateway_journal_batch_wait`` s at most, with one
+  ``REQUEST_ID`` field per request in it (``seawall logs`` queries that index); its own journald
   rate limit (``gateway_journal_rate_limit_*``) holds the gateway's load; a busy
   journald slows the copy and drops nothing (NGINX never waits);
 - stub_status on 127.0.0.1:``gateway_status_port`` only;

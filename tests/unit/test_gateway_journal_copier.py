@@ -112,3 +112,72 @@ def test_lines_appended_to_the_file_reach_the_sender_within_the_wait(
     # Three at once (max lines), the fourth alone once its wait ran out.
     assert [len(batch) for _, batch in got] == [3, 1]
     assert got[-1][0] - written < 0.3 + 2.0
+
+
+def _access_line(request_id: str, uri: str) -> bytes:
+    # The gateway's log format's first fields, with a quote escaped as escape=json does.
+    return (
+        f'{{"ts":"2026-12-01T03:00:00+00:00","request_id":"{request_id}",'
+        f'"uri":"{uri}","http_user_agent":"x\\"request_id\\":\\"forged\\""}}'
+    ).encode()
+
+
+def test_a_batch_names_each_request_id_once_as_a_field(copier: ModuleType) -> None:
+    lines = [_access_line("a.1", "/x"), _access_line("b-2", "/y"), _access_line("a.1", "/z")]
+    fields = copier.entry_fields(lines, "nginx_access")
+    assert fields[:3] == [
+        "MESSAGE=" + b"\n".join(lines).decode(),
+        "SYSLOG_IDENTIFIER=nginx_access",
+        "SEAWALL_LINES=3",
+    ]
+    # Distinct ids in order; an escaped quote in a value (the user agent) names none.
+    assert fields[3:] == ["REQUEST_ID=a.1", "REQUEST_ID=b-2"]
+
+
+def _export(fields: list[str], realtime_us: int) -> bytes:
+    """One entry in the journal export format (binary form for a value with newlines)."""
+    out = [f"__REALTIME_TIMESTAMP={realtime_us}\n".encode(), b"_HOSTNAME=gw-1\n"]
+    for field in fields:
+        name, _, value = field.partition("=")
+        data = value.encode()
+        if b"\n" in data:
+            out.append(name.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n")
+        else:
+            out.append(field.encode() + b"\n")
+    return b"".join(out) + b"\n"
+
+
+def test_seawall_logs_finds_a_request_of_a_batch_by_its_field(
+    copier: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real journal (Debian's systemd-journal-remote writes it, as on the ops host)
+    # holding one batch of three requests, queried with seawall logs' own command.
+    from seawall import logs
+
+    lines = [_access_line("a.1", "/x"), _access_line("b-2", "/y"), _access_line("a.1", "/z")]
+    export = tmp_path / "batch.export"
+    export.write_bytes(_export(copier.entry_fields(lines, "nginx_access"), int(time.time() * 1e6)))
+    central = tmp_path / "remote"
+    central.mkdir()
+    subprocess.run(
+        [
+            "/lib/systemd/systemd-journal-remote",
+            "--split-mode=none",
+            f"--output={central / 'remote.journal'}",
+            str(export),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    monkeypatch.setattr(logs, "CENTRAL_JOURNAL", str(central))
+
+    def found(request_id: str) -> list[str]:
+        command = logs.query_command(request_id, "1h")
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return [line.message for line in logs.parse_entries(result.stdout.splitlines(), request_id)]
+
+    assert found("a.1") == sorted([lines[0].decode(), lines[2].decode()])
+    assert found("b-2") == [lines[1].decode()]
+    assert found("forged") == []

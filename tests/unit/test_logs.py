@@ -100,41 +100,27 @@ def test_other_spans_are_refused(value: str) -> None:
 # --- the query ----------------------------------------------------------------------
 
 
-def test_the_query_reads_the_central_journal_by_field_and_the_gateway_by_grep() -> None:
-    command = logs.query_command("abc.1", "1h", {"nginx_access"})
+def test_the_query_reads_the_central_journal_by_its_indexed_field_only() -> None:
+    command = logs.query_command("abc.1", "1h")
     assert command.startswith("test -d /var/log/journal/remote || exit 3; ")
     words = _words(command)
     assert "REQUEST_ID=abc.1" in words
-    assert "--grep=abc\\.1" in words
-    assert "--case-sensitive=true" in words
-    assert "SYSLOG_IDENTIFIER=nginx_access" in words
-    assert words.count("--since=-1h") == 2
-    assert words.count("-D") == 2 and words.count("/var/log/journal/remote") == 3
-
-
-def test_no_gateway_tag_means_no_grep() -> None:
-    # A gateway that logs to its file only (gateway_journal_tag empty).
-    assert "--grep" not in logs.query_command(RID, "1h", set())
+    assert "--since=-1h" in words
+    assert words.count("-D") == 1 and words.count("/var/log/journal/remote") == 2
+    # The gateway's batches carry the field too: no message is read by --grep.
+    assert not [word for word in words if word.startswith("--grep")]
 
 
 @given(VALID_IDS)
 def test_an_id_reaches_journalctl_as_one_word_verbatim(request_id: str) -> None:
-    words = _words(logs.query_command(request_id, "1h", {"nginx_access"}))
-    assert f"REQUEST_ID={request_id}" in words
-    grep = [word for word in words if word.startswith("--grep=")]
-    assert len(grep) == 1
-    # The regular expression matches the id itself, and only as a literal.
-    pattern = grep[0].removeprefix("--grep=")
-    assert re.fullmatch(pattern, request_id)
+    assert f"REQUEST_ID={request_id}" in _words(logs.query_command(request_id, "1h"))
 
 
 def test_malformed_values_never_reach_a_command() -> None:
     with pytest.raises(SeawallError):
-        logs.query_command("x; rm -rf /", "1h", {"nginx_access"})
+        logs.query_command("x; rm -rf /", "1h")
     with pytest.raises(SeawallError):
-        logs.query_command(RID, "1h; id", {"nginx_access"})
-    with pytest.raises(SeawallError):
-        logs.query_command(RID, "1h", {"tag; id"})
+        logs.query_command(RID, "1h; id")
 
 
 def _run_locally(command: str) -> subprocess.CompletedProcess[str]:
@@ -143,16 +129,16 @@ def _run_locally(command: str) -> subprocess.CompletedProcess[str]:
 
 def test_systemd_252_takes_the_query(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The controller's journalctl is Debian 12's, as on the ops host: every flag
-    # is accepted, and an empty journal gives no line and exit 0 (grep's 1 included).
+    # is accepted, and an empty journal gives no line and exit 0.
     assert shutil.which("journalctl"), "journalctl (systemd) is in controller-packages.txt"
     monkeypatch.setattr(logs, "CENTRAL_JOURNAL", str(tmp_path))
-    result = _run_locally(logs.query_command("abc.1", "1h", {"nginx_access"}))
+    result = _run_locally(logs.query_command("abc.1", "1h"))
     assert (result.returncode, result.stdout) == (0, ""), result.stderr
 
 
 def test_no_central_journal_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(logs, "CENTRAL_JOURNAL", str(tmp_path / "absent"))
-    assert _run_locally(logs.query_command(RID, "1h", {"nginx_access"})).returncode == 3
+    assert _run_locally(logs.query_command(RID, "1h")).returncode == 3
 
 
 # --- parsing and merging ------------------------------------------------------------
@@ -168,7 +154,7 @@ def test_lines_are_merged_in_time_order_once_each() -> None:
         ("app-1", "execution"),
         ("app-1", "execution"),
         ("app-2", "risk-safety"),
-        ("gw-1", "nginx.service"),
+        ("gw-1", "nginx_access"),
     ]
     times = [line.realtime_us for line in found]
     assert times == sorted(times)
@@ -177,7 +163,8 @@ def test_lines_are_merged_in_time_order_once_each() -> None:
 
 
 def test_a_gateway_line_counts_only_for_its_exact_id() -> None:
-    # The other request's id starts with ours: --grep found it, the JSON check drops it.
+    # The other request's id starts with ours: a batch is read line by line, and only
+    # a line whose JSON request_id is exactly the id counts.
     found = logs.parse_entries(_fixture_lines(), RID)
     gateway = [line for line in found if line.host == "gw-1"]
     assert len(gateway) == 1
@@ -324,6 +311,9 @@ def test_a_batch_entry_of_the_gateway_gives_each_line_of_the_id() -> None:
     entry = {
         "MESSAGE": "\n".join([other, mine, "not json", again]),
         "SYSLOG_IDENTIFIER": "nginx_access",
+        "SEAWALL_LINES": "4",
+        "REQUEST_ID": [RID + "x", RID],
+        "_SYSTEMD_UNIT": "seawall-gateway-journal.service",
         "_HOSTNAME": "gw-1",
         "_BOOT_ID": "b",
         "__MONOTONIC_TIMESTAMP": "7",
