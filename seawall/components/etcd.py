@@ -92,6 +92,7 @@ from seawall.names import (
 )
 from seawall.operations import files, systemd
 from seawall.operations.etcd import member_rejoined, member_restarted, member_switched_to_tls
+from seawall.operations.order import barrier
 from seawall.operations.patroni import patroni_paused
 from seawall.operations.tls import (
     CA_CERTIFICATE,
@@ -356,9 +357,11 @@ def deploy_etcd() -> None:
 def _certificates(plan: TlsPlan, is_ca: bool, holder: bool, tls_dir: str) -> None:
     """Make keys, sign requests and install certificates.
 
-    Called in the same order on every host: every holder's request exists
-    before the ops host signs, and every certificate is signed before any host
-    installs its own.
+    Called in the same order on every host: each ``barrier`` is one operation
+    of all of them, so every holder's request exists before the ops host signs,
+    and every certificate is signed before any host installs its own (pyinfra
+    orders hosts' operations only by each host's own sequence: without them, a
+    move of a plaintext cluster signed before any request existed).
     """
     data = host.data
     group = setting(data, "etcd_tls_group")
@@ -382,6 +385,10 @@ def _certificates(plan: TlsPlan, is_ca: bool, holder: bool, tls_dir: str) -> Non
             common_name=host.name,
             group=group,
         )
+    barrier(
+        name="Wait until every etcd key holder has its key and request (the CA signs next)",
+        point="every etcd key holder of this run has its key and request",
+    )
     if is_ca:
         tls_signed(
             name="Sign every etcd member's and Postgres host's etcd certificate",
@@ -399,6 +406,10 @@ def _certificates(plan: TlsPlan, is_ca: bool, holder: bool, tls_dir: str) -> Non
             renew_days=setting(data, "etcd_tls_renew_days"),
             extra_addresses=[LOOPBACK],
         )
+    barrier(
+        name="Wait until the etcd CA has signed every key holder's certificate",
+        point="the etcd CA has signed every key holder of this run",
+    )
     if not holder:
         return
     if plan.ca is None or not plan.ca_active:

@@ -397,6 +397,7 @@ class FakeInventory:
 
 
 ETCD_OPS = (
+    "barrier",
     "tls_ca",
     "tls_key",
     "tls_signed",
@@ -468,6 +469,8 @@ def test_a_new_cluster_starts_on_tls_with_no_move(
         "install",
         "server.group",
         "seawall.tls_key",
+        "seawall.barrier",
+        "seawall.barrier",
         "seawall.tls_certificate",
         "files.put",
         "seawall.unit_dropin",
@@ -485,7 +488,13 @@ def test_the_ops_host_makes_the_ca_and_signs_every_member_and_patroni_host(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, "ops-1", Site(running=False))
-    assert _ops(calls) == ["install", "seawall.tls_ca", "seawall.tls_signed"]
+    assert _ops(calls) == [
+        "install",
+        "seawall.tls_ca",
+        "seawall.barrier",
+        "seawall.tls_signed",
+        "seawall.barrier",
+    ]
     made = _one(calls, "seawall.tls_ca").kwargs
     assert made["directory"] == "/etc/seawall/etcd-ca" and made["days"] == 3650
     signed = _one(calls, "seawall.tls_signed").kwargs
@@ -508,27 +517,26 @@ def test_hosts_with_no_etcd_part_are_left_alone(
 def test_keys_are_made_before_the_ca_signs_and_signed_before_any_install(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
-    # pyinfra orders operations by where they are called: the same call
-    # sites, in the same order, on every host.
+    # pyinfra orders hosts' operations only by each host's own sequence: the
+    # same two barriers on the key holders and the CA put the signing between
+    # every request and every install (without them, the lab's move signed
+    # before any request existed).
     _, member = plan(monkeypatch, lab, "data-3", Site())
     _, ca = plan(monkeypatch, lab, "ops-1", Site())
-    sites = [*_ops(member), *_ops(ca)]
-    order = [op for op in etcd_call_order() if op in sites]
-    assert order.index("seawall.tls_key") < order.index("seawall.tls_signed")
-    assert order.index("seawall.tls_signed") < order.index("seawall.tls_certificate")
-    assert order.index("seawall.tls_certificate") < order.index("files.put")
+    held = [op for op in _ops(member) if op.startswith("seawall.tls") or op == "seawall.barrier"]
+    assert held == [
+        "seawall.tls_key",
+        "seawall.barrier",
+        "seawall.barrier",
+        "seawall.tls_certificate",
+    ]
+    signs = [op for op in _ops(ca) if op.startswith("seawall.tls") or op == "seawall.barrier"]
+    assert signs == ["seawall.tls_ca", "seawall.barrier", "seawall.tls_signed", "seawall.barrier"]
 
+    def barriers(calls: list[Call]) -> list[str]:
+        return [str(call.kwargs["name"]) for call in calls if call.op == "seawall.barrier"]
 
-def etcd_call_order() -> list[str]:
-    """The operations ``components/etcd.py`` calls, in source order (pyinfra's order)."""
-    source = Path(etcd.__file__).read_text()
-    found = re.findall(
-        r"^\s+(?:\w+ = )?(tls_ca|tls_key|tls_signed|tls_certificate|patroni_paused|"
-        r"member_rejoined|member_switched_to_tls|member_restarted|files\.put)\(",
-        source,
-        re.MULTILINE,
-    )
-    return [op if op == "files.put" else f"seawall.{op}" for op in found]
+    assert barriers(member) == barriers(ca)
 
 
 def test_a_running_plain_cluster_is_moved_in_order(
@@ -539,6 +547,8 @@ def test_a_running_plain_cluster_is_moved_in_order(
     # data-1: the first Postgres host pauses Patroni; then it moves its own member.
     assert [op for op in _ops(first) if op.startswith("seawall.")] == [
         "seawall.tls_key",
+        "seawall.barrier",
+        "seawall.barrier",
         "seawall.tls_certificate",
         "seawall.patroni_paused",
         "seawall.unit_dropin",
@@ -566,8 +576,9 @@ def test_a_running_plain_cluster_is_moved_in_order(
     _, third = plan(monkeypatch, lab, "data-3", site)
     assert "seawall.patroni_paused" not in _ops(third)
     assert "seawall.member_switched_to_tls" in _ops(third)
-    order = etcd_call_order()
-    assert order.index("seawall.patroni_paused") < order.index("seawall.member_switched_to_tls")
+    # The move is one operation of all members; data-1 calls the pause before it,
+    # so pyinfra runs the pause before any member moves.
+    assert ops.index("seawall.patroni_paused") < ops.index("seawall.member_switched_to_tls")
 
 
 def test_a_member_started_on_tls_with_a_plain_peer_url_still_moves(
