@@ -12,7 +12,9 @@ from types import ModuleType
 
 import pytest
 
+from seawall import logs
 from seawall.components import gateway
+from tests.unit.test_logging_upload import append
 
 
 @pytest.fixture(scope="module")
@@ -134,42 +136,20 @@ def test_a_batch_names_each_request_id_once_as_a_field(copier: ModuleType) -> No
     assert fields[3:] == ["REQUEST_ID=a.1", "REQUEST_ID=b-2"]
 
 
-def _export(fields: list[str], realtime_us: int) -> bytes:
-    """One entry in the journal export format (binary form for a value with newlines)."""
-    out = [f"__REALTIME_TIMESTAMP={realtime_us}\n".encode(), b"_HOSTNAME=gw-1\n"]
-    for field in fields:
-        name, _, value = field.partition("=")
-        data = value.encode()
-        if b"\n" in data:
-            out.append(name.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n")
-        else:
-            out.append(field.encode() + b"\n")
-    return b"".join(out) + b"\n"
-
-
 def test_seawall_logs_finds_a_request_of_a_batch_by_its_field(
     copier: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A real journal (Debian's systemd-journal-remote writes it, as on the ops host)
     # holding one batch of three requests, queried with seawall logs' own command.
-    from seawall import logs
-
     lines = [_access_line("a.1", "/x"), _access_line("b-2", "/y"), _access_line("a.1", "/z")]
-    export = tmp_path / "batch.export"
-    export.write_bytes(_export(copier.entry_fields(lines, "nginx_access"), int(time.time() * 1e6)))
+    fields = [
+        ("__REALTIME_TIMESTAMP", str(int(time.time() * 1e6))),
+        ("_HOSTNAME", "gw-1"),
+        *(field.split("=", 1) for field in copier.entry_fields(lines, "nginx_access")),
+    ]
     central = tmp_path / "remote"
     central.mkdir()
-    subprocess.run(
-        [
-            "/lib/systemd/systemd-journal-remote",
-            "--split-mode=none",
-            f"--output={central / 'remote.journal'}",
-            str(export),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    append(central / "remote.journal", [[(name, value) for name, value in fields]])
     monkeypatch.setattr(logs, "CENTRAL_JOURNAL", str(central))
 
     def found(request_id: str) -> list[str]:

@@ -17,7 +17,7 @@ journal with `seawall logs`'s own query. It shows:
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,24 @@ RID = "lab-3c1d5e"
 LOOPBACK = {"ops-1": "127.0.0.1", "app-1": "127.0.0.1"}
 
 
-def _export(entries: list[dict[str, str]]) -> bytes:
-    """The journal export format: one FIELD=value line each, a blank line after each entry."""
+Entry = dict[str, str] | list[tuple[str, str]]
+
+
+def _field(name: str, value: str) -> bytes:
+    """One field in the export format: NAME=value, or its binary form for a value with
+    a newline (name, 64-bit little-endian length, the bytes)."""
+    data = value.encode()
+    if b"\n" in data:
+        return name.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
+    return name.encode() + b"=" + data + b"\n"
+
+
+def _export(entries: Sequence[Entry]) -> bytes:
+    """The journal export format: each entry's fields (a list repeats a field), a blank
+    line after each entry."""
     return b"".join(
-        b"".join(f"{key}={value}\n".encode() for key, value in entry.items()) + b"\n"
-        for entry in entries
+        b"".join(_field(*pair) for pair in (e.items() if isinstance(e, dict) else e)) + b"\n"
+        for e in entries
     )
 
 
@@ -68,6 +81,9 @@ def _request_lines() -> list[dict[str, str]]:
             "_BOOT_ID": "0123456789abcdef0123456789abcde1",
             "_HOSTNAME": "gw-1",
             "SYSLOG_IDENTIFIER": "nginx_access",
+            # A batch of the gateway's copier, of one line.
+            "SEAWALL_LINES": "1",
+            "REQUEST_ID": RID,
             "MESSAGE": f'{{"request_id":"{RID}","uri":"/api/risk/items/1","status":200}}',
         },
         {
@@ -83,7 +99,7 @@ def _request_lines() -> list[dict[str, str]]:
     ]
 
 
-def _append(journal: Path, entries: list[dict[str, str]]) -> None:
+def append(journal: Path, entries: Sequence[Entry]) -> None:
     """Write entries into a journal file (journal-remote reads export format on stdin)."""
     result = subprocess.run(
         [REMOTE, f"--output={journal}", "-"],
@@ -187,14 +203,12 @@ def _central(setup: dict[str, Any]) -> list[str]:
 
 def test_an_upload_reaches_the_sink_and_the_request_is_found(setup: dict[str, Any]) -> None:
     source = setup["root"] / "app-1.journal"
-    _append(source, [*_entries(1, 3), *_request_lines()])
+    append(source, [*_entries(1, 3), *_request_lines()])
     setup["sink"].start()
     assert _upload(setup, source) == 0
     assert _central(setup) == ["entry 1", "entry 2", "entry 3"]
     # `seawall logs`'s own query, on the received journal.
-    command = logs.query_command(RID, "1h", {"nginx_access"}).replace(
-        logs.CENTRAL_JOURNAL, str(setup["sink"].output)
-    )
+    command = logs.query_command(RID, "1h").replace(logs.CENTRAL_JOURNAL, str(setup["sink"].output))
     found = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
     assert found.returncode == 0, found.stderr
     lines = logs.parse_entries(found.stdout.splitlines(), RID)
@@ -206,7 +220,7 @@ def test_an_upload_reaches_the_sink_and_the_request_is_found(setup: dict[str, An
 
 def test_a_sink_signed_by_another_ca_is_refused(setup: dict[str, Any]) -> None:
     source = setup["root"] / "app-1.journal"
-    _append(source, _entries(1, 2))
+    append(source, _entries(1, 2))
     other = setup["root"] / "other"
     other.mkdir()
     subprocess.run(
@@ -239,12 +253,12 @@ def test_a_sink_signed_by_another_ca_is_refused(setup: dict[str, Any]) -> None:
 
 def test_an_outage_of_the_sink_loses_no_entry(setup: dict[str, Any]) -> None:
     source = setup["root"] / "app-1.journal"
-    _append(source, _entries(1, 50))
+    append(source, _entries(1, 50))
     setup["sink"].start()
     assert _upload(setup, source) == 0
     setup["sink"].stop()
     # Entries logged while the sink is down; the upload fails (systemd restarts it).
-    _append(source, _entries(51, 50))
+    append(source, _entries(51, 50))
     assert _upload(setup, source) != 0
     setup["sink"].start()
     assert _upload(setup, source) == 0
