@@ -139,6 +139,11 @@ class Call:
         return self.changed
 
     @property
+    def will_change(self) -> bool:
+        # pyinfra's OperationMeta answers both; a planned call changes or not.
+        return self.changed
+
+    @property
     def name(self) -> str:
         return str(self.kwargs["name"])
 
@@ -191,6 +196,48 @@ class Recorder:
             return call
 
         return record
+
+
+# seawall's own operations (seawall/operations/) that the deploys import by name.
+SEAWALL_OPS = (
+    "validated_file",
+    "secret_file",
+    "debian_cluster_absent",
+    "patroni_leader",
+    "patroni_dynamic_config",
+    "patroni_restarted_on_store",
+    "patroni_resumed",
+    "service_roles",
+    "repository",
+    "ssh_keypair",
+    "trust_peers",
+    "barrier",
+    "tls_ca",
+    "tls_key",
+    "tls_signed",
+    "tls_certificate",
+    "tls_ca_trusted",
+    "tls_ready",
+)
+
+
+def record_seawall_ops(monkeypatch: pytest.MonkeyPatch, target: Any, calls: list[Call]) -> None:
+    """Record, as ``seawall.<op>``, each of ``SEAWALL_OPS`` that module ``target`` imports."""
+    ops = Recorder("seawall", calls)
+    for op in SEAWALL_OPS:
+        if hasattr(target, op):
+            monkeypatch.setattr(target, op, getattr(ops, op))
+
+
+def ops_of(calls: list[Call]) -> list[str]:
+    return [call.op for call in calls]
+
+
+def one_call(calls: list[Call], op: str) -> Call:
+    """The only call of ``op``; fails, listing every call, unless there is exactly one."""
+    found = [call for call in calls if call.op == op]
+    assert len(found) == 1, ops_of(calls)
+    return found[0]
 
 
 def plan(

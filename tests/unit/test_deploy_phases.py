@@ -27,7 +27,7 @@ from seawall.components import common, etcd, pgbackrest, postgres, services
 from seawall.facts.deb import DebInstallState
 from seawall.facts.patroni import PatroniStore
 from seawall.facts.systemd import UnitState
-from tests.unit.test_common_templates import Call, FakeHost, Recorder
+from tests.unit.test_common_templates import Call, FakeHost, Recorder, record_seawall_ops
 from tests.unit.test_services_plan import no_users
 from tests.unit.tls_inventory import CONVERGED, FRESH, FakeInventory
 
@@ -103,7 +103,6 @@ def record(
     calls: list[Call] = []
     # A running cluster has TLS rolled on; a fresh one has nothing yet.
     fake_inventory = FakeInventory(lab, CONVERGED if was_running else FRESH)
-    seawall_ops = Recorder("seawall", calls)
     # Recorded before every Redis had the ACL users: the services keep the shared passwords.
     monkeypatch.setattr(services, "_acl_ready", lambda: False)
     for target in (common, etcd, postgres, pgbackrest, services):
@@ -112,28 +111,7 @@ def record(
         for ops in ("apt", "files", "server", "systemd"):
             monkeypatch.setattr(target, ops, Recorder(ops, calls), raising=False)
         monkeypatch.setattr(target, "any_changed", _Changed, raising=False)
-        for op in (
-            "validated_file",
-            "secret_file",
-            "debian_cluster_absent",
-            "patroni_leader",
-            "patroni_dynamic_config",
-            "patroni_restarted_on_store",
-            "patroni_resumed",
-            "service_roles",
-            "repository",
-            "ssh_keypair",
-            "trust_peers",
-            "barrier",
-            "tls_ca",
-            "tls_key",
-            "tls_signed",
-            "tls_certificate",
-            "tls_ca_trusted",
-            "tls_ready",
-        ):
-            if hasattr(target, op):
-                monkeypatch.setattr(target, op, getattr(seawall_ops, op))
+        record_seawall_ops(monkeypatch, target, calls)
     deploy = {
         postgres: "deploy_postgres",
         pgbackrest: "deploy_pgbackrest",

@@ -25,6 +25,7 @@ from seawall.components import etcd, postgres
 from seawall.components.templates import render
 from seawall.operations import tls
 from tests.unit import test_deploy_phases
+from tests.unit.test_common_templates import Call, Recorder, one_call, ops_of
 from tests.unit.test_logging_tls import make_lab, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -282,30 +283,6 @@ def test_plain_members_are_read_from_the_membership() -> None:
 # --- the etcd deploy's plan on fake hosts ------------------------------------------------
 
 
-@dataclass
-class Call:
-    op: str
-    kwargs: dict[str, Any]
-    will_change: bool = False
-
-    @property
-    def name(self) -> str:
-        return str(self.kwargs.get("name", ""))
-
-
-class Recorder:
-    def __init__(self, module: str, calls: list[Call]) -> None:
-        self.module, self.calls = module, calls
-
-    def __getattr__(self, op: str) -> Any:
-        def record(**kwargs: Any) -> Call:
-            call = Call(f"{self.module}.{op}", kwargs)
-            self.calls.append(call)
-            return call
-
-        return record
-
-
 @dataclass(eq=False)
 class Node:
     """A lab host whose facts come from ``state`` (a ``Site``'s); any other fact fails."""
@@ -443,16 +420,6 @@ def plan(
     return me, calls
 
 
-def _ops(calls: list[Call]) -> list[str]:
-    return [call.op for call in calls]
-
-
-def _one(calls: list[Call], op: str) -> Call:
-    found = [call for call in calls if call.op == op]
-    assert len(found) == 1, _ops(calls)
-    return found[0]
-
-
 CHANGES_A_RUNNING_CLUSTER = {
     "seawall.patroni_paused",
     "seawall.member_switched_to_tls",
@@ -465,7 +432,7 @@ def test_a_new_cluster_starts_on_tls_with_no_move(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, "data-1", Site(running=False, tls_files=False))
-    assert _ops(calls) == [
+    assert ops_of(calls) == [
         "install",
         "server.group",
         "seawall.tls_key",
@@ -476,10 +443,10 @@ def test_a_new_cluster_starts_on_tls_with_no_move(
         "seawall.unit_dropin",
         "systemd.service",
     ]
-    assert not CHANGES_A_RUNNING_CLUSTER & set(_ops(calls))
+    assert not CHANGES_A_RUNNING_CLUSTER & set(ops_of(calls))
     assert calls[0].kwargs["packages"] == ["etcd-server", "etcd-client", "openssl"]
     # Its first start reads TLS: "new", on the HTTPS initial cluster.
-    config = _env(_one(calls, "files.put").kwargs["src"].getvalue())
+    config = _env(one_call(calls, "files.put").kwargs["src"].getvalue())
     assert config["ETCD_INITIAL_CLUSTER_STATE"] == "new"
     assert config["ETCD_INITIAL_CLUSTER"].startswith("data-1=https://10.77.0.11:2380,")
 
@@ -488,16 +455,16 @@ def test_the_ops_host_makes_the_ca_and_signs_every_member_and_patroni_host(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, "ops-1", Site(running=False))
-    assert _ops(calls) == [
+    assert ops_of(calls) == [
         "install",
         "seawall.tls_ca",
         "seawall.barrier",
         "seawall.tls_signed",
         "seawall.barrier",
     ]
-    made = _one(calls, "seawall.tls_ca").kwargs
+    made = one_call(calls, "seawall.tls_ca").kwargs
     assert made["directory"] == "/etc/seawall/etcd-ca" and made["days"] == 3650
-    signed = _one(calls, "seawall.tls_signed").kwargs
+    signed = one_call(calls, "seawall.tls_signed").kwargs
     assert signed["directory"] == "/etc/seawall/etcd-ca"
     assert signed["peers"] == [
         (one.name, "/etc/seawall/etcd-tls/host.csr", one.address)
@@ -523,14 +490,14 @@ def test_keys_are_made_before_the_ca_signs_and_signed_before_any_install(
     # before any request existed).
     _, member = plan(monkeypatch, lab, "data-3", Site())
     _, ca = plan(monkeypatch, lab, "ops-1", Site())
-    held = [op for op in _ops(member) if op.startswith("seawall.tls") or op == "seawall.barrier"]
+    held = [op for op in ops_of(member) if op.startswith("seawall.tls") or op == "seawall.barrier"]
     assert held == [
         "seawall.tls_key",
         "seawall.barrier",
         "seawall.barrier",
         "seawall.tls_certificate",
     ]
-    signs = [op for op in _ops(ca) if op.startswith("seawall.tls") or op == "seawall.barrier"]
+    signs = [op for op in ops_of(ca) if op.startswith("seawall.tls") or op == "seawall.barrier"]
     assert signs == ["seawall.tls_ca", "seawall.barrier", "seawall.tls_signed", "seawall.barrier"]
 
     def barriers(calls: list[Call]) -> list[str]:
@@ -545,7 +512,7 @@ def test_a_running_plain_cluster_is_moved_in_order(
     site = Site(plain=True, patroni_store="http")
     _, first = plan(monkeypatch, lab, "data-1", site)
     # data-1: the first Postgres host pauses Patroni; then it moves its own member.
-    assert [op for op in _ops(first) if op.startswith("seawall.")] == [
+    assert [op for op in ops_of(first) if op.startswith("seawall.")] == [
         "seawall.tls_key",
         "seawall.barrier",
         "seawall.barrier",
@@ -554,13 +521,13 @@ def test_a_running_plain_cluster_is_moved_in_order(
         "seawall.unit_dropin",
         "seawall.member_switched_to_tls",
     ]
-    ops = _ops(first)
+    ops = ops_of(first)
     assert ops.index("seawall.tls_certificate") < ops.index("seawall.patroni_paused")
     assert ops.index("seawall.patroni_paused") < ops.index("files.put")
-    paused = _one(first, "seawall.patroni_paused").kwargs
+    paused = one_call(first, "seawall.patroni_paused").kwargs
     assert paused["marker"] == names.PATRONI_PAUSE_MARKER
     assert [member[0] for member in paused["members"]] == ["data-1", "data-2"]
-    switch = _one(first, "seawall.member_switched_to_tls").kwargs
+    switch = one_call(first, "seawall.member_switched_to_tls").kwargs
     assert switch["_serial"] is True
     assert switch["peer_url"] == "https://10.77.0.11:2380"
     assert switch["peers"] == ["10.77.0.12:2381", "10.77.0.13:2381"]
@@ -574,8 +541,8 @@ def test_a_running_plain_cluster_is_moved_in_order(
     assert "seawall.member_restarted" not in ops
     # data-3 moves too, but pauses nothing (data-1 does, before any move).
     _, third = plan(monkeypatch, lab, "data-3", site)
-    assert "seawall.patroni_paused" not in _ops(third)
-    assert "seawall.member_switched_to_tls" in _ops(third)
+    assert "seawall.patroni_paused" not in ops_of(third)
+    assert "seawall.member_switched_to_tls" in ops_of(third)
     # The move is one operation of all members; data-1 calls the pause before it,
     # so pyinfra runs the pause before any member moves.
     assert ops.index("seawall.patroni_paused") < ops.index("seawall.member_switched_to_tls")
@@ -597,10 +564,10 @@ def test_a_member_started_on_tls_with_a_plain_peer_url_still_moves(
 
     monkeypatch.setattr(site, "answer", answer)
     _, second = plan(monkeypatch, lab, "data-2", site)
-    assert "seawall.member_switched_to_tls" in _ops(second)
+    assert "seawall.member_switched_to_tls" in ops_of(second)
     _, first = plan(monkeypatch, lab, "data-1", site)
-    assert "seawall.patroni_paused" in _ops(first)
-    assert "seawall.member_switched_to_tls" not in _ops(first)
+    assert "seawall.patroni_paused" in ops_of(first)
+    assert "seawall.member_switched_to_tls" not in ops_of(first)
 
 
 def test_a_patroni_left_on_its_plain_store_pauses_the_cluster_again(
@@ -609,8 +576,8 @@ def test_a_patroni_left_on_its_plain_store_pauses_the_cluster_again(
     # A deploy cut after etcd moved, before data-2's Patroni restarted.
     site = Site(restart_marker=("data-2",))
     _, first = plan(monkeypatch, lab, "data-1", site)
-    assert "seawall.patroni_paused" in _ops(first)
-    assert not {"seawall.member_switched_to_tls", "seawall.member_restarted"} & set(_ops(first))
+    assert "seawall.patroni_paused" in ops_of(first)
+    assert not {"seawall.member_switched_to_tls", "seawall.member_restarted"} & set(ops_of(first))
 
 
 def test_a_redeploy_with_everything_in_place_changes_no_running_daemon(
@@ -618,7 +585,7 @@ def test_a_redeploy_with_everything_in_place_changes_no_running_daemon(
 ) -> None:
     for name in ("data-1", "data-2", "data-3", "ops-1"):
         _, calls = plan(monkeypatch, lab, name, Site())
-        assert not CHANGES_A_RUNNING_CLUSTER & set(_ops(calls)), name
+        assert not CHANGES_A_RUNNING_CLUSTER & set(ops_of(calls)), name
 
 
 def test_a_changed_configuration_restarts_one_member_at_a_time(
@@ -634,10 +601,10 @@ def test_a_changed_configuration_restarts_one_member_at_a_time(
         ),
     )
     _, calls = plan(monkeypatch, lab, "data-3", site)
-    restart = _one(calls, "seawall.member_restarted").kwargs
+    restart = one_call(calls, "seawall.member_restarted").kwargs
     assert restart["_serial"] is True
     assert restart["peers"] == ["10.77.0.11:2381", "10.77.0.12:2381"]
-    assert "seawall.member_switched_to_tls" not in _ops(calls)
+    assert "seawall.member_switched_to_tls" not in ops_of(calls)
 
 
 def test_without_the_ops_host_a_host_with_no_certificate_stops_the_run(
@@ -655,10 +622,10 @@ def test_without_the_ops_host_a_host_with_its_certificate_deploys_as_usual(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     me, calls = plan(monkeypatch, lab, "data-2", Site(absent=("ops-1",)))
-    assert "seawall.tls_certificate" not in _ops(calls)
-    assert "seawall.tls_key" in _ops(calls) and "files.put" in _ops(calls)
+    assert "seawall.tls_certificate" not in ops_of(calls)
+    assert "seawall.tls_key" in ops_of(calls) and "files.put" in ops_of(calls)
     assert me.logs == ["ops-1 is not in this run: this host's etcd certificate stays as it is"]
-    assert not CHANGES_A_RUNNING_CLUSTER & set(_ops(calls))
+    assert not CHANGES_A_RUNNING_CLUSTER & set(ops_of(calls))
 
 
 def test_the_move_needs_every_etcd_and_postgres_host_in_the_run(

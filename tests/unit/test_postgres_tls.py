@@ -37,7 +37,14 @@ from seawall.facts.patroni import PatroniStore
 from seawall.facts.postgres import PgbouncerServerTls, PostgresTls
 from seawall.facts.systemd import UnitState
 from tests.unit import tls_inventory
-from tests.unit.test_common_templates import Call, FakeHost, Recorder
+from tests.unit.test_common_templates import (
+    Call,
+    FakeHost,
+    Recorder,
+    one_call,
+    ops_of,
+    record_seawall_ops,
+)
 from tests.unit.test_deploy_phases import SECRET_NAMES, SECRET_VALUE
 from tests.unit.tls_inventory import CONVERGED, FRESH, PLAIN, SERVED, FakeInventory, Scenario
 
@@ -250,7 +257,6 @@ def plan(
     fake = FakeHost(data=data, groups=list(lab_host.groups), facts=known, name=name)
     calls: list[Call] = []
     fake_inventory = FakeInventory(lab, scenario, down)
-    ops = Recorder("seawall", calls)
     # common and etcd too: host_secrets, group_members and pause_host read the host
     # and inventory there.
     for target in (common, etcd, postgres, pgroute):
@@ -260,25 +266,7 @@ def plan(
         for module_name in ("files", "server", "systemd"):
             monkeypatch.setattr(target, module_name, Recorder(module_name, calls), raising=False)
         monkeypatch.setattr(target, "any_changed", lambda *c: c, raising=False)
-        for op in (
-            "validated_file",
-            "secret_file",
-            "debian_cluster_absent",
-            "patroni_leader",
-            "patroni_dynamic_config",
-            "patroni_restarted_on_store",
-            "patroni_resumed",
-            "service_roles",
-            "barrier",
-            "tls_ca",
-            "tls_key",
-            "tls_signed",
-            "tls_certificate",
-            "tls_ca_trusted",
-            "tls_ready",
-        ):
-            if hasattr(target, op):
-                monkeypatch.setattr(target, op, getattr(ops, op))
+        record_seawall_ops(monkeypatch, target, calls)
     for target in (postgres, pgroute):
         monkeypatch.setattr(
             target,
@@ -293,25 +281,15 @@ def plan(
     return fake, calls
 
 
-def _ops(calls: list[Call]) -> list[str]:
-    return [call.op for call in calls]
-
-
-def _one(calls: list[Call], op: str) -> Call:
-    found = [call for call in calls if call.op == op]
-    assert len(found) == 1, _ops(calls)
-    return found[0]
-
-
 def patroni_src(calls: list[Call]) -> str:
-    return str(_one(calls, "seawall.secret_file").kwargs["src"])
+    return str(one_call(calls, "seawall.secret_file").kwargs["src"])
 
 
 def test_a_new_member_checks_its_files_then_writes_tls_on(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, postgres, "data-2", FRESH)
-    tls = [op for op in _ops(calls) if op.startswith("seawall.")]
+    tls = [op for op in ops_of(calls) if op.startswith("seawall.")]
     assert tls[:6] == [
         "seawall.debian_cluster_absent",
         "seawall.tls_key",
@@ -321,9 +299,9 @@ def test_a_new_member_checks_its_files_then_writes_tls_on(
         "seawall.tls_ready",
     ]
     assert tls[6] == "seawall.secret_file"
-    key = _one(calls, "seawall.tls_key").kwargs
+    key = one_call(calls, "seawall.tls_key").kwargs
     assert (key["directory"], key["group"], key["common_name"]) == (TLS_DIR, "postgres", "data-2")
-    ready = _one(calls, "seawall.tls_ready").kwargs
+    ready = one_call(calls, "seawall.tls_ready").kwargs
     assert (ready["directory"], ready["key_group"]) == (TLS_DIR, "postgres")
     config = yaml.safe_load(patroni_src(calls))["postgresql"]
     assert config["parameters"]["ssl"] == "on"
@@ -334,8 +312,8 @@ def test_a_member_without_a_certificate_and_without_the_ca_renders_no_ssl(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     me, calls = plan(monkeypatch, lab, postgres, "data-1", FRESH, down=("ops-1",))
-    assert "seawall.tls_certificate" not in _ops(calls)
-    assert "seawall.tls_ready" not in _ops(calls)
+    assert "seawall.tls_certificate" not in ops_of(calls)
+    assert "seawall.tls_ready" not in ops_of(calls)
     config = yaml.safe_load(patroni_src(calls))["postgresql"]
     assert not any(key.startswith("ssl") for key in config["parameters"])
     assert not any(line.startswith("hostssl") for line in config["pg_hba"])
@@ -346,27 +324,27 @@ def test_the_ca_host_makes_the_ca_and_signs_between_the_barriers(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, postgres, "ops-1", FRESH, down=("data-2",))
-    assert [op for op in _ops(calls) if op.startswith("seawall.")] == [
+    assert [op for op in ops_of(calls) if op.startswith("seawall.")] == [
         "seawall.tls_ca",
         "seawall.barrier",
         "seawall.tls_signed",
         "seawall.barrier",
     ]
-    assert _one(calls, "seawall.tls_ca").kwargs["directory"] == "/etc/seawall/postgres-ca"
-    signed = _one(calls, "seawall.tls_signed").kwargs
+    assert one_call(calls, "seawall.tls_ca").kwargs["directory"] == "/etc/seawall/postgres-ca"
+    signed = one_call(calls, "seawall.tls_signed").kwargs
     # Only this run's members: data-2, down, keeps the certificate it has.
     assert signed["peers"] == [("data-1", f"{TLS_DIR}/host.csr", "10.77.0.11")]
     assert (signed["names"], signed["extended_key_usage"]) == (["localhost"], "serverAuth")
     assert (signed["days"], signed["renew_days"]) == (397, 30)
     # Nothing else of Postgres on the ops host.
-    assert "seawall.secret_file" not in _ops(calls)
+    assert "seawall.secret_file" not in ops_of(calls)
 
 
 def test_an_app_host_trusts_the_ca_after_the_barriers(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, postgres, "app-1", FRESH)
-    assert _ops(calls) == ["seawall.barrier", "seawall.barrier", "seawall.tls_ca_trusted"]
+    assert ops_of(calls) == ["seawall.barrier", "seawall.barrier", "seawall.tls_ca_trusted"]
     trusted = calls[-1].kwargs
     assert trusted["directory"] == TLS_DIR and trusted["ca_host"] == "ops-1"
 
@@ -391,8 +369,8 @@ def test_a_redeploy_with_a_member_down_keeps_tls_and_reloads_on_change_only(
     assert config["pg_hba"][1].startswith("hostnossl")
     reload = next(c for c in calls if c.kwargs.get("name", "").startswith("Reload Patroni"))
     wait = next(c for c in calls if c.kwargs.get("name", "").startswith("Wait until Postgres"))
-    written = _one(calls, "seawall.secret_file")
-    certificate = _one(calls, "seawall.tls_certificate")
+    written = one_call(calls, "seawall.secret_file")
+    certificate = one_call(calls, "seawall.tls_certificate")
     assert reload.kwargs["_if"] == wait.kwargs["_if"] == (written, certificate)
 
 
@@ -401,7 +379,7 @@ def test_pgbouncer_verifies_with_the_ca_after_checking_it_is_there(
 ) -> None:
     _, calls = plan(monkeypatch, lab, pgroute, "app-1", FRESH)
     ops = [c.kwargs.get("name", c.op) for c in calls]
-    ready = _one(calls, "seawall.tls_ready")
+    ready = one_call(calls, "seawall.tls_ready")
     assert ready.kwargs == {
         "name": "Check the Postgres CA's certificate is here before PgBouncer checks with it",
         "directory": TLS_DIR,
@@ -415,7 +393,7 @@ def test_pgbouncer_on_a_plain_cluster_asks_for_tls_without_verifying(
     monkeypatch: pytest.MonkeyPatch, lab: inventory.Topology
 ) -> None:
     _, calls = plan(monkeypatch, lab, pgroute, "app-1", PLAIN)
-    assert "seawall.tls_ready" not in _ops(calls)
+    assert "seawall.tls_ready" not in ops_of(calls)
     ini = next(c for c in calls if c.kwargs.get("dest") == names.PGBOUNCER_INI)
     assert "server_tls_sslmode = prefer" in ini.kwargs["src"].getvalue()
 
