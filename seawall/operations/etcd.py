@@ -6,7 +6,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, operation
 
 from seawall.facts.etcd import EtcdHealth, EtcdMembers, tls_flags
-from seawall.operations.patroni import not_paused
+from seawall.operations.patroni import not_paused, until
 
 
 def _unhealthy(endpoints: list[str], legacy_port: int | None) -> list[str]:
@@ -39,14 +39,6 @@ def _readable_by(user: str, group: str, tls_dir: str) -> str:
         f"setpriv --reuid={quoted(user)} --regid={quoted(user)} --groups={quoted(group)} -- "
         f"cat {files} >/dev/null && openssl verify -CAfile {quoted(tls_dir + '/ca.pem')} "
         f"{quoted(tls_dir + '/host.pem')} >/dev/null"
-    )
-
-
-def _until(check: str, timeout: int, failure: str) -> str:
-    """A shell loop: ``check`` every second until it passes, failing after ``timeout`` s."""
-    return (
-        f"ok=; for i in $(seq 1 {int(timeout)}); do if {check}; then ok=yes; break; fi; "
-        f'sleep 1; done; [ -n "$ok" ] || {{ echo {shlex.quote(failure)} >&2; false; }}'
     )
 
 
@@ -161,7 +153,7 @@ def member_switched_to_tls(
         )
     yield "systemctl restart etcd.service"
     health = f"{etcdctl(f'https://127.0.0.1:{int(client_port)}', tls_dir)} endpoint health"
-    yield _until(
+    yield until(
         f"{health} >/dev/null 2>&1",
         timeout,
         f"etcd on {member} is not healthy over HTTPS within {int(timeout)} s",

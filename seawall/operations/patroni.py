@@ -150,7 +150,8 @@ def _all_in(mode: str, endpoints: list[str]) -> str:
     )
 
 
-def _until(check: str, timeout: int, failure: str) -> str:
+def until(check: str, timeout: int, failure: str) -> str:
+    """A shell loop: ``check`` every second until it passes, failing after ``timeout`` s."""
     return (
         f"ok=; for i in $(seq 1 {int(timeout)}); do if {check}; then ok=yes; break; fi; "
         f'sleep 1; done; [ -n "$ok" ] || {{ echo {shlex.quote(failure)} >&2; false; }}'
@@ -212,7 +213,7 @@ def patroni_paused(config: str, members: list[Member], marker: str, timeout: int
     yield f"install -d -m 755 {shlex.quote(posixpath.dirname(marker))} && touch {quoted}"
     yield _toggle(config, "pause", "already paused")
     endpoints = [endpoint for name, _, endpoint in members if name in running]
-    yield _until(
+    yield until(
         _all_in("paused", endpoints),
         timeout,
         f"not every running Patroni reported the pause within {int(timeout)} s",
@@ -321,7 +322,7 @@ def patroni_restarted_on_store(
     )
     yield f"systemctl restart {quoted(unit)}"
     probe = patroni_mode_probe(endpoint)
-    yield _until(
+    yield until(
         f'[ "$({probe})" != unknown ]',
         timeout,
         f"Patroni on {host.name} did not answer within {int(timeout)} s of its restart",
@@ -388,7 +389,7 @@ def patroni_resumed(
         host.noop(f"the cluster stays paused: Patroni on {', '.join(blind)} is not running paused")
         return
     yield _toggle(config, "resume", "is not paused")
-    yield _until(
+    yield until(
         _all_in("managing", [endpoint for _, _, endpoint in members]),
         timeout,
         f"not every Patroni manages the cluster again within {int(timeout)} s",
