@@ -273,30 +273,39 @@ def cluster_tls() -> tuple[list[MemberTls], dict[str, str | None], bool]:
     this run are asked: pyinfra fails the asker of a host it could not reach.
     """
     active = {one.name for one in inventory.get_active_hosts()}
-    members = []
-    for member in inventory.get_group("postgres", default=[]):
-        if member.name not in active:
-            members.append(MemberTls(member.name, active=False))
-            continue
+    members = inventory.get_group("postgres", default=[])
+    apps = [app for app in inventory.get_group("app", default=[]) if app.name in active]
+
+    def member_question(member: Any) -> dict[str, Any]:
         paths = postgres_tls_files(member.data)
-        found = member.get_fact(
-            PostgresTls,
-            key=paths["key"],
-            cert=paths["cert"],
-            ca=paths["ca"],
-            address=str(member.data.get("private_address")),
-            port=int(setting(member.data, "postgres_port")),
-            config=patroni_config_path(member.data),
-            data_dir=data_dir(member.data),
-        )
-        members.append(MemberTls(member.name, **found))
+        return {
+            "key": paths["key"],
+            "cert": paths["cert"],
+            "ca": paths["ca"],
+            "address": str(member.data.get("private_address")),
+            "port": int(setting(member.data, "postgres_port")),
+            "config": patroni_config_path(member.data),
+            "data_dir": data_dir(member.data),
+        }
+
+    # Every member and app host asks these of the same hosts: through the memo,
+    # each is asked once per run, all at once, within each host's bound on SSH
+    # sessions (21 hosts asking data-1 together passed sshd's MaxSessions).
+    memo.ask_all(
+        [(m, PostgresTls, member_question(m)) for m in members if m.name in active]
+        + [(app, PgbouncerServerTls, {"path": PGBOUNCER_INI}) for app in apps]
+    )
+    found = [
+        MemberTls(m.name, **memo.get_fact(m, PostgresTls, **member_question(m)))
+        if m.name in active
+        else MemberTls(m.name, active=False)
+        for m in members
+    ]
     bouncers = {
-        app.name: app.get_fact(PgbouncerServerTls, path=PGBOUNCER_INI)
-        for app in inventory.get_group("app", default=[])
-        if app.name in active
+        app.name: memo.get_fact(app, PgbouncerServerTls, path=PGBOUNCER_INI) for app in apps
     }
     ca = ca_host()
-    return members, bouncers, ca is not None and ca.name in active
+    return found, bouncers, ca is not None and ca.name in active
 
 
 # --- templates -----------------------------------------------------------------------------
