@@ -288,16 +288,17 @@ def cluster_tls() -> tuple[list[MemberTls], dict[str, str | None], bool]:
             "data_dir": data_dir(member.data),
         }
 
+    questions = {m.name: member_question(m) for m in members if m.name in active}
     # Every member and app host asks these of the same hosts: through the memo,
     # each is asked once per run, all at once, within each host's bound on SSH
     # sessions (21 hosts asking data-1 together passed sshd's MaxSessions).
     memo.ask_all(
-        [(m, PostgresTls, member_question(m)) for m in members if m.name in active]
+        [(m, PostgresTls, questions[m.name]) for m in members if m.name in questions]
         + [(app, PgbouncerServerTls, {"path": PGBOUNCER_INI}) for app in apps]
     )
     found = [
-        MemberTls(m.name, **memo.get_fact(m, PostgresTls, **member_question(m)))
-        if m.name in active
+        MemberTls(m.name, **memo.get_fact(m, PostgresTls, **questions[m.name]))
+        if m.name in questions
         else MemberTls(m.name, active=False)
         for m in members
     ]
