@@ -42,11 +42,10 @@ class Redis:
         # One client for probes, one for events: a slow publish never delays /health.
         self._probe = MajorityClient(settings)
         self._probe_lock = threading.Lock()
-        # Orders' events come from the outbox, which is their durable buffer:
-        # no spool, and one producer per service whichever host relays them.
-        self.outbox_publisher = EventPublisher(
-            MajorityClient(settings), None, producer_id=outbox.producer(config.service)
-        )
+        # Orders' events come from the outbox, which is their durable buffer
+        # and keeps what was published: no spool, no window, and one producer
+        # per service whichever host relays them.
+        self.outbox_publisher = outbox.publisher(MajorityClient(settings), config.service)
         # Events spooled by an earlier version are still replayed (then the spool is idle).
         self._legacy: EventPublisher | None = None
         if config.spool_dir:

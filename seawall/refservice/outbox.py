@@ -21,6 +21,13 @@ Exactly once, with a relay on every app host:
 - Numbers are taken at publish time, not insert time: ids are taken at insert
   and committed out of order, so numbering by id could publish 7 before 6
   commits, and 6 would then be turned away as stored.
+- A failover can promote a replica that lacks events a replica had confirmed
+  (WAIT 1; docs/events.md). Each batch first asks the master for the
+  producer's mark and marks every row numbered after it unpublished again,
+  so they go out again, in number order, whichever relay published them and
+  whether or not it still runs. The publisher keeps no window of its own
+  (``window_events=0``): re-sending only one relay's events would move the
+  mark past the other's, and Redis would then turn those away as stored.
 """
 
 import json
@@ -34,7 +41,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from seawall.runtime.reconnect import PublishResult
+from seawall.runtime.reconnect import EventPublisher, MajorityClient, PublishResult
 
 log = logging.getLogger("refservice.outbox")
 
@@ -189,6 +196,8 @@ class Publisher(Protocol):
         seq: int | None = None,
     ) -> PublishResult: ...
 
+    def master_mark(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class OutboxRow:
@@ -203,7 +212,8 @@ class OutboxRelay:
     """Publish a service's outbox rows, in order, exactly once (see the module docstring).
 
     + connect: opens a new Postgres connection (two are kept: the lock, the work)
-    + publisher: an ``EventPublisher`` without a spool, ``producer_id=producer(service)``
+    + publisher: an ``EventPublisher`` without a spool or window,
+      ``producer_id=producer(service)``, ``window_events=0``
     + service: whose rows this relay publishes
     + batch_size: rows per batch (the lock is held for one batch)
     + poll_interval: how often an idle relay looks for rows other hosts wrote
@@ -242,6 +252,7 @@ class OutboxRelay:
         self.backlog = 0
         self.oldest_s = 0.0
         self.published_total = 0
+        self.republished = 0  # rows published again after a master lost them
         self.errors = 0
 
     # -- one batch ---------------------------------------------------------------
@@ -288,6 +299,7 @@ class OutboxRelay:
             raise
 
     def _batch(self, work: psycopg.Connection[Any]) -> int:
+        self._recover(work)
         self._number(work)
         rows = self._pending(work)
         done: list[tuple[int, str | None]] = []
@@ -315,6 +327,28 @@ class OutboxRelay:
             if not done:
                 raise OutboxStalledError(str(failure)) from failure
         return len(done)
+
+    def _recover(self, work: psycopg.Connection[Any]) -> None:
+        """Mark unpublished again every row numbered after the master's mark (a lost tail)."""
+        try:
+            mark = self.publisher.master_mark()
+        except Exception as error:  # Redis away: the publish below says so
+            log.info("outbox: the master's mark is unknown: %s", error)
+            return
+        with work.transaction():
+            again = work.execute(
+                "UPDATE refservice_outbox SET published = NULL, stream_id = NULL "
+                "WHERE service = %s AND published IS NOT NULL AND seq > %s",
+                (self.service, mark),
+            ).rowcount
+        if again:
+            self.republished += again
+            log.warning(
+                "outbox: the Redis master lacks %d published events after seq %d "
+                "(a failover to a replica behind): publishing them again",
+                again,
+                mark,
+            )
 
     def _number(self, work: psycopg.Connection[Any]) -> None:
         """Give unnumbered rows, oldest first, their publishing numbers, and commit them."""
@@ -404,6 +438,7 @@ class OutboxRelay:
             "outbox_backlog": self.backlog,
             "outbox_oldest_s": self.oldest_s,
             "outbox_published": self.published_total,
+            "outbox_republished": self.republished,
             "outbox_errors": self.errors,
         }
 
@@ -451,3 +486,8 @@ class OutboxStalledError(RuntimeError):
 def producer(service: str) -> str:
     """The one producer id every relay of ``service`` publishes under."""
     return f"outbox:{service}"
+
+
+def publisher(client: MajorityClient, service: str, **options: Any) -> EventPublisher:
+    """The relay's publisher: no spool (the outbox buffers) and no window (the outbox keeps)."""
+    return EventPublisher(client, None, producer_id=producer(service), window_events=0, **options)

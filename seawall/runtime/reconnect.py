@@ -42,7 +42,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from seawall.runtime import jsonlog
-from seawall.runtime.spool import DiskSpool, SpooledEvent
+from seawall.runtime.spool import DiskSpool, SpooledEvent, encode_record
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -402,6 +402,29 @@ class _Outcome:
     error: Exception | None = None  # why event ``stored`` was not
 
 
+def _tail_record(event: _Event, stream_id: str | None) -> bytes:
+    """``event`` as a line of the spool's ``AckedTail``."""
+    record = {"id": event.event_id, "stream": event.stream, "fields": event.fields}
+    return encode_record({**record, "maxlen": event.maxlen, "seq": event.seq, "sid": stream_id})
+
+
+class MasterBehindError(RuntimeError):
+    """The master lacks acknowledged events after ``mark``, and only the caller has them.
+
+    Raised to a publisher with ``window_events=0`` (an outbox, which keeps what
+    it published): it must publish everything after ``mark`` again, in order,
+    before anything newer. Never retried inside: a retry would store the newer
+    event, and the lost ones after it would then be turned away as stored.
+    """
+
+    def __init__(self, producer_id: str, mark: int, last: int) -> None:
+        super().__init__(
+            f"producer {producer_id}: the master is at seq {mark}, this process had "
+            f"stored up to {last}: publish the events after {mark} again first"
+        )
+        self.mark = mark
+
+
 class _Gap(WriteNotAcknowledgedError):
     """The master lacks an event this producer had stored: check it and re-publish."""
 
@@ -427,7 +450,9 @@ class EventPublisher:
     + producer_id: defaults to the spool's (persistent) or a random one
     + producers_key: the hash holding each producer's high-water mark
     + window_seconds, window_events: how much recently acknowledged history is
-      kept to re-publish after a master change
+      kept to re-publish after a master change; ``window_events=0`` for a caller
+      that keeps it itself (an outbox): a master behind this process is then a
+      ``MasterBehindError``, and ``master_mark()`` says where to start again
     + batch_size: events per pipelined round trip (one WAIT each) in replay
     + background: replay in a thread as soon as Redis is back; else only in ``drain()``
     + probe_interval: the longest pause between probes while Redis is away
@@ -461,6 +486,8 @@ class EventPublisher:
     ) -> None:
         if wait_replicas != "all" and not (isinstance(wait_replicas, int) and wait_replicas >= 0):
             raise ValueError(f"wait_replicas must be a count or 'all', not {wait_replicas!r}")
+        if spool is not None and window_events == 0:
+            raise ValueError("window_events=0 is for a caller that keeps its events, not a spool")
         self.client = client
         self.spool = spool
         self.safe = safe
@@ -493,6 +520,7 @@ class EventPublisher:
         self._last_seq = 0  # the producer's last event known stored, this session
         self._window: deque[_Acked] = deque()
         self._window_floor = 0  # the highest seq dropped from the window
+        self._mark = 0  # the producer's mark on the master at the last check
         self._checked = -1  # the client's connection count at the last master check
         self._check_due = False
         self._checked_at = 0.0
@@ -505,6 +533,22 @@ class EventPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._background = background
+        if spool is not None:
+            self._recall(spool)
+            if self._window or not spool.is_empty():
+                self._start_thread()  # check the master and replay without waiting for a publish
+
+    def _recall(self, spool: DiskSpool) -> None:
+        """Take up the window of acknowledged events a previous process of ``spool`` kept."""
+        floor, records = spool.acked.load()
+        kept = records[-self.window_events :]
+        floor = max([floor, *(r["seq"] for r in records[: len(records) - len(kept)])])
+        now = time.monotonic()  # each gets a whole window in this process
+        for r in kept:
+            event = _Event(r["seq"], r["id"], r["stream"], r["fields"], r.get("maxlen") or 10000)
+            self._window.append(_Acked(event, r.get("sid"), now))
+        self._window_floor = floor
+        self._last_seq = max((r["seq"] for r in kept), default=0)
 
     # -- publishing ------------------------------------------------------------
 
@@ -701,6 +745,16 @@ class EventPublisher:
                 or now - self._window[0].at > self.window_seconds
             ):
                 self._window_floor = self._window.popleft().event.seq
+        if self.spool is not None and stream_ids:
+            # Before the spool confirms a replayed batch: what leaves the
+            # spool is in the tail, for a process that starts after this one dies.
+            pairs = list(zip(events, stream_ids, strict=False))
+            self.spool.acked.remember(
+                [_tail_record(event, stream_id) for event, stream_id in pairs],
+                pairs[-1][0].seq,
+                self.window_seconds,
+                self.window_events,
+            )
 
     # -- after a master change ---------------------------------------------------
 
@@ -717,6 +771,11 @@ class EventPublisher:
             conn.script_load(_PUBLISH_LUA)
         self.stats.master_checks += 1
         mark = int(_text(conn.hget(self.producers_key, self.producer_id)) or 0)
+        self._mark = mark
+        if mark < self._last_seq and not self.window_events:
+            last, self._last_seq = self._last_seq, mark
+            self._mark_checked()
+            raise MasterBehindError(self.producer_id, mark, last)
         if mark < self._last_seq:
             if mark < self._window_floor:
                 lost = self._window_floor - mark
@@ -751,9 +810,33 @@ class EventPublisher:
             # What the master now holds is the chain later events build on
             # (lower than before only if acknowledged events were lost).
             self._last_seq = missing[-1].seq if missing else mark
+        self._mark_checked()
+
+    def _mark_checked(self) -> None:
         self._checked = self.client.connections
         self._check_due = False
         self._checked_at = time.monotonic()
+
+    def master_mark(self) -> int:
+        """This producer's mark on the master now: the last number the master stored.
+
+        For a caller that keeps what it published (``window_events=0``):
+        everything it published after this number must go again, in order.
+
+        Raises:
+            RedisUnavailableError: no master answered within the publish deadline.
+        """
+
+        def read(conn: redis.Redis) -> int:
+            self._check_due = True
+            try:
+                self._check_master(conn)
+            except MasterBehindError as behind:
+                return behind.mark
+            return self._mark
+
+        with self._io:
+            return self.client.call(read, deadline=self.publish_deadline)
 
     # -- replay ----------------------------------------------------------------
 
@@ -812,8 +895,8 @@ class EventPublisher:
             log.info("replay paused: %s", outcome.error)
             self._trip()
             return -1
-        self.spool.confirm(events[done - 1].spooled)  # type: ignore[arg-type]
         self._acked(events[: outcome.stored], outcome.stream_ids)
+        self.spool.confirm(events[done - 1].spooled)  # type: ignore[arg-type]
         self.stats.replayed += outcome.stored
         with self._cv:
             self._confirmed = max(self._confirmed, events[done - 1].seq)

@@ -11,6 +11,8 @@ The directory (0700; every file 0600) holds:
 - ``<generation>.seg``: segments, appended in order. A record is one line,
   ``<crc32 hex> <json>``: a record that fails its checksum or does not decode
   is moved aside to ``quarantine`` and never blocks the ones after it.
+- ``acked`` and ``acked.old``: the events acknowledged lately, for the next
+  process of this spool to re-publish after a failover (``AckedTail``).
 - ``replayed``: ``<generation> <offset>``, how far replay is confirmed. It
   names its segment, so an offset can never apply to data it was not written
   for: a drained spool starts a new generation instead of truncating the old.
@@ -30,6 +32,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -164,6 +167,155 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
     return record
 
 
+class AckedTail:
+    """The events this producer had acknowledged lately, kept on disk for the next process.
+
+    A replica that confirmed an event (WAIT) can still lose it: Sentinel may
+    promote another replica that lagged (docs/events.md, issue 15). The
+    publisher re-sends what a new master lacks from its recently acknowledged
+    events. Kept only in memory, that window died with the process: a writer
+    killed as a cut healed, before a late failover, lost 2,499 events it had
+    replayed. Here it outlives the process.
+
+    Two files: records go to ``acked`` (a header line, ``# <floor> <created>``,
+    then one ``encode_record`` line per event); once it is older than the
+    window's seconds or holds its count of events, it becomes ``acked.old`` and
+    the previous ``acked.old`` is dropped. So every event stays at least one
+    window, and the files hold at most two. ``floor`` is the highest number
+    dropped, for the publisher to tell a loss older than the window.
+
+    Written without fsync, one ``write`` per batch: a killed process's writes
+    are in the page cache and stay; a host that crashes loses its unsynced
+    tail, and its services with it. A failed write (a full disk) is logged,
+    never raised: the events are in Redis already.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.current = directory / "acked"
+        self.old = directory / "acked.old"
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._failing = False
+        self.floor = 0
+        self._old_last = 0  # the highest number in acked.old
+        self._last = 0  # the highest number in acked
+        self._count = 0  # records in acked
+        self._created = time.time()
+
+    def _read(self, path: Path) -> tuple[int, float | None, list[dict[str, Any]]]:
+        """The header's floor and time, and the records of one file (torn ones skipped)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return 0, None, []
+        header, _, body = data.partition(b"\n")
+        try:
+            floor_text, created_text = header.removeprefix(b"# ").split()
+            floor, created = int(floor_text), float(created_text)
+        except ValueError:
+            return 0, None, []  # no header: a file cut short at its creation
+        records = [r for r in map(decode_record, body.splitlines(keepends=True)) if r is not None]
+        return floor, created, records
+
+    def load(self) -> tuple[int, list[dict[str, Any]]]:
+        """The floor, and every record kept, oldest first; opens ``acked`` for appending."""
+        with self._lock:
+            old_floor, _, old = self._read(self.old)
+            floor, created, records = self._read(self.current)
+            self.floor = max(floor, old_floor)
+            self._old_last = max((r["seq"] for r in old), default=0)
+            if self._fd < 0:
+                if created is None:
+                    self._start(self.floor, time.time())
+                else:
+                    self._fd = os.open(self.current, os.O_WRONLY | os.O_APPEND, 0o600)
+                    self._drop_torn_tail()
+                    self._created, self._count = created, len(records)
+                    self._last = max((r["seq"] for r in records), default=self.floor)
+            return self.floor, old + records
+
+    def _drop_torn_tail(self) -> None:
+        # A crash mid-write can leave half a line, which the next record would extend.
+        data = self.current.read_bytes()
+        if not data.endswith(b"\n"):
+            os.ftruncate(self._fd, data.rfind(b"\n") + 1)
+
+    def _start(self, floor: int, now: float) -> None:
+        """A new ``acked`` with its header (the caller holds ``_lock``)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self.current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        os.write(self._fd, b"# %d %.3f\n" % (floor, now))
+        self.floor, self._created, self._count, self._last = floor, now, 0, floor
+
+    def remember(self, records: list[bytes], last_seq: int, seconds: float, events: int) -> None:
+        """Append ``records`` (``encode_record`` lines, the last numbered ``last_seq``).
+
+        ``seconds`` and ``events`` are the publisher's window: ``acked`` is
+        retired once it is older or holds as many, and the file before it dropped.
+        """
+        with self._lock:
+            if self._fd < 0:
+                return  # closed, or never loaded
+            try:
+                now = time.time()
+                if self._count and (now - self._created > seconds or self._count >= events):
+                    dropped = self._old_last
+                    os.replace(self.current, self.old)
+                    self._old_last = self._last
+                    self._start(max(self.floor, dropped), now)
+                size = os.fstat(self._fd).st_size
+                data = b"".join(records)
+                try:
+                    written = os.write(self._fd, data)
+                except OSError:
+                    os.ftruncate(self._fd, size)  # never half a record
+                    raise
+                if written != len(data):
+                    os.ftruncate(self._fd, size)
+                    raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes")
+                self._count += len(records)
+                self._last = max(self._last, last_seq)
+                if self._failing:
+                    log.warning("%s: writing acknowledged events again", self.current)
+                self._failing = False
+            except OSError as error:
+                if not self._failing:
+                    log.error(
+                        "%s: cannot keep acknowledged events for the next process (%s): "
+                        "a failover after this process ends may lose them",
+                        self.current,
+                        error,
+                    )
+                self._failing = True
+
+    def give_way(self) -> bool:
+        """Drop every kept event, to free the disk for the spool; False if none was kept."""
+        with self._lock:
+            if self._fd < 0 or (self._count == 0 and not self.old.exists()):
+                return False
+            try:
+                self.old.unlink(missing_ok=True)
+                self._old_last = 0
+                self._start(max(self.floor, self._last), time.time())
+            except OSError as error:
+                log.error("%s: cannot free the acked tail: %s", self.current, error)
+                return False
+            log.error(
+                "%s: the disk is full: dropped the acknowledged events kept for the next "
+                "process (up to seq %d) to spool new ones",
+                self.current,
+                self.floor,
+            )
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
 class DiskSpool:
     """Events in arrival order, durable before ``append`` returns, owned by one process.
 
@@ -192,6 +344,7 @@ class DiskSpool:
         # so numbers reach Redis in order whichever publisher holds the spool.
         self.order_lock = threading.Lock()
         self.producer_id = self._producer_id()
+        self.acked = AckedTail(self.directory)
         self._sequence = _Slots(self.directory / "sequence")
         self._next_seq = self._sequence.value[0] if self._sequence.value else 1
         self._leased = self._next_seq
@@ -237,6 +390,7 @@ class DiskSpool:
                 os.close(self._fd)
                 self._fd = -1
             if self._lock_fd >= 0:
+                self.acked.close()
                 self._sequence.close()
                 self._replayed.close()
                 os.close(self._lock_fd)  # closing the descriptor drops the flock
@@ -394,13 +548,19 @@ class DiskSpool:
                     f"event {event_id} was not stored"
                 )
             start = self._size
-            try:
-                written = 0
-                while written < len(line):
-                    written += os.pwrite(self._fd, line[written:], start + written)
-            except OSError as error:
-                self._cut(start)
-                raise self._failure(error, event_id) from error
+            for attempt in (1, 2):
+                try:
+                    written = 0
+                    while written < len(line):
+                        written += os.pwrite(self._fd, line[written:], start + written)
+                    break
+                except OSError as error:
+                    self._cut(start)
+                    # A spooled event is a promise to the caller; the acked tail
+                    # only a second line of defence: it gives way on a full disk.
+                    if attempt == 1 and error.errno in _NO_SPACE and self.acked.give_way():
+                        continue
+                    raise self._failure(error, event_id) from error
             self._size = start + len(line)
             self._sizes[self._active] = self._size
             self._written_total += len(line)

@@ -143,8 +143,13 @@ def wait_for_link(master: RedisServer, replicas: int, timeout: float = 10) -> No
 
 
 def settings_for(sentinel: RedisServer, **overrides: object) -> RedisSettings:
+    return settings_at(sentinel.port, **overrides)
+
+
+def settings_at(sentinel_port: int, **overrides: object) -> RedisSettings:
+    """Settings for a process that has only the Sentinel's port (a child process)."""
     values: dict[str, object] = {
-        "sentinels": (("127.0.0.1", sentinel.port),),
+        "sentinels": (("127.0.0.1", sentinel_port),),
         "master_name": "seawall",
         "operation_deadline": 2.0,
         # Room for a slow fsync on a shared test machine (WAIT gets 4/5 of it).
@@ -165,3 +170,16 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 
 def majority_client(sentinel: RedisServer, **overrides: object) -> MajorityClient:
     return MajorityClient(settings_for(sentinel, **overrides))
+
+
+def copy_keys(source: RedisServer, target: RedisServer, *keys: str) -> None:
+    """Give ``target`` the data ``source`` has now: a replica that stops here."""
+    for key in keys:
+        target.client().restore(key, 0, source.client().dump(key), replace=True)
+
+
+def promote(sentinel: RedisServer, new: RedisServer, old: RedisServer) -> None:
+    """What Sentinel does when it promotes ``new``: the Sentinel names it, ``old`` is gone."""
+    sentinel.client().execute_command("SENTINEL", "REMOVE", "seawall")
+    sentinel.client().execute_command("SENTINEL", "MONITOR", "seawall", "127.0.0.1", new.port, 1)
+    old.stop()

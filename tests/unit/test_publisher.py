@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,9 @@ from seawall.runtime.spool import DiskSpool, SpoolFullError
 from tests.unit.redis_server import (
     RedisServer,
     Servers,
+    copy_keys,
     majority_client,
+    promote,
     servers,
     wait_for_link,
 )
@@ -29,6 +33,7 @@ from tests.unit.redis_server import (
 __all__ = ["servers"]  # the fixture, imported for pytest
 
 STREAM = "seawall:test:events"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def entries(server: RedisServer, stream: str = STREAM) -> list[str]:
@@ -185,12 +190,6 @@ def test_without_a_spool_a_refusal_raises_instead_of_vanishing(
         publisher.publish(STREAM, {"n": 0}, event_id="e0")
 
 
-def copy_keys(source: RedisServer, target: RedisServer, *keys: str) -> None:
-    """Give ``target`` the data ``source`` has now: a replica that stops here."""
-    for key in keys:
-        target.client().restore(key, 0, source.client().dump(key), replace=True)
-
-
 def test_a_promoted_replica_missing_acknowledged_events_gets_them_again(
     servers: Servers, publishers: list[EventPublisher], tmp_path: Path
 ) -> None:
@@ -205,15 +204,74 @@ def test_a_promoted_replica_missing_acknowledged_events_gets_them_again(
     for number in range(10, 20):
         assert publisher.publish(STREAM, {"n": number}, event_id=f"e{number}").status == "acked"
     # ...and Sentinel promotes it anyway; the old master is gone.
-    sentinel.client().execute_command("SENTINEL", "REMOVE", "seawall")
-    sentinel.client().execute_command("SENTINEL", "MONITOR", "seawall", "127.0.0.1", new.port, 1)
-    old.stop()
+    promote(sentinel, new, old)
     assert entries(new) == [f"e{n}" for n in range(10)]
     # No new event needed: the publisher notices and re-publishes the ten.
     until(lambda: len(entries(new)) >= 20, 10, "the lost events re-published")
     assert publisher.publish(STREAM, {"n": 20}, event_id="e20").status == "acked"
     assert entries(new) == [f"e{n}" for n in range(21)]
     until(lambda: entries(new_replica) == entries(new), 5, "the new replica caught up")
+    assert publisher.stats.lost_beyond_window == 0
+
+
+KILLED_WRITER = """
+import sys
+from seawall.runtime.reconnect import EventPublisher, MajorityClient
+from seawall.runtime.spool import DiskSpool
+from tests.unit.redis_server import settings_at
+
+client = MajorityClient(settings_at(int(sys.argv[1])))
+publisher = EventPublisher(client, DiskSpool(sys.argv[2]))
+for number in range(20):
+    if number == 10:
+        print("ten", flush=True)
+        sys.stdin.readline()
+    assert publisher.publish(STREAM, {"n": number}, event_id=f"e{number}").status == "acked"
+print("twenty", flush=True)
+sys.stdin.readline()  # until killed
+"""
+
+
+def test_a_writer_killed_before_a_late_failover_leaves_its_window_to_the_next(
+    servers: Servers, publishers: list[EventPublisher], tmp_path: Path
+) -> None:
+    old, _ = servers.pair()
+    new, new_replica = servers.pair()
+    sentinel = servers.sentinel(old)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_WRITER.replace("STREAM", repr(STREAM)),
+            str(sentinel.port),
+            str(tmp_path / "spool"),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stdout.readline() == "ten\n"
+        # The replica that will be promoted stopped receiving here...
+        copy_keys(old, new, STREAM, "seawall:producers")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "twenty\n"
+    finally:
+        child.kill()  # SIGKILL: no close, no flush
+        child.wait(timeout=10)
+    assert entries(old) == [f"e{n}" for n in range(20)]
+    # ...and Sentinel promotes it after the writer is gone.
+    promote(sentinel, new, old)
+    # The next process of the spool re-publishes the ten without a publish of its own.
+    publisher = publisher_for(publishers, sentinel, DiskSpool(tmp_path / "spool"))
+    until(lambda: len(entries(new)) >= 20, 10, "the dead writer's lost events re-published")
+    assert publisher.publish(STREAM, {"n": 20}, event_id="e20").status == "acked"
+    assert entries(new) == [f"e{n}" for n in range(21)]
+    until(lambda: entries(new_replica) == entries(new), 5, "the new replica caught up")
+    assert publisher.stats.republished == 10
     assert publisher.stats.lost_beyond_window == 0
 
 

@@ -1,5 +1,6 @@
 """Orders and the outbox against a real Postgres and redis-server on loopback."""
 
+import contextlib
 import json
 import threading
 import time
@@ -14,7 +15,14 @@ from seawall.refservice.outbox import OutboxRelay, OutboxStalledError, RequestCo
 from seawall.runtime.reconnect import EventPublisher
 from seawall.runtime.spool import DiskSpool
 from tests.unit.postgres_server import PostgresServer, pg, postgres_server
-from tests.unit.redis_server import RedisServer, Servers, majority_client, servers
+from tests.unit.redis_server import (
+    RedisServer,
+    Servers,
+    copy_keys,
+    majority_client,
+    promote,
+    servers,
+)
 
 __all__ = ["pg", "postgres_server", "servers"]  # fixtures, imported for pytest
 
@@ -45,12 +53,7 @@ class Lab:
         self.closing: list[Any] = []
 
     def publisher(self) -> EventPublisher:
-        publisher = EventPublisher(
-            majority_client(self.sentinel),
-            None,
-            producer_id=outbox.producer(SERVICE),
-            publish_deadline=2.0,
-        )
+        publisher = outbox.publisher(majority_client(self.sentinel), SERVICE, publish_deadline=2.0)
         self.closing.append(publisher)
         return publisher
 
@@ -212,6 +215,33 @@ def test_relays_on_two_hosts_publish_every_order_exactly_once(lab: Lab) -> None:
     ids = stream_event_ids(lab.master)
     assert len(ids) == 80 and set(ids) == wanted
     assert sum(r.published_total for r in relays) == 80
+
+
+def test_relays_on_two_hosts_republish_what_a_lagging_promotion_lost(
+    lab: Lab, servers: Servers
+) -> None:
+    new, new_replica = servers.pair()
+    relays = [lab.relay(batch_size=2), lab.relay(batch_size=2)]
+    placed = [lab.order(f"p{n}") for n in range(10)]
+    assert [relays[0].run_once(), relays[1].run_once()] == [2, 2]
+    # The replica that will be promoted stopped receiving here...
+    copy_keys(lab.master, new, outbox.ORDER_STREAM, "seawall:producers")
+    # ...while the two relays took turns with the next six.
+    assert [relays[0].run_once(), relays[1].run_once(), relays[0].run_once()] == [2, 2, 2]
+    assert lab.count("SELECT count(*) FROM refservice_outbox WHERE published IS NULL") == 0
+    promote(lab.sentinel, new, lab.master)
+    wanted = [outbox.event_id(SERVICE, p.order_id) for p in placed]
+    # The relays look again each poll; their publishers' threads check the new master too.
+    for _ in range(40):  # bounded: 40 polls of both relays
+        with contextlib.suppress(Exception):
+            relays[1].run_once()
+            relays[0].run_once()
+        if len(stream_event_ids(new)) >= len(wanted):
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)  # a publisher's idle check (1 s) would re-publish out of order now
+    assert stream_event_ids(new) == wanted
+    until(lambda: stream_event_ids(new_replica) == wanted, 5, "the new replica caught up")
 
 
 def test_while_redis_is_away_rows_wait_in_the_outbox(lab: Lab) -> None:

@@ -338,3 +338,100 @@ def test_backoff_is_capped_exponential_with_jitter() -> None:
     assert all(0 <= delay <= 1.0 for delay in delays)
     assert all(delay <= 0.05 * 2**n for n, delay in enumerate(delays))
     assert len(set(delays)) == len(delays)
+
+
+class Clock:
+    """Wall time for the acked tail, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def tail_lines(*seqs: int) -> list[bytes]:
+    return [
+        spool_module.encode_record(
+            {"id": f"e{n}", "stream": "s", "fields": {"n": n}, "maxlen": 100, "seq": n}
+        )
+        for n in seqs
+    ]
+
+
+def remember(spool: DiskSpool, *seqs: int, seconds: float = 30, events: int = 1000) -> None:
+    spool.acked.remember(tail_lines(*seqs), seqs[-1], seconds, events)
+
+
+def recalled(spool: DiskSpool) -> tuple[int, list[int]]:
+    floor, records = spool.acked.load()
+    return floor, [record["seq"] for record in records]
+
+
+def test_acknowledged_events_stay_on_disk_a_whole_window_then_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(spool_module, "time", clock)
+    spool = DiskSpool(tmp_path)
+    assert recalled(spool) == (0, [])
+    remember(spool, 1, 2, 3)
+    clock.now += 29
+    remember(spool, 4)
+    # A new process (the old one killed: nothing was closed) finds all four.
+    spool.close()
+    spool = DiskSpool(tmp_path)
+    assert recalled(spool) == (0, [1, 2, 3, 4])
+    clock.now += 2  # the file is 31 s old: it is kept one more window, as acked.old
+    remember(spool, 5)
+    assert recalled(spool) == (0, [1, 2, 3, 4, 5])
+    clock.now += 31  # 1-4 are 33 s old or more: dropped; 4 is the floor
+    remember(spool, 6)
+    assert recalled(spool) == (4, [5, 6])
+    # By count too: a file holding the window's count of events is retired.
+    remember(spool, 7, 8, events=3)
+    remember(spool, 9, events=3)
+    assert recalled(spool) == (5, [6, 7, 8, 9])
+
+
+def test_a_torn_record_in_the_acked_tail_is_skipped_and_not_extended(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path)
+    spool.acked.load()
+    remember(spool, 1, 2)
+    spool.close()
+    with open(tmp_path / "acked", "ab") as handle:
+        handle.write(tail_lines(3)[0][:20])  # a crash mid-write
+    spool = DiskSpool(tmp_path)
+    assert recalled(spool) == (0, [1, 2])
+    remember(spool, 4)
+    spool.close()
+    assert recalled(DiskSpool(tmp_path)) == (0, [1, 2, 4])
+
+
+def test_a_full_disk_costs_the_acked_tail_not_the_spool(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = DiskSpool(tiny_disk / "spool")
+    spool.acked.load()
+    number = 0
+    while not caplog.records and number < 10_000:  # bounded: 64 KiB holds far fewer
+        number += 1
+        spool.acked.remember(
+            [
+                spool_module.encode_record(
+                    {"id": "x", "stream": "s", "fields": {"p": "x" * 200}, "seq": number}
+                )
+            ],
+            number,
+            3600,
+            100_000,
+        )
+    assert "cannot keep acknowledged events" in caplog.text
+    floor, records = spool.acked.load()
+    # Whole records only, and every one written before the disk filled.
+    assert [r["seq"] for r in records] == list(range(1, number))
+    # A spooled event comes first: the tail makes room for it.
+    spool.append("spooled", "s", {"p": "x" * 200}, 100)
+    assert ids(spool) == ["spooled"]
+    assert spool.acked.load() == (number - 1, [])
+    assert "dropped the acknowledged events" in caplog.text
