@@ -104,5 +104,9 @@ def timed_site_deploy(tree: Path = ROOT) -> tuple[float, int, int]:
             + "\n".join(errors)
             + f"\n{result.stderr[-1500:]}"
         )
-    totals = json.loads(result.stdout)["results"]["totals"]
+    results = json.loads(result.stdout)["results"]
+    for op in results["operations"]:
+        if op["success"]:  # what changed, for whoever expected no change
+            print(f"changed: {op['name']}: {', '.join(op['success'])}", file=sys.stderr)
+    totals = results["totals"]
     return seconds, int(totals["hosts"]), int(totals["success"])
