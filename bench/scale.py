@@ -26,7 +26,13 @@ above, back to the 7 hosts), then checks with `seawall drift` that the lab has
 no drift. It holds the lab's data- and app-fault locks throughout, as
 bench/drift.py does; no test, drill or other deploy may run meanwhile.
 
-    .venv/bin/python bench/scale.py [--sizes 7,14,21] [--rounds 2] [--no-write]
+    .venv/bin/python bench/scale.py [--sizes 7,14,21] [--rounds 2] [--pin] [--no-write]
+
+``--pin`` separates seawall's cost from this machine's: the controller (this
+process and its pyinfra children) gets CPU 0 to itself and every lab host
+CPU 1 (their containers' cpusets), as a controller with a core of its own would,
+however many hosts share the other. Both go back to every CPU at the end. Its
+figures go to their own section (`bench:scale-pinned` markers).
 
 Every wait is bounded: the locks (10 min), each host's boot (``--boot-timeout``),
 each deploy (30 min) and each drift run (10 min). It refuses to start when the
@@ -60,6 +66,7 @@ from seawall.inventory import Topology  # noqa: E402
 from seawall.lab import hosts, lifecycle  # noqa: E402
 from seawall.lab.config import lab_config  # noqa: E402
 from seawall.lab.faults import DATA_FAULT_LOCK, app_fault_lock, exclusive_lock  # noqa: E402
+from seawall.local import run  # noqa: E402
 from seawall.netguard import lab_network, require_lab_bridge  # noqa: E402
 
 # The role whose hosts are added: they hold no cluster membership, so adding one
@@ -270,17 +277,26 @@ def verdict(ratio: float) -> str:
     return "met" if ratio <= TARGET_RATIO else "NOT met"
 
 
-def report_lines(results: Mapping[int, SizeResult], rounds: int, sizes_arg: str) -> list[str]:
+def report_lines(
+    results: Mapping[int, SizeResult], rounds: int, sizes_arg: str, pinned: bool = False
+) -> list[str]:
     """The report: one row per size, then the ratios to the smallest size against the target."""
     sizes = sorted(results)
     lines = [
-        "## No-op site redeploy and `seawall drift` as the lab grows",
+        "## No-op site redeploy and `seawall drift` as the lab grows"
+        + (", the controller on a core of its own" if pinned else ""),
         "",
-        f"`bench/scale.py --sizes {sizes_arg} --rounds {rounds}`: the lab inventory plus "
+        f"`bench/scale.py --sizes {sizes_arg} --rounds {rounds}{' --pin' if pinned else ''}`: "
+        f"the lab inventory plus "
         f"{ROLE} hosts on the lab's network; at each size one untimed site deploy, then per "
         "round a no-op site redeploy (0 changed) and `seawall drift --json` (no drift, exit 0) "
         f"in alternating order. Target (issue 13): {HOSTS_FACTOR}x the hosts in "
-        f"<= {TARGET_RATIO}x the time.",
+        f"<= {TARGET_RATIO}x the time."
+        + (
+            " Pinned: the controller (pyinfra) alone on CPU 0, every lab host on CPU 1."
+            if pinned
+            else ""
+        ),
         "",
         "| hosts | app hosts | operation-hosts | redeploy median s | min s | max s "
         "| drift median s | min s | max s | controller CPU s, redeploy / drift (median) "
@@ -315,6 +331,12 @@ def report_lines(results: Mapping[int, SizeResult], rounds: int, sizes_arg: str)
                 f"| {verdict(deploy[size])} / {verdict(drift[size])} |"
             )
     return lines
+
+
+def pin_hosts(topology: Topology, cpus: str) -> None:
+    """Put every lab host of ``topology`` on ``cpus`` (its container's cpuset), by name."""
+    for host in lab_config(topology).hosts:
+        run(["lxc-cgroup", "-n", host.container, "cpuset.cpus", cpus])
 
 
 def _children_cpu() -> float:
@@ -406,10 +428,16 @@ def main() -> None:
     parser.add_argument(
         "--boot-timeout", type=float, default=BOOT_WAIT_S, help="seconds for added hosts to boot"
     )
+    parser.add_argument(
+        "--pin", action="store_true", help="the controller on CPU 0, every lab host on CPU 1"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    every_cpu = os.sched_getaffinity(0)
+    if args.pin and not {0, 1} <= every_cpu:
+        parser.error("--pin needs CPUs 0 and 1")
 
     os.chdir(ROOT)
     lab = inventory.load(ROOT / LAB_INVENTORY)
@@ -450,16 +478,26 @@ def main() -> None:
                 results[size] = SizeResult(
                     hosts=size, app_hosts=len(scaled.group(ROLE)), op_hosts=0
                 )
+                if args.pin:
+                    pin_hosts(scaled, "1")
+                    os.sched_setaffinity(0, {0})  # pyinfra and drift inherit it
                 measure(sized, results[size], args.rounds)
         except BaseException as error:
             # Said now: the restore's own failure would otherwise be all that shows.
             print(f"stopped: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             raise
         finally:
+            if args.pin:
+                os.sched_setaffinity(0, every_cpu)
+                cpus = ",".join(map(str, sorted(every_cpu)))
+                try:
+                    pin_hosts(lab, cpus)
+                except SeawallError as error:
+                    print(f"restore: the lab hosts' CPUs: {error}", file=sys.stderr)
             restore(lab, scaled, added, tree, touched=bool(added or results))
 
-    lines = report_lines(results, args.rounds, args.sizes) + load_note(load_before)
-    publish("scale", lines, write=not args.no_write)
+    lines = report_lines(results, args.rounds, args.sizes, args.pin) + load_note(load_before)
+    publish("scale-pinned" if args.pin else "scale", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

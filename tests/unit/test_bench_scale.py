@@ -160,6 +160,23 @@ def test_the_report_has_a_row_per_size_and_the_ratios(bench: ModuleType) -> None
     assert "3x the hosts in <= 1.5x the time" in text
 
 
+def test_pinning_names_every_lab_host_by_its_container_and_says_so_in_the_report(
+    bench: ModuleType, lab: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(bench, "run", calls.append)
+    bench.pin_hosts(lab, "1")
+    assert calls == [
+        ["lxc-cgroup", "-n", host.container, "cpuset.cpus", "1"] for host in lab_config(lab).hosts
+    ]
+    assert len(calls) == len(lab.hosts)
+    results = {7: bench.SizeResult(7, 2, 343, [20.0], [18.0])}
+    pinned = "\n".join(bench.report_lines(results, 1, "7", pinned=True))
+    assert "--rounds 1 --pin`" in pinned
+    assert "the controller (pyinfra) alone on CPU 0, every lab host on CPU 1" in pinned
+    assert "--pin" not in "\n".join(bench.report_lines(results, 1, "7"))
+
+
 def test_a_size_smaller_than_the_lab_is_refused_before_the_lab_is_touched(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
