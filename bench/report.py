@@ -98,7 +98,15 @@ def timed_site_deploy(tree: Path = ROOT) -> tuple[float, int, int]:
             "w", prefix="seawall-site-deploy-", suffix=".log", delete=False
         ) as log:
             log.write(result.stdout + "\n" + result.stderr)
-        errors = [line for line in result.stderr.splitlines() if "rror" in line][:20]
+        # Each error with the line before it: pyinfra's "Error: executed 0 commands"
+        # follows the operation's own reason.
+        lines = result.stderr.splitlines()
+        errors = [
+            text
+            for i, line in enumerate(lines)
+            if "rror" in line
+            for text in lines[max(0, i - 1) : i + 1]
+        ][:20]
         raise SystemExit(
             f"site deploy from {tree} failed (whole output: {log.name}):\n"
             + "\n".join(errors)

@@ -265,6 +265,8 @@ class SizeResult:
     deploy_cpu_s: list[float] = field(default_factory=list)
     drift_cpu_s: list[float] = field(default_factory=list)
     load: list[float] = field(default_factory=list)
+    # Why this size has no figures: what stopped the run there (the sizes before it keep theirs).
+    failure: str | None = None
 
 
 def ratios(medians: Mapping[int, float]) -> dict[int, float]:
@@ -305,6 +307,10 @@ def report_lines(
     ]
     for size in sizes:
         r = results[size]
+        if r.failure is not None or not r.deploy_s or not r.drift_s:
+            why = " ".join((r.failure or "stopped before its timed runs").split())[:300]
+            lines.append(f"| {r.hosts} | {r.app_hosts} | - | not measured: {why} |")
+            continue
         cpu = (
             f"{statistics.median(r.deploy_cpu_s):.1f} / {statistics.median(r.drift_cpu_s):.1f}"
             if r.deploy_cpu_s and r.drift_cpu_s
@@ -315,9 +321,13 @@ def report_lines(
             f"| {r.hosts} | {r.app_hosts} | {r.op_hosts} | {spread(r.deploy_s)} "
             f"| {spread(r.drift_s)} | {cpu} | {load} |"
         )
-    base = sizes[0]
-    deploy = ratios({s: statistics.median(results[s].deploy_s) for s in sizes})
-    drift = ratios({s: statistics.median(results[s].drift_s) for s in sizes})
+    measured = [s for s in sizes if results[s].failure is None and results[s].deploy_s]
+    measured = [s for s in measured if results[s].drift_s]
+    if not measured:
+        return lines
+    base = measured[0]
+    deploy = ratios({s: statistics.median(results[s].deploy_s) for s in measured})
+    drift = ratios({s: statistics.median(results[s].drift_s) for s in measured})
     if deploy:
         lines += [
             "",
@@ -485,7 +495,11 @@ def main() -> None:
         except BaseException as error:
             # Said now: the restore's own failure would otherwise be all that shows.
             print(f"stopped: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            raise
+            if not isinstance(error, SystemExit) or not results:
+                raise
+            # A size the machine could not run: the sizes before it are still reported.
+            stopped_at = max(results)
+            results[stopped_at].failure = " ".join(str(error).splitlines()[:4])
         finally:
             if args.pin:
                 os.sched_setaffinity(0, every_cpu)
@@ -498,6 +512,8 @@ def main() -> None:
 
     lines = report_lines(results, args.rounds, args.sizes, args.pin) + load_note(load_before)
     publish("scale-pinned" if args.pin else "scale", lines, write=not args.no_write)
+    if any(r.failure for r in results.values()):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

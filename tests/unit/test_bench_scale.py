@@ -160,6 +160,20 @@ def test_the_report_has_a_row_per_size_and_the_ratios(bench: ModuleType) -> None
     assert "3x the hosts in <= 1.5x the time" in text
 
 
+def test_a_size_the_machine_could_not_run_is_reported_with_why_and_left_out_of_the_ratios(
+    bench: ModuleType,
+) -> None:
+    results = {
+        7: bench.SizeResult(7, 2, 343, [20.0], [18.0]),
+        14: bench.SizeResult(14, 9, 600, [30.0], [27.0]),
+        21: bench.SizeResult(21, 16, 0, failure="site deploy failed: [data-1] no running leader"),
+    }
+    lines = bench.report_lines(results, 1, "7,14,21")
+    assert "| 21 | 16 | - | not measured: site deploy failed: [data-1] no running leader |" in lines
+    assert "| time(14) / time(7) | 1.50 | 1.50 | met / met |" in lines
+    assert not any(line.startswith("| time(21)") for line in lines)
+
+
 def test_pinning_names_every_lab_host_by_its_container_and_says_so_in_the_report(
     bench: ModuleType, lab: Topology, monkeypatch: pytest.MonkeyPatch
 ) -> None:
