@@ -143,6 +143,11 @@ def outage(work: Path, rate: int, before: float, away: float, after: float) -> d
         servers.stop_all()
 
 
+def trimmed_mean(values: list[float], keep: float = 0.99) -> float:
+    ordered = sorted(values)
+    return statistics.fmean(ordered[: max(1, int(len(ordered) * keep))])
+
+
 def acked_cost(work: Path, blocks: int = 10, per_block: int = 300) -> dict[str, float]:
     """What keeping acknowledged events on disk (``AckedTail``) adds to an acknowledged publish.
 
@@ -180,7 +185,9 @@ def acked_cost(work: Path, blocks: int = 10, per_block: int = 300) -> dict[str, 
             "bare_p50_ms": 1000 * statistics.median(times["bare"]),
             "bare_p99_ms": 1000 * percentile(times["bare"], 0.99),
             "p50_ratio": statistics.median(times["kept"]) / statistics.median(times["bare"]),
-            "rate_ratio": sum(times["bare"]) / sum(times["kept"]),
+            # A single stall (a slow fsync elsewhere, the scheduler) would swamp a
+            # plain mean: the slowest 1% of each side is left out.
+            "mean_ratio": trimmed_mean(times["kept"]) / trimmed_mean(times["bare"]),
             "on_disk": on_disk,
         }
     finally:
@@ -353,15 +360,15 @@ def main() -> None:
         "process) against the same publisher with the tail writing nothing, in alternating "
         "blocks of the same run.",
         "",
-        "| with tail p50 / p99 ms | without p50 / p99 ms | p50 ratio | events/s ratio "
-        "(without / with) | events in the tail after |",
+        "| with tail p50 / p99 ms | without p50 / p99 ms | p50 ratio | mean ratio "
+        "(slowest 1% left out) | events in the tail after |",
         "|---|---|---|---|---|",
         f"| {a['kept_p50_ms']:.3f} / {a['kept_p99_ms']:.3f} | {a['bare_p50_ms']:.3f} / "
-        f"{a['bare_p99_ms']:.3f} | {a['p50_ratio']:.2f} | {a['rate_ratio']:.2f} | "
+        f"{a['bare_p99_ms']:.3f} | {a['p50_ratio']:.2f} | {a['mean_ratio']:.2f} | "
         f"{a['on_disk']:,.0f} |",
         "",
-        "Target: the tail costs an acknowledged publish at most 1.1x (one unsynced write "
-        "beside a network round trip and a WAIT).",
+        "Target: the tail costs an acknowledged publish at most 1.1x, median and mean (one "
+        "unsynced write beside a network round trip and a WAIT).",
         *load_note(load),
     ]
     publish("redis-outage", lines, write=not args.no_write)
