@@ -305,9 +305,14 @@ def report_lines(
         "| load average (1 min) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    measured = [
+        s
+        for s in sizes
+        if results[s].failure is None and results[s].deploy_s and results[s].drift_s
+    ]
     for size in sizes:
         r = results[size]
-        if r.failure is not None or not r.deploy_s or not r.drift_s:
+        if size not in measured:
             why = " ".join((r.failure or "stopped before its timed runs").split())[:300]
             lines.append(f"| {r.hosts} | {r.app_hosts} | - | not measured: {why} |")
             continue
@@ -321,8 +326,6 @@ def report_lines(
             f"| {r.hosts} | {r.app_hosts} | {r.op_hosts} | {spread(r.deploy_s)} "
             f"| {spread(r.drift_s)} | {cpu} | {load} |"
         )
-    measured = [s for s in sizes if results[s].failure is None and results[s].deploy_s]
-    measured = [s for s in measured if results[s].drift_s]
     if not measured:
         return lines
     base = measured[0]

@@ -202,26 +202,26 @@ class AckedTail:
         self._count = 0  # records in acked
         self._created = time.time()
 
-    def _read(self, path: Path) -> tuple[int, float | None, list[dict[str, Any]]]:
-        """The header's floor and time, and the records of one file (torn ones skipped)."""
+    def _read(self, path: Path) -> tuple[int, float | None, list[dict[str, Any]], bytes]:
+        """The header's floor and time, the records (torn ones skipped), the raw bytes."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return 0, None, []
+            return 0, None, [], b""
         header, _, body = data.partition(b"\n")
         try:
             floor_text, created_text = header.removeprefix(b"# ").split()
             floor, created = int(floor_text), float(created_text)
         except ValueError:
-            return 0, None, []  # no header: a file cut short at its creation
+            return 0, None, [], data  # no header: a file cut short at its creation
         records = [r for r in map(decode_record, body.splitlines(keepends=True)) if r is not None]
-        return floor, created, records
+        return floor, created, records, data
 
     def load(self) -> tuple[int, list[dict[str, Any]]]:
         """The floor, and every record kept, oldest first; opens ``acked`` for appending."""
         with self._lock:
-            old_floor, _, old = self._read(self.old)
-            floor, created, records = self._read(self.current)
+            old_floor, _, old, _ = self._read(self.old)
+            floor, created, records, data = self._read(self.current)
             self.floor = max(floor, old_floor)
             self._old_last = max((r["seq"] for r in old), default=0)
             if self._fd < 0:
@@ -229,16 +229,12 @@ class AckedTail:
                     self._start(self.floor, time.time())
                 else:
                     self._fd = os.open(self.current, os.O_WRONLY | os.O_APPEND, 0o600)
-                    self._drop_torn_tail()
+                    if not data.endswith(b"\n"):
+                        # Half a line from a crash mid-write: the next record would extend it.
+                        os.ftruncate(self._fd, data.rfind(b"\n") + 1)
                     self._created, self._count = created, len(records)
                     self._last = max((r["seq"] for r in records), default=self.floor)
             return self.floor, old + records
-
-    def _drop_torn_tail(self) -> None:
-        # A crash mid-write can leave half a line, which the next record would extend.
-        data = self.current.read_bytes()
-        if not data.endswith(b"\n"):
-            os.ftruncate(self._fd, data.rfind(b"\n") + 1)
 
     def _start(self, floor: int, now: float) -> None:
         """A new ``acked`` with its header (the caller holds ``_lock``)."""
