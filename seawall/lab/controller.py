@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "systemd-analyze": "systemd",
     "ss": "iproute2",
     "lxc-attach": "lxc",
+    "lxc-cgroup": "lxc",
     "lxc-destroy": "lxc",
     "lxc-freeze": "lxc",
     "lxc-info": "lxc",
